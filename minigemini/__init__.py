@@ -1,0 +1,19 @@
+"""Mini-Gemini (MGM) on a current transformers: dual vision encoders, patch info mining, any causal LM."""
+
+from transformers import AutoConfig, AutoModel, AutoModelForImageTextToText
+
+from .configuration import MiniGeminiConfig
+from .modeling import MiniGeminiForConditionalGeneration, MiniGeminiModel, MiniGeminiPreTrainedModel
+
+# Registering lets AutoConfig / AutoModel* resolve `"model_type": "minigemini"` from a saved directory.
+AutoConfig.register(MiniGeminiConfig.model_type, MiniGeminiConfig, exist_ok=True)
+AutoModel.register(MiniGeminiConfig, MiniGeminiModel, exist_ok=True)
+AutoModelForImageTextToText.register(MiniGeminiConfig, MiniGeminiForConditionalGeneration, exist_ok=True)
+
+__version__ = "0.1.0"
+__all__ = [
+    "MiniGeminiConfig",
+    "MiniGeminiForConditionalGeneration",
+    "MiniGeminiModel",
+    "MiniGeminiPreTrainedModel",
+]

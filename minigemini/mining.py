@@ -1,0 +1,62 @@
+"""Patch info mining (paper Eq. 1) and the HD layout of high-resolution views.
+
+Each LR token is a query that attends only to its own window of the HR map (p x p cells, p = 8 in the release),
+so the LLM sees the same number of visual tokens whatever the HR resolution.
+"""
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def split_windows(hr_map: torch.Tensor, tokens_per_side: int) -> torch.Tensor:
+    """(B, C, S, S) -> (B, n*n, p*p, C): the p x p window of each of the n x n LR tokens, row-major."""
+    batch, channels, height, width = hr_map.shape
+    n = tokens_per_side
+    if height != width or height % n:
+        raise ValueError(f"HR map of {height}x{width} cells cannot be split into {n}x{n} square windows")
+    p = height // n
+    windows = hr_map.permute(0, 2, 3, 1).reshape(batch, n, p, n, p, channels)
+    return windows.permute(0, 1, 3, 2, 4, 5).reshape(batch, n * n, p * p, channels)
+
+
+def hr_views(hr_map: torch.Tensor, image_grid: int, image_global: bool) -> torch.Tensor:
+    """Cut each image's HR map into the views its LR tokens mine from.
+
+    (B, C, S, S) -> (B * V, C, S / g, S / g), views per image ordered [global, crop(0,0), crop(0,1), ...]: crops are
+    the grid cells row-major; the global view is the whole map downsampled (bilinear) to a crop's size.
+    """
+    if image_grid == 1:
+        return hr_map
+    batch, channels, size, _ = hr_map.shape
+    g, cell = image_grid, size // image_grid
+    crops = hr_map.reshape(batch, channels, g, cell, g, cell).permute(0, 2, 4, 1, 3, 5)
+    crops = crops.reshape(batch, g * g, channels, cell, cell)
+    if image_global:
+        whole = F.interpolate(hr_map, size=(cell, cell), mode="bilinear", align_corners=False)
+        crops = torch.cat([whole.unsqueeze(1), crops], dim=1)
+    return crops.flatten(0, 1)
+
+
+class PatchInfoMining(nn.Module):
+    """T = X + softmax(q k^T / sqrt(d)) v, one query per LR token over its HR window (single head, no dropout).
+
+    q = Linear(LN(X)), k = Linear(LN(window)), v = Linear(LN(window)); the output keeps X's shape.
+    """
+
+    def __init__(self, hidden_size: int, aux_hidden_size: int, mining_hidden_size: int):
+        super().__init__()
+        self.query = nn.Sequential(nn.LayerNorm(hidden_size), nn.Linear(hidden_size, mining_hidden_size))
+        self.key = nn.Sequential(nn.LayerNorm(aux_hidden_size), nn.Linear(aux_hidden_size, mining_hidden_size))
+        self.value = nn.Sequential(nn.LayerNorm(aux_hidden_size), nn.Linear(aux_hidden_size, hidden_size))
+
+    def forward(self, lr_features: torch.Tensor, hr_map: torch.Tensor) -> torch.Tensor:
+        """lr_features (B, N, C), hr_map (B, C_aux, S, S) with S a multiple of sqrt(N) -> (B, N, C)."""
+        tokens_per_side = round(lr_features.shape[1] ** 0.5)
+        if tokens_per_side**2 != lr_features.shape[1]:
+            raise ValueError(f"patch info mining needs a square grid of LR tokens, got {lr_features.shape[1]}")
+        windows = split_windows(hr_map.to(lr_features.dtype), tokens_per_side)  # (B, N, p*p, C_aux)
+        query = self.query(lr_features).unsqueeze(2)  # (B, N, 1, d)
+        # N acts as the attention "heads" axis: every token attends over its own p*p cells only.
+        mined = F.scaled_dot_product_attention(query, self.key(windows), self.value(windows))
+        return lr_features + mined.squeeze(2)

@@ -1,0 +1,270 @@
+"""MiniGeminiForConditionalGeneration: dual vision encoders + patch info mining + projector + any causal LM."""
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from transformers import AutoModel, GenerationMixin, PreTrainedModel
+from transformers.activations import ACT2FN
+from transformers.cache_utils import Cache
+from transformers.modeling_outputs import BaseModelOutputWithPast, ModelOutput
+from transformers.utils.generic import can_return_tuple
+
+from .configuration import PROJECTOR_PATTERN, MiniGeminiConfig
+from .encoders import HighResEncoder, LowResEncoder, freeze_encoder
+from .mining import PatchInfoMining, hr_views
+
+IGNORE_INDEX = -100
+
+
+@dataclass
+class MiniGeminiModelOutputWithPast(BaseModelOutputWithPast):
+    """LLM outputs plus the projected visual tokens, (num_images, image_seq_length, hidden)."""
+
+    image_hidden_states: torch.Tensor | None = None
+
+
+@dataclass
+class MiniGeminiCausalLMOutputWithPast(ModelOutput):
+    loss: torch.Tensor | None = None
+    logits: torch.Tensor | None = None
+    past_key_values: Cache | None = None
+    hidden_states: tuple[torch.Tensor] | None = None
+    attentions: tuple[torch.Tensor] | None = None
+    image_hidden_states: torch.Tensor | None = None
+
+
+def build_projector(config: MiniGeminiConfig) -> nn.Sequential:
+    """The release's projector: "linear" or "mlp{N}x_gelu" (Linear, then N-1 x (GELU, Linear))."""
+    in_size, out_size = config.vision_config.hidden_size, config.text_config.hidden_size
+    depth_match = PROJECTOR_PATTERN.match(config.projector_type).group(2)
+    depth = int(depth_match) if depth_match else 1
+    layers = [nn.Linear(in_size, out_size)]
+    for _ in range(depth - 1):
+        layers += [ACT2FN["gelu"], nn.Linear(out_size, out_size)]
+    return nn.Sequential(*layers)
+
+
+class MiniGeminiPreTrainedModel(PreTrainedModel):
+    config: MiniGeminiConfig
+    config_class = MiniGeminiConfig
+    base_model_prefix = "model"
+    input_modalities = ("image", "text")
+    main_input_name = "input_ids"
+    supports_gradient_checkpointing = True
+    _skip_keys_device_placement = ["past_key_values"]
+    _no_split_modules = ["PatchInfoMining"]
+    _supports_flash_attn = True
+    _supports_sdpa = True
+    _supports_flex_attn = True
+    _supports_attention_backend = True
+    _can_compile_fullgraph = False
+
+
+class MiniGeminiModel(MiniGeminiPreTrainedModel):
+    """Vision towers, mining, projector and the LLM body (no LM head)."""
+
+    def __init__(self, config: MiniGeminiConfig):
+        super().__init__(config)
+        self.vision_tower = LowResEncoder(config)
+        self.vision_tower_aux = HighResEncoder(config)
+        self.mining = PatchInfoMining(
+            config.vision_config.hidden_size, config.vision_aux_hidden_size, config.mining_hidden_size
+        )
+        self.mm_projector = build_projector(config)
+        self.language_model = AutoModel.from_config(config.text_config)
+        self.post_init()
+
+    def get_input_embeddings(self):
+        return self.language_model.get_input_embeddings()
+
+    def set_input_embeddings(self, value):
+        self.language_model.set_input_embeddings(value)
+
+    def freeze_vision_towers(self, low_res: bool = True, high_res: bool = True) -> None:
+        """Freeze the encoders as the paper does in both stages (drop-path off in the frozen ConvNeXt)."""
+        if low_res:
+            freeze_encoder(self.vision_tower)
+        if high_res:
+            freeze_encoder(self.vision_tower_aux)
+
+    def get_image_features(self, pixel_values: torch.Tensor, high_res_pixel_values: torch.Tensor) -> torch.Tensor:
+        """Visual tokens for the LLM.
+
+        pixel_values: (B, 3, S, S), or (B, V, 3, S, S) in HD with views [global, crops row-major].
+        high_res_pixel_values: (B, 3, H, H).
+        Returns (B, V * N, text_hidden_size).
+        """
+        config = self.config
+        num_images = high_res_pixel_values.shape[0]
+        if pixel_values.dim() == 4:
+            pixel_values = pixel_values.unsqueeze(1)
+        if pixel_values.shape[:2] != (num_images, config.num_views):
+            raise ValueError(
+                f"pixel_values has shape {tuple(pixel_values.shape)} but {num_images} high-res images with "
+                f"{config.num_views} LR view(s) each were expected (image_grid={config.image_grid}, "
+                f"image_global={config.image_global})"
+            )
+        lr_features = self.vision_tower(pixel_values.flatten(0, 1))  # (B*V, N, C)
+        if lr_features.shape[1] != config.tokens_per_side**2:
+            raise ValueError(
+                f"LR encoder produced {lr_features.shape[1]} tokens per view, expected {config.tokens_per_side**2}: "
+                f"are pixel_values {config.vision_config.image_size}px?"
+            )
+        hr_map = self.vision_tower_aux(high_res_pixel_values)  # (B, C_aux, H/4, H/4)
+        views = hr_views(hr_map, config.image_grid, config.image_global)  # (B*V, C_aux, h, h)
+        mined = self.mining(lr_features, views)
+        mined = mined.reshape(num_images, -1, mined.shape[-1])
+        return self.mm_projector(mined)
+
+    def get_placeholder_mask(self, input_ids: torch.LongTensor | None, inputs_embeds: torch.Tensor) -> torch.Tensor:
+        """(B, L) bool mask of image placeholder positions."""
+        if self.config.image_token_id is None:
+            return torch.zeros(inputs_embeds.shape[:2], dtype=torch.bool, device=inputs_embeds.device)
+        if input_ids is not None:
+            return input_ids == self.config.image_token_id
+        placeholder = self.get_input_embeddings()(
+            torch.tensor(self.config.image_token_id, device=inputs_embeds.device)
+        )
+        return (inputs_embeds == placeholder).all(-1)
+
+    def check_context_length(self, sequence_length: int, past_key_values: Cache | None) -> None:
+        """Refuse prompts the LLM cannot attend over, instead of silently degrading past its position limit."""
+        limit = getattr(self.config.text_config, "max_position_embeddings", None)
+        past = past_key_values.get_seq_length() if past_key_values is not None else 0
+        if limit is not None and past + sequence_length > limit:
+            raise ValueError(
+                f"The sequence ({past} cached + {sequence_length} new tokens, visual tokens included) is longer than "
+                f"the language model's context of {limit} tokens; shorten the prompt or use fewer images."
+            )
+
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        pixel_values: torch.Tensor | None = None,
+        high_res_pixel_values: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        past_key_values: Cache | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        **kwargs,
+    ) -> MiniGeminiModelOutputWithPast:
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("Pass exactly one of input_ids or inputs_embeds")
+        if (pixel_values is None) != (high_res_pixel_values is None):
+            raise ValueError("pixel_values and high_res_pixel_values come together: pass both or neither")
+        if inputs_embeds is None:
+            inputs_embeds = self.get_input_embeddings()(input_ids)
+        self.check_context_length(inputs_embeds.shape[1], past_key_values)
+
+        image_features = None
+        placeholder_mask = self.get_placeholder_mask(input_ids, inputs_embeds)
+        num_placeholders = int(placeholder_mask.sum())
+        if pixel_values is not None:
+            image_features = self.get_image_features(pixel_values, high_res_pixel_values)
+            num_images, tokens_per_image = image_features.shape[:2]
+            if num_placeholders != num_images * tokens_per_image:
+                raise ValueError(
+                    f"The text has {num_placeholders} image placeholder tokens but {num_images} image(s) x "
+                    f"{tokens_per_image} visual tokens = {num_images * tokens_per_image} were given; each image needs "
+                    f"exactly one placeholder expanded to {tokens_per_image} tokens (use MiniGeminiProcessor)."
+                )
+            image_features = image_features.to(inputs_embeds.device, inputs_embeds.dtype)
+            inputs_embeds = inputs_embeds.masked_scatter(placeholder_mask.unsqueeze(-1), image_features)
+        elif num_placeholders and (past_key_values is None or past_key_values.get_seq_length() == 0):
+            raise ValueError(f"The text has {num_placeholders} image placeholder tokens but no images were given")
+
+        outputs = self.language_model(
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            past_key_values=past_key_values,
+            inputs_embeds=inputs_embeds,
+            **kwargs,
+        )
+        return MiniGeminiModelOutputWithPast(
+            last_hidden_state=outputs.last_hidden_state,
+            past_key_values=outputs.past_key_values,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+            image_hidden_states=image_features,
+        )
+
+
+class MiniGeminiForConditionalGeneration(MiniGeminiPreTrainedModel, GenerationMixin):
+    """Mini-Gemini with an LM head: training loss and `generate()` (images are encoded once, at prefill)."""
+
+    _tied_weights_keys = {"lm_head.weight": "model.language_model.embed_tokens.weight"}
+
+    def __init__(self, config: MiniGeminiConfig):
+        super().__init__(config)
+        self.model = MiniGeminiModel(config)
+        self.lm_head = nn.Linear(config.text_config.hidden_size, config.text_config.vocab_size, bias=False)
+        self.post_init()
+
+    def get_input_embeddings(self):
+        return self.model.get_input_embeddings()
+
+    def set_input_embeddings(self, value):
+        self.model.set_input_embeddings(value)
+
+    def get_output_embeddings(self) -> nn.Module:
+        return self.lm_head
+
+    def set_output_embeddings(self, new_embeddings):
+        self.lm_head = new_embeddings
+
+    def get_image_features(self, pixel_values: torch.Tensor, high_res_pixel_values: torch.Tensor) -> torch.Tensor:
+        return self.model.get_image_features(pixel_values, high_res_pixel_values)
+
+    def freeze_vision_towers(self, low_res: bool = True, high_res: bool = True) -> None:
+        self.model.freeze_vision_towers(low_res, high_res)
+
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        pixel_values: torch.Tensor | None = None,
+        high_res_pixel_values: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        past_key_values: Cache | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+        logits_to_keep: int | torch.Tensor = 0,
+        **kwargs,
+    ) -> MiniGeminiCausalLMOutputWithPast:
+        """labels: (B, L) token ids, -100 where no loss is wanted; image placeholder positions are always ignored."""
+        outputs = self.model(
+            input_ids=input_ids,
+            pixel_values=pixel_values,
+            high_res_pixel_values=high_res_pixel_values,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            past_key_values=past_key_values,
+            inputs_embeds=inputs_embeds,
+            **kwargs,
+        )
+        hidden_states = outputs.last_hidden_state
+        slice_indices = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
+        logits = self.lm_head(hidden_states[:, slice_indices, :])
+
+        loss = None
+        if labels is not None:
+            if input_ids is not None:
+                labels = labels.masked_fill(input_ids == self.config.image_token_id, IGNORE_INDEX)
+            loss = self.loss_function(
+                logits=logits, labels=labels, vocab_size=self.config.text_config.vocab_size, **kwargs
+            )
+
+        return MiniGeminiCausalLMOutputWithPast(
+            loss=loss,
+            logits=logits,
+            past_key_values=outputs.past_key_values,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+            image_hidden_states=outputs.image_hidden_states,
+        )
+
+
+__all__ = ["MiniGeminiForConditionalGeneration", "MiniGeminiModel", "MiniGeminiPreTrainedModel"]
