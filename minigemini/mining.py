@@ -42,6 +42,14 @@ class PatchInfoMining(nn.Module):
     """T = X + softmax(q k^T / sqrt(d)) v, one query per LR token over its HR window (single head, no dropout).
 
     q = Linear(LN(X)), k = Linear(LN(window)), v = Linear(LN(window)); the output keeps X's shape.
+
+    `forward` computes exactly this in a cheaper order. Both k and v start from the same normalised cells n (the two
+    LayerNorms differ only in their affine part), so:
+      * q.k = ((W_k^T q) * g_k) . n + (a per-token constant, which softmax ignores): the key projection folds into
+        the query, and the C_aux -> d projection of every HR cell is never computed;
+      * the attention weights sum to one, so sum(a * v) = W_v(g_v * sum(a * n) + b_v') + c: the value projection runs
+        once per token on the pooled cells instead of once per cell.
+    `forward_reference` is the literal form, kept for tests and benchmarks.
     """
 
     def __init__(self, hidden_size: int, aux_hidden_size: int, mining_hidden_size: int):
@@ -50,12 +58,36 @@ class PatchInfoMining(nn.Module):
         self.key = nn.Sequential(nn.LayerNorm(aux_hidden_size), nn.Linear(aux_hidden_size, mining_hidden_size))
         self.value = nn.Sequential(nn.LayerNorm(aux_hidden_size), nn.Linear(aux_hidden_size, hidden_size))
 
-    def forward(self, lr_features: torch.Tensor, hr_map: torch.Tensor) -> torch.Tensor:
-        """lr_features (B, N, C), hr_map (B, C_aux, S, S) with S a multiple of sqrt(N) -> (B, N, C)."""
+    def _tokens_per_side(self, lr_features: torch.Tensor) -> int:
         tokens_per_side = round(lr_features.shape[1] ** 0.5)
         if tokens_per_side**2 != lr_features.shape[1]:
             raise ValueError(f"patch info mining needs a square grid of LR tokens, got {lr_features.shape[1]}")
-        windows = split_windows(hr_map.to(lr_features.dtype), tokens_per_side)  # (B, N, p*p, C_aux)
+        return tokens_per_side
+
+    def forward(self, lr_features: torch.Tensor, hr_map: torch.Tensor) -> torch.Tensor:
+        """lr_features (B, N, C), hr_map (B, C_aux, S, S) with S a multiple of sqrt(N) -> (B, N, C)."""
+        n = self._tokens_per_side(lr_features)
+        batch, channels, size, _ = hr_map.shape
+        if hr_map.shape[-1] != size or size % n:
+            raise ValueError(f"HR map of {tuple(hr_map.shape[-2:])} cells cannot be split into {n}x{n} square windows")
+        p = size // n
+        key_norm, key_proj = self.key
+        value_norm, value_proj = self.value
+        # The one full-size pass: normalise every HR cell over its channels. The ConvNeXt map is channels-last in
+        # memory already, so this permute is free and no window copy is ever made.
+        normed = F.layer_norm(hr_map.to(lr_features.dtype).permute(0, 2, 3, 1), (channels,), eps=key_norm.eps)
+        cells = normed.reshape(batch, n, p, n, p, channels)  # (b, i, y, j, x, c): cell (y, x) of token (i, j)
+        query = self.query(lr_features)
+        folded = (query @ key_proj.weight) * key_norm.weight / query.shape[-1] ** 0.5  # (B, N, C_aux)
+        scores = cells @ folded.reshape(batch, n, 1, n, channels, 1)  # (b, i, y, j, x, 1)
+        weights = scores.reshape(batch, n, p, n, p).permute(0, 1, 3, 2, 4).reshape(batch, n, n, p * p).softmax(-1)
+        weights = weights.reshape(batch, n, n, p, 1, p).permute(0, 1, 3, 2, 4, 5)  # (b, i, y, j, 1, x)
+        pooled = (weights @ cells).sum(dim=2).reshape(batch, n * n, channels)  # sum over y of (1, x) @ (x, c)
+        return lr_features + value_proj(pooled * value_norm.weight + value_norm.bias)
+
+    def forward_reference(self, lr_features: torch.Tensor, hr_map: torch.Tensor) -> torch.Tensor:
+        """Eq. 1 as written: project every HR cell to a key and a value, attend, add."""
+        windows = split_windows(hr_map.to(lr_features.dtype), self._tokens_per_side(lr_features))
         query = self.query(lr_features).unsqueeze(2)  # (B, N, 1, d)
         # N acts as the attention "heads" axis: every token attends over its own p*p cells only.
         mined = F.scaled_dot_product_attention(query, self.key(windows), self.value(windows))

@@ -43,6 +43,24 @@ def test_mining_equals_plain_eq1(hr_side):
     actual = mining(lr, hr_map)
     assert actual.shape == lr.shape  # same token count whatever the HR size
     torch.testing.assert_close(actual, expected, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(mining.forward_reference(lr, hr_map), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_folded_mining_has_the_gradients_of_the_plain_form():
+    torch.manual_seed(0)
+    mining = randomised_mining(hidden=12, aux=20, width=6)
+    lr = torch.randn(2, 16, 12, requires_grad=True)
+    hr_map = torch.randn(2, 20, 8, 8, requires_grad=True)
+    grads = []
+    for forward in (mining.forward, mining.forward_reference):
+        mining.zero_grad()
+        lr.grad = hr_map.grad = None
+        (forward(lr, hr_map) * torch.linspace(-1, 1, 12)).sum().backward()
+        # The key biases only shift every score of a token equally: no gradient (None) when folded, ~0 when plain.
+        params = [p.grad if p.grad is not None else torch.zeros_like(p) for p in mining.parameters()]
+        grads.append([lr.grad.clone(), hr_map.grad.clone()] + [g.clone() for g in params])
+    for folded, plain in zip(*grads):
+        torch.testing.assert_close(folded, plain, atol=1e-5, rtol=1e-4)
 
 
 def test_split_windows_is_row_major_over_tokens_and_cells():
