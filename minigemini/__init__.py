@@ -3,7 +3,9 @@
 from transformers import AutoConfig, AutoModel, AutoModelForImageTextToText
 
 from .configuration import MiniGeminiConfig
+from .image_processing import ImageLoadError, MiniGeminiImageProcessor, load_image
 from .modeling import MiniGeminiForConditionalGeneration, MiniGeminiModel, MiniGeminiPreTrainedModel
+from .processing import MiniGeminiProcessor
 
 # Registering lets AutoConfig / AutoModel* resolve `"model_type": "minigemini"` from a saved directory.
 AutoConfig.register(MiniGeminiConfig.model_type, MiniGeminiConfig, exist_ok=True)
@@ -12,8 +14,12 @@ AutoModelForImageTextToText.register(MiniGeminiConfig, MiniGeminiForConditionalG
 
 __version__ = "0.1.0"
 __all__ = [
+    "ImageLoadError",
     "MiniGeminiConfig",
     "MiniGeminiForConditionalGeneration",
     "MiniGeminiModel",
+    "MiniGeminiImageProcessor",
     "MiniGeminiPreTrainedModel",
+    "MiniGeminiProcessor",
+    "load_image",
 ]

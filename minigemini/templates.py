@@ -1,0 +1,343 @@
+"""The chat templates of the Mini-Gemini release, as data, and one small renderer.
+
+Why: a checkpoint only answers well in the exact text format it was trained on, and training must know
+which characters are the assistant's (supervised) and which are the prompt.  ``render_segments`` returns
+both at once, so the prompt used at inference is, by construction, the unsupervised prefix seen in
+training: ``render(history + [user], add_generation_prompt=True)`` is a prefix of
+``render(history + [user, assistant])`` and ends exactly where the supervised text starts.
+
+Formats (from the release's ``mgm/conversation.py`` and ``mgm/train/train.py``; ``q`` = user text,
+``a`` = assistant text, supervised text in [brackets]; BOS tokens come from the tokenizer, not the text):
+
+- ``vicuna_v1`` (7B/13B):  ``SYSTEM USER: q ASSISTANT:[ a</s>]USER: ...``
+- ``gemma`` (2B):          ``<start_of_turn>user\\nq<end_of_turn>\\n<start_of_turn>model\\n[a<end_of_turn>\\n<eos>]``
+- ``llama_3`` (8B):        ``<|start_header_id|>system<|end_header_id|>\\n\\nSYSTEM<|eot_id|>``
+  ``<|start_header_id|>user<|end_header_id|>\\n\\nq<|eot_id|><|start_header_id|>system<|end_header_id|>\\n\\n[a<|eot_id|>]``
+  (the assistant header really is ``system``: that is how the release trained it; ``<|begin_of_text|>`` is
+  left to the tokenizer, as in the release's later conversation.py whose masks count the tokenizer's BOS).
+- ``mistral_instruct`` (8x7B): ``[INST] q [/INST][ a </s>]<s>[INST] q2 [/INST][ a2 </s>]``
+- ``chatml_direct`` (34B): ``<|im_start|>system\\nSYSTEM<|im_end|><|im_start|>user\\nq<|im_end|>``
+  ``<|im_start|>assistant\\n[a<|im_end|>]``
+  (no newline between turns, as released).
+- ``plain`` (stage 1):     ``<image>[caption\\n]`` -- the user turn contributes only its ``<image>`` placeholders.
+
+Where a leading space belongs to the answer (vicuna_v1, mistral_instruct) it is supervised, because SentencePiece
+tokenizers fold it into the answer's first token (``▁a``), which is what the release's label masks supervise.
+Label masks should be built on the full string's tokens (e.g. with offset mappings), not by tokenizing pieces.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+__all__ = [
+    "IMAGE_PLACEHOLDER",
+    "TEMPLATE_NAMES",
+    "ChatTemplate",
+    "content_to_text",
+    "default_template_for",
+    "get_template",
+    "normalize_image_placeholders",
+    "render",
+    "render_segments",
+    "stop_strings",
+]
+
+IMAGE_PLACEHOLDER = "<image>"
+
+_LLAVA_SYSTEM = (
+    "You are a helpful language and vision assistant. You are able to understand the visual content that the "
+    "user provides, and assist the user with a variety of tasks using natural language."
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class ChatTemplate:
+    """One release template.  A turn renders as ``user_prefix + text + user_suffix`` or
+    ``assistant_prefix`` + [``assistant_lead + text + assistant_suffix``] (bracket = supervised)."""
+
+    name: str
+    default_system: str
+    system_prefix: str | None  # a system block ``system_prefix + system + system_suffix``; None: no block
+    system_suffix: str
+    system_in_first_user: str | None  # else: fold the system into the first user text with this format
+    user_prefix: str
+    user_suffix: str
+    assistant_prefix: str  # the generation prompt; not supervised
+    assistant_lead: str  # supervised text before the answer (a space the tokenizer merges into it)
+    assistant_suffix: str  # end-of-turn the model must learn to emit; supervised
+    stop: tuple[str, ...]
+    later_user_prefix: str | None = None  # user prefix for every user turn after the first
+    user_images_only: bool = False  # ``plain``: the user turn is just its image placeholders
+
+
+_TEMPLATES: dict[str, ChatTemplate] = {
+    t.name: t
+    for t in (
+        ChatTemplate(
+            name="vicuna_v1",
+            default_system=(
+                "A chat between a curious user and an artificial intelligence assistant. "
+                "The assistant gives helpful, detailed, and polite answers to the user's questions."
+            ),
+            system_prefix="",
+            system_suffix=" ",
+            system_in_first_user=None,
+            user_prefix="USER: ",
+            user_suffix=" ",
+            assistant_prefix="ASSISTANT:",
+            assistant_lead=" ",
+            assistant_suffix="</s>",
+            stop=("</s>",),
+        ),
+        ChatTemplate(
+            name="gemma",
+            default_system="",
+            system_prefix=None,
+            system_suffix="",
+            system_in_first_user="{system}\n\n",  # Gemma has no system role; its own template does this
+            user_prefix="<start_of_turn>user\n",
+            user_suffix="<end_of_turn>\n",
+            assistant_prefix="<start_of_turn>model\n",
+            assistant_lead="",
+            assistant_suffix="<end_of_turn>\n<eos>",
+            stop=("<end_of_turn>", "<eos>"),
+        ),
+        ChatTemplate(
+            name="llama_3",
+            default_system=_LLAVA_SYSTEM,
+            system_prefix="<|start_header_id|>system<|end_header_id|>\n\n",
+            system_suffix="<|eot_id|>",
+            system_in_first_user=None,
+            user_prefix="<|start_header_id|>user<|end_header_id|>\n\n",
+            user_suffix="<|eot_id|>",
+            assistant_prefix="<|start_header_id|>system<|end_header_id|>\n\n",  # sic: trained this way
+            assistant_lead="",
+            assistant_suffix="<|eot_id|>",
+            stop=("<|eot_id|>",),
+        ),
+        ChatTemplate(
+            name="mistral_instruct",
+            default_system="",
+            system_prefix=None,
+            system_suffix="",
+            system_in_first_user="<<SYS>>\n{system}\n<</SYS>>\n\n",
+            user_prefix="[INST] ",
+            later_user_prefix="<s>[INST] ",
+            user_suffix=" [/INST]",
+            assistant_prefix="",
+            assistant_lead=" ",
+            assistant_suffix=" </s>",
+            stop=("</s>",),
+        ),
+        ChatTemplate(
+            name="chatml_direct",
+            default_system="Answer the questions.",
+            system_prefix="<|im_start|>system\n",
+            system_suffix="<|im_end|>",
+            system_in_first_user=None,
+            user_prefix="<|im_start|>user\n",
+            user_suffix="<|im_end|>",
+            assistant_prefix="<|im_start|>assistant\n",
+            assistant_lead="",
+            assistant_suffix="<|im_end|>",
+            stop=("<|im_end|>",),
+        ),
+        ChatTemplate(
+            name="plain",
+            default_system="",
+            system_prefix=None,
+            system_suffix="",
+            system_in_first_user=None,  # stage-1 data has no system prompt; one given is ignored
+            user_prefix="",
+            user_suffix="",
+            assistant_prefix="",
+            assistant_lead="",
+            assistant_suffix="\n",
+            stop=("\n",),
+            user_images_only=True,
+        ),
+    )
+}
+
+TEMPLATE_NAMES: tuple[str, ...] = tuple(_TEMPLATES)
+
+
+def get_template(template: str | ChatTemplate) -> ChatTemplate:
+    """Look a template up by name; unknown names raise ValueError listing the known ones."""
+    if isinstance(template, ChatTemplate):
+        return template
+    try:
+        return _TEMPLATES[template]
+    except (KeyError, TypeError):
+        raise ValueError(
+            f"unknown chat template {template!r}; known templates: {', '.join(TEMPLATE_NAMES)}"
+        ) from None
+
+
+def content_to_text(content: Any) -> str:
+    """Message content as text; accepts a string or HF-style parts ([{"type": "image"}, {"type": "text", ...}])."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, Sequence):
+        pieces = []
+        for part in content:
+            kind = part.get("type") if isinstance(part, Mapping) else None
+            if kind == "text":
+                pieces.append(part.get("text", ""))
+            elif kind == "image":
+                pieces.append(IMAGE_PLACEHOLDER)
+            else:
+                raise ValueError(f"unsupported message content part {part!r}; use 'text' or 'image' parts")
+        return "".join(pieces)
+    raise ValueError(f"message content must be a string or a list of parts, got {type(content).__name__}")
+
+
+def normalize_image_placeholders(text: str) -> str:
+    """Move every ``<image>`` of a message to its start, each followed by ``\\n`` (as the release trains).
+
+    ``"What is <image> this?"`` -> ``"<image>\\nWhat is  this?"``; text without placeholders is unchanged;
+    the result is stripped, so ``"<image>"`` alone stays ``"<image>"``.
+    """
+    count = text.count(IMAGE_PLACEHOLDER)
+    if count == 0:
+        return text
+    rest = text.replace(IMAGE_PLACEHOLDER, "").strip()
+    return ((IMAGE_PLACEHOLDER + "\n") * count + rest).strip()
+
+
+def _prepare(messages: Sequence[Mapping[str, Any]]) -> tuple[str | None, list[tuple[str, str]]]:
+    """Validate roles, split off a leading system message, normalise image placeholders."""
+    system = None
+    turns: list[tuple[str, str]] = []
+    for index, message in enumerate(messages):
+        role = message.get("role") if isinstance(message, Mapping) else None
+        if role not in ("system", "user", "assistant"):
+            raise ValueError(f"message {index} has role {role!r}; expected 'system', 'user' or 'assistant'")
+        text = content_to_text(message.get("content", ""))
+        if role == "system":
+            if index != 0:
+                raise ValueError(f"a system message must come first (found one at position {index})")
+            system = text
+            continue
+        turns.append((role, normalize_image_placeholders(text)))
+    return system, turns
+
+
+def render_segments(
+    template: str | ChatTemplate,
+    messages: Sequence[Mapping[str, Any]],
+    add_generation_prompt: bool = True,
+) -> list[tuple[str, bool]]:
+    """Render ``messages`` as consecutive ``(text, supervised)`` pieces (adjacent pieces of one kind merged).
+
+    ``supervised`` is True for assistant text plus the end-of-turn separator the model must emit.  A first
+    ``system`` message replaces the template's default system prompt.  With ``add_generation_prompt`` the
+    assistant header is appended when the last message is not from the assistant.
+    """
+    tpl = get_template(template)
+    system, turns = _prepare(messages)
+    system = tpl.default_system if system is None else system
+
+    pieces: list[tuple[str, bool]] = []
+    if tpl.system_prefix is not None:
+        pieces.append((tpl.system_prefix + system + tpl.system_suffix, False))
+    pending_system = bool(system) and tpl.system_in_first_user is not None
+    seen_user = False
+    for role, text in turns:
+        if role == "user":
+            if tpl.user_images_only:
+                text = IMAGE_PLACEHOLDER * text.count(IMAGE_PLACEHOLDER)
+            if pending_system:
+                text = tpl.system_in_first_user.format(system=system) + text
+                pending_system = False
+            prefix = tpl.later_user_prefix if (seen_user and tpl.later_user_prefix is not None) else tpl.user_prefix
+            pieces.append((prefix + text + tpl.user_suffix, False))
+            seen_user = True
+        else:
+            pieces.append((tpl.assistant_prefix, False))
+            pieces.append((tpl.assistant_lead + text + tpl.assistant_suffix, True))
+    if add_generation_prompt and (not turns or turns[-1][0] != "assistant"):
+        pieces.append((tpl.assistant_prefix, False))
+
+    merged: list[tuple[str, bool]] = []
+    for text, supervised in pieces:
+        if not text:
+            continue
+        if merged and merged[-1][1] == supervised:
+            merged[-1] = (merged[-1][0] + text, supervised)
+        else:
+            merged.append((text, supervised))
+    return merged
+
+
+def render(
+    template: str | ChatTemplate,
+    messages: Sequence[Mapping[str, Any]],
+    add_generation_prompt: bool = True,
+) -> str:
+    """The prompt string: the concatenation of ``render_segments``."""
+    return "".join(text for text, _ in render_segments(template, messages, add_generation_prompt))
+
+
+def stop_strings(template: str | ChatTemplate) -> list[str]:
+    """Strings that end an assistant turn, for ``generate(stop_strings=...)``."""
+    return list(get_template(template).stop)
+
+
+def _name_hint(text: str) -> str | None:
+    name = text.lower().replace("_", "-")
+    words = set(re.split(r"[^a-z0-9.]+", name))
+    if "8x7b" in words or "mixtral" in name:
+        return "mistral_instruct"
+    if "34b" in words or "yi" in words:
+        return "chatml_direct"
+    if "gemma" in name or "2b" in words:
+        return "gemma"
+    if "llama-3" in name or "llama3" in name or "8b" in words:
+        return "llama_3"
+    if "vicuna" in name or "7b" in words or "13b" in words:
+        return "vicuna_v1"
+    return None
+
+
+def default_template_for(source: Any) -> str | None:
+    """Best guess of the release template for a tokenizer, a config, or a model name / path.
+
+    Tokenizers are judged by their special tokens (``<|eot_id|>``, ``<start_of_turn>``, ``<|im_start|>``),
+    configs by ``model_type`` / vocabulary size (of ``text_config`` when present), names by the release's
+    size tags (8x7B, 34B, 2B, 8B, 7B/13B).  Returns None when nothing matches, so callers can fall back to
+    the tokenizer's own chat template instead of silently using vicuna_v1 (the release's blind default).
+    """
+    if source is None:
+        return None
+    if isinstance(source, str):
+        return _name_hint(source)
+    vocab = getattr(source, "get_vocab", None)
+    if callable(vocab):  # a tokenizer
+        tokens = vocab()
+        if "<|eot_id|>" in tokens:
+            return "llama_3"
+        if "<start_of_turn>" in tokens:
+            return "gemma"
+        if "<|im_start|>" in tokens:
+            return "chatml_direct"
+        return _name_hint(str(getattr(source, "name_or_path", "") or ""))
+    config = getattr(source, "text_config", None) or source
+    model_type = str(getattr(config, "model_type", "") or "")
+    vocab_size = getattr(config, "vocab_size", None)
+    if model_type.startswith("gemma"):
+        return "gemma"
+    if model_type in ("mixtral", "mistral"):
+        return "mistral_instruct"
+    if model_type == "llama":
+        if vocab_size == 128256:
+            return "llama_3"
+        if vocab_size == 64000:
+            return "chatml_direct"  # Yi-34B
+        if vocab_size == 32000:
+            return "vicuna_v1"
+    return _name_hint(str(getattr(source, "_name_or_path", "") or getattr(source, "name_or_path", "") or ""))
