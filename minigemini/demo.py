@@ -56,7 +56,11 @@ def build_demo_model(llm_dir: Path, hd: bool = False, seed: int = 0):
         image_grid=config.image_grid,
         image_global=config.image_global,
     )
-    processor = MiniGeminiProcessor(image_processor, tokenizer, image_seq_length=config.image_seq_length)
+    # The LLM's own chat template when it has one (SmolLM2 does), else the release's Vicuna template.
+    template = None if getattr(tokenizer, "chat_template", None) else "vicuna_v1"
+    processor = MiniGeminiProcessor(
+        image_processor, tokenizer, image_seq_length=config.image_seq_length, chat_template=template
+    )
     config.image_token_id = processor.image_token_id
     model = MiniGeminiForConditionalGeneration(config)
     model.model.language_model.load_state_dict(llm.model.state_dict())
@@ -67,6 +71,7 @@ def build_demo_model(llm_dir: Path, hd: bool = False, seed: int = 0):
 
 
 def run_demo(image: Path, question: str, llm_dir: Path | None, max_new_tokens: int, hd: bool) -> str:
+    picture = load_image(image)  # fail on a bad image before the slow model build
     started = time.perf_counter()
     if llm_dir is None:
         from .pretrained_llm import smollm2_dir
@@ -87,7 +92,6 @@ def run_demo(image: Path, question: str, llm_dir: Path | None, max_new_tokens: i
     )
     print(f"  Mining+proj  {params(model.model.mining) + params(model.model.mm_projector):.1f}M parameters (random init)")
 
-    picture = load_image(image)
     prompt = processor.apply_chat_template([{"role": "user", "content": f"<image>\n{question}"}])
     inputs = processor(text=prompt, images=[picture])
     hr_side = config.image_size_aux // config.vision_aux_config.patch_size // config.image_grid
@@ -98,7 +102,8 @@ def run_demo(image: Path, question: str, llm_dir: Path | None, max_new_tokens: i
         f"  Visual tokens: {config.image_seq_length} ({config.num_views} view(s) x {config.tokens_per_side}^2), "
         f"each mining a {window}x{window} window of the HR map"
     )
-    print(f"Prompt       {inputs['input_ids'].shape[1]} tokens; question: {question}")
+    template = processor.chat_template or "the LLM's own"
+    print(f"Prompt       {inputs['input_ids'].shape[1]} tokens, {template} chat template; question: {question}")
     print("Answer       ", end="", flush=True)
     streamer = TextStreamer(processor.tokenizer, skip_prompt=True, skip_special_tokens=True)
     generate_started = time.perf_counter()

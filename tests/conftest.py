@@ -2,6 +2,8 @@
 
 import pytest
 import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+from transformers import PreTrainedTokenizerFast
 
 from minigemini import MiniGeminiConfig, MiniGeminiForConditionalGeneration
 
@@ -76,3 +78,37 @@ def prompt_ids(config: MiniGeminiConfig, before: list[int], after: list[int], im
 @pytest.fixture
 def llama_model():
     return tiny_model("llama")
+
+
+TOKENIZER_CORPUS = [
+    "A chat between a curious user and an artificial intelligence assistant.",
+    "USER: What is in this picture? ASSISTANT: A black cat sleeping on a red sofa.",
+    "Describe the image in detail. The photo shows a small dog and a blue ball.",
+] * 20
+
+CHATML_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def build_tokenizer(path, vocab_size: int = 300, chat_template: str | None = None):
+    """A small byte-level BPE with <s>/</s>/<unk> (BOS added by its post-processor), trained here and saved."""
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=["<s>", "</s>", "<unk>", "<|im_start|>", "<|im_end|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    bpe.train_from_iterator(TOKENIZER_CORPUS, trainer)
+    bpe.post_processor = processors.TemplateProcessing(
+        single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", bpe.token_to_id("<s>"))]
+    )
+    fast = PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
+    if chat_template is not None:
+        fast.chat_template = chat_template
+    fast.save_pretrained(path)
+    return path

@@ -8,41 +8,20 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-from transformers import AutoTokenizer, PreTrainedTokenizerFast
+from transformers import AutoTokenizer
 
 from minigemini.image_processing import MiniGeminiImageProcessor
 from minigemini.processing import MiniGeminiProcessor
 from minigemini.templates import render
 
+from .conftest import build_tokenizer
+
 SEQ = 7  # visual tokens per image in these tests
-CORPUS = [
-    "A chat between a curious user and an artificial intelligence assistant.",
-    "USER: What is in this picture? ASSISTANT: A black cat sleeping on a red sofa.",
-    "Describe the image in detail. The photo shows a small dog and a blue ball.",
-] * 20
 
 
 @pytest.fixture(scope="module")
 def tokenizer_dir(tmp_path_factory):
-    """A 300-token byte-level BPE with <s>/</s>/<unk>, BOS added by its post-processor, saved to disk."""
-    bpe = Tokenizer(models.BPE())
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    bpe.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=300,
-        special_tokens=["<s>", "</s>", "<unk>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    bpe.train_from_iterator(CORPUS, trainer)
-    bpe.post_processor = processors.TemplateProcessing(
-        single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", bpe.token_to_id("<s>"))]
-    )
-    fast = PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
-    path = tmp_path_factory.mktemp("tokenizer")
-    fast.save_pretrained(path)
-    return path
+    return build_tokenizer(tmp_path_factory.mktemp("tokenizer"))
 
 
 @pytest.fixture
