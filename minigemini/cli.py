@@ -7,6 +7,7 @@ import sys
 # subcommand -> module with `add_parser(subparsers)`; modules are imported lazily so `mgm --help` stays fast.
 SUBCOMMANDS = {
     "demo": "minigemini.demo",
+    "bench": "minigemini.bench",
 }
 
 
