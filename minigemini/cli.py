@@ -4,10 +4,14 @@ import argparse
 import importlib
 import sys
 
+from huggingface_hub.errors import StrictDataclassError
+
 # subcommand -> module with `add_parser(subparsers)`; modules are imported lazily so `mgm --help` stays fast.
 SUBCOMMANDS = {
     "demo": "minigemini.demo",
     "bench": "minigemini.bench",
+    "convert": "minigemini.convert",
+    "init": "minigemini.init_model",
 }
 
 
@@ -27,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args) or 0
-    except (UserError, ValueError, FileNotFoundError, OSError) as error:
+    except (UserError, ValueError, OSError, StrictDataclassError) as error:
         print(f"mgm {args.command}: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

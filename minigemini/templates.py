@@ -29,7 +29,6 @@ Label masks should be built on the full string's tokens (e.g. with offset mappin
 from __future__ import annotations
 
 import dataclasses
-import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -38,7 +37,6 @@ __all__ = [
     "TEMPLATE_NAMES",
     "ChatTemplate",
     "content_to_text",
-    "default_template_for",
     "get_template",
     "normalize_image_placeholders",
     "render",
@@ -286,58 +284,3 @@ def render(
 def stop_strings(template: str | ChatTemplate) -> list[str]:
     """Strings that end an assistant turn, for ``generate(stop_strings=...)``."""
     return list(get_template(template).stop)
-
-
-def _name_hint(text: str) -> str | None:
-    name = text.lower().replace("_", "-")
-    words = set(re.split(r"[^a-z0-9.]+", name))
-    if "8x7b" in words or "mixtral" in name:
-        return "mistral_instruct"
-    if "34b" in words or "yi" in words:
-        return "chatml_direct"
-    if "gemma" in name or "2b" in words:
-        return "gemma"
-    if "llama-3" in name or "llama3" in name or "8b" in words:
-        return "llama_3"
-    if "vicuna" in name or "7b" in words or "13b" in words:
-        return "vicuna_v1"
-    return None
-
-
-def default_template_for(source: Any) -> str | None:
-    """Best guess of the release template for a tokenizer, a config, or a model name / path.
-
-    Tokenizers are judged by their special tokens (``<|eot_id|>``, ``<start_of_turn>``, ``<|im_start|>``),
-    configs by ``model_type`` / vocabulary size (of ``text_config`` when present), names by the release's
-    size tags (8x7B, 34B, 2B, 8B, 7B/13B).  Returns None when nothing matches, so callers can fall back to
-    the tokenizer's own chat template instead of silently using vicuna_v1 (the release's blind default).
-    """
-    if source is None:
-        return None
-    if isinstance(source, str):
-        return _name_hint(source)
-    vocab = getattr(source, "get_vocab", None)
-    if callable(vocab):  # a tokenizer
-        tokens = vocab()
-        if "<|eot_id|>" in tokens:
-            return "llama_3"
-        if "<start_of_turn>" in tokens:
-            return "gemma"
-        if "<|im_start|>" in tokens:
-            return "chatml_direct"
-        return _name_hint(str(getattr(source, "name_or_path", "") or ""))
-    config = getattr(source, "text_config", None) or source
-    model_type = str(getattr(config, "model_type", "") or "")
-    vocab_size = getattr(config, "vocab_size", None)
-    if model_type.startswith("gemma"):
-        return "gemma"
-    if model_type in ("mixtral", "mistral"):
-        return "mistral_instruct"
-    if model_type == "llama":
-        if vocab_size == 128256:
-            return "llama_3"
-        if vocab_size == 64000:
-            return "chatml_direct"  # Yi-34B
-        if vocab_size == 32000:
-            return "vicuna_v1"
-    return _name_hint(str(getattr(source, "_name_or_path", "") or getattr(source, "name_or_path", "") or ""))

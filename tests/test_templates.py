@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from types import SimpleNamespace
 
 import pytest
 
 from minigemini.templates import (
     IMAGE_PLACEHOLDER,
     TEMPLATE_NAMES,
-    default_template_for,
     normalize_image_placeholders,
     render,
     render_segments,
@@ -176,21 +174,3 @@ def test_errors():
         render("gemma", [{"role": "tool", "content": "x"}])
     with pytest.raises(ValueError, match="system message must come first"):
         render("gemma", [{"role": "user", "content": "x"}, {"role": "system", "content": "y"}])
-
-
-def test_default_template_for():
-    assert default_template_for("YanweiLi/MGM-2B") == "gemma"
-    assert default_template_for("YanweiLi/MGM-7B-HD") == "vicuna_v1"
-    assert default_template_for("YanweiLi/MGM-13B") == "vicuna_v1"
-    assert default_template_for("YanweiLi/MGM-8B-HD") == "llama_3"
-    assert default_template_for("YanweiLi/MGM-8x7B") == "mistral_instruct"
-    assert default_template_for("YanweiLi/MGM-34B-HD") == "chatml_direct"
-    assert default_template_for("Qwen-32B") is None
-    tokenizer = SimpleNamespace(get_vocab=lambda: {"<|eot_id|>": 1}, name_or_path="x")
-    assert default_template_for(tokenizer) == "llama_3"
-    tokenizer = SimpleNamespace(get_vocab=lambda: {"<start_of_turn>": 1}, name_or_path="x")
-    assert default_template_for(tokenizer) == "gemma"
-    config = SimpleNamespace(text_config=SimpleNamespace(model_type="llama", vocab_size=128256))
-    assert default_template_for(config) == "llama_3"
-    assert default_template_for(SimpleNamespace(model_type="mixtral", vocab_size=32000)) == "mistral_instruct"
-    assert default_template_for(SimpleNamespace(model_type="llama", vocab_size=64000)) == "chatml_direct"
