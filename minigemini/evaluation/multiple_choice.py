@@ -1,0 +1,293 @@
+"""Option-letter benchmarks: MMBench (circular evaluation), ScienceQA and SEED-Bench.
+
+MMBench circular evaluation: every question is asked once per rotation of its options (A-D shifted);
+it counts as solved only when every rotation is answered right.  The TSV either already holds the
+rotations (indices ``i``, ``i + 1e6``, ``i + 2e6``, ... as the official circular files do) or holds each
+question once, in which case the rotations are made here as LLaVA's ``--all-rounds`` does.  Answers are
+matched to options with VLMEvalKit's rules (``choices.infer_option``); answers the rules cannot place
+go to the LLM judge when one is configured (VLMEvalKit's matching prompt), otherwise they count as wrong
+and are reported as unparsed.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import defaultdict
+from collections.abc import Iterator
+from typing import Any
+
+from .base import LoadOptions, llava_question, ratio
+from .choices import LETTERS, infer_option, infer_option_letter, llava_option_letter
+from .prompts import OPTION_LETTER, mmbench_prompt, with_suffix
+from .readers import first_present, image_source, iter_rows
+from .records import InvalidRow, Sample
+
+__all__ = [
+    "CIRCULAR_OFFSET",
+    "load_mmbench",
+    "load_scienceqa",
+    "load_seed",
+    "mmbench_judge_prompt",
+    "score_mmbench",
+    "score_option_letter",
+]
+
+CIRCULAR_OFFSET = 1_000_000
+
+
+def _missing(value: Any) -> bool:
+    if value is None:
+        return True
+    if isinstance(value, float) and math.isnan(value):
+        return True
+    return isinstance(value, str) and value.strip().lower() in ("", "nan", "none")
+
+
+# ------------------------------------------------------------------------------------------------ MMBench
+
+
+def _mmbench_options(row: dict) -> list[str]:
+    options = []
+    for letter in LETTERS:
+        if letter not in row or _missing(row[letter]):
+            break
+        options.append(str(row[letter]))
+    return options
+
+
+def load_mmbench(options: LoadOptions) -> Iterator[Sample | InvalidRow]:
+    """MMBench TSV: ``index, question, hint, A, B, C, D, answer, category, l2-category, image`` (base64).
+    A short digit string in ``image`` refers to the row with that index (the circular files do this)."""
+    rows: list[tuple[str, dict]] = []
+    images: dict[int, str] = {}
+    for where, row in iter_rows(options.data, options.split):
+        if isinstance(row, InvalidRow):
+            yield row
+            continue
+        try:
+            index = int(float(row["index"]))
+        except (KeyError, TypeError, ValueError):
+            yield InvalidRow(where, "row has no integer 'index'")
+            continue
+        row = {**row, "index": index}
+        image = row.get("image")
+        if isinstance(image, str) and len(image) > 64:
+            images[index] = image
+        rows.append((where, row))
+    circular_file = any(row["index"] >= CIRCULAR_OFFSET for _, row in rows)
+    group_sizes: dict[int, int] = defaultdict(int)
+    for _, row in rows:
+        group_sizes[row["index"] % CIRCULAR_OFFSET] += 1
+
+    for where, row in rows:
+        index = row["index"]
+        choices = _mmbench_options(row)
+        question = row.get("question")
+        if len(choices) < 2 or _missing(question):
+            yield InvalidRow(where, "row needs a question and at least options A and B")
+            continue
+        gold_letter = None if _missing(row.get("answer")) else str(row["answer"]).strip()
+        if gold_letter is not None and gold_letter not in LETTERS[: len(choices)]:
+            yield InvalidRow(where, f"unknown answer format: {gold_letter[:20]!r} is not one of the option letters")
+            continue
+        image = row.get("image")
+        if isinstance(image, str) and image.strip().isdigit() and len(image.strip()) <= 64:
+            image = images.get(int(image.strip()), f"missing-image-of-index-{image.strip()}")
+        source = (
+            None
+            if _missing(image)
+            else (
+                f"data:image;base64,{image}"
+                if isinstance(image, str) and len(image) > 64
+                else image_source(image, options.image_dirs)
+            )
+        )
+        hint = None if _missing(row.get("hint")) else str(row["hint"])
+        meta = {
+            "group": index % CIRCULAR_OFFSET,
+            "category": None if _missing(row.get("category")) else str(row["category"]),
+            "l2_category": None if _missing(row.get("l2-category")) else str(row["l2-category"]),
+            "question": str(question),
+        }
+        rotations = [0] if circular_file else range(len(choices))
+        for shift in rotations:
+            rotated = choices[shift:] + choices[:shift]
+            gold = None
+            if gold_letter is not None:
+                gold = LETTERS[(LETTERS.index(gold_letter) - shift) % len(choices)]
+            yield Sample(
+                qid=str(index + shift * CIRCULAR_OFFSET),
+                prompt=mmbench_prompt(str(question), rotated, hint),
+                images=[] if source is None else [source],
+                gold=gold,
+                meta={
+                    **meta,
+                    "options": rotated,
+                    "round": index // CIRCULAR_OFFSET + shift,
+                    "circular_size": group_sizes[index % CIRCULAR_OFFSET] if circular_file else len(choices),
+                },
+            )
+
+
+def mmbench_judge_prompt(question: str, options: list[str], prediction: str) -> str:
+    """VLMEvalKit's prompt for matching a free-form answer to an option (Z: none of them)."""
+    option_text = "There are several options: \n" + "".join(f"{LETTERS[i]}. {o}\n" for i, o in enumerate(options))
+    return (
+        "You are an AI assistant who will help me to match an answer with several options of a single-choice "
+        "question. You are provided with a question, several options, and an answer, and you need to find which "
+        "option is most similar to the answer. If the meaning of all options are significantly different from the "
+        "answer, output Z. Your should output a single uppercase character in A, B, C, D (if they are valid "
+        "options), and Z. \n"
+        "Example 1: \n"
+        "Question: What is the main object in image?\nOptions: A. teddy bear B. rabbit C. cat D. dog\n"
+        "Answer: a cute teddy bear\nYour output: A\n"
+        "Example 2: \n"
+        "Question: What is the main object in image?\nOptions: A. teddy bear B. rabbit C. cat D. dog\n"
+        "Answer: Spider\nYour output: Z\n"
+        "Example 3: \n"
+        f"Question: {question}?\nOptions: {option_text}\nAnswer: {prediction}\nYour output: "
+    )
+
+
+def _judge_letter(judge, record: dict, choices: dict[str, str]) -> str | None:
+    prompt = mmbench_judge_prompt(record["meta"]["question"], record["meta"]["options"], record["prediction"])
+    for attempt in range(3):  # a reply that is not a letter: ask again, less greedily
+        reply = judge.complete(prompt, max_tokens=8, temperature=0.5 * attempt)
+        letter = infer_option_letter(reply, {**choices, "Z": ""})
+        if letter is not None:
+            return letter
+    return None
+
+
+def score_mmbench(records: list[dict], judge=None) -> dict[str, Any]:
+    """Circular accuracy (headline), accuracy of the first round alone, and per-category figures."""
+    groups: dict[int, list[tuple[dict, bool]]] = defaultdict(list)
+    unparsed = judged = 0
+    for record in records:
+        options = record["meta"]["options"]
+        choices = {LETTERS[i]: text for i, text in enumerate(options)}
+        letter = infer_option(record["prediction"], choices)
+        if letter is None and judge is not None:
+            letter = _judge_letter(judge, record, choices)
+            judged += letter is not None
+        if letter is None:
+            unparsed += 1
+        groups[record["meta"]["group"]].append((record, letter == record["gold"]))
+    complete = {g: items for g, items in groups.items() if len(items) == items[0][0]["meta"]["circular_size"]}
+    solved = {g: all(hit for _, hit in items) for g, items in complete.items()}
+    first_round = [hit for items in groups.values() for record, hit in items if record["meta"]["round"] == 0]
+
+    def per(key: str) -> dict[str, float]:
+        buckets: dict[str, list[bool]] = defaultdict(list)
+        for g, items in complete.items():
+            name = items[0][0]["meta"].get(key)
+            if name is not None:
+                buckets[name].append(solved[g])
+        return {name: sum(v) / len(v) for name, v in sorted(buckets.items())}
+
+    return {
+        "metrics": {
+            "circular_accuracy": ratio(sum(solved.values()), len(solved)),
+            "single_round_accuracy": ratio(sum(first_round), len(first_round)),
+        },
+        "questions": len(solved),
+        "incomplete_questions": len(groups) - len(complete),
+        "by_category": per("category"),
+        "by_l2_category": per("l2_category"),
+        "unparsed": unparsed,
+        "judge_matched": judged,
+    }
+
+
+# ------------------------------------------------------------------------------------------------ ScienceQA / SEED
+
+_OPTION_MARK = re.compile(r"(?:^|\s)\(([A-Z])\)|^([A-Z])\.\s", re.MULTILINE)
+
+
+def _count_options(text: str) -> int:
+    letters = {a or b for a, b in _OPTION_MARK.findall(text)}
+    count = 0
+    while count < len(LETTERS) and LETTERS[count] in letters:
+        count += 1
+    return count
+
+
+def _letter(value: Any, num_options: int) -> str | None:
+    """A gold answer as a letter: ``"B"``, an index ``1`` (ScienceQA's problems.json), or "The answer is B."."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int) or (isinstance(value, float) and value.is_integer()):
+        index = int(value)
+        return LETTERS[index] if 0 <= index < max(num_options, 1) else None
+    if isinstance(value, str):
+        return llava_option_letter(value, num_options or len(LETTERS))
+    return None
+
+
+def _load_letter_benchmark(options: LoadOptions, default_options: int) -> Iterator[Sample | InvalidRow]:
+    question_types = options.annotations.extra.get("question_types", {}) if options.annotations else {}
+    for where, row in iter_rows(options.data, options.split):
+        if isinstance(row, InvalidRow):
+            yield row
+            continue
+        qid, text, image = llava_question(row)
+        if qid is None or not text:
+            yield InvalidRow(where, "row has no question id or no question text")
+            continue
+        hit = options.annotations.lookup(qid) if options.annotations is not None else None
+        choices = (hit or {}).get("choices") or row.get("choices")
+        num_options = len(choices) if isinstance(choices, list) else (_count_options(text) or default_options)
+        raw = first_present(row, "answer", "label", "gt_answer")
+        if raw is None and isinstance(row.get("conversations"), list) and len(row["conversations"]) > 1:
+            raw = row["conversations"][1].get("value")
+        if raw is None and hit is not None:
+            raw = first_present(hit, "answer", "label")
+        gold = None
+        if raw is not None:
+            gold = _letter(raw, num_options)
+            if gold is None:
+                yield InvalidRow(where, f"unknown answer format: {str(raw)[:40]!r} is not an option letter or index")
+                continue
+        category = first_present(row, "category", "question_type_id") or first_present(hit or {}, "question_type_id")
+        category = None if category is None else question_types.get(str(category), str(category))
+        source = image_source(image, options.image_dirs)
+        yield Sample(
+            qid,
+            with_suffix(text, OPTION_LETTER),
+            [] if source is None else [source],
+            gold,
+            {"num_options": num_options, "category": category, "has_image": source is not None},
+        )
+
+
+def load_scienceqa(options: LoadOptions) -> Iterator[Sample | InvalidRow]:
+    """LLaVA's ScienceQA file (``llava_test_CQM-A.json`` conversations, or a question JSONL); answers inline,
+    from the gpt turn, or from ``problems.json`` given as annotations (answer = option index)."""
+    return _load_letter_benchmark(options, default_options=5)
+
+
+def load_seed(options: LoadOptions) -> Iterator[Sample | InvalidRow]:
+    """LLaVA's ``llava-seed-bench.jsonl``; answers inline or from ``SEED-Bench.json`` given as annotations."""
+    return _load_letter_benchmark(options, default_options=4)
+
+
+def score_option_letter(records: list[dict], judge=None) -> dict[str, Any]:
+    """Accuracy of the parsed option letter (LLaVA's ScienceQA rules), overall, on questions with an image
+    (ScienceQA-IMG, the figure papers report for ScienceQA) and per category."""
+    hits, image_hits, unparsed = [], [], 0
+    categories: dict[str, list[bool]] = defaultdict(list)
+    for record in records:
+        letter = llava_option_letter(record["prediction"], record["meta"]["num_options"])
+        unparsed += letter is None
+        hit = letter == record["gold"]
+        hits.append(hit)
+        if record["meta"].get("has_image"):
+            image_hits.append(hit)
+        if record["meta"].get("category") is not None:
+            categories[record["meta"]["category"]].append(hit)
+    return {
+        "metrics": {"accuracy": ratio(sum(hits), len(hits)), "image_accuracy": ratio(sum(image_hits), len(image_hits))},
+        "by_category": {name: sum(v) / len(v) for name, v in sorted(categories.items())},
+        "unparsed": unparsed,
+    }

@@ -1,0 +1,349 @@
+"""Running a model over a benchmark: batched greedy generation, a resumable JSONL of answers, shards, merge
+and scoring.
+
+Layout of an output folder (``--out``)::
+
+    manifest[.shard-I-of-N].json     what was run: benchmark, data, limit, the shard's question ids, unreadable rows
+    predictions[.shard-I-of-N].jsonl one line per question: qid, prediction (or error), prompt, gold, meta
+    scores.json                      metrics + counts of everything that was not scored normally
+    judge-cache.jsonl                replies of the LLM judge, when one is used
+
+A run appends one line per answered question and flushes it, so an interrupted run loses at most the batch
+in flight; run again with the same arguments and only the remaining questions are asked.  Shards are
+strided (question k goes to shard k mod N); ``merge`` joins them and scores.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from ..image_processing import ImageLoadError, load_image
+from .base import Benchmark, LoadOptions, unique_samples
+from .benchmarks import get_benchmark
+from .records import EvalError, InvalidRow, Sample, prediction_record
+
+__all__ = [
+    "EvalError",
+    "RunConfig",
+    "load_samples",
+    "parse_shard",
+    "read_predictions",
+    "run_benchmark",
+    "score_run",
+    "shard_from_env",
+]
+
+PROBLEMS_LISTED = 100  # per kind, in scores.json
+
+
+@dataclasses.dataclass
+class RunConfig:
+    bench: str
+    data: str
+    out: Path
+    annotations: str | None = None
+    image_dir: str | None = None
+    split: str | None = None
+    limit: int | None = None
+    shard: tuple[int, int] = (0, 1)
+    batch_size: int = 8
+    max_new_tokens: int | None = None
+    model: str | None = None
+    retry_errors: bool = False
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"i/n"`` -> (i, n) with 0 <= i < n."""
+    try:
+        index, count = (int(part) for part in text.split("/"))
+    except ValueError:
+        raise EvalError(f"--shard must look like i/n (e.g. 0/4), got {text!r}") from None
+    if count < 1 or not 0 <= index < count:
+        raise EvalError(f"--shard {text}: need 0 <= i < n")
+    return index, count
+
+
+def shard_from_env() -> tuple[int, int]:
+    """(RANK, WORLD_SIZE) under torchrun, else (0, 1)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    return (rank, world) if world > 1 else (0, 1)
+
+
+def _tag(shard: tuple[int, int]) -> str:
+    return "" if shard[1] == 1 else f".shard-{shard[0]}-of-{shard[1]}"
+
+
+def load_samples(
+    benchmark: Benchmark, options: LoadOptions, limit: int | None = None
+) -> tuple[list[Sample], list[InvalidRow]]:
+    """All samples of the benchmark (the first ``limit`` when given) and the rows that could not be read."""
+    samples: list[Sample] = []
+    invalid: list[InvalidRow] = []
+    for item in unique_samples(benchmark.load(options)):
+        if isinstance(item, InvalidRow):
+            invalid.append(item)
+        elif limit is None or len(samples) < limit:
+            samples.append(item)
+    return samples, invalid
+
+
+def read_predictions(path: Path, repair: bool = False) -> dict[str, dict]:
+    """qid -> record of a predictions file.  A last line cut by an interruption is ignored (and removed
+    from the file when ``repair``, so that appending starts on a fresh line)."""
+    records: dict[str, dict] = {}
+    if not path.is_file():
+        return records
+    with open(path, "rb") as handle:
+        data = handle.read()
+    complete = data.rfind(b"\n") + 1
+    if repair and complete < len(data):
+        with open(path, "r+b") as handle:
+            handle.truncate(complete)
+    for line in data[:complete].splitlines():
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict) and "qid" in record:
+            records[str(record["qid"])] = record
+    return records
+
+
+def _write_json(path: Path, data: Any) -> None:
+    """Write atomically (temporary file + rename): a reader never sees half a file."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w", encoding="utf-8") as handle:
+        json.dump(data, handle, indent=2, ensure_ascii=False, default=str)
+        handle.write("\n")
+    os.replace(tmp, path)
+
+
+def _manifest(config: RunConfig, samples: list[Sample], invalid: list[InvalidRow]) -> dict[str, Any]:
+    return {
+        "benchmark": config.bench,
+        "data": str(Path(config.data).expanduser().resolve()),
+        "annotations": None if config.annotations is None else str(Path(config.annotations).expanduser().resolve()),
+        "split": config.split,
+        "limit": config.limit,
+        "shard": list(config.shard),
+        "model": config.model,
+        "qids": [s.qid for s in samples],
+        "invalid": [row.to_json() for row in invalid],
+    }
+
+
+def _check_manifest(path: Path, new: dict[str, Any]) -> None:
+    if not path.is_file():
+        return
+    with open(path, encoding="utf-8") as handle:
+        old = json.load(handle)
+    for key in ("benchmark", "data", "annotations", "split", "shard"):
+        if old.get(key) != new.get(key):
+            raise EvalError(
+                f"{path.parent} holds a run with {key}={old.get(key)!r}, not {new.get(key)!r}; "
+                "use another --out folder (or delete that one) rather than mixing runs"
+            )
+
+
+def _load_images(sample: Sample, max_pixels: int | None):
+    return [load_image(image, max_pixels=max_pixels) for image in sample.images]
+
+
+AnswerFn = Callable[[Any, Any, Sequence[tuple[Any, str]], int], list[str]]
+
+
+def _default_answer_fn(model, processor, batch, max_new_tokens):
+    from .generation import generate_answers
+
+    return generate_answers(model, processor, batch, max_new_tokens=max_new_tokens)
+
+
+def run_benchmark(
+    model,
+    processor,
+    config: RunConfig,
+    answer_fn: AnswerFn | None = None,
+    log: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Answer every question of this shard that the predictions file does not have yet.
+
+    Returns a summary: questions in the shard, answered before, answered now, errors now, unreadable rows.
+    ``answer_fn(model, processor, batch, max_new_tokens)`` defaults to ``generate_answers``.
+    """
+    answer_fn = answer_fn or _default_answer_fn
+    log = log or (lambda message: print(message, file=sys.stderr, flush=True))
+    benchmark = get_benchmark(config.bench)
+    options = LoadOptions.create(config.data, config.image_dir, config.annotations, config.split)
+    samples, invalid = load_samples(benchmark, options, config.limit)
+    index, count = config.shard
+    shard_samples = samples[index::count]
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    tag = _tag(config.shard)
+    manifest = _manifest(config, shard_samples, invalid)
+    _check_manifest(out / f"manifest{tag}.json", manifest)
+    _write_json(out / f"manifest{tag}.json", manifest)
+
+    predictions_path = out / f"predictions{tag}.jsonl"
+    done = read_predictions(predictions_path, repair=True)
+    finished = {qid for qid, r in done.items() if "prediction" in r or not config.retry_errors}
+    todo = [s for s in shard_samples if s.qid not in finished]
+    max_new_tokens = config.max_new_tokens or benchmark.max_new_tokens
+    max_pixels = getattr(getattr(processor, "image_processor", None), "max_image_pixels", None)
+    log(
+        f"[{config.bench}{tag}] {len(shard_samples)} questions, {len(shard_samples) - len(todo)} already answered, "
+        f"{len(todo)} to go; {len(invalid)} unreadable rows"
+    )
+
+    answered = errors = 0
+    started = last_log = time.monotonic()
+    with open(predictions_path, "a", encoding="utf-8") as handle:
+
+        def write(record: dict) -> None:
+            handle.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
+            handle.flush()
+
+        for start in range(0, len(todo), max(1, config.batch_size)):
+            chunk = todo[start : start + config.batch_size]
+            ready: list[tuple[Sample, list]] = []
+            for sample in chunk:
+                try:
+                    ready.append((sample, _load_images(sample, max_pixels)))
+                except ImageLoadError as error:
+                    write(prediction_record(sample, error=f"image: {error}"))
+                    errors += 1
+            if not ready:
+                continue
+            try:
+                texts = answer_fn(model, processor, [(images, s.prompt) for s, images in ready], max_new_tokens)
+                results: list[tuple[Sample, str | None, str | None]] = [(s, t, None) for (s, _), t in zip(ready, texts)]
+            except ValueError:  # e.g. a prompt longer than the LLM's context: isolate the culprit
+                results = []
+                for sample, images in ready:
+                    try:
+                        results.append(
+                            (sample, answer_fn(model, processor, [(images, sample.prompt)], max_new_tokens)[0], None)
+                        )
+                    except ValueError as error:
+                        results.append((sample, None, f"generation: {error}"))
+            for sample, text, error in results:
+                write(prediction_record(sample, prediction=text, error=error))
+                answered += error is None
+                errors += error is not None
+            now = time.monotonic()
+            if now - last_log > 10 or start + config.batch_size >= len(todo):
+                rate = (answered + errors) / max(now - started, 1e-9)
+                log(f"[{config.bench}{tag}] {answered + errors}/{len(todo)} ({rate:.2f} questions/s)")
+                last_log = now
+    return {
+        "questions": len(shard_samples),
+        "answered_before": len(shard_samples) - len(todo),
+        "answered": answered,
+        "errors": errors,
+        "invalid_rows": len(invalid),
+        "predictions": str(predictions_path),
+    }
+
+
+def _manifests(out: Path) -> list[dict[str, Any]]:
+    manifests = []
+    for path in sorted(out.glob("manifest*.json")):
+        with open(path, encoding="utf-8") as handle:
+            manifests.append(json.load(handle))
+    if not manifests:
+        raise EvalError(f"no manifest*.json in {out}: not an `mgm eval` output folder")
+    return manifests
+
+
+def shards_complete(out: Path) -> bool:
+    """Whether every shard of the run in ``out`` has a prediction (or error) for each of its questions."""
+    try:
+        manifests = _manifests(Path(out))
+    except EvalError:
+        return False
+    count = manifests[0]["shard"][1]
+    if sorted(m["shard"][0] for m in manifests) != list(range(count)):
+        return False
+    for manifest in manifests:
+        done = read_predictions(Path(out) / f"predictions{_tag(tuple(manifest['shard']))}.jsonl")
+        if any(qid not in done for qid in manifest["qids"]):
+            return False
+    return True
+
+
+def score_run(out: str | Path, judge=None) -> dict[str, Any]:
+    """Join the shards of the run in ``out``, score it and write ``scores.json`` (and, for a sharded run, the
+    merged ``predictions.jsonl``).  Questions without an answer are reported, never scored."""
+    out = Path(out)
+    manifests = _manifests(out)
+    benchmarks = {m["benchmark"] for m in manifests}
+    counts = {m["shard"][1] for m in manifests}
+    if len(benchmarks) != 1 or len(counts) != 1:
+        raise EvalError(f"{out} mixes runs ({sorted(benchmarks)} with shard counts {sorted(counts)})")
+    count = counts.pop()
+    present = sorted(m["shard"][0] for m in manifests)
+    if present != list(range(count)):
+        missing = sorted(set(range(count)) - set(present))
+        raise EvalError(f"{out}: shard(s) {', '.join(f'{i}/{count}' for i in missing)} have not run (no manifest)")
+    benchmark = get_benchmark(benchmarks.pop())
+
+    positioned: list[tuple[int, str]] = []
+    records: dict[str, dict] = {}
+    for manifest in manifests:
+        done = read_predictions(out / f"predictions{_tag(tuple(manifest['shard']))}.jsonl")
+        for position, qid in enumerate(manifest["qids"]):  # shards are strided: k-th of shard i is i + k*n
+            positioned.append((position * count + manifest["shard"][0], qid))
+            if qid in done:
+                records[qid] = done[qid]
+    order = [qid for _, qid in sorted(positioned)]
+    if count > 1:
+        with open(out / ".predictions.jsonl.tmp", "w", encoding="utf-8") as handle:
+            for qid in order:
+                if qid in records:
+                    handle.write(json.dumps(records[qid], ensure_ascii=False, default=str) + "\n")
+        os.replace(out / ".predictions.jsonl.tmp", out / "predictions.jsonl")
+
+    answered = [records[q] for q in order if q in records and "prediction" in records[q]]
+    errors = [records[q] for q in order if q in records and "prediction" not in records[q]]
+    missing = [q for q in order if q not in records]
+    labeled = [r for r in answered if r.get("gold") is not None]
+    invalid = list({json.dumps(row, sort_keys=True): row for m in manifests for row in m["invalid"]}.values())
+
+    result = benchmark.score(labeled, judge=judge) if labeled else {"metrics": {}}
+    unparsed = result.pop("unparsed", 0)
+    scores = {
+        "benchmark": benchmark.name,
+        "model": manifests[0].get("model"),
+        "data": manifests[0].get("data"),
+        "limit": manifests[0].get("limit"),
+        "metrics": result.pop("metrics"),
+        "counts": {
+            "questions": len(order),
+            "scored": len(labeled),
+            "unreadable_rows": len(invalid),
+            "generation_errors": len(errors),
+            "missing_predictions": len(missing),
+            "without_reference": len(answered) - len(labeled),
+            "unparsed_answers": unparsed,
+        },
+        **result,
+        "problems": {
+            "unreadable_rows": invalid[:PROBLEMS_LISTED],
+            "generation_errors": [{"qid": r["qid"], "error": r.get("error")} for r in errors[:PROBLEMS_LISTED]],
+            "missing_predictions": missing[:PROBLEMS_LISTED],
+        },
+    }
+    if judge is not None:
+        scores["judge"] = {"base_url": judge.config.base_url, "model": judge.config.model}
+    _write_json(out / "scores.json", scores)
+    return scores
