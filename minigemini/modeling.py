@@ -202,6 +202,15 @@ class MiniGeminiForConditionalGeneration(MiniGeminiPreTrainedModel, GenerationMi
         self.lm_head = nn.Linear(config.text_config.hidden_size, config.text_config.vocab_size, bias=False)
         self.post_init()
 
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
+        """transformers' `from_pretrained`; a published Mini-Gemini (MGM) release checkpoint is converted on load."""
+        from .convert import is_release_checkpoint, load_release_checkpoint
+
+        if not model_args and is_release_checkpoint(pretrained_model_name_or_path):
+            return load_release_checkpoint(pretrained_model_name_or_path, model_class=cls, **kwargs)[0]
+        return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+
     def get_input_embeddings(self):
         return self.model.get_input_embeddings()
 
@@ -232,9 +241,17 @@ class MiniGeminiForConditionalGeneration(MiniGeminiPreTrainedModel, GenerationMi
         inputs_embeds: torch.Tensor | None = None,
         labels: torch.LongTensor | None = None,
         logits_to_keep: int | torch.Tensor = 0,
+        full_logits: bool | None = None,
         **kwargs,
     ) -> MiniGeminiCausalLMOutputWithPast:
-        """labels: (B, L) token ids, -100 where no loss is wanted; image placeholder positions are always ignored."""
+        """labels: (B, L) token ids, -100 where no loss is wanted; image placeholder positions are always ignored.
+
+        full_logits: with labels, whether to compute the LM head at every position (and return `logits`).  False
+            computes it only where a next token is supervised (labels[:, 1:] != -100) and returns `logits=None`: the
+            same loss, without the (B, L, vocab) tensor, which dominates memory and time for large vocabularies and
+            for stage-1 batches that are mostly image tokens.  Default (None): False in training mode, True in eval
+            mode.  Without labels the logits are always computed (`logits_to_keep` applies).
+        """
         outputs = self.model(
             input_ids=input_ids,
             pixel_values=pixel_values,
@@ -246,16 +263,20 @@ class MiniGeminiForConditionalGeneration(MiniGeminiPreTrainedModel, GenerationMi
             **kwargs,
         )
         hidden_states = outputs.last_hidden_state
-        slice_indices = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
-        logits = self.lm_head(hidden_states[:, slice_indices, :])
-
-        loss = None
-        if labels is not None:
-            if input_ids is not None:
-                labels = labels.masked_fill(input_ids == self.config.image_token_id, IGNORE_INDEX)
-            loss = self.loss_function(
-                logits=logits, labels=labels, vocab_size=self.config.text_config.vocab_size, **kwargs
-            )
+        if labels is not None and input_ids is not None:
+            labels = labels.masked_fill(input_ids == self.config.image_token_id, IGNORE_INDEX)
+        if full_logits is None:
+            full_logits = not self.training
+        loss = logits = None
+        if labels is not None and not full_logits:
+            loss = self.supervised_loss(hidden_states, labels, kwargs.get("num_items_in_batch"))
+        else:
+            slice_indices = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
+            logits = self.lm_head(hidden_states[:, slice_indices, :])
+            if labels is not None:
+                loss = self.loss_function(
+                    logits=logits, labels=labels, vocab_size=self.config.text_config.vocab_size, **kwargs
+                )
 
         return MiniGeminiCausalLMOutputWithPast(
             loss=loss,
@@ -265,6 +286,27 @@ class MiniGeminiForConditionalGeneration(MiniGeminiPreTrainedModel, GenerationMi
             attentions=outputs.attentions,
             image_hidden_states=outputs.image_hidden_states,
         )
+
+    def supervised_loss(
+        self, hidden_states: torch.Tensor, labels: torch.Tensor, num_items_in_batch: torch.Tensor | int | None = None
+    ) -> torch.Tensor:
+        """Next-token cross-entropy with the LM head applied only at supervised positions.
+
+        Equal to the full-logits loss (mean over supervised tokens, or sum / `num_items_in_batch` when the Trainer
+        normalises over gradient-accumulation steps); a batch without supervised tokens gives a zero loss that is
+        still connected to the graph, instead of NaN.
+        """
+        shift_labels = labels[:, 1:].to(hidden_states.device)
+        mask = shift_labels != IGNORE_INDEX
+        selected = hidden_states[:, :-1][mask]  # (K, H)
+        logits = self.lm_head(selected).float()
+        loss = nn.functional.cross_entropy(logits, shift_labels[mask], reduction="sum")
+        denominator = num_items_in_batch if num_items_in_batch is not None else mask.sum()
+        if torch.is_tensor(denominator):
+            denominator = denominator.to(loss.device).clamp(min=1)
+        else:
+            denominator = max(int(denominator), 1)
+        return loss / denominator
 
 
 __all__ = ["MiniGeminiForConditionalGeneration", "MiniGeminiModel", "MiniGeminiPreTrainedModel"]

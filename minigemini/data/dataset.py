@@ -1,0 +1,140 @@
+"""SupervisedDataset: LLaVA-format conversations -> token ids, labels and image tensors for MiniGemini training.
+
+Everything that can be checked without decoding pixels is checked once, up front (records, image files exist,
+tokenisation, length): a bad record is skipped and counted there, and data with no usable record is an error before
+the model is even loaded.  An image that exists but cannot be decoded is only found when its sample is loaded; that
+sample then comes back as ``{"skip_reason": ...}``, which the collator drops and counts -- never a crash mid-epoch,
+never a sample trained without its image.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from ..image_processing import ImageLoadError, MiniGeminiImageProcessor
+from .labels import IGNORE_INDEX, ConversationEncoder
+from .records import DataError, Record, read_records
+
+__all__ = ["SupervisedDataset"]
+
+logger = logging.getLogger(__name__)
+
+_SCAN_BATCH = 512
+
+
+class SupervisedDataset(Dataset):
+    """Map-style dataset of supervised conversations (text-only, one image or several per sample).
+
+    Args:
+        data_files: JSON array or JSON Lines file(s) in the LLaVA conversation format (see ``records``).
+        processor: the model's ``MiniGeminiProcessor`` (tokenizer, image processor, visual tokens per image).
+        image_folders: roots for relative image paths, first match wins (default: each data file's folder).
+        template: release template name (``plain`` in stage 1) or None for the tokenizer's jinja template.
+        max_length: longest sequence in tokens, visual tokens included.  Longer samples are truncated when the cut
+            keeps every image token and at least one supervised token, and skipped (``too_long``) otherwise.
+        image_processor: overrides the processor's (stage 1 uses one without pad-to-square, as the release did).
+
+    Items: ``input_ids`` and ``labels`` (1-D int64), plus ``pixel_values`` / ``high_res_pixel_values`` (one row per
+    image) for samples with images; or ``{"skip_reason", "source"}`` for a sample whose image failed to decode.
+    """
+
+    def __init__(
+        self,
+        data_files: str | Sequence[str],
+        processor: Any,
+        image_folders: str | Sequence[str] | None = None,
+        template: str | None = None,
+        max_length: int = 2048,
+        image_processor: MiniGeminiImageProcessor | None = None,
+    ):
+        if max_length < 2:
+            raise ValueError(f"max_length must be >= 2, got {max_length}")
+        self.encoder = ConversationEncoder(processor, template)
+        self.image_processor = image_processor or processor.image_processor
+        self.max_length = int(max_length)
+        self.image_token_id = processor.image_token_id
+        self._warned: set[str] = set()
+        records, self.skips = read_records(data_files, image_folders)
+        self.records: list[Record] = []
+        lengths: list[int] = []
+        self.num_truncated = 0
+        for start in range(0, len(records), _SCAN_BATCH):
+            batch = records[start : start + _SCAN_BATCH]
+            for record, (ids, labels) in zip(batch, self.encoder.encode_batch([r.messages for r in batch])):
+                kept = self._fit(ids, labels, record)
+                if kept is None:
+                    continue
+                self.records.append(record)
+                lengths.append(len(kept[0]))
+        self.lengths = lengths
+        if not self.records:
+            raise DataError(
+                f"no usable training sample in {data_files}: {self.skips.total} record(s) skipped "
+                f"({self.skips.describe()})"
+            )
+        logger.info(
+            "training data: %d samples (%d with images), %d skipped (%s), %d truncated to %d tokens",
+            len(self.records),
+            sum(1 for r in self.records if r.images),
+            self.skips.total,
+            self.skips.describe(),
+            self.num_truncated,
+            self.max_length,
+        )
+
+    def _fit(self, ids: np.ndarray, labels: np.ndarray, record: Record, count: bool = True):
+        """Apply the max_length rule: keep, truncate (image tokens intact, something supervised left) or skip."""
+        if len(ids) <= self.max_length:
+            return ids, labels
+        image_positions = np.flatnonzero(ids == self.image_token_id)
+        images_fit = len(image_positions) == 0 or image_positions[-1] < self.max_length
+        supervised_left = bool((labels[1 : self.max_length] != IGNORE_INDEX).any())
+        if not (images_fit and supervised_left):
+            if count:
+                why = "the image tokens" if not images_fit else "every answer"
+                self.skips.add(
+                    "too_long", record.source, f"{len(ids)} tokens > {self.max_length}; a cut would drop {why}"
+                )
+            return None
+        if count:
+            self.num_truncated += 1
+        return ids[: self.max_length], labels[: self.max_length]
+
+    # ------------------------------------------------------------------------------------------ sizes
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    @property
+    def has_images(self) -> list[bool]:
+        return [bool(r.images) for r in self.records]
+
+    @property
+    def modality_lengths(self) -> list[int]:
+        """Token lengths, positive for samples with images and negative for text-only ones (for the sampler)."""
+        return [n if r.images else -n for n, r in zip(self.lengths, self.records)]
+
+    # ------------------------------------------------------------------------------------------ items
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        record = self.records[index]
+        ids, labels = self.encoder.encode(record.messages)
+        ids, labels = self._fit(ids, labels, record, count=False)  # same decision as at scan time
+        item: dict[str, Any] = {"input_ids": torch.from_numpy(ids), "labels": torch.from_numpy(labels)}
+        if record.images:
+            try:
+                pixels = self.image_processor(record.images, return_tensors="pt")
+            except (ImageLoadError, OSError) as err:
+                if record.source not in self._warned:  # once per process, not once per epoch
+                    self._warned.add(record.source)
+                    logger.warning("skipping %s (unreadable_image): %s", record.source, err)
+                return {"skip_reason": "unreadable_image", "source": record.source}
+            item["pixel_values"] = pixels["pixel_values"]
+            item["high_res_pixel_values"] = pixels["high_res_pixel_values"]
+        return item

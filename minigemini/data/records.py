@@ -1,0 +1,234 @@
+"""Reading LLaVA-format conversation files into validated records, counting every record that is skipped.
+
+Format (one JSON array, or JSON Lines with one object per line)::
+
+    {"id": "000001", "image": "coco/1.jpg" | ["a.jpg", "b.jpg"],     # optional: text-only when absent
+     "system": "optional system prompt",
+     "conversations": [{"from": "human", "value": "<image>\\nWhat is this?"},
+                       {"from": "gpt", "value": "A cat."}, ...]}
+
+Roles: ``human``/``user`` -> user, ``gpt``/``assistant`` -> assistant, ``system`` (first turn only) -> system.
+Leading assistant turns are dropped (as the release does).  A record with images but no ``<image>`` in its text gets
+the placeholders prepended to its first user turn; any other mismatch between images and placeholders is a skip.
+
+Bad input never stops an epoch: each problem is a counted, logged skip (``SkipCounter``) with the file and line or
+record number; only a file that cannot be parsed at all, or data with no usable record, is an error.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from ..templates import IMAGE_PLACEHOLDER
+
+__all__ = ["SKIP_REASONS", "DataError", "Record", "SkipCounter", "read_records", "resolve_image"]
+
+logger = logging.getLogger(__name__)
+
+#: Why a record may be skipped (the keys of the summary's skip counts).
+SKIP_REASONS = {
+    "bad_json": "the line is not valid JSON",
+    "bad_record": "not a conversation record (wrong types or roles)",
+    "empty_conversation": "no user turn or no non-empty assistant answer",
+    "image_count_mismatch": "<image> placeholders do not match the record's images",
+    "missing_image": "an image file was not found under the image folders",
+    "unreadable_image": "an image file could not be decoded",
+    "too_long": "longer than max_length and truncation would cut image tokens or every answer",
+}
+
+_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
+
+
+class DataError(ValueError):
+    """The training data cannot be used at all (raised before training starts)."""
+
+
+@dataclasses.dataclass
+class Record:
+    """One usable conversation: chat messages (``role``/``content``) and resolved image paths, in text order."""
+
+    messages: list[dict[str, str]]
+    images: list[str]
+    source: str  # "file:line" (JSONL) or "file#record" (JSON array), for messages
+    id: str | None = None
+
+
+class SkipCounter:
+    """Counts skipped records by reason and logs the first few of each reason (then only counts)."""
+
+    def __init__(self, log_first: int = 5):
+        self.counts: Counter[str] = Counter()
+        self.examples: dict[str, list[str]] = {}
+        self.log_first = log_first
+
+    def add(self, reason: str, source: str, detail: str = "") -> None:
+        if reason not in SKIP_REASONS:
+            raise ValueError(f"unknown skip reason {reason!r}")
+        self.counts[reason] += 1
+        message = f"{source}: {detail}" if detail else source
+        examples = self.examples.setdefault(reason, [])
+        if len(examples) < 3:
+            examples.append(message)
+        if self.counts[reason] <= self.log_first:
+            logger.warning("skipping %s (%s)", message, reason)
+        elif self.counts[reason] == self.log_first + 1:
+            logger.warning("further '%s' skips are counted but not logged", reason)
+
+    def update(self, counts: dict[str, int]) -> None:
+        self.counts.update({k: int(v) for k, v in counts.items() if v})
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    def as_dict(self) -> dict[str, int]:
+        return dict(sorted(self.counts.items()))
+
+    def describe(self) -> str:
+        if not self.counts:
+            return "none"
+        parts = []
+        for reason, count in sorted(self.counts.items()):
+            example = self.examples.get(reason)
+            parts.append(f"{reason}: {count}" + (f" (e.g. {example[0]})" if example else ""))
+        return "; ".join(parts)
+
+
+def resolve_image(path: str, image_folders: Sequence[str]) -> str | None:
+    """The first existing ``folder/path`` (or ``path`` itself if absolute or relative to the cwd); None if none."""
+    if os.path.isabs(path):
+        return path if os.path.isfile(path) else None
+    for folder in image_folders:
+        candidate = os.path.join(folder, path)
+        if os.path.isfile(candidate):
+            return candidate
+    return None
+
+
+def _iter_raw(path: str) -> Iterable[tuple[str, Any, str | None]]:
+    """Yield (source, object or None, json error) for each record of a .json array or a JSON Lines file."""
+    with open(path, encoding="utf-8") as f:
+        head = f.read(4096).lstrip()
+    name = os.path.basename(path)
+    if head.startswith("["):
+        with open(path, encoding="utf-8") as f:
+            try:
+                data = json.load(f)
+            except json.JSONDecodeError as err:
+                raise DataError(
+                    f"{path} is not valid JSON (line {err.lineno}, column {err.colno}: {err.msg}); "
+                    "use a JSON array of records or JSON Lines (one record per line)"
+                ) from None
+        for index, obj in enumerate(data):
+            yield f"{name}#{index}", obj, None
+        return
+    with open(path, encoding="utf-8") as f:
+        for line_number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                yield f"{name}:{line_number}", json.loads(line), None
+            except json.JSONDecodeError as err:
+                yield f"{name}:{line_number}", None, err.msg
+
+
+def _to_record(obj: Any, source: str, image_folders: Sequence[str], skips: SkipCounter) -> Record | None:
+    if not isinstance(obj, dict):
+        skips.add("bad_record", source, f"expected an object, got {type(obj).__name__}")
+        return None
+    conversations = obj.get("conversations")
+    if not isinstance(conversations, list):
+        skips.add("bad_record", source, "no 'conversations' list")
+        return None
+    images = obj.get("image", obj.get("images"))
+    if images is None:
+        images = []
+    elif isinstance(images, str):
+        images = [images]
+    if not isinstance(images, list) or not all(isinstance(i, str) and i for i in images):
+        skips.add("bad_record", source, "'image' must be a path or a list of paths")
+        return None
+
+    system = obj.get("system")
+    if system is not None and not isinstance(system, str):
+        skips.add("bad_record", source, "'system' must be a string")
+        return None
+    messages: list[dict[str, str]] = []
+    for turn_index, turn in enumerate(conversations):
+        role = _ROLES.get(turn.get("from", turn.get("role"))) if isinstance(turn, dict) else None
+        value = turn.get("value", turn.get("content")) if isinstance(turn, dict) else None
+        if role is None or not isinstance(value, str):
+            skips.add("bad_record", source, f"turn {turn_index} needs 'from' (human/gpt) and a string 'value'")
+            return None
+        if role == "system":
+            if turn_index != 0 or system is not None:
+                skips.add("bad_record", source, "a system turn must come first (and only once)")
+                return None
+            system = value
+            continue
+        if not messages and role == "assistant":
+            continue  # the release drops a conversation's leading assistant turns
+        messages.append({"role": role, "content": value})
+
+    answers = [m for m in messages if m["role"] == "assistant" and m["content"].strip()]
+    if not any(m["role"] == "user" for m in messages) or not answers:
+        skips.add("empty_conversation", source)
+        return None
+    if any(IMAGE_PLACEHOLDER in m["content"] for m in messages if m["role"] == "assistant"):
+        skips.add("image_count_mismatch", source, f"{IMAGE_PLACEHOLDER} in an assistant turn")
+        return None
+    placeholders = sum(m["content"].count(IMAGE_PLACEHOLDER) for m in messages)
+    if images and placeholders == 0:
+        messages[0] = {"role": "user", "content": (IMAGE_PLACEHOLDER + "\n") * len(images) + messages[0]["content"]}
+    elif placeholders != len(images):
+        skips.add("image_count_mismatch", source, f"{placeholders} {IMAGE_PLACEHOLDER} for {len(images)} image(s)")
+        return None
+
+    resolved = []
+    for image in images:
+        found = resolve_image(image, image_folders)
+        if found is None:
+            skips.add("missing_image", source, f"{image} not found under {list(image_folders)}")
+            return None
+        resolved.append(found)
+    if system is not None:
+        messages.insert(0, {"role": "system", "content": system})
+    record_id = obj.get("id")
+    return Record(messages=messages, images=resolved, source=source, id=None if record_id is None else str(record_id))
+
+
+def read_records(
+    data_files: str | Sequence[str],
+    image_folders: str | Sequence[str] | None = None,
+    skips: SkipCounter | None = None,
+) -> tuple[list[Record], SkipCounter]:
+    """Read and validate every record of ``data_files``; return the usable records and the skip counts.
+
+    ``image_folders``: roots that relative image paths are looked up in, first match wins (default: the data
+    file's own folder).  Raises ``DataError`` for a missing or unparsable file; records are never fatal.
+    """
+    files = [data_files] if isinstance(data_files, (str, os.PathLike)) else list(data_files)
+    if not files:
+        raise DataError("no data files given")
+    folders = [image_folders] if isinstance(image_folders, (str, os.PathLike)) else list(image_folders or [])
+    skips = skips if skips is not None else SkipCounter()
+    records: list[Record] = []
+    for path in files:
+        path = os.fspath(path)
+        if not os.path.isfile(path):
+            raise DataError(f"data file not found: {path}")
+        roots = [os.fspath(f) for f in folders] or [os.path.dirname(os.path.abspath(path))]
+        for source, obj, error in _iter_raw(path):
+            if error is not None:
+                skips.add("bad_json", source, error)
+                continue
+            record = _to_record(obj, source, roots, skips)
+            if record is not None:
+                records.append(record)
+    return records, skips

@@ -1,0 +1,141 @@
+"""LoRA / QLoRA with PEFT, round-tripping: train -> save adapter -> load on the base -> merge into a plain checkpoint.
+
+LoRA goes on every linear layer of the LLM (not its head); the mining layer and the projector are trained in full
+and saved inside the adapter (PEFT ``modules_to_save``), as are encoders tuned with --tune-vision(-aux).  The adapter
+folder names its base model (``adapter_config.json``) and carries the processor, so it loads with
+``load_lora(adapter_dir)`` or plain ``PeftModel.from_pretrained(base, adapter_dir)``; ``merge_lora`` writes a normal
+checkpoint that ``MiniGeminiForConditionalGeneration.from_pretrained`` loads.
+
+QLoRA (``bits=4``, or 8) loads the LLM quantised with bitsandbytes; it needs an NVIDIA GPU, so it is refused with a
+clear error anywhere else.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..cli import UserError
+from .stages import MULTIMODAL_MODULES
+
+__all__ = [
+    "apply_lora",
+    "check_quantization_available",
+    "load_lora",
+    "lora_target_modules",
+    "merge_lora",
+    "quantization_config",
+]
+
+ADAPTER_CONFIG = "adapter_config.json"
+
+
+def _require_peft():
+    if importlib.util.find_spec("peft") is None:
+        raise UserError("LoRA needs the peft package: pip install 'minigemini[train]' (or pip install peft)")
+    import peft
+
+    return peft
+
+
+def lora_target_modules(model: nn.Module) -> list[str]:
+    """Full names of the LLM's linear layers (the LM head and the vision side excluded)."""
+    prefix = "model.language_model."
+    # bitsandbytes' Linear4bit / Linear8bitLt are nn.Linear subclasses, so QLoRA finds the same layers.
+    names = [
+        name for name, module in model.named_modules() if name.startswith(prefix) and isinstance(module, nn.Linear)
+    ]
+    if not names:
+        raise ValueError("found no linear layer in the language model to put LoRA on")
+    return names
+
+
+def apply_lora(
+    model: nn.Module,
+    r: int = 128,
+    alpha: int = 256,
+    dropout: float = 0.05,
+    extra_modules_to_save: tuple[str, ...] = (),
+):
+    """Wrap ``model`` in a PEFT model: LoRA on the LLM's linears, mining + projector (+ extras) trained in full."""
+    peft = _require_peft()
+    config = peft.LoraConfig(
+        r=r,
+        lora_alpha=alpha,
+        lora_dropout=dropout,
+        bias="none",
+        target_modules=lora_target_modules(model),
+        modules_to_save=list(MULTIMODAL_MODULES) + list(extra_modules_to_save),
+    )
+    return peft.get_peft_model(model, config)
+
+
+def check_quantization_available(bits: int) -> None:
+    """QLoRA needs CUDA and bitsandbytes; say so plainly instead of failing deep inside a load."""
+    missing = []
+    if not torch.cuda.is_available():
+        missing.append("an NVIDIA GPU with CUDA (this machine has none)")
+    if importlib.util.find_spec("bitsandbytes") is None:
+        missing.append("the bitsandbytes package (pip install bitsandbytes)")
+    if missing:
+        raise UserError(f"--bits {bits} (QLoRA) needs " + " and ".join(missing) + "; use --bits 16 for plain LoRA")
+
+
+def quantization_config(bits: int, compute_dtype: torch.dtype):
+    """BitsAndBytesConfig for the LLM only: encoders, mining, projector and LM head stay in full precision."""
+    check_quantization_available(bits)
+    from transformers import BitsAndBytesConfig
+
+    skip = ["vision_tower", "vision_tower_aux", *MULTIMODAL_MODULES, "lm_head"]
+    if bits == 4:
+        return BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_compute_dtype=compute_dtype,
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_quant_type="nf4",
+            llm_int8_skip_modules=skip,
+        )
+    return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=skip)
+
+
+def _base_path(adapter_dir: str, base: str | None) -> str:
+    if base is not None:
+        return base
+    with open(os.path.join(adapter_dir, ADAPTER_CONFIG), encoding="utf-8") as f:
+        base = json.load(f).get("base_model_name_or_path")
+    if not base:
+        raise ValueError(f"{adapter_dir}/{ADAPTER_CONFIG} names no base model; pass base=")
+    return base
+
+
+def load_lora(adapter_dir: str, base: str | None = None, **from_pretrained_kwargs: Any):
+    """The base MiniGemini (from the adapter's config, or ``base``) with the adapter loaded (a PeftModel)."""
+    peft = _require_peft()
+    from ..modeling import MiniGeminiForConditionalGeneration
+
+    if not os.path.isfile(os.path.join(adapter_dir, ADAPTER_CONFIG)):
+        raise FileNotFoundError(f"{adapter_dir} is not a LoRA adapter folder (no {ADAPTER_CONFIG})")
+    model = MiniGeminiForConditionalGeneration.from_pretrained(_base_path(adapter_dir, base), **from_pretrained_kwargs)
+    return peft.PeftModel.from_pretrained(model, adapter_dir)
+
+
+def merge_lora(adapter_dir: str, output_dir: str, base: str | None = None, dtype: torch.dtype | None = None) -> str:
+    """Merge an adapter into its base and save a plain checkpoint (+ the processor) to ``output_dir``."""
+    from ..processing import MiniGeminiProcessor
+
+    kwargs = {"dtype": dtype} if dtype is not None else {}
+    model = load_lora(adapter_dir, base, **kwargs)
+    merged = model.merge_and_unload()
+    merged.save_pretrained(output_dir)
+    source = (
+        adapter_dir
+        if os.path.isfile(os.path.join(adapter_dir, "processor_config.json"))
+        else _base_path(adapter_dir, base)
+    )
+    MiniGeminiProcessor.from_pretrained(source).save_pretrained(output_dir)
+    return output_dir

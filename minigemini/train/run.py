@@ -1,0 +1,297 @@
+"""One training run, from a TrainConfig: data (checked first), model, stage, LoRA, Trainer, checkpoints, summary.
+
+The same function runs in one process or under a launcher (``torchrun``, ``accelerate launch``, ``deepspeed``): the
+Trainer reads the launcher's environment, and the gradient accumulation is derived from the global batch and the
+number of processes.  DeepSpeed is imported only when a DeepSpeed config is given.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import importlib.util
+import json
+import logging
+import os
+import time
+from typing import Any
+
+import torch
+from transformers import TrainingArguments
+from transformers.trainer_callback import PrinterCallback, ProgressCallback
+from transformers.trainer_utils import get_last_checkpoint
+
+from ..cli import UserError
+from ..data import MiniGeminiCollator, SupervisedDataset
+from ..modeling import MiniGeminiForConditionalGeneration
+from ..processing import MiniGeminiProcessor
+from .callbacks import JsonlLogCallback, ProgressBarCallback
+from .config import TrainConfig
+from .stages import configure_trainable, parameter_counts, upcast_trainable
+from .trainer import MiniGeminiTrainer
+
+__all__ = [
+    "LOG_FILE",
+    "SUMMARY_FILE",
+    "TrainResult",
+    "build_dataset",
+    "build_training_arguments",
+    "describe_summary",
+    "load_model",
+    "prepare_for_stage",
+    "train",
+]
+
+logger = logging.getLogger(__name__)
+
+LOG_FILE = "train_log.jsonl"
+SUMMARY_FILE = "train_summary.json"
+_HALF = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclasses.dataclass
+class TrainResult:
+    output: str
+    summary: dict[str, Any]
+    trainer: MiniGeminiTrainer
+
+
+def world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def _sharded(config: TrainConfig) -> bool:
+    """Parameters sharded by FSDP or DeepSpeed (they want one dtype and keep their own fp32 masters)."""
+    return bool(config.deepspeed or config.fsdp) or os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true"
+
+
+def build_dataset(config: TrainConfig, processor: MiniGeminiProcessor) -> SupervisedDataset:
+    """The training data with the stage's template and image preprocessing (stage 1: no padding to square)."""
+    template = config.template if config.template is not None else processor.chat_template
+    image_processor = processor.image_processor
+    if config.pad_to_square is not None and config.pad_to_square != image_processor.pad_to_square:
+        image_processor = copy.deepcopy(image_processor)
+        image_processor.pad_to_square = config.pad_to_square
+    return SupervisedDataset(
+        config.data,
+        processor,
+        image_folders=config.image_folder or None,
+        template=template,
+        max_length=config.max_length,
+        image_processor=image_processor,
+    )
+
+
+def load_model(config: TrainConfig, processor: MiniGeminiProcessor) -> MiniGeminiForConditionalGeneration:
+    """Load the starting checkpoint: half precision for what stays frozen, unless sharding or fp32 is asked for."""
+    half = _HALF.get(config.precision)
+    dtype = half if half is not None and not _sharded(config) else torch.float32
+    kwargs: dict[str, Any] = {"dtype": dtype}
+    if config.bits != 16:
+        from .lora import quantization_config
+
+        kwargs["quantization_config"] = quantization_config(config.bits, half or torch.bfloat16)
+        kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", "0"))}
+    model = MiniGeminiForConditionalGeneration.from_pretrained(os.path.abspath(config.model), **kwargs)
+    vocab = model.config.text_config.vocab_size
+    if len(processor.tokenizer) > vocab:
+        raise ValueError(
+            f"the tokenizer has {len(processor.tokenizer)} tokens but the LLM embeds only {vocab}: the model "
+            "directory was not prepared for this processor (resize the embeddings, as `mgm init` does)"
+        )
+    if model.config.image_token_id != processor.image_token_id:
+        raise ValueError(
+            f"the model's image_token_id {model.config.image_token_id} differs from the processor's "
+            f"{processor.image_token_id}"
+        )
+    if model.config.image_seq_length != processor.image_seq_length:
+        raise ValueError(
+            f"the processor expands <image> to {processor.image_seq_length} tokens but the model makes "
+            f"{model.config.image_seq_length} per image"
+        )
+    return model
+
+
+def prepare_for_stage(model, config: TrainConfig):
+    """requires_grad for the stage; LoRA / QLoRA wrapping; trainable parameters kept in fp32."""
+    if config.bits != 16:
+        import peft
+
+        model = peft.prepare_model_for_kbit_training(
+            model,
+            use_gradient_checkpointing=config.gradient_checkpointing,
+            gradient_checkpointing_kwargs={"use_reentrant": False},
+        )
+    configure_trainable(
+        model, config.stage, config.tune_vision, config.tune_vision_aux, train_llm=False if config.lora else None
+    )
+    if config.lora:
+        from .lora import apply_lora
+
+        extra = tuple(
+            name
+            for name, on in (("vision_tower", config.tune_vision), ("vision_tower_aux", config.tune_vision_aux))
+            if on
+        )
+        model = apply_lora(model, config.lora_r, config.lora_alpha, config.lora_dropout, extra_modules_to_save=extra)
+    if next(model.parameters()).dtype != torch.float32 or config.bits != 16:
+        upcast_trainable(model)
+    return model
+
+
+def build_training_arguments(config: TrainConfig, accumulation_steps: int) -> TrainingArguments:
+    on_accelerator = torch.cuda.is_available() or torch.backends.mps.is_available()
+    return TrainingArguments(
+        output_dir=config.output,
+        per_device_train_batch_size=config.per_device_batch_size,
+        gradient_accumulation_steps=accumulation_steps,
+        num_train_epochs=config.epochs,
+        max_steps=config.max_steps,
+        learning_rate=config.learning_rate,
+        lr_scheduler_type=config.lr_scheduler,
+        warmup_steps=config.warmup_ratio,  # a float in [0, 1) is a ratio of the total steps
+        weight_decay=config.weight_decay,
+        max_grad_norm=config.max_grad_norm,
+        bf16=config.precision == "bf16",
+        fp16=config.precision == "fp16",
+        activation_checkpointing=config.gradient_checkpointing and config.bits == 16,
+        activation_checkpointing_kwargs={"use_reentrant": False},
+        logging_steps=config.logging_steps,
+        save_strategy="steps",
+        save_steps=config.save_steps,
+        save_total_limit=config.save_total_limit,
+        seed=config.seed,
+        dataloader_num_workers=config.dataloader_workers,
+        remove_unused_columns=False,
+        include_num_input_tokens_seen="non_padding",
+        report_to=config.report_to,
+        use_cpu=not on_accelerator,
+        ddp_find_unused_parameters=False,  # every trainable parameter is kept in the graph (see MiniGeminiTrainer)
+        deepspeed=config.deepspeed,
+        fsdp=config.fsdp or "",
+        fsdp_config=config.fsdp_config,
+        disable_tqdm=True,
+    )
+
+
+def _check_launch(config: TrainConfig) -> None:
+    if config.deepspeed:
+        if not os.path.isfile(config.deepspeed):
+            raise FileNotFoundError(f"DeepSpeed config not found: {config.deepspeed}")
+        if importlib.util.find_spec("deepspeed") is None:
+            raise UserError("--deepspeed needs the deepspeed package (pip install deepspeed) on a CUDA machine")
+    if config.lora and importlib.util.find_spec("peft") is None:
+        raise UserError("--lora needs the peft package: pip install peft")
+    if config.bits != 16:
+        from .lora import check_quantization_available
+
+        check_quantization_available(config.bits)
+    last = get_last_checkpoint(config.output) if os.path.isdir(config.output) else None
+    if config.resume and last is None:
+        raise FileNotFoundError(f"--resume: no checkpoint-* folder in {config.output} to resume from")
+    if not config.resume and last is not None:
+        raise FileExistsError(
+            f"{config.output} already has {os.path.basename(last)}: pass --resume to continue that run, or choose "
+            "another --output"
+        )
+
+
+def train(config: TrainConfig, callbacks: list | None = None) -> TrainResult:
+    """Run one training stage; returns the output folder and the summary (also written as train_summary.json).
+
+    ``callbacks``: extra ``TrainerCallback``s (the progress bar and the JSONL log are always added).
+    """
+    config.validate()
+    _check_launch(config)
+    started = time.time()
+    processor = MiniGeminiProcessor.from_pretrained(config.processor or config.model)
+    dataset = build_dataset(config, processor)  # bad data fails here, before the model is loaded
+    accumulation = config.accumulation_steps(world_size())
+    if config.dataloader_workers > 0:
+        # the scan above used the tokenizer's threads; say so before the DataLoader forks its workers
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # Before the model: with ZeRO-3 the arguments make from_pretrained load the weights already partitioned.
+    args = build_training_arguments(config, accumulation)
+
+    model = load_model(config, processor)
+    model = prepare_for_stage(model, config)
+    counts = parameter_counts(model)
+    logger.info(
+        "stage %d: %s of %s parameters trainable", config.stage, f"{counts['trainable']:,}", f"{counts['total']:,}"
+    )
+
+    callbacks = [JsonlLogCallback(os.path.join(config.output, LOG_FILE)), *(callbacks or [])]
+    if config.progress:
+        callbacks.append(ProgressBarCallback())
+    trainer = MiniGeminiTrainer(
+        model=model,
+        args=args,
+        train_dataset=dataset,
+        data_collator=MiniGeminiCollator(pad_token_id=processor.tokenizer.pad_token_id),
+        processing_class=processor,
+        callbacks=callbacks,
+        projector_lr=config.projector_lr,
+        sampler=config.sampler,
+        full_logits=None if config.supervised_head else True,
+    )
+    for default in (ProgressCallback, PrinterCallback):
+        trainer.remove_callback(default)
+
+    output = trainer.train(resume_from_checkpoint=True if config.resume else None)
+    trainer.save_model(config.output)
+
+    totals = trainer.data_totals()
+    skipped = dict(dataset.skips.counts)
+    for reason, count in totals["skipped"].items():
+        skipped[reason] = skipped.get(reason, 0) + count
+    runtime = output.metrics.get("train_runtime", time.time() - started)
+    tokens = trainer.state.num_input_tokens_seen
+    summary = {
+        "stage": config.stage,
+        "output": os.path.abspath(config.output),
+        "lora": config.lora,
+        "steps": trainer.state.global_step,
+        "epochs": trainer.state.epoch,
+        "dataset_samples": len(dataset),
+        "samples_seen": totals["samples"],
+        "skipped": dict(sorted(skipped.items())),
+        "skipped_total": sum(skipped.values()),
+        "truncated": dataset.num_truncated,
+        "tokens": tokens,
+        "time_s": round(runtime, 3),
+        "tokens_per_s": round(tokens / runtime, 1) if runtime > 0 else None,
+        "train_loss": output.metrics.get("train_loss"),
+        "trainable_parameters": counts["trainable"],
+        "total_parameters": counts["total"],
+        "world_size": args.world_size,
+        "distributed": trainer.accelerator.distributed_type.value,  # NO, MULTI_CPU, MULTI_GPU, FSDP, DEEPSPEED
+        "gradient_accumulation_steps": accumulation,
+        "config": config.to_dict(),
+    }
+    if trainer.is_world_process_zero():
+        with open(os.path.join(config.output, SUMMARY_FILE), "w", encoding="utf-8") as f:
+            json.dump(summary, f, indent=2)
+            f.write("\n")
+    return TrainResult(output=config.output, summary=summary, trainer=trainer)
+
+
+def describe_summary(summary: dict[str, Any]) -> str:
+    """Human-readable lines for the end of a run."""
+    lines = [
+        (
+            f"Stage {summary['stage']}{' (LoRA)' if summary['lora'] else ''}: "
+            f"{summary['steps']} step{'' if summary['steps'] == 1 else 's'}, "
+            f"{summary['samples_seen']:,} samples seen ({summary['dataset_samples']:,} in the data), "
+            f"{summary['tokens']:,} tokens in {summary['time_s']:.1f} s "
+            f"({summary['tokens_per_s'] or 0:,.0f} tokens/s), train loss {summary['train_loss'] or float('nan'):.4f}"
+        ),
+    ]
+    if summary["skipped_total"]:
+        reasons = ", ".join(f"{reason} {count}" for reason, count in summary["skipped"].items())
+        lines.append(f"Skipped {summary['skipped_total']} record(s): {reasons}")
+    else:
+        lines.append("Skipped 0 records")
+    if summary["truncated"]:
+        lines.append(f"Truncated {summary['truncated']} over-long sample(s) (image tokens kept)")
+    lines.append(f"Saved to {summary['output']} ({LOG_FILE}, {SUMMARY_FILE} beside the weights)")
+    return "\n".join(lines)

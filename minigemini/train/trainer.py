@@ -1,0 +1,134 @@
+"""MiniGeminiTrainer: the Hugging Face Trainer with the few things Mini-Gemini training needs.
+
+- ``_get_train_sampler``: modality + length grouped batches (``data.sampler``), or sequential / random;
+- ``create_optimizer``: a separate learning rate for the mining layer and the projector (``projector_lr``);
+- ``_prepare_inputs``: takes the collator's ``data_stats`` (samples, runtime skips) out of the batch and counts them;
+- ``compute_loss``: keeps every trainable parameter in the graph with a zero term, so text-only batches, batches whose
+  samples were all skipped, or unused MoE experts never make DDP (or a frozen-LLM backward) fail.
+
+Everything else -- mixed precision, gradient accumulation and checkpointing, schedules, checkpoints, resuming, DDP,
+FSDP, DeepSpeed -- is the Trainer's own.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import torch
+from torch.utils.data import SequentialSampler
+from transformers import Trainer
+
+from ..data.collator import DATA_STATS_KEY
+from ..data.sampler import ModalityLengthGroupedSampler
+from .stages import is_multimodal_parameter
+
+__all__ = ["MiniGeminiTrainer"]
+
+
+class MiniGeminiTrainer(Trainer):
+    """Trainer with Mini-Gemini's sampler, projector learning rate and data accounting.
+
+    Extra args:
+        projector_lr: learning rate of the mining layer and projector (default: ``args.learning_rate``).
+        sampler: "modality_length" (needs ``train_dataset.modality_lengths``), "random" or "sequential".
+        full_logits: passed to the model's forward in training; None lets the model compute the LM head at supervised
+            positions only (same loss, much less memory), True computes it everywhere.
+    """
+
+    def __init__(
+        self,
+        *args,
+        projector_lr: float | None = None,
+        sampler: str = "modality_length",
+        full_logits: bool | None = None,
+        **kwargs,
+    ):
+        self.projector_lr = projector_lr
+        self.full_logits = full_logits
+        self.sampler_kind = sampler
+        self.samples_seen = 0
+        self.runtime_skips: dict[str, str] = {}  # source -> reason (a bad image is counted once, not once per epoch)
+        super().__init__(*args, **kwargs)
+
+    # ------------------------------------------------------------------------------------------ data
+
+    def _get_train_sampler(self, train_dataset=None):
+        dataset = self.train_dataset if train_dataset is None else train_dataset
+        if self.sampler_kind == "sequential":
+            return SequentialSampler(dataset)
+        if self.sampler_kind == "modality_length" and hasattr(dataset, "modality_lengths"):
+            return ModalityLengthGroupedSampler(
+                dataset.modality_lengths,
+                batch_size=self.args.per_device_train_batch_size,
+                world_size=self.args.world_size,
+                accumulation_steps=self.args.gradient_accumulation_steps,
+                seed=self.args.seed,
+            )
+        return super()._get_train_sampler(train_dataset)
+
+    def _prepare_inputs(self, inputs):
+        stats = inputs.get(DATA_STATS_KEY) if isinstance(inputs, dict) else None
+        if stats is not None:
+            inputs = {k: v for k, v in inputs.items() if k != DATA_STATS_KEY}
+            if self.model.training:
+                self.samples_seen += int(stats["samples"])
+                self.runtime_skips.update(dict(stats["skipped"]))
+        if self.full_logits is not None and self.model.training:
+            inputs = {**inputs, "full_logits": self.full_logits}
+        return super()._prepare_inputs(inputs)
+
+    # ------------------------------------------------------------------------------------------ optimisation
+
+    def create_optimizer(self, model=None):
+        if self.optimizer is not None or self.projector_lr is None:
+            return super().create_optimizer(model)
+        opt_model = self.model if model is None else model
+        decay = set(self.get_decay_parameter_names(opt_model))
+        groups: dict[tuple[bool, bool], list[torch.nn.Parameter]] = {}
+        for name, parameter in opt_model.named_parameters():
+            if parameter.requires_grad:
+                groups.setdefault((is_multimodal_parameter(name), name in decay), []).append(parameter)
+        param_groups = []
+        for (multimodal, decayed), params in sorted(groups.items()):
+            group = {"params": params, "weight_decay": self.args.weight_decay if decayed else 0.0}
+            if multimodal:
+                group["lr"] = self.projector_lr
+            param_groups.append(group)
+        optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, opt_model)
+        self.optimizer = optimizer_cls(param_groups, **optimizer_kwargs)
+        return self.optimizer
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        result = super().compute_loss(
+            model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch
+        )
+        loss = result[0] if return_outputs else result
+        if model.training and (not loss.requires_grad or self._touch_trainable):
+            # Zero-valued, but every trainable parameter gets a gradient: DDP's reducer expects one for each, and a
+            # batch without images (or without supervised tokens) under a frozen LLM would have no graph at all.
+            anchor = sum(p.reshape(-1)[:1].sum() for p in self._trainable_parameters())
+            loss = loss + 0.0 * anchor
+            result = (loss, result[1]) if return_outputs else loss
+        return result
+
+    @property
+    def _touch_trainable(self) -> bool:
+        # FSDP and DeepSpeed shard parameters and handle unused ones themselves; touching shards there is unsafe.
+        return not (self.is_deepspeed_enabled or self.is_fsdp_enabled)
+
+    def _trainable_parameters(self):
+        if not hasattr(self, "_trainable_cache"):
+            self._trainable_cache = [p for p in self.model.parameters() if p.requires_grad]
+        return self._trainable_cache
+
+    # ------------------------------------------------------------------------------------------ accounting
+
+    def data_totals(self) -> dict:
+        """Samples trained on and records skipped while loading, over all processes (call on every rank)."""
+        samples, skipped = self.samples_seen, dict(self.runtime_skips)
+        if torch.distributed.is_available() and torch.distributed.is_initialized() and self.args.world_size > 1:
+            gathered: list = [None] * torch.distributed.get_world_size()
+            torch.distributed.all_gather_object(gathered, (samples, skipped))
+            samples = sum(g[0] for g in gathered)
+            skipped = {source: reason for g in gathered for source, reason in g[1].items()}
+        return {"samples": samples, "skipped": dict(Counter(skipped.values()))}
