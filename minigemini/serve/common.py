@@ -1,0 +1,74 @@
+"""Options shared by ``mgm chat``, ``mgm serve`` and ``mgm web``: which model, where, in which precision."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..templates import TEMPLATE_NAMES
+from ..text_to_image import BACKEND_CHOICES
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("model")
+    group.add_argument("--model", required=True, help="a Mini-Gemini directory (model + processor)")
+    group.add_argument("--device", default="auto", help="auto (CUDA, else MPS, else CPU), cpu, cuda, cuda:1, mps")
+    group.add_argument(
+        "--dtype", default="auto", choices=["auto", "bf16", "fp16", "fp32"],
+        help="auto: bf16 on CUDA, fp16 on MPS, fp32 on CPU",
+    )  # fmt: skip
+    bits = group.add_mutually_exclusive_group()
+    bits.add_argument("--load-4bit", action="store_true", help="quantise the LLM to 4 bit (bitsandbytes, CUDA)")
+    bits.add_argument("--load-8bit", action="store_true", help="quantise the LLM to 8 bit (bitsandbytes, CUDA)")
+    group.add_argument(
+        "--template", default=None, choices=TEMPLATE_NAMES,
+        help="chat template of the release to use instead of the processor's saved one",
+    )  # fmt: skip
+
+
+def add_generation_arguments(parser: argparse.ArgumentParser, temperature: float = 0.2) -> None:
+    group = parser.add_argument_group("generation")
+    group.add_argument("--max-new-tokens", type=int, default=512)
+    group.add_argument("--temperature", type=float, default=temperature, help="0 = greedy")
+    group.add_argument("--top-p", type=float, default=1.0)
+
+
+def add_text_to_image_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("pictures")
+    group.add_argument(
+        "--image-generator", default="auto", metavar="BACKEND",
+        help=f"text-to-image backend: {', '.join(BACKEND_CHOICES)} or a diffusers pipeline id/directory "
+        "(auto: SDXL when it is in the local Hugging Face cache, else the offline synthetic renderer)",
+    )  # fmt: skip
+    group.add_argument("--image-steps", type=int, default=None, help="diffusion steps (default: the pipeline's)")
+
+
+def load_model(args: argparse.Namespace):
+    """(model, processor) from the common options; a readable error for a missing directory or bad device."""
+    from ..inference import load_pretrained
+
+    return load_pretrained(
+        args.model,
+        device=args.device,
+        dtype=args.dtype,
+        load_in_4bit=args.load_4bit,
+        load_in_8bit=args.load_8bit,
+        chat_template=args.template,
+    )
+
+
+def load_image_generator(args: argparse.Namespace):
+    from ..text_to_image import load_text_to_image
+
+    kwargs = {}
+    if args.image_steps is not None and args.image_generator not in ("synthetic",):
+        kwargs["num_inference_steps"] = args.image_steps
+    device = None if args.device == "auto" else args.device
+    return load_text_to_image(args.image_generator, device=device, **kwargs)
+
+
+def describe(model, processor) -> str:
+    from ..inference import _model_device_and_dtype
+
+    device, dtype = _model_device_and_dtype(model)
+    template = processor.chat_template or "the tokenizer's own"
+    return f"on {device} ({str(dtype).replace('torch.', '')}), {template} chat template"

@@ -1,0 +1,608 @@
+"""``mgm serve``: an OpenAI-compatible HTTP API for a Mini-Gemini model (FastAPI + uvicorn).
+
+Endpoints:
+
+- ``POST /v1/chat/completions``: OpenAI chat messages; user content may hold ``image_url`` parts (base64 ``data:``
+  URLs; ``http(s)://`` only with ``--allow-remote-urls``; local paths / ``file://`` only inside
+  ``--allow-local-files DIR``).  ``stream: true`` answers with server-sent events ending in ``data: [DONE]``.
+  Extensions (pass them with the openai client's ``extra_body``): ``generate_image: true`` asks for a picture the
+  paper's way (`` <GEN>``); the picture made from the answer's ``<h>prompt</h>`` comes back in
+  ``choices[0].message.images = [{"b64_json", "prompt", "mime_type"}]`` (in the last chunk's ``delta`` when
+  streaming).  ``ocr: true`` appends the OCR tokens of the last user message's images.
+- ``POST /v1/images/generations``: ``prompt`` (+ ``n``, ``size`` ``"WxH"``, ``seed``) -> ``b64_json`` PNGs from the
+  text-to-image backend.
+- ``GET /v1/models``, ``GET /health`` (queue length and batching counters).
+
+All requests share one model: a worker thread batches concurrent chat requests into left-padded ``generate`` calls
+(``engine.py``).  Bad input -- malformed JSON or base64, unreadable or oversized images, refused sources, more images
+than placeholders, prompts longer than the context -- gets a 4xx with an OpenAI-shaped JSON error
+(``{"error": {"message", "type", "param", "code"}}``), never a traceback; bodies above ``--max-request-mb`` get 413.
+"""
+
+
+import argparse
+import asyncio
+import base64
+import binascii
+import io
+import json
+import logging
+import os
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import unquote, urlparse
+
+from ..generation import extract_image_prompt, request_image
+from ..image_processing import DEFAULT_MAX_IMAGE_PIXELS, ImageLoadError, load_image
+from ..inference import GenerationRequest, context_budget
+from ..templates import IMAGE_PLACEHOLDER
+from .common import add_model_arguments, add_text_to_image_arguments, describe, load_image_generator, load_model
+from .engine import BatchingEngine, Job
+
+__all__ = ["APIError", "ServerSettings", "build_server", "create_app"]
+
+logger = logging.getLogger("minigemini.serve")
+MiB = 1 << 20
+
+
+@dataclass
+class ServerSettings:
+    model_name: str = "minigemini"
+    allow_local_files: str | os.PathLike | None = None
+    allow_remote_urls: bool = False
+    max_request_bytes: int = 32 * MiB
+    max_image_bytes: int = 20 * MiB
+    max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS
+    max_images: int = 8
+    default_max_tokens: int = 512
+    max_tokens_limit: int = 4096
+    default_temperature: float = 0.0
+    remote_timeout: float = 15.0
+
+
+class APIError(Exception):
+    """An error answered as ``{"error": {...}}`` with an HTTP status (OpenAI's shape)."""
+
+    def __init__(
+        self, status: int, message: str, type: str = "invalid_request_error", param: str | None = None,
+        code: str | None = None,
+    ):  # fmt: skip
+        super().__init__(message)
+        self.status, self.message, self.type, self.param, self.code = status, message, type, param, code
+
+    def body(self) -> dict[str, Any]:
+        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+
+# ------------------------------------------------------------------------------------------------ request models
+
+
+def _models():
+    """Pydantic request models (built lazily: pydantic is a dependency of the serve extra only)."""
+    from pydantic import BaseModel, ConfigDict, Field
+
+    class ImageURL(BaseModel):
+        url: str
+        detail: str | None = None
+
+    class ContentPart(BaseModel):
+        model_config = ConfigDict(extra="allow")
+        type: str
+        text: str | None = None
+        image_url: ImageURL | str | None = None
+
+    class Message(BaseModel):
+        model_config = ConfigDict(extra="allow")
+        role: Literal["system", "developer", "user", "assistant"]
+        content: str | list[ContentPart] | None = None
+
+    class StreamOptions(BaseModel):
+        include_usage: bool = False
+
+    class ChatCompletionRequest(BaseModel):
+        model_config = ConfigDict(extra="ignore")
+        model: str | None = None
+        messages: list[Message] = Field(min_length=1)
+        max_tokens: int | None = Field(default=None, ge=1)
+        max_completion_tokens: int | None = Field(default=None, ge=1)
+        temperature: float | None = Field(default=None, ge=0, le=2)
+        top_p: float | None = Field(default=None, gt=0, le=1)
+        n: int = 1
+        stream: bool = False
+        stream_options: StreamOptions | None = None
+        stop: str | list[str] | None = None
+        seed: int | None = None
+        generate_image: bool = False
+        ocr: bool = False
+
+    class ImageGenerationRequest(BaseModel):
+        model_config = ConfigDict(extra="ignore")
+        prompt: str = Field(min_length=1, max_length=4000)
+        model: str | None = None
+        n: int = Field(default=1, ge=1, le=4)
+        size: str | None = None
+        response_format: str | None = "b64_json"
+        seed: int | None = None
+        negative_prompt: str | None = None
+
+    return ChatCompletionRequest, ImageGenerationRequest
+
+
+def _validation_message(error) -> tuple[str, str | None]:
+    first = error.errors()[0]
+    location = ".".join(str(part) for part in first.get("loc", ()) if part != "body")
+    message = first.get("msg", "invalid value")
+    return (f"{location}: {message}" if location else message), (location or None)
+
+
+# ------------------------------------------------------------------------------------------------ images
+
+
+class ImageFetcher:
+    """Turns an ``image_url`` into a PIL image under the server's rules (which sources, how large)."""
+
+    def __init__(self, settings: ServerSettings):
+        self.settings = settings
+        root = settings.allow_local_files
+        self.root = os.path.realpath(root) if root is not None else None
+
+    def _decode(self, raw: bytes, param: str):
+        if len(raw) > self.settings.max_image_bytes:
+            raise APIError(
+                400, f"{param}: image is {len(raw):,} bytes, above this server's limit of "
+                f"{self.settings.max_image_bytes:,}", param=param, code="image_too_large",
+            )  # fmt: skip
+        try:
+            return load_image(raw, max_pixels=self.settings.max_image_pixels)
+        except ImageLoadError as error:
+            raise APIError(400, f"{param}: {error}", param=param, code="invalid_image") from None
+
+    def _data_url(self, url: str, param: str) -> bytes:
+        header, comma, payload = url.partition(",")
+        if not comma or not header.endswith(";base64"):
+            raise APIError(400, f"{param}: only base64 data URLs (data:image/...;base64,...) are supported",
+                           param=param, code="invalid_image_url")  # fmt: skip
+        if len(payload) > self.settings.max_image_bytes * 4 // 3 + 4:
+            raise APIError(400, f"{param}: image data is above this server's limit of "
+                           f"{self.settings.max_image_bytes:,} bytes", param=param, code="image_too_large")  # fmt: skip
+        try:
+            return base64.b64decode(payload.strip(), validate=True)
+        except (binascii.Error, ValueError):
+            raise APIError(400, f"{param}: malformed base64 in the data URL", param=param,
+                           code="invalid_image_url") from None  # fmt: skip
+
+    def _local(self, url: str, param: str) -> bytes:
+        if self.root is None:
+            raise APIError(400, f"{param}: local file paths are not allowed on this server (start it with "
+                           "--allow-local-files DIR to allow files inside DIR)", param=param,
+                           code="local_files_not_allowed")  # fmt: skip
+        path = unquote(urlparse(url).path) if url.startswith("file://") else url
+        full = os.path.realpath(os.path.join(self.root, path))
+        if os.path.commonpath([full, self.root]) != self.root:
+            raise APIError(400, f"{param}: the path is outside the directory this server may read",
+                           param=param, code="local_files_not_allowed")  # fmt: skip
+        if not os.path.isfile(full):
+            raise APIError(400, f"{param}: no such file in the allowed directory", param=param,
+                           code="invalid_image_url")  # fmt: skip
+        if os.path.getsize(full) > self.settings.max_image_bytes:
+            raise APIError(400, f"{param}: image file is above this server's limit of "
+                           f"{self.settings.max_image_bytes:,} bytes", param=param, code="image_too_large")  # fmt: skip
+        with open(full, "rb") as file:
+            return file.read()
+
+    async def _remote(self, url: str, param: str) -> bytes:
+        if not self.settings.allow_remote_urls:
+            raise APIError(400, f"{param}: remote image URLs are not fetched by this server (start it with "
+                           "--allow-remote-urls, or send the image as a base64 data URL)", param=param,
+                           code="remote_urls_not_allowed")  # fmt: skip
+        import httpx
+
+        limit = self.settings.max_image_bytes
+        try:
+            client = httpx.AsyncClient(timeout=self.settings.remote_timeout, follow_redirects=True, max_redirects=3)
+            async with client, client.stream("GET", url) as response:
+                if response.status_code != 200:
+                    raise APIError(400, f"{param}: fetching the image failed with HTTP {response.status_code}",
+                                   param=param, code="invalid_image_url")  # fmt: skip
+                chunks, size = [], 0
+                async for chunk in response.aiter_bytes():
+                    size += len(chunk)
+                    if size > limit:
+                        raise APIError(400, f"{param}: remote image is above this server's limit of {limit:,} bytes",
+                                       param=param, code="image_too_large")  # fmt: skip
+                    chunks.append(chunk)
+                return b"".join(chunks)
+        except httpx.HTTPError as error:
+            raise APIError(400, f"{param}: fetching the image failed ({type(error).__name__})", param=param,
+                           code="invalid_image_url") from None  # fmt: skip
+
+    async def fetch(self, url: str, param: str):
+        from starlette.concurrency import run_in_threadpool
+
+        if url.startswith("data:"):
+            raw = self._data_url(url, param)
+        elif url.startswith(("http://", "https://")):
+            raw = await self._remote(url, param)
+        elif "://" in url and not url.startswith("file://"):
+            raise APIError(400, f"{param}: unsupported URL scheme", param=param, code="invalid_image_url")
+        else:
+            raw = await run_in_threadpool(self._local, url, param)
+        return await run_in_threadpool(self._decode, raw, param)
+
+
+# ------------------------------------------------------------------------------------------------ the app
+
+
+class _BodyLimit:
+    """ASGI middleware: requests whose body exceeds ``limit`` bytes get 413 (declared or streamed size)."""
+
+    def __init__(self, app, limit: int):
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope.get("headers") or ()).get(b"content-length")
+        too_large = APIError(413, f"request body is larger than this server's limit of {self.limit:,} bytes",
+                             code="request_too_large")  # fmt: skip
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            body = json.dumps(too_large.body()).encode()
+            await send({"type": "http.response.start", "status": 413,
+                        "headers": [(b"content-type", b"application/json"),
+                                    (b"content-length", str(len(body)).encode())]})  # fmt: skip
+            await send({"type": "http.response.body", "body": body})
+            return
+        received = 0
+
+        async def limited_receive():
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limit:
+                    raise too_large
+            return message
+
+        await self.app(scope, limited_receive, send)
+
+
+def _text_of(content, param: str, images: list | None) -> str:
+    """Message content -> text; image parts are collected into ``images`` as (url, param) (None: not allowed)."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    texts = []
+    for index, part in enumerate(content):
+        where = f"{param}.content[{index}]"
+        if part.type == "text":
+            texts.append(part.text or "")
+        elif part.type == "image_url":
+            if images is None:
+                raise APIError(400, f"{where}: only user messages may carry images", param=where)
+            url = part.image_url if isinstance(part.image_url, str) else getattr(part.image_url, "url", None)
+            if not url:
+                raise APIError(400, f"{where}: image_url.url is missing", param=where)
+            images.append((url, f"{where}.image_url"))
+        else:
+            raise APIError(400, f"{where}: unsupported content part type {part.type!r} (use text or image_url)",
+                           param=where)  # fmt: skip
+    return "\n".join(t for t in texts if t)
+
+
+def create_app(model, processor, settings: ServerSettings | None = None, image_generator=None,
+               max_batch_size: int = 8, batch_wait: float = 0.005, engine: BatchingEngine | None = None):  # fmt: skip
+    """The FastAPI app.  Its batching engine (``app.state.engine``) starts and stops with the app's lifespan."""
+    import contextlib
+
+    from fastapi import FastAPI, Request
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import JSONResponse, StreamingResponse
+    from pydantic import ValidationError
+    from starlette.concurrency import run_in_threadpool
+    from starlette.exceptions import HTTPException as StarletteHTTPException
+
+    settings = settings or ServerSettings()
+    engine = engine or BatchingEngine(model, processor, max_batch_size=max_batch_size, batch_wait=batch_wait)
+    fetcher = ImageFetcher(settings)
+    ChatCompletionRequest, ImageGenerationRequest = _models()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        engine.start()
+        try:
+            yield
+        finally:
+            engine.close()
+
+    app = FastAPI(title="Mini-Gemini", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.engine = engine
+    app.state.settings = settings
+    app.state.image_generator = image_generator
+    app.add_middleware(_BodyLimit, limit=settings.max_request_bytes)
+
+    @app.exception_handler(APIError)
+    async def api_error(request, error: APIError):
+        return JSONResponse(error.body(), status_code=error.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request, error):
+        message, param = _validation_message(error)
+        return JSONResponse(APIError(400, message, param=param).body(), status_code=400)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request, error):
+        kind = "not_found_error" if error.status_code == 404 else "invalid_request_error"
+        return JSONResponse(APIError(error.status_code, str(error.detail), type=kind).body(),
+                            status_code=error.status_code)  # fmt: skip
+
+    @app.exception_handler(Exception)
+    async def internal_error(request, error):
+        logger.exception("unhandled error")
+        body = APIError(500, "internal server error", type="server_error").body()
+        return JSONResponse(body, status_code=500)
+
+    async def read_json(request: Request, model_class):
+        raw = await request.body()
+        try:
+            data = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
+            raise APIError(400, "the request body is not valid JSON", code="invalid_json") from None
+        if not isinstance(data, dict):
+            raise APIError(400, "the request body must be a JSON object", code="invalid_json")
+        try:
+            return model_class.model_validate(data)
+        except ValidationError as error:
+            message, param = _validation_message(error)
+            raise APIError(400, message, param=param) from None
+
+    @app.get("/health")
+    async def health():
+        return {
+            "status": "ok",
+            "model": settings.model_name,
+            "queued": engine.pending(),
+            "batches": engine.batches,
+            "largest_batch": engine.largest_batch,
+            "max_batch_size": engine.max_batch_size,
+        }
+
+    @app.get("/v1/models")
+    async def models():
+        return {"object": "list", "data": [
+            {"id": settings.model_name, "object": "model", "created": 0, "owned_by": "minigemini"}]}  # fmt: skip
+
+    async def prepare(body) -> GenerationRequest:
+        if body.n != 1:
+            raise APIError(400, "n must be 1 on this server", param="n")
+        messages: list[dict[str, str]] = []
+        images: list = []
+        last_user = None
+        for index, message in enumerate(body.messages):
+            param = f"messages[{index}]"
+            role = "system" if message.role == "developer" else message.role
+            sources: list | None = [] if role == "user" else None
+            text = _text_of(message.content, param, sources)
+            if sources:
+                if len(images) + len(sources) > settings.max_images:
+                    raise APIError(400, f"too many images: this server takes at most {settings.max_images} per "
+                                   "request", param=param, code="too_many_images")  # fmt: skip
+                fetched = [await fetcher.fetch(url, where) for url, where in sources]
+                images.extend(fetched)
+                text = IMAGE_PLACEHOLDER * len(fetched) + text
+            if role == "user":
+                last_user = (len(messages), len(images) - len(sources or []), len(images))
+            messages.append({"role": role, "content": text})
+        if last_user is None or messages[-1]["role"] != "user":
+            raise APIError(400, "the last message must be a user message", param="messages")
+        position, first_image, end_image = last_user
+        if body.ocr and end_image > first_image:
+            from ..ocr import add_ocr_hint
+
+            try:
+                messages[position]["content"] = await run_in_threadpool(
+                    add_ocr_hint, messages[position]["content"], images[first_image:end_image]
+                )
+            except ImportError as error:
+                raise APIError(400, f"OCR is not available on this server: {error}", param="ocr") from None
+        if body.generate_image:
+            messages[position]["content"] = request_image(messages[position]["content"])
+
+        def encode():
+            prompt = processor.apply_chat_template(messages)
+            return processor(text=prompt, images=images or None)
+
+        try:
+            inputs = await run_in_threadpool(encode)
+        except ValueError as error:
+            raise APIError(400, str(error), param="messages") from None
+        requested = body.max_completion_tokens or body.max_tokens or settings.default_max_tokens
+        requested = min(requested, settings.max_tokens_limit)
+        try:
+            budget = context_budget(model, inputs["input_ids"].shape[1], requested)
+        except ValueError as error:
+            raise APIError(400, str(error), param="messages", code="context_length_exceeded") from None
+        stop = [body.stop] if isinstance(body.stop, str) else list(body.stop or [])
+        temperature = settings.default_temperature if body.temperature is None else body.temperature
+        return GenerationRequest(inputs, budget, temperature, body.top_p or 1.0, stop=stop[:4])
+
+    async def make_picture(text: str, seed: int | None) -> list[dict[str, str]]:
+        prompt = extract_image_prompt(text)
+        if prompt is None or image_generator is None:
+            return []
+        picture = await run_in_threadpool(image_generator, prompt, seed=seed)
+        return [{"b64_json": _png_base64(picture), "prompt": prompt, "mime_type": "image/png"}]
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(request: Request):
+        body = await read_json(request, ChatCompletionRequest)
+        generation = await prepare(body)
+        loop = asyncio.get_running_loop()
+        events: asyncio.Queue = asyncio.Queue()
+        generation.on_text = lambda piece: loop.call_soon_threadsafe(events.put_nowait, ("text", piece))
+        job = engine.submit(generation, on_done=lambda job: loop.call_soon_threadsafe(events.put_nowait, ("done", job)))
+        created, completion_id = int(time.time()), f"chatcmpl-{uuid.uuid4().hex[:24]}"
+
+        def usage(job: Job) -> dict[str, int]:
+            prompt_tokens, completion_tokens = generation.prompt_tokens, generation.completion_tokens
+            return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                    "total_tokens": prompt_tokens + completion_tokens}  # fmt: skip
+
+        def finish_reason() -> str:
+            return "length" if generation.finish_reason == "length" else "stop"
+
+        if not body.stream:
+            try:
+                while True:
+                    kind, _ = await events.get()
+                    if kind == "done":
+                        break
+            except asyncio.CancelledError:
+                generation.cancelled.set()
+                raise
+            if job.error is not None:
+                raise APIError(500, f"generation failed: {job.error}", type="server_error")
+            message: dict[str, Any] = {"role": "assistant", "content": generation.text}
+            if body.generate_image:
+                message["images"] = await make_picture(generation.text, body.seed)
+            return {
+                "id": completion_id, "object": "chat.completion", "created": created, "model": settings.model_name,
+                "choices": [{"index": 0, "message": message, "finish_reason": finish_reason(), "logprobs": None}],
+                "usage": usage(job),
+            }  # fmt: skip
+
+        def chunk(delta: dict[str, Any], reason: str | None = None, **extra) -> str:
+            payload = {"id": completion_id, "object": "chat.completion.chunk", "created": created,
+                       "model": settings.model_name,
+                       "choices": [{"index": 0, "delta": delta, "finish_reason": reason, "logprobs": None}], **extra}
+            return f"data: {json.dumps(payload)}\n\n"  # fmt: skip
+
+        async def stream():
+            try:
+                yield chunk({"role": "assistant", "content": ""})
+                while True:
+                    kind, value = await events.get()
+                    if kind == "text":
+                        yield chunk({"content": value})
+                    else:
+                        break
+                if job.error is not None:
+                    error = APIError(500, f"generation failed: {job.error}", type="server_error")
+                    yield f"data: {json.dumps(error.body())}\n\n"
+                else:
+                    final: dict[str, Any] = {}
+                    if body.generate_image:
+                        final["images"] = await make_picture(generation.text, body.seed)
+                    yield chunk(final, finish_reason())
+                    if body.stream_options is not None and body.stream_options.include_usage:
+                        payload = {"id": completion_id, "object": "chat.completion.chunk", "created": created,
+                                   "model": settings.model_name, "choices": [], "usage": usage(job)}  # fmt: skip
+                        yield f"data: {json.dumps(payload)}\n\n"
+                yield "data: [DONE]\n\n"
+            finally:
+                if not job.done.is_set():  # the client went away: stop generating for it
+                    generation.cancelled.set()
+
+        return StreamingResponse(stream(), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})  # fmt: skip
+
+    @app.post("/v1/images/generations")
+    async def images_generations(request: Request):
+        body = await read_json(request, ImageGenerationRequest)
+        if image_generator is None:
+            raise APIError(400, "this server has no text-to-image backend", code="unsupported")
+        if body.response_format not in (None, "b64_json"):
+            raise APIError(400, "response_format must be b64_json (this server does not host image URLs)",
+                           param="response_format")  # fmt: skip
+        width = height = None
+        if body.size not in (None, "auto"):
+            try:
+                width, height = (int(v) for v in body.size.lower().split("x"))
+            except ValueError:
+                raise APIError(400, "size must look like 512x512", param="size") from None
+            if not (64 <= width <= 2048 and 64 <= height <= 2048):
+                raise APIError(400, "size must be between 64x64 and 2048x2048", param="size")
+        data = []
+        for index in range(body.n):
+            seed = None if body.seed is None else body.seed + index
+            if seed is None and body.n > 1:
+                seed = index
+            try:
+                picture = await run_in_threadpool(image_generator, body.prompt, negative_prompt=body.negative_prompt,
+                                                  width=width, height=height, seed=seed)  # fmt: skip
+            except ValueError as error:
+                raise APIError(400, str(error), param="prompt") from None
+            data.append({"b64_json": _png_base64(picture), "revised_prompt": body.prompt})
+        return {"created": int(time.time()), "data": data}
+
+    return app
+
+
+def _png_base64(picture) -> str:
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+# ------------------------------------------------------------------------------------------------ command
+
+
+def build_server(args: argparse.Namespace):
+    """Load the model and the text-to-image backend, build the app, return an (unstarted) ``uvicorn.Server``."""
+    import uvicorn
+
+    if args.allow_local_files is not None and not Path(args.allow_local_files).is_dir():
+        raise FileNotFoundError(f"--allow-local-files: not a directory: {args.allow_local_files}")
+    model, processor = load_model(args)
+    image_generator = load_image_generator(args)
+    settings = ServerSettings(
+        model_name=args.served_model_name or Path(args.model).resolve().name,
+        allow_local_files=args.allow_local_files,
+        allow_remote_urls=args.allow_remote_urls,
+        max_request_bytes=int(args.max_request_mb * MiB),
+        max_image_bytes=int(args.max_image_mb * MiB),
+        max_images=args.max_images,
+        max_image_pixels=args.max_image_pixels or None,
+        default_max_tokens=args.max_tokens,
+        default_temperature=args.temperature,
+    )
+    app = create_app(model, processor, settings, image_generator, max_batch_size=args.max_batch_size,
+                     batch_wait=args.batch_wait_ms / 1000)  # fmt: skip
+    print(f"Mini-Gemini {args.model} {describe(model, processor)}; pictures: {image_generator.name}")
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"warning: listening on {args.host}: anyone who can reach this machine can use the model")
+    config = uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level, timeout_keep_alive=30)
+    return uvicorn.Server(config)
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    build_server(args).run()
+    return 0
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "serve", help="OpenAI-compatible HTTP server (chat completions with images, streaming, image generation)",
+        description=__doc__.split("\n\n")[0],
+    )  # fmt: skip
+    add_model_arguments(parser)
+    net = parser.add_argument_group("server")
+    net.add_argument("--host", default="127.0.0.1")
+    net.add_argument("--port", type=int, default=8000)
+    net.add_argument("--served-model-name", default=None, help="model id reported by /v1/models (default: dir name)")
+    net.add_argument("--max-batch-size", type=int, default=8, help="requests batched into one generate call")
+    net.add_argument("--batch-wait-ms", type=float, default=5.0, help="how long a batch waits for companions")
+    net.add_argument("--allow-local-files", default=None, metavar="DIR", help="let requests read images inside DIR")
+    net.add_argument("--allow-remote-urls", action="store_true", help="let requests fetch http(s) image URLs")
+    net.add_argument("--max-request-mb", type=float, default=32.0, help="request body limit")
+    net.add_argument("--max-image-mb", type=float, default=20.0, help="limit per image (encoded bytes)")
+    net.add_argument("--max-images", type=int, default=8, help="images per request")
+    net.add_argument("--max-image-pixels", type=int, default=DEFAULT_MAX_IMAGE_PIXELS, help="limit per image (0: none)")
+    net.add_argument("--max-tokens", type=int, default=512, help="default max_tokens of a request")
+    net.add_argument("--temperature", type=float, default=0.0, help="default temperature of a request (0 = greedy)")
+    net.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    add_text_to_image_arguments(parser)
+    parser.set_defaults(func=run_serve)
