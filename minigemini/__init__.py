@@ -4,6 +4,7 @@ from transformers import AutoConfig, AutoModel, AutoModelForImageTextToText
 
 from .configuration import MiniGeminiConfig
 from .image_processing import ImageLoadError, MiniGeminiImageProcessor, load_image
+from .inference import batch_chat, chat, load_pretrained
 from .modeling import MiniGeminiForConditionalGeneration, MiniGeminiModel, MiniGeminiPreTrainedModel
 from .processing import MiniGeminiProcessor
 
@@ -14,6 +15,9 @@ AutoModelForImageTextToText.register(MiniGeminiConfig, MiniGeminiForConditionalG
 
 __version__ = "0.1.0"
 __all__ = [
+    "batch_chat",
+    "chat",
+    "load_pretrained",
     "ImageLoadError",
     "MiniGeminiConfig",
     "MiniGeminiForConditionalGeneration",

@@ -13,6 +13,11 @@ SUBCOMMANDS = {
     "convert": "minigemini.convert",
     "init": "minigemini.init_model",
     "eval": "minigemini.evaluation.command",
+    "train": "minigemini.train.command",
+    "merge-lora": "minigemini.train.merge",
+    "chat": "minigemini.serve.chat",
+    "serve": "minigemini.serve.server",
+    "web": "minigemini.serve.web",
 }
 
 
