@@ -52,10 +52,12 @@ _DTYPES = {
 
 
 def resolve_device(device: str | torch.device | None = None) -> torch.device:
-    """``None``/``"auto"``: CUDA if available, else MPS, else CPU.  Asking for an absent accelerator is an error."""
+    """``None``/``"auto"``: CUDA if available (this process's GPU under torchrun), else MPS, else CPU.
+
+    Asking for an absent accelerator is an error."""
     if device is None or device == "auto":
         if torch.cuda.is_available():
-            return torch.device("cuda")
+            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")) % torch.cuda.device_count())
         if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")

@@ -7,7 +7,6 @@ decodes greedily and returns the new text of each sample, cut at the template's 
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -15,7 +14,7 @@ import torch
 
 from ..templates import IMAGE_PLACEHOLDER, stop_strings
 
-__all__ = ["generate_answers", "load_model_and_processor", "pick_device"]
+__all__ = ["generate_answers", "load_model_and_processor"]
 
 
 def _as_list(images: Any) -> list:
@@ -92,35 +91,9 @@ def generate_answers(
     return answers
 
 
-def pick_device(device: str = "auto") -> torch.device:
-    """``auto``: the GPU of this process (LOCAL_RANK under torchrun) when there is one, else MPS, else CPU."""
-    if device != "auto":
-        return torch.device(device)
-    if torch.cuda.is_available():
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")) % torch.cuda.device_count())
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
-
-
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
 def load_model_and_processor(path: str, device: str = "auto", dtype: str = "auto", chat_template: str | None = None):
-    """``MiniGeminiForConditionalGeneration.from_pretrained`` + ``MiniGeminiProcessor.from_pretrained`` on one
-    device, in eval mode.  ``dtype="auto"``: bfloat16 on a GPU that supports it, the checkpoint's dtype
-    otherwise.  ``chat_template`` overrides the processor's saved template."""
-    from ..modeling import MiniGeminiForConditionalGeneration
-    from ..processing import MiniGeminiProcessor
+    """The model and its processor on one device, in eval mode (`inference.load_pretrained`: bf16 on CUDA, fp16 on
+    MPS, fp32 on CPU unless `dtype` says otherwise; release checkpoints converted on load)."""
+    from ..inference import load_pretrained
 
-    target = pick_device(device)
-    if dtype == "auto":
-        torch_dtype = torch.bfloat16 if target.type == "cuda" and torch.cuda.is_bf16_supported() else "auto"
-    elif dtype in _DTYPES:
-        torch_dtype = _DTYPES[dtype]
-    else:
-        raise ValueError(f"unknown dtype {dtype!r}; use auto, float32, bfloat16 or float16")
-    model = MiniGeminiForConditionalGeneration.from_pretrained(path, dtype=torch_dtype).to(target).eval()
-    overrides = {"chat_template": chat_template} if chat_template else {}
-    processor = MiniGeminiProcessor.from_pretrained(path, **overrides)
-    return model, processor
+    return load_pretrained(path, device=device, dtype=dtype, chat_template=chat_template)
