@@ -30,12 +30,14 @@ def hr_views(hr_map: torch.Tensor, image_grid: int, image_global: bool) -> torch
         return hr_map
     batch, channels, size, _ = hr_map.shape
     g, cell = image_grid, size // image_grid
-    crops = hr_map.reshape(batch, channels, g, cell, g, cell).permute(0, 2, 4, 1, 3, 5)
-    crops = crops.reshape(batch, g * g, channels, cell, cell)
+    # Cut in channels-last order (the ConvNeXt's own memory layout): the copies move whole rows of cells, and mining
+    # then reads each view without a transposing copy.
+    cells = hr_map.permute(0, 2, 3, 1).reshape(batch, g, cell, g, cell, channels)
+    views = cells.permute(0, 1, 3, 2, 4, 5).reshape(batch, g * g, cell, cell, channels)
     if image_global:
         whole = F.interpolate(hr_map, size=(cell, cell), mode="bilinear", align_corners=False)
-        crops = torch.cat([whole.unsqueeze(1), crops], dim=1)
-    return crops.flatten(0, 1)
+        views = torch.cat([whole.permute(0, 2, 3, 1).unsqueeze(1), views], dim=1)
+    return views.flatten(0, 1).permute(0, 3, 1, 2)
 
 
 class PatchInfoMining(nn.Module):
@@ -73,16 +75,30 @@ class PatchInfoMining(nn.Module):
         p = size // n
         key_norm, key_proj = self.key
         value_norm, value_proj = self.value
-        # The one full-size pass: normalise every HR cell over its channels. The ConvNeXt map is channels-last in
-        # memory already, so this permute is free and no window copy is ever made.
-        normed = F.layer_norm(hr_map.to(lr_features.dtype).permute(0, 2, 3, 1), (channels,), eps=key_norm.eps)
-        cells = normed.reshape(batch, n, p, n, p, channels)  # (b, i, y, j, x, c): cell (y, x) of token (i, j)
+        # Never write a normalised copy of the map: LayerNorm(w) = (w - mean) * rstd per cell, so both contractions run
+        # on the raw cells and the per-cell statistics (two cheap reductions) are applied to their small results.
+        # The ConvNeXt map is channels-last in memory already, so this permute is free.
+        raw = hr_map.to(lr_features.dtype).permute(0, 2, 3, 1)  # (B, S, S, C_aux)
+        mean = raw.mean(dim=-1, dtype=torch.float32)
+        mean_square = torch.linalg.vector_norm(raw, dim=-1, dtype=torch.float32).square() / channels
+        rstd = torch.rsqrt((mean_square - mean.square()).clamp_min(0) + key_norm.eps)
+        mean, rstd = mean.to(raw.dtype), rstd.to(raw.dtype)
+        cells = raw.reshape(batch, n, p, n, p, channels)  # (b, i, y, j, x, c): cell (y, x) of token (i, j)
+
         query = self.query(lr_features)
         folded = (query @ key_proj.weight) * key_norm.weight / query.shape[-1] ** 0.5  # (B, N, C_aux)
-        scores = cells @ folded.reshape(batch, n, 1, n, channels, 1)  # (b, i, y, j, x, 1)
-        weights = scores.reshape(batch, n, p, n, p).permute(0, 1, 3, 2, 4).reshape(batch, n, n, p * p).softmax(-1)
-        weights = weights.reshape(batch, n, n, p, 1, p).permute(0, 1, 3, 2, 4, 5)  # (b, i, y, j, 1, x)
-        pooled = (weights @ cells).sum(dim=2).reshape(batch, n * n, channels)  # sum over y of (1, x) @ (x, c)
+        folded = folded.reshape(batch, n, 1, n, channels, 1)
+        # score = folded . (w - mean) * rstd, per cell of each token's window
+        scores = (cells @ folded).reshape(batch, n, p, n, p) - mean.reshape(batch, n, p, n, p) * folded.sum(-2).reshape(
+            batch, n, 1, n, 1
+        )
+        scores = scores * rstd.reshape(batch, n, p, n, p)
+        weights = scores.permute(0, 1, 3, 2, 4).reshape(batch, n, n, p * p).softmax(-1)  # (b, i, j, y*x)
+        # pooled normalised cells = sum(a * rstd * w) - sum(a * rstd * mean)
+        scaled = weights.reshape(batch, n, n, p, p) * rstd.reshape(batch, n, p, n, p).permute(0, 1, 3, 2, 4)
+        offset = (scaled * mean.reshape(batch, n, p, n, p).permute(0, 1, 3, 2, 4)).sum(dim=(-2, -1))  # (b, i, j)
+        scaled = scaled.permute(0, 1, 3, 2, 4).reshape(batch, n, p, n, 1, p)  # (b, i, y, j, 1, x)
+        pooled = (scaled @ cells).sum(dim=2).reshape(batch, n * n, channels) - offset.reshape(batch, n * n, 1)
         return lr_features + value_proj(pooled * value_norm.weight + value_norm.bias)
 
     def forward_reference(self, lr_features: torch.Tensor, hr_map: torch.Tensor) -> torch.Tensor:
