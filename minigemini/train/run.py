@@ -13,13 +13,15 @@ import importlib.util
 import json
 import logging
 import os
+import re
 import time
 from typing import Any
 
 import torch
 from transformers import TrainingArguments
+from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
-from transformers.trainer_utils import get_last_checkpoint
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from ..cli import UserError
 from ..data import MiniGeminiCollator, SupervisedDataset
@@ -174,7 +176,8 @@ def build_training_arguments(config: TrainConfig, accumulation_steps: int) -> Tr
     )
 
 
-def _check_launch(config: TrainConfig) -> None:
+def _check_launch(config: TrainConfig) -> str | None:
+    """Fail early on a launch that cannot work; returns the checkpoint to resume from (with --resume)."""
     if config.deepspeed:
         if not os.path.isfile(config.deepspeed):
             raise FileNotFoundError(f"DeepSpeed config not found: {config.deepspeed}")
@@ -186,14 +189,53 @@ def _check_launch(config: TrainConfig) -> None:
         from .lora import check_quantization_available
 
         check_quantization_available(config.bits)
-    last = get_last_checkpoint(config.output) if os.path.isdir(config.output) else None
-    if config.resume and last is None:
-        raise FileNotFoundError(f"--resume: no checkpoint-* folder in {config.output} to resume from")
-    if not config.resume and last is not None:
-        raise FileExistsError(
-            f"{config.output} already has {os.path.basename(last)}: pass --resume to continue that run, or choose "
-            "another --output"
+    found = find_checkpoints(config.output)
+    if not config.resume:
+        if found:
+            raise FileExistsError(
+                f"{config.output} already has {os.path.basename(found[-1][0])}: pass --resume to continue that run, "
+                "or choose another --output"
+            )
+        return None
+    complete = [path for path, done in found if done]
+    incomplete = [os.path.basename(path) for path, done in found if not done]
+    if incomplete:
+        logger.warning(
+            "--resume: skipping incomplete checkpoint(s) %s (no readable %s: the run stopped while saving them); "
+            "left in place",
+            ", ".join(incomplete),
+            TRAINER_STATE_NAME,
         )
+    if not complete:
+        detail = f" (incomplete: {', '.join(incomplete)})" if incomplete else ""
+        raise FileNotFoundError(f"--resume: no complete checkpoint-* folder in {config.output} to resume from{detail}")
+    return complete[-1]
+
+
+def find_checkpoints(folder: str) -> list[tuple[str, bool]]:
+    """The ``checkpoint-N`` folders in ``folder``, by step, each with whether it is complete.
+
+    Complete means its ``trainer_state.json`` is there and parses: the Trainer writes it last, after the weights,
+    optimizer, scheduler and RNG states (and before deleting older checkpoints), so a job killed while saving leaves
+    a checkpoint without it, or with a truncated one, which must not be resumed from.
+    """
+    if not os.path.isdir(folder):
+        return []
+    steps = {}
+    for name in os.listdir(folder):
+        match = re.fullmatch(rf"{PREFIX_CHECKPOINT_DIR}-(\d+)", name)
+        if match and os.path.isdir(os.path.join(folder, name)):
+            steps[int(match.group(1))] = os.path.join(folder, name)
+    return [(steps[step], _is_complete(steps[step])) for step in sorted(steps)]
+
+
+def _is_complete(checkpoint: str) -> bool:
+    try:
+        with open(os.path.join(checkpoint, TRAINER_STATE_NAME), encoding="utf-8") as f:
+            json.load(f)
+    except (OSError, ValueError):
+        return False
+    return True
 
 
 def train(config: TrainConfig, callbacks: list | None = None) -> TrainResult:
@@ -202,7 +244,7 @@ def train(config: TrainConfig, callbacks: list | None = None) -> TrainResult:
     ``callbacks``: extra ``TrainerCallback``s (the progress bar and the JSONL log are always added).
     """
     config.validate()
-    _check_launch(config)
+    resume_from = _check_launch(config)
     started = time.time()
     processor = MiniGeminiProcessor.from_pretrained(config.processor or config.model)
     dataset = build_dataset(config, processor)  # bad data fails here, before the model is loaded
@@ -237,7 +279,7 @@ def train(config: TrainConfig, callbacks: list | None = None) -> TrainResult:
     for default in (ProgressCallback, PrinterCallback):
         trainer.remove_callback(default)
 
-    output = trainer.train(resume_from_checkpoint=True if config.resume else None)
+    output = trainer.train(resume_from_checkpoint=resume_from)
     trainer.save_model(config.output)
 
     totals = trainer.data_totals()
