@@ -263,3 +263,117 @@ def test_remote_urls_only_when_allowed(model_dir):
     assert ok.status_code == 200 and ok.json()["usage"]["prompt_tokens"] > 16
     assert missing.status_code == 400 and "HTTP 404" in missing.json()["error"]["message"]
     assert big.status_code == 400 and big.json()["error"]["code"] == "image_too_large"
+
+
+def test_every_bad_request_is_a_4xx_and_the_worker_survives(client, server):
+    """Each refused request answers a 4xx in OpenAI's error shape (never a 5xx), and a good request still works."""
+    url = server[0] + "/v1/chat/completions"
+    good = {"messages": [{"role": "user", "content": "still alive?"}], "max_tokens": 2}
+    json_type = {"content-type": "application/json"}
+    pixel = data_url(solid((9, 9, 9), size=(4, 4)))
+    not_an_image = base64.b64encode(b"%PDF-1.4 hello").decode()
+    bad = {
+        "malformed JSON": (400, {"content": b'{"messages": [', "headers": json_type}),
+        "JSON array": (400, {"json": [good]}),
+        "wrong content type": (415, {"content": json.dumps(good).encode(), "headers": {"content-type": "text/plain"}}),
+        "form body": (415, {"data": {"messages": "hi"}}),
+        "broken base64": (400, {"json": {"messages": ask("?", "data:image/png;base64,@@@")}}),
+        "not base64 data URL": (400, {"json": {"messages": ask("?", "data:image/png,rawbytes")}}),
+        "non-image data": (400, {"json": {"messages": ask("?", "data:image/png;base64," + not_an_image)}}),
+        "too many pixels": (400, {"json": {"messages": ask("?", data_url(Image.new("RGB", (1100, 1000))))}}),
+        "too many images": (400, {"json": {"messages": ask("?", *[pixel] * 9)}}),
+        "over-long prompt": (400, {"json": {"messages": ask("word " * 700)}}),
+        "max_tokens 0": (400, {"json": {**good, "max_tokens": 0}}),
+        "max_tokens above the limit": (400, {"json": {**good, "max_tokens": 5000}}),
+        "max_tokens not a number": (400, {"json": {**good, "max_tokens": "many"}}),
+        "body too large": (413, {"content": b"x" * (2 << 20), "headers": json_type}),
+    }
+    for name, (status, request) in bad.items():
+        response = httpx.post(url, timeout=60, **request)
+        assert response.status_code == status, (name, response.status_code, response.text)
+        error = response.json()["error"]
+        assert set(error) == {"message", "type", "param", "code"} and error["message"], (name, error)
+        assert "Traceback" not in response.text, name
+        after = httpx.post(url, json=good, timeout=60)
+        assert after.status_code == 200 and after.json()["choices"][0]["message"]["role"] == "assistant", name
+    assert httpx.post(url, json={**good, "max_tokens": 5000}).json()["error"]["code"] == "max_tokens_too_large"
+    body = httpx.post(url, json={"messages": ask("?", *[pixel] * 9)}).json()
+    assert body["error"]["code"] == "too_many_images"
+
+
+def test_api_key_guards_v1_but_not_health(model_dir, monkeypatch):
+    from fastapi.testclient import TestClient
+
+    model, processor = load_pretrained(model_dir)
+    settings = serve_module.ServerSettings(api_key="s3cret", default_max_tokens=2)
+    chat_body = {"messages": [{"role": "user", "content": "hi"}]}
+    with TestClient(serve_module.create_app(model, processor, settings)) as test_client:
+        for headers in [{}, {"Authorization": "Bearer wrong"}, {"Authorization": "s3cret"},
+                        {"Authorization": "Basic s3cret"}]:  # fmt: skip
+            for method, path, kwargs in [("GET", "/v1/models", {}), ("POST", "/v1/chat/completions",
+                                                                       {"json": chat_body})]:  # fmt: skip
+                response = test_client.request(method, path, headers=headers, **kwargs)
+                assert response.status_code == 401, (headers, path)
+                error = response.json()["error"]
+                assert error["code"] == "invalid_api_key" and error["type"] == "invalid_request_error"
+                assert response.headers["www-authenticate"] == "Bearer"
+        assert test_client.get("/health").status_code == 200
+        assert test_client.get("/openapi.json").json()["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
+        auth = {"Authorization": "Bearer s3cret"}
+        assert test_client.get("/v1/models", headers=auth).status_code == 200
+        response = test_client.post("/v1/chat/completions", json=chat_body, headers=auth)
+        assert response.status_code == 200 and response.json()["usage"]["completion_tokens"] <= 2
+    # the openai client sends its api_key as the bearer token
+    import openai
+
+    transport_app = serve_module.create_app(model, processor, settings)
+    with TestClient(transport_app) as test_client:
+        for key, ok in [("s3cret", True), ("nope", False)]:
+            openai_client = openai.OpenAI(base_url="http://testserver/v1", api_key=key, max_retries=0,
+                                          http_client=test_client)  # fmt: skip
+            if ok:
+                assert openai_client.models.list().data[0].id == "minigemini"
+            else:
+                with pytest.raises(openai.AuthenticationError):
+                    openai_client.models.list()
+    # --api-key, or MGM_API_KEY when the option is absent
+    parser = argparse.ArgumentParser()
+    monkeypatch.setenv("MGM_API_KEY", "from-env")
+    serve_module.add_parser(parser.add_subparsers())
+    assert parser.parse_args(["serve", "--model", "m"]).api_key == "from-env"
+    assert parser.parse_args(["serve", "--model", "m", "--api-key", "flag"]).api_key == "flag"
+    assert parser.parse_args(["serve", "--model", "m"]).max_queue == 64
+
+
+def test_a_full_queue_answers_429_at_once(model_dir):
+    """With --max-queue requests already waiting (the worker held back here), the next one gets 429, not a wait."""
+    from fastapi.testclient import TestClient
+
+    from minigemini.serve.engine import BatchingEngine, QueueFull
+
+    model, processor = load_pretrained(model_dir)
+    engine = BatchingEngine(model, processor, max_queue=2)
+    engine.start = lambda: engine  # no worker: whatever is queued stays queued
+    app = serve_module.create_app(model, processor, serve_module.ServerSettings(default_max_tokens=2), engine=engine)
+    body = {"messages": [{"role": "user", "content": "hi"}]}
+    with TestClient(app) as test_client:
+        waiting = [engine.submit(object()) for _ in range(2)]
+        start = time.monotonic()
+        response = test_client.post("/v1/chat/completions", json=body)
+        assert time.monotonic() - start < 10
+        assert response.status_code == 429
+        error = response.json()["error"]
+        assert error["type"] == "rate_limit_exceeded" and error["code"] == "queue_full"
+        assert set(error) == {"message", "type", "param", "code"}
+        with pytest.raises(QueueFull):
+            engine.submit(object())
+        health = test_client.get("/health").json()
+        assert health["queued"] == 2 and health["max_queue"] == 2 and health["rejected"] >= 1
+        engine._queue.clear()  # the queue drains: requests are taken again
+        del waiting
+        engine.start = BatchingEngine.start.__get__(engine)
+        engine.start()
+        response = test_client.post("/v1/chat/completions", json=body)
+        assert response.status_code == 200
+    with pytest.raises(ValueError, match="max_queue"):
+        BatchingEngine(model, processor, max_queue=0)

@@ -18,9 +18,13 @@ from dataclasses import dataclass, field
 from .. import inference
 from ..inference import GenerationRequest, context_limit
 
-__all__ = ["BatchingEngine", "Job"]
+__all__ = ["BatchingEngine", "Job", "QueueFull"]
 
 logger = logging.getLogger(__name__)
+
+
+class QueueFull(RuntimeError):
+    """``submit`` refused a request: ``max_queue`` requests are already waiting."""
 
 
 @dataclass(eq=False)
@@ -33,9 +37,14 @@ class Job:
 
 
 class BatchingEngine:
-    def __init__(self, model, processor, max_batch_size: int = 8, batch_wait: float = 0.005):
+    def __init__(self, model, processor, max_batch_size: int = 8, batch_wait: float = 0.005,
+                 max_queue: int | None = 64):  # fmt: skip
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
+        if max_queue is not None and max_queue < 1:
+            raise ValueError(f"max_queue must be >= 1 (or None: unbounded), got {max_queue}")
+        self.max_queue = max_queue
+        self.rejected = 0  # requests refused because the queue was full
         self.model = model
         self.processor = processor
         self.max_batch_size = max_batch_size
@@ -73,11 +82,19 @@ class BatchingEngine:
 
     # ------------------------------------------------------------------------------------------- requests
 
+    def full(self) -> bool:
+        with self._condition:
+            return self.max_queue is not None and len(self._queue) >= self.max_queue
+
     def submit(self, request: GenerationRequest, on_done=None) -> Job:
+        """Queue ``request``; raises ``QueueFull`` at once when ``max_queue`` requests are already waiting."""
         job = Job(request, on_done)
         with self._condition:
             if self._closed:
                 raise RuntimeError("the engine is closed")
+            if self.max_queue is not None and len(self._queue) >= self.max_queue:
+                self.rejected += 1
+                raise QueueFull(f"{len(self._queue)} requests are already waiting (the limit is {self.max_queue})")
             self._queue.append(job)
             self._condition.notify()
         return job

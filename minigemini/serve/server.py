@@ -11,12 +11,17 @@ Endpoints:
   streaming).  ``ocr: true`` appends the OCR tokens of the last user message's images.
 - ``POST /v1/images/generations``: ``prompt`` (+ ``n``, ``size`` ``"WxH"``, ``seed``) -> ``b64_json`` PNGs from the
   text-to-image backend.
-- ``GET /v1/models``, ``GET /health`` (queue length and batching counters).
+- ``GET /v1/models``, ``GET /health`` (queue length and batching counters), ``GET /openapi.json`` (the schema).
+
+With ``--api-key KEY`` (or ``MGM_API_KEY``) every ``/v1`` request needs ``Authorization: Bearer KEY`` (else 401);
+``/health`` and ``/openapi.json`` stay open.  At most ``--max-queue`` requests wait for the model: more get 429 at
+once (OpenAI's ``rate_limit_exceeded``), never a hang.
 
 All requests share one model: a worker thread batches concurrent chat requests into left-padded ``generate`` calls
 (``engine.py``).  Bad input -- malformed JSON or base64, unreadable or oversized images, refused sources, more images
-than placeholders, prompts longer than the context -- gets a 4xx with an OpenAI-shaped JSON error
-(``{"error": {"message", "type", "param", "code"}}``), never a traceback; bodies above ``--max-request-mb`` get 413.
+than placeholders, prompts longer than the context, ``max_tokens`` above ``--max-tokens-limit`` -- gets a 4xx with an OpenAI-shaped JSON error
+(``{"error": {"message", "type", "param", "code"}}``), never a traceback; bodies above ``--max-request-mb`` get 413,
+bodies sent as something other than JSON get 415.
 """
 
 
@@ -24,6 +29,7 @@ import argparse
 import asyncio
 import base64
 import binascii
+import hmac
 import io
 import json
 import logging
@@ -40,7 +46,7 @@ from ..image_processing import DEFAULT_MAX_IMAGE_PIXELS, ImageLoadError, load_im
 from ..inference import GenerationRequest, context_budget
 from ..templates import IMAGE_PLACEHOLDER
 from .common import add_model_arguments, add_text_to_image_arguments, describe, load_image_generator, load_model
-from .engine import BatchingEngine, Job
+from .engine import BatchingEngine, Job, QueueFull
 
 __all__ = ["APIError", "ServerSettings", "build_server", "create_app"]
 
@@ -61,6 +67,8 @@ class ServerSettings:
     max_tokens_limit: int = 4096
     default_temperature: float = 0.0
     remote_timeout: float = 15.0
+    api_key: str | None = None  # when set, /v1 requests need "Authorization: Bearer <api_key>"
+    max_queue: int | None = 64  # requests waiting for the model; more get 429
 
 
 class APIError(Exception):
@@ -249,12 +257,7 @@ class _BodyLimit:
         too_large = APIError(413, f"request body is larger than this server's limit of {self.limit:,} bytes",
                              code="request_too_large")  # fmt: skip
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            body = json.dumps(too_large.body()).encode()
-            await send({"type": "http.response.start", "status": 413,
-                        "headers": [(b"content-type", b"application/json"),
-                                    (b"content-length", str(len(body)).encode())]})  # fmt: skip
-            await send({"type": "http.response.body", "body": body})
-            return
+            return await _send_error(send, too_large)
         received = 0
 
         async def limited_receive():
@@ -267,6 +270,33 @@ class _BodyLimit:
             return message
 
         await self.app(scope, limited_receive, send)
+
+
+async def _send_error(send, error: "APIError", headers: list[tuple[bytes, bytes]] = ()) -> None:
+    body = json.dumps(error.body()).encode()
+    await send({"type": "http.response.start", "status": error.status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                            *headers]})  # fmt: skip
+    await send({"type": "http.response.body", "body": body})
+
+
+class _APIKey:
+    """ASGI middleware: ``/v1`` requests need ``Authorization: Bearer <key>`` (401 otherwise); the rest stays open."""
+
+    def __init__(self, app, key: str):
+        self.app, self.key = app, key.encode()
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or not (scope.get("path", "") + "/").startswith("/v1/"):
+            return await self.app(scope, receive, send)
+        header = dict(scope.get("headers") or ()).get(b"authorization", b"")
+        scheme, _, token = header.partition(b" ")
+        if scheme.lower() == b"bearer" and hmac.compare_digest(token.strip(), self.key):
+            return await self.app(scope, receive, send)
+        message = ("missing API key: send it as 'Authorization: Bearer KEY'" if not header
+                   else "incorrect API key provided")  # fmt: skip
+        error = APIError(401, message, type="invalid_request_error", code="invalid_api_key")
+        await _send_error(send, error, [(b"www-authenticate", b"Bearer")])
 
 
 def _text_of(content, param: str, images: list | None) -> str:
@@ -306,7 +336,8 @@ def create_app(model, processor, settings: ServerSettings | None = None, image_g
     from starlette.exceptions import HTTPException as StarletteHTTPException
 
     settings = settings or ServerSettings()
-    engine = engine or BatchingEngine(model, processor, max_batch_size=max_batch_size, batch_wait=batch_wait)
+    engine = engine or BatchingEngine(model, processor, max_batch_size=max_batch_size, batch_wait=batch_wait,
+                                      max_queue=settings.max_queue)  # fmt: skip
     fetcher = ImageFetcher(settings)
     ChatCompletionRequest, ImageGenerationRequest = _models()
 
@@ -318,11 +349,13 @@ def create_app(model, processor, settings: ServerSettings | None = None, image_g
         finally:
             engine.close()
 
-    app = FastAPI(title="Mini-Gemini", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app = FastAPI(title="Mini-Gemini", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.engine = engine
     app.state.settings = settings
     app.state.image_generator = image_generator
     app.add_middleware(_BodyLimit, limit=settings.max_request_bytes)
+    if settings.api_key:
+        app.add_middleware(_APIKey, key=settings.api_key)  # outermost: unauthenticated bodies are not even read
 
     @app.exception_handler(APIError)
     async def api_error(request, error: APIError):
@@ -346,6 +379,12 @@ def create_app(model, processor, settings: ServerSettings | None = None, image_g
         return JSONResponse(body, status_code=500)
 
     async def read_json(request: Request, model_class):
+        content_type = request.headers.get("content-type")
+        if content_type is not None:
+            media = content_type.split(";")[0].strip().lower()
+            if media not in ("application/json", "*/*", "") and not media.endswith("+json"):
+                raise APIError(415, f"the request body must be JSON (Content-Type: application/json), not {media}",
+                               code="unsupported_media_type")  # fmt: skip
         raw = await request.body()
         try:
             data = json.loads(raw)
@@ -368,6 +407,8 @@ def create_app(model, processor, settings: ServerSettings | None = None, image_g
             "batches": engine.batches,
             "largest_batch": engine.largest_batch,
             "max_batch_size": engine.max_batch_size,
+            "max_queue": engine.max_queue,
+            "rejected": engine.rejected,
         }
 
     @app.get("/v1/models")
@@ -375,9 +416,20 @@ def create_app(model, processor, settings: ServerSettings | None = None, image_g
         return {"object": "list", "data": [
             {"id": settings.model_name, "object": "model", "created": 0, "owned_by": "minigemini"}]}  # fmt: skip
 
+    def queue_full() -> APIError:
+        return APIError(429, f"the server is busy: {engine.max_queue} requests are already waiting; retry later",
+                        type="rate_limit_exceeded", code="queue_full")  # fmt: skip
+
     async def prepare(body) -> GenerationRequest:
         if body.n != 1:
             raise APIError(400, "n must be 1 on this server", param="n")
+        requested = body.max_completion_tokens or body.max_tokens or settings.default_max_tokens
+        if requested > settings.max_tokens_limit:
+            param = "max_completion_tokens" if body.max_completion_tokens else "max_tokens"
+            raise APIError(400, f"{param} is {requested}, above this server's limit of {settings.max_tokens_limit}",
+                           param=param, code="max_tokens_too_large")  # fmt: skip
+        if engine.full():  # refuse before reading images and encoding: the answer is 429 anyway
+            raise queue_full()
         messages: list[dict[str, str]] = []
         images: list = []
         last_user = None
@@ -419,8 +471,6 @@ def create_app(model, processor, settings: ServerSettings | None = None, image_g
             inputs = await run_in_threadpool(encode)
         except ValueError as error:
             raise APIError(400, str(error), param="messages") from None
-        requested = body.max_completion_tokens or body.max_tokens or settings.default_max_tokens
-        requested = min(requested, settings.max_tokens_limit)
         try:
             budget = context_budget(model, inputs["input_ids"].shape[1], requested)
         except ValueError as error:
@@ -443,7 +493,12 @@ def create_app(model, processor, settings: ServerSettings | None = None, image_g
         loop = asyncio.get_running_loop()
         events: asyncio.Queue = asyncio.Queue()
         generation.on_text = lambda piece: loop.call_soon_threadsafe(events.put_nowait, ("text", piece))
-        job = engine.submit(generation, on_done=lambda job: loop.call_soon_threadsafe(events.put_nowait, ("done", job)))
+        try:
+            job = engine.submit(
+                generation, on_done=lambda job: loop.call_soon_threadsafe(events.put_nowait, ("done", job))
+            )
+        except QueueFull:
+            raise queue_full() from None
         created, completion_id = int(time.time()), f"chatcmpl-{uuid.uuid4().hex[:24]}"
 
         def usage(job: Job) -> dict[str, int]:
@@ -538,6 +593,38 @@ def create_app(model, processor, settings: ServerSettings | None = None, image_g
             data.append({"b64_json": _png_base64(picture), "revised_prompt": body.prompt})
         return {"created": int(time.time()), "data": data}
 
+    def openapi() -> dict[str, Any]:
+        """FastAPI's schema plus the JSON request bodies (the handlers read them raw to answer errors OpenAI's way)."""
+        if app.openapi_schema:
+            return app.openapi_schema
+        from fastapi.openapi.utils import get_openapi
+
+        schema = get_openapi(title=app.title, version=app.version, routes=app.routes,
+                             description="OpenAI-compatible API of a Mini-Gemini model")  # fmt: skip
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        error = {"description": "an OpenAI-shaped error", "content": {"application/json": {"schema": {
+            "type": "object", "required": ["error"], "properties": {"error": {"type": "object"}}}}}}  # fmt: skip
+        bodies = {"/v1/chat/completions": ChatCompletionRequest, "/v1/images/generations": ImageGenerationRequest}
+        for path, model_class in bodies.items():
+            body_schema = model_class.model_json_schema(ref_template="#/components/schemas/{model}")
+            components.update(body_schema.pop("$defs", {}))
+            components[model_class.__name__] = body_schema
+            operation = schema["paths"][path]["post"]
+            operation["requestBody"] = {"required": True, "content": {"application/json": {
+                "schema": {"$ref": f"#/components/schemas/{model_class.__name__}"}}}}  # fmt: skip
+            operation.setdefault("responses", {}).update(
+                {str(code): error for code in (400, 401, 413, 415, 429)})  # fmt: skip
+        if settings.api_key:
+            components_root = schema["components"]
+            components_root["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
+            for path, item in schema["paths"].items():
+                if path.startswith("/v1/"):
+                    for operation in item.values():
+                        operation["security"] = [{"bearer": []}]
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi
     return app
 
 
@@ -554,6 +641,10 @@ def build_server(args: argparse.Namespace):
     """Load the model and the text-to-image backend, build the app, return an (unstarted) ``uvicorn.Server``."""
     import uvicorn
 
+    if args.max_tokens > args.max_tokens_limit:
+        raise ValueError(f"--max-tokens {args.max_tokens} is above --max-tokens-limit {args.max_tokens_limit}")
+    if args.max_queue < 0:
+        raise ValueError(f"--max-queue must be >= 0 (0: unbounded), got {args.max_queue}")
     if args.allow_local_files is not None and not Path(args.allow_local_files).is_dir():
         raise FileNotFoundError(f"--allow-local-files: not a directory: {args.allow_local_files}")
     model, processor = load_model(args)
@@ -568,12 +659,16 @@ def build_server(args: argparse.Namespace):
         max_image_pixels=args.max_image_pixels or None,
         default_max_tokens=args.max_tokens,
         default_temperature=args.temperature,
+        max_tokens_limit=args.max_tokens_limit,
+        api_key=args.api_key or None,
+        max_queue=args.max_queue or None,
     )
     app = create_app(model, processor, settings, image_generator, max_batch_size=args.max_batch_size,
                      batch_wait=args.batch_wait_ms / 1000)  # fmt: skip
     print(f"Mini-Gemini {args.model} {describe(model, processor)}; pictures: {image_generator.name}")
-    if args.host not in ("127.0.0.1", "localhost", "::1"):
-        print(f"warning: listening on {args.host}: anyone who can reach this machine can use the model")
+    if args.host not in ("127.0.0.1", "localhost", "::1") and not settings.api_key:
+        print(f"warning: listening on {args.host}: anyone who can reach this machine can use the model "
+              "(--api-key KEY or MGM_API_KEY asks for a key)")  # fmt: skip
     config = uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level, timeout_keep_alive=30)
     return uvicorn.Server(config)
 
@@ -595,6 +690,10 @@ def add_parser(subparsers) -> None:
     net.add_argument("--served-model-name", default=None, help="model id reported by /v1/models (default: dir name)")
     net.add_argument("--max-batch-size", type=int, default=8, help="requests batched into one generate call")
     net.add_argument("--batch-wait-ms", type=float, default=5.0, help="how long a batch waits for companions")
+    net.add_argument("--max-queue", type=int, default=64,
+                     help="requests that may wait for the model; more get 429 at once (0: unbounded)")  # fmt: skip
+    net.add_argument("--api-key", default=os.environ.get("MGM_API_KEY"), metavar="KEY",
+                     help="require 'Authorization: Bearer KEY' on /v1 requests (default: $MGM_API_KEY)")  # fmt: skip
     net.add_argument("--allow-local-files", default=None, metavar="DIR", help="let requests read images inside DIR")
     net.add_argument("--allow-remote-urls", action="store_true", help="let requests fetch http(s) image URLs")
     net.add_argument("--max-request-mb", type=float, default=32.0, help="request body limit")
@@ -602,6 +701,7 @@ def add_parser(subparsers) -> None:
     net.add_argument("--max-images", type=int, default=8, help="images per request")
     net.add_argument("--max-image-pixels", type=int, default=DEFAULT_MAX_IMAGE_PIXELS, help="limit per image (0: none)")
     net.add_argument("--max-tokens", type=int, default=512, help="default max_tokens of a request")
+    net.add_argument("--max-tokens-limit", type=int, default=4096, help="larger max_tokens get 400")
     net.add_argument("--temperature", type=float, default=0.0, help="default temperature of a request (0 = greedy)")
     net.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     add_text_to_image_arguments(parser)
