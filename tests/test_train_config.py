@@ -130,7 +130,7 @@ def test_cli_reports_problems_in_one_line_before_training(small_workspace, capsy
     assert not os.path.exists(tmp_path / "o1" / "train_log.jsonl")
 
     code, err = run_cli(capsys, *base, "--data", good, "--output", str(tmp_path / "o2"), "--resume")
-    assert code == 2 and "no checkpoint" in err
+    assert code == 2 and "no complete checkpoint" in err
 
     code, err = run_cli(
         capsys,
