@@ -4,7 +4,6 @@ import argparse
 import base64
 import io
 import json
-import socket
 import threading
 import time
 
@@ -17,7 +16,7 @@ from minigemini.inference import chat, load_pretrained
 from minigemini.serve import server as serve_module
 from minigemini.synthetic import COLOURS
 
-from .serving_helpers import save_tiny_mgm, script_answers, solid
+from .serving_helpers import run_in_thread, save_tiny_mgm, script_answers, solid
 
 
 def data_url(image, format="PNG") -> str:
@@ -61,19 +60,8 @@ def server(model_dir, files):
         "--log-level", "warning",
     ])  # fmt: skip
     uvicorn_server = serve_module.build_server(args)
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    thread = threading.Thread(target=uvicorn_server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not uvicorn_server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "server did not start"
-        time.sleep(0.05)
-    base = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    yield base, uvicorn_server.config.app
-    uvicorn_server.should_exit = True
-    thread.join(30)
-    sock.close()
+    with run_in_thread(uvicorn_server) as base:
+        yield base, uvicorn_server.config.app
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,6 @@ request.  Run alone with ``pytest -q -s tests/test_serve_load.py`` to see the la
 
 import contextlib
 import math
-import socket
 import threading
 import time
 
@@ -16,7 +15,7 @@ import pytest
 from minigemini.inference import load_pretrained
 from minigemini.serve import server as serve_module
 
-from .serving_helpers import save_tiny_mgm
+from .serving_helpers import run_in_thread, save_tiny_mgm
 
 CLIENTS = 50
 REQUEST_TIMEOUT = 120.0
@@ -42,21 +41,8 @@ def serving(app):
     import uvicorn
 
     config = uvicorn.Config(app, host="127.0.0.1", log_level="warning", timeout_keep_alive=30)
-    uvicorn_server = uvicorn.Server(config)
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    thread = threading.Thread(target=uvicorn_server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not uvicorn_server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "server did not start"
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        uvicorn_server.should_exit = True
-        thread.join(30)
-        sock.close()
+    with run_in_thread(uvicorn.Server(config)) as base:
+        yield base
 
 
 def percentile(values: list[float], q: float) -> float:
