@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from .readers import AnnotationIndex, Row, first_present
+from .readers import AnnotationIndex, Row, first_present, iter_rows
 from .records import InvalidRow, Sample
 
 __all__ = [
@@ -96,3 +96,18 @@ def llava_question(row: Row) -> tuple[str | None, str | None, Any]:
 def ratio(numerator: float, denominator: int) -> float | None:
     """numerator / denominator, or None for an empty set (a score of nothing is not 0)."""
     return numerator / denominator if denominator else None
+
+
+def llava_questions(options: "LoadOptions") -> Iterator[tuple[str, Row | InvalidRow, Any, str | None, Any]]:
+    """``iter_rows`` of ``options.data`` with each row's ``llava_question`` fields: ``(where, row, qid, text, image)``.
+
+    Unreadable rows and rows without a question id or text come back as an ``InvalidRow`` in the ``row`` slot."""
+    for where, row in iter_rows(options.data, options.split):
+        if isinstance(row, InvalidRow):
+            yield where, row, None, None, None
+            continue
+        qid, text, image = llava_question(row)
+        if qid is None or not text:
+            yield where, InvalidRow(where, "row has no question id or no question text"), None, None, None
+            continue
+        yield where, row, qid, text, image

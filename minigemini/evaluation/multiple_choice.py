@@ -17,7 +17,7 @@ from collections import defaultdict
 from collections.abc import Iterator
 from typing import Any
 
-from .base import LoadOptions, llava_question, ratio
+from .base import LoadOptions, llava_questions, ratio
 from .choices import LETTERS, infer_option, infer_option_letter, llava_option_letter
 from .prompts import OPTION_LETTER, mmbench_prompt, with_suffix
 from .readers import first_present, image_source, iter_rows
@@ -227,13 +227,9 @@ def _letter(value: Any, num_options: int) -> str | None:
 
 def _load_letter_benchmark(options: LoadOptions, default_options: int) -> Iterator[Sample | InvalidRow]:
     question_types = options.annotations.extra.get("question_types", {}) if options.annotations else {}
-    for where, row in iter_rows(options.data, options.split):
+    for where, row, qid, text, image in llava_questions(options):
         if isinstance(row, InvalidRow):
             yield row
-            continue
-        qid, text, image = llava_question(row)
-        if qid is None or not text:
-            yield InvalidRow(where, "row has no question id or no question text")
             continue
         hit = options.annotations.lookup(qid) if options.annotations is not None else None
         choices = (hit or {}).get("choices") or row.get("choices")

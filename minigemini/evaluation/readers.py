@@ -270,3 +270,4 @@ def _looks_like_jsonl(path: Path) -> bool:
         first = handle.readline().strip()
         second = handle.readline().strip()
     return first.startswith("{") and first.endswith("}") and (not second or second.startswith("{"))
+

@@ -7,10 +7,10 @@ from collections import defaultdict
 from collections.abc import Iterator
 from typing import Any
 
-from .base import LoadOptions, llava_question, ratio
+from .base import LoadOptions, llava_questions, ratio
 from .normalize import normalize_short_answer, vqa_accuracy
 from .prompts import SHORT_ANSWER, with_suffix
-from .readers import first_present, image_source, iter_rows
+from .readers import first_present, image_source
 from .records import InvalidRow, Sample
 
 __all__ = ["load_vqa", "score_exact_match", "score_vqa", "textvqa_question"]
@@ -48,13 +48,9 @@ def _answers(value: Any) -> list[str] | None:
 def load_vqa(options: LoadOptions, suffix: str | None = SHORT_ANSWER) -> Iterator[Sample | InvalidRow]:
     """Rows with a question id, a question and an image; answers inline (``answers``/``answer``) or from
     ``options.annotations`` (TextVQA / VQAv2 / GQA annotation files)."""
-    for where, row in iter_rows(options.data, options.split):
+    for where, row, qid, text, image in llava_questions(options):
         if isinstance(row, InvalidRow):
             yield row
-            continue
-        qid, text, image = llava_question(row)
-        if qid is None or not text:
-            yield InvalidRow(where, "row has no question id or no question text")
             continue
         raw = first_present(row, "answers", "answer", "gt_answers", "label")
         if raw is None and options.annotations is not None:

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .base import LoadOptions, llava_question, ratio
+from .base import LoadOptions, llava_questions, ratio
 from .prompts import SHORT_ANSWER, mme_prompt, with_suffix
 from .readers import first_present, image_source, iter_rows
 from .records import InvalidRow, Sample
@@ -77,13 +77,9 @@ def _pope_says_yes(answer: str) -> bool:
 def load_pope(options: LoadOptions) -> Iterator[Sample | InvalidRow]:
     """LLaVA's ``llava_pope_test.jsonl`` (labels inline or from the ``coco_pope_<category>.json`` folder given
     as annotations) or the parquet/``datasets`` layout (``question``, ``answer``, ``category``, ``image``)."""
-    for where, row in iter_rows(options.data, options.split):
+    for where, row, qid, text, image in llava_questions(options):
         if isinstance(row, InvalidRow):
             yield row
-            continue
-        qid, text, image = llava_question(row)
-        if qid is None or not text:
-            yield InvalidRow(where, "row has no question id or no question text")
             continue
         category = row.get("category")
         raw = first_present(row, "label", "answer")
