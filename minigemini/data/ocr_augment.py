@@ -1,0 +1,209 @@
+"""`mgm data ocr`: add OCR tokens to text-rich training data, as the paper's appendix B does.
+
+Each record's images are read with OCR (``minigemini.ocr``: rapidocr-onnxruntime, offline) and the first human turn
+gets a last line ``Reference OCR token: t1, t2, ...`` (nothing is added when no text is found). Records that already
+carry the line are left as they are, so running twice changes nothing.
+
+Resumable: every image's tokens go to a cache (``OUTPUT.ocr-cache.jsonl``, one line per image, flushed at once);
+an interrupted run keeps what it read and the next run starts where it stopped. Broken JSON lines, records without
+a human turn, missing or unreadable images are counted (first examples in the report) and never stop the run;
+such records are written unchanged (broken lines cannot be, and are dropped).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ..ocr import DEFAULT_MIN_SCORE, OCR_PREFIX, ocr_hint
+from .jsonio import AppendCache, iter_raw, write_json, write_records
+from .mix import _images_of
+from .problems import Problems
+from .records import resolve_image
+
+__all__ = ["add_parser", "augment", "run"]
+
+OcrFunction = Callable[[str], list[str]]
+
+
+def _default_ocr(min_score: float) -> OcrFunction:
+    from ..ocr import ocr_tokens
+
+    return lambda path: ocr_tokens(path, min_score=min_score)
+
+
+def _first_human(obj: dict[str, Any]) -> dict[str, Any] | None:
+    for turn in obj.get("conversations") or []:
+        if isinstance(turn, dict) and turn.get("from", turn.get("role")) in ("human", "user"):
+            return turn
+    return None
+
+
+def augment(
+    data_file: str,
+    output: str,
+    image_folders: list[str] | None = None,
+    cache_path: str | None = None,
+    ocr: OcrFunction | None = None,
+    min_score: float = DEFAULT_MIN_SCORE,
+    max_tokens: int | None = None,
+    image_prefixes: list[str] | None = None,
+    sources: list[str] | None = None,
+    retry_errors: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """OCR the images of ``data_file`` and write the augmented records to ``output``; returns the report."""
+    from tqdm.auto import tqdm
+
+    ocr = ocr or _default_ocr(min_score)
+    folders = list(image_folders or []) or [os.path.dirname(os.path.abspath(data_file))]
+    cache_path = cache_path or f"{output}.ocr-cache.jsonl"
+    problems = Problems()
+    rows: list[Any] = []  # the records, in order (dicts), to write back
+    for where, obj, error in iter_raw(data_file):
+        if error is not None:
+            problems.add("bad_json", f"{where}: {error}")
+            continue
+        rows.append((where, obj))
+
+    def selected(obj: Any) -> bool:
+        if not isinstance(obj, dict):
+            return False
+        if sources and obj.get("source") not in sources:
+            return False
+        images = _images_of(obj)
+        return bool(images) and (not image_prefixes or any(str(p).startswith(tuple(image_prefixes)) for p in images))
+
+    # every image to read, once, in file order
+    todo: dict[str, str] = {}  # resolved path -> first record that uses it (for messages)
+    for where, obj in rows:
+        if selected(obj):
+            for image in _images_of(obj):
+                path = resolve_image(str(image), folders)
+                if path is not None:
+                    todo.setdefault(os.path.abspath(path), where)
+
+    counts = {"records": len(rows), "augmented": 0, "unchanged": 0, "already_had_tokens": 0, "images": len(todo)}
+    with AppendCache(cache_path, key="image") as cache:
+        pending = [p for p in todo if p not in cache or (retry_errors and "error" in cache.get(p))]
+        counts["images_cached"] = len(todo) - len(pending)
+        with tqdm(total=len(pending), desc="ocr", unit="image", disable=not progress, file=sys.stderr) as bar:
+            for path in pending:
+                try:
+                    entry = {"image": path, "tokens": list(ocr(path))}
+                except (KeyboardInterrupt, SystemExit):
+                    raise  # what is cached stays cached: the next run resumes here
+                except Exception as err:  # noqa: BLE001 (an unreadable image is counted and cached, the run goes on)
+                    entry = {"image": path, "error": f"{type(err).__name__}: {err}"}
+                cache.add(entry)
+                bar.update(1)
+        records = []
+        for where, obj in rows:
+            records.append(_augment_record(where, obj, selected(obj), folders, cache, problems, counts, max_tokens))
+    write_records(output, records)
+    report = {
+        "input": os.path.abspath(data_file),
+        "output": os.path.abspath(output),
+        "cache": os.path.abspath(cache_path),
+        "counts": counts,
+        "problems": problems.as_dict(),
+    }
+    write_json(f"{output}.report.json", report)
+    return report
+
+
+def _augment_record(where, obj, selected, folders, cache, problems, counts, max_tokens) -> Any:
+    if not selected:
+        counts["unchanged"] += 1
+        return obj
+    turn = _first_human(obj)
+    if turn is None or not isinstance(turn.get("value", turn.get("content")), str):
+        problems.add("no_human_turn", where)
+        counts["unchanged"] += 1
+        return obj
+    field = "value" if "value" in turn else "content"
+    if OCR_PREFIX.strip() in turn[field]:
+        counts["already_had_tokens"] += 1
+        return obj
+    tokens: list[str] = []
+    for image in _images_of(obj):
+        path = resolve_image(str(image), folders)
+        if path is None:
+            problems.add("missing_image", f"{where}: {image}")
+            continue
+        entry = cache.get(os.path.abspath(path)) or {}
+        if "error" in entry:
+            problems.add("unreadable_image", f"{where}: {image}: {entry['error']}")
+            continue
+        tokens.extend(entry.get("tokens", []))
+    if max_tokens is not None:
+        tokens = tokens[:max_tokens]
+    hint = ocr_hint(tokens)
+    if not hint:
+        counts["unchanged"] += 1
+        return obj
+    obj = copy.deepcopy(obj)
+    turn = _first_human(obj)
+    turn[field] = f"{turn[field].rstrip()}\n{hint}"
+    counts["augmented"] += 1
+    return obj
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "ocr",
+        help="append 'Reference OCR token: ...' (rapidocr, offline) to the first question of image records",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("data", help="LLaVA-format .json / .jsonl")
+    parser.add_argument("--output", "-o", required=True, help="augmented .json / .jsonl")
+    parser.add_argument(
+        "--image-folder", nargs="+", help="root(s) of relative image paths (default: the data's folder)"
+    )
+    parser.add_argument("--cache", help="per-image OCR cache (default: OUTPUT.ocr-cache.jsonl); resumes from it")
+    parser.add_argument("--min-score", type=float, default=DEFAULT_MIN_SCORE, help="OCR confidence threshold")
+    parser.add_argument("--max-tokens", type=int, help="keep at most this many OCR tokens per record")
+    parser.add_argument(
+        "--image-prefix", action="append", help="only records with an image under this path (repeatable), e.g. docvqa/"
+    )
+    parser.add_argument("--source", action="append", help="only records whose 'source' (from mgm data mix) is this")
+    parser.add_argument("--retry-errors", action="store_true", help="read again the images that failed before")
+    parser.add_argument("--no-progress", dest="progress", action="store_false")
+    parser.set_defaults(func=run)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    if not Path(args.data).is_file():
+        raise FileNotFoundError(f"data file not found: {args.data}")
+    report = augment(
+        args.data,
+        args.output,
+        image_folders=args.image_folder,
+        cache_path=args.cache,
+        min_score=args.min_score,
+        max_tokens=args.max_tokens,
+        image_prefixes=args.image_prefix,
+        sources=args.source,
+        retry_errors=args.retry_errors,
+        progress=args.progress,
+    )
+    counts = report["counts"]
+    print(
+        f"{counts['records']} records: {counts['augmented']} augmented, {counts['unchanged']} unchanged, "
+        f"{counts['already_had_tokens']} already had OCR tokens; {counts['images']} images "
+        f"({counts['images_cached']} from the cache)"
+    )
+    problems = Problems()
+    for kind, entry in report["problems"].items():
+        problems.merge({kind: entry["count"]}, {kind: entry["examples"]})
+    if problems:
+        print("problems:\n" + problems.describe())
+    print(f"wrote {report['output']} (report: {report['output']}.report.json)")
+    return 0
