@@ -18,6 +18,7 @@ SUBCOMMANDS = {
     "chat": "minigemini.serve.chat",
     "serve": "minigemini.serve.server",
     "web": "minigemini.serve.web",
+    "data": "minigemini.data.command",
 }
 
 

@@ -1,5 +1,6 @@
-"""Writing model directories safely: into a temporary sibling, renamed into place only when complete."""
+"""Writing files and model directories safely: into a temporary sibling, renamed into place only when complete."""
 
+import json
 import os
 import shutil
 import tempfile
@@ -13,6 +14,26 @@ def check_new_directory(destination: str | os.PathLike) -> Path:
     if destination.exists() and (not destination.is_dir() or any(destination.iterdir())):
         raise FileExistsError(f"{destination} already exists and is not empty; choose a new directory")
     return destination
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` to ``path`` through a temporary sibling and a rename: readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor, staging = tempfile.mkstemp(prefix=f".{path.name}.partial-", dir=path.parent)
+    try:
+        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(staging, path)
+    except BaseException:
+        Path(staging).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_json_atomic(path: str | os.PathLike, value) -> Path:
+    """``value`` as JSON (UTF-8, indented), written atomically."""
+    return write_text_atomic(path, json.dumps(value, ensure_ascii=False, indent=1) + "\n")
 
 
 def write_directory_atomically(destination: str | os.PathLike, write: Callable[[Path], None]) -> Path:

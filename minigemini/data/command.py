@@ -4,6 +4,7 @@ mgm data mix recipes/data/stage2.yaml --root /datasets/mgm        # assemble a m
 mgm data ocr docvqa.json --image-folder images/ -o docvqa_ocr.json  # append "Reference OCR token: ..."
 mgm data gen recaption --input laion_gpt4v.json --base-url http://localhost:8000/v1 --model M -o gen.json
 mgm data stats train.json --image-folder images/ --tokenizer MODEL_DIR
+mgm data synth --output data/world --scenes 8000                  # the offline synthetic world
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ DATA_SUBCOMMANDS = (
     "minigemini.data.ocr_augment",
     "minigemini.data.gen_builder",
     "minigemini.data.stats",
+    "minigemini.data.synth_command",
 )
 
 
@@ -33,7 +35,7 @@ def _add_subcommands(parser: argparse.ArgumentParser) -> None:
 def add_parser(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "data",
-        help="build and inspect training data: mix, ocr, gen, stats",
+        help="build and inspect training data: mix, ocr, gen, stats, synth",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -41,6 +41,7 @@ __all__ = [
     "SceneSpec",
     "ShapeSpec",
     "draw_scene",
+    "draw_shape",
     "parse_description",
     "render",
 ]
@@ -205,6 +206,17 @@ def _polygon(kind: str, cx: float, cy: float, r: float) -> list[tuple[float, flo
     return points
 
 
+def draw_shape(draw: ImageDraw.ImageDraw, kind: str, cx: float, cy: float, radius: float, fill) -> None:
+    """One shape of ``SHAPES`` centred at (cx, cy) inside a circle of ``radius``."""
+    if kind == "circle":
+        draw.ellipse((cx - radius, cy - radius, cx + radius, cy + radius), fill=fill)
+    elif kind == "square":
+        half = radius * 0.85
+        draw.rectangle((cx - half, cy - half, cx + half, cy + half), fill=fill)
+    else:
+        draw.polygon(_polygon(kind, cx, cy, radius), fill=fill)
+
+
 @lru_cache(maxsize=32)
 def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
     for name in ("DejaVuSans-Bold.ttf", "DejaVuSans.ttf"):
@@ -255,14 +267,7 @@ def draw_scene(spec: SceneSpec | str, size: int | tuple[int, int] = 512, seed: i
             cy = (y0 + y1) / 2 + rng.uniform(-jitter, jitter)
             radius = 0.42 * slot * shape.size
             colour = shape.colour or rng.choice(palette)
-            fill = COLOURS[colour]
-            if shape.kind == "circle":
-                draw.ellipse((cx - radius, cy - radius, cx + radius, cy + radius), fill=fill)
-            elif shape.kind == "square":
-                half = radius * 0.85
-                draw.rectangle((cx - half, cy - half, cx + half, cy + half), fill=fill)
-            else:
-                draw.polygon(_polygon(shape.kind, cx, cy, radius), fill=fill)
+            draw_shape(draw, shape.kind, cx, cy, radius, COLOURS[colour])
             placed.append(PlacedShape(shape.kind, colour, (cx, cy), radius))
 
     text_box = None

@@ -1,0 +1,153 @@
+"""The synthetic world: seeded scenes, their supervision, picture requests, the writer and `mgm data synth`."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import ImageFont
+
+from minigemini.data import synthetic as world
+from minigemini.data.command import main as data_main
+from minigemini.data.records import read_records
+from minigemini.data.synthetic import (
+    CELL_NAMES,
+    QUESTION_TYPES,
+    WORDS,
+    WorldOptions,
+    describe_spec,
+    make_generation_request,
+    make_scene,
+    spec_matches,
+    write_world,
+)
+from minigemini.evaluation.synthetic import write_synthetic_benchmark
+from minigemini.generation import GEN_TAG, extract_image_prompt
+from minigemini.synthetic.render import SceneSpec, ShapeSpec, parse_description
+
+
+def test_same_seed_same_scene_and_different_seeds_differ():
+    first, again, other = make_scene(11), make_scene(11), make_scene(12)
+    assert np.array_equal(np.asarray(first.image), np.asarray(again.image))
+    assert first.caption == again.caption and first.questions == again.questions
+    assert not np.array_equal(np.asarray(first.image), np.asarray(other.image))
+
+
+@pytest.mark.parametrize("kind", ["shapes", "text", "chart", "document"])
+def test_every_scene_kind_yields_a_caption_and_typed_questions(kind):
+    for seed in range(20):
+        scene = make_scene(seed, kind=kind)
+        assert scene.kind == kind and scene.image.size == (192, 192)
+        assert scene.caption.endswith("background.") and scene.questions
+        for question in scene.questions:
+            assert question.type in QUESTION_TYPES and question.answer
+            assert question.text.endswith("Answer the question using a single word or phrase.")
+
+
+def test_answers_agree_with_what_the_caption_says():
+    for seed in range(40):
+        scene = make_scene(seed)
+        caption = scene.caption.lower()
+        for q in scene.questions:
+            if q.type in ("word", "number"):
+                assert f'"{q.answer}"' in scene.caption
+            elif q.type in ("chart",):
+                assert f"bar of {q.answer}" in caption
+            elif q.type == "document":
+                word = q.text.split("next to ")[1].split(" in the")[0]
+                assert f"{word} {q.answer}" in caption
+            elif q.type in ("colour", "shape"):
+                assert q.answer in caption
+            elif q.type == "position":
+                assert q.answer in CELL_NAMES and f"at the {q.answer}" in caption
+
+
+def test_generation_requests_describe_a_scene_the_renderer_reads_back():
+    for seed in range(60):
+        request = make_generation_request(seed)
+        assert spec_matches(request.spec, request.description)
+        conversation = request.conversation()
+        assert conversation[0]["value"].endswith(GEN_TAG)
+        assert extract_image_prompt(conversation[1]["value"]) == request.description
+    wanted = SceneSpec(shapes=(ShapeSpec("circle", 2, "red", position="top left"),), background="blue")
+    assert describe_spec(wanted) == "two red circles at the top left on a blue background"
+    assert spec_matches(wanted, "two red circles in the upper left on a blue background")
+    assert not spec_matches(wanted, "three red circles at the top left on a blue background")
+    assert not spec_matches(wanted, "two red circles at the top right on a blue background")
+    assert not spec_matches(wanted, "two red circles at the top left")
+    assert parse_description(describe_spec(wanted)) == wanted
+
+
+def test_write_world_files_are_valid_llava_data(tmp_path):
+    counts = write_world(tmp_path / "w", scenes=12, generation=5, test_per_type=2, test_generation=3, seed=1)
+    assert counts["scenes"] == 12 and counts["test_questions"] == 2 * len(QUESTION_TYPES)
+    records, skips = read_records([tmp_path / "w" / "captions.json", tmp_path / "w" / "instructions.json"])
+    assert sum(skips.counts.values()) == 0
+    assert len(records) == 12 + 12 + 5
+    text_only = [r for r in records if not r.images]
+    assert len(text_only) == 5 and all(GEN_TAG in r.messages[0]["content"] for r in text_only)
+    dialogues = [r for r in records if r.id and r.id.startswith("dialogue")]
+    assert all(len(r.messages) >= 4 for r in dialogues)  # several turns each
+    rows = [json.loads(line) for line in (tmp_path / "w" / "test" / "questions.jsonl").read_text().splitlines()]
+    assert sorted({row["category"] for row in rows}) == sorted(QUESTION_TYPES)
+    assert all((tmp_path / "w" / "test" / row["image"]).is_file() for row in rows)
+    again = tmp_path / "again"
+    write_world(again, scenes=12, generation=5, seed=1)
+    assert (again / "instructions.json").read_bytes() == (tmp_path / "w" / "instructions.json").read_bytes()
+
+
+def test_write_world_refuses_a_non_empty_folder_unless_overwrite(tmp_path):
+    (tmp_path / "keep.txt").write_text("precious")
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        write_world(tmp_path, scenes=1, generation=0)
+    write_world(tmp_path, scenes=1, generation=0, overwrite=True)
+    assert (tmp_path / "keep.txt").read_text() == "precious"
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (WorldOptions(image_size=32), "image size"),
+        (WorldOptions(text_size=(4, 10)), "text size"),
+        (WorldOptions(text_size=(12, 10)), "text size"),
+        (WorldOptions(kinds=("maps",), kind_weights=(1.0,)), "scene kinds"),
+        (WorldOptions(kind_weights=(1.0, 1.0)), "kind weights"),
+    ],
+)
+def test_bad_options_are_refused_before_anything_is_written(tmp_path, options, message):
+    with pytest.raises(ValueError, match=message):
+        write_world(tmp_path / "w", scenes=2, options=options)
+    assert not (tmp_path / "w").exists()
+
+
+def test_missing_fonts_name_the_debian_package(tmp_path, monkeypatch):
+    def no_fonts(*args, **kwargs):
+        raise OSError("cannot open resource")
+
+    world.dejavu_font.cache_clear()
+    monkeypatch.setattr(ImageFont, "truetype", no_fonts)
+    try:
+        with pytest.raises(OSError, match="fonts-dejavu-core"):
+            write_world(tmp_path / "w", scenes=2)
+        assert not (tmp_path / "w").exists()
+    finally:
+        world.dejavu_font.cache_clear()
+
+
+def test_benchmark_writer_rotates_question_types(tmp_path):
+    path = write_synthetic_benchmark(tmp_path, n=10, seed=3)
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [row["category"] for row in rows] == [QUESTION_TYPES[i % 8] for i in range(10)]
+    assert [row["question_id"] for row in rows] == [f"synthetic-{i:05d}" for i in range(10)]
+    assert any(row["answer"] in WORDS for row in rows if row["category"] == "word")
+
+
+def test_mgm_data_synth_command(tmp_path, capsys):
+    out = tmp_path / "w"
+    assert data_main(["synth", "--output", str(out), "--scenes", "3", "--generation", "2", "--kinds", "chart"]) == 0
+    assert "scenes 3" in capsys.readouterr().out
+    captions = json.loads((out / "captions.json").read_text())
+    assert all(record["source"] == "synthetic-chart" for record in captions)
+    assert data_main(["synth", "--output", str(out), "--scenes", "1"]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert data_main(["synth", "--output", str(tmp_path / "x"), "--text-size", "3", "5"]) == 2
+    assert "text size" in capsys.readouterr().err
