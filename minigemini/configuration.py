@@ -29,6 +29,8 @@ class MiniGeminiConfig(PreTrainedConfig):
         mining_hidden_size: width of the mining query/key projection; defaults to the LR hidden size.
         projector_type: "linear" or "mlp{N}x_gelu" (release default "mlp2x_gelu").
         image_token_id: id of the placeholder token that the processor expands to the visual tokens.
+        patch_info_mining: False builds the LLaVA-style baseline of the paper's ablation (Table 4): LR tokens go
+            straight to the projector; no HR encoder and no mining layer exist.
     """
 
     model_type = "minigemini"
@@ -66,6 +68,7 @@ class MiniGeminiConfig(PreTrainedConfig):
     projector_type: str = "mlp2x_gelu"
     image_token_id: int | None = None
     tie_word_embeddings: bool = False
+    patch_info_mining: bool = True
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
@@ -88,6 +91,8 @@ class MiniGeminiConfig(PreTrainedConfig):
         if self.image_global and self.image_grid == 1:
             raise ValueError("image_global needs image_grid > 1 (the global view is the un-cropped image)")
         side = self.vision_config.image_size // self.vision_config.patch_size
+        if not self.patch_info_mining:
+            return
         hr_map_side = self.image_size_aux // self.vision_aux_config.patch_size // self.image_grid
         if self.image_size_aux % (self.vision_aux_config.patch_size * self.image_grid) or hr_map_side % side:
             raise ValueError(

@@ -67,9 +67,12 @@ class MiniGeminiModel(MiniGeminiPreTrainedModel):
     def __init__(self, config: MiniGeminiConfig):
         super().__init__(config)
         self.vision_tower = LowResEncoder(config)
-        self.vision_tower_aux = HighResEncoder(config)
-        self.mining = PatchInfoMining(
-            config.vision_config.hidden_size, config.vision_aux_hidden_size, config.mining_hidden_size
+        # The LLaVA-style baseline (patch_info_mining=False) has neither the HR tower nor the mining layer.
+        self.vision_tower_aux = HighResEncoder(config) if config.patch_info_mining else None
+        self.mining = (
+            PatchInfoMining(config.vision_config.hidden_size, config.vision_aux_hidden_size, config.mining_hidden_size)
+            if config.patch_info_mining
+            else None
         )
         self.mm_projector = build_projector(config)
         self.language_model = AutoModel.from_config(config.text_config)
@@ -85,7 +88,7 @@ class MiniGeminiModel(MiniGeminiPreTrainedModel):
         """Freeze the encoders as the paper does in both stages (drop-path off in the frozen ConvNeXt)."""
         if low_res:
             freeze_encoder(self.vision_tower)
-        if high_res:
+        if high_res and self.vision_tower_aux is not None:
             freeze_encoder(self.vision_tower_aux)
 
     def get_image_features(self, pixel_values: torch.Tensor, high_res_pixel_values: torch.Tensor) -> torch.Tensor:
@@ -111,6 +114,8 @@ class MiniGeminiModel(MiniGeminiPreTrainedModel):
                 f"LR encoder produced {lr_features.shape[1]} tokens per view, expected {config.tokens_per_side**2}: "
                 f"are pixel_values {config.vision_config.image_size}px?"
             )
+        if self.mining is None:
+            return self.mm_projector(lr_features.reshape(num_images, -1, lr_features.shape[-1]))
         hr_map = self.vision_tower_aux(high_res_pixel_values)  # (B, C_aux, H/4, H/4)
         views = hr_views(hr_map, config.image_grid, config.image_global)  # (B*V, C_aux, h, h)
         mined = self.mining(lr_features, views)
@@ -123,9 +128,7 @@ class MiniGeminiModel(MiniGeminiPreTrainedModel):
             return torch.zeros(inputs_embeds.shape[:2], dtype=torch.bool, device=inputs_embeds.device)
         if input_ids is not None:
             return input_ids == self.config.image_token_id
-        placeholder = self.get_input_embeddings()(
-            torch.tensor(self.config.image_token_id, device=inputs_embeds.device)
-        )
+        placeholder = self.get_input_embeddings()(torch.tensor(self.config.image_token_id, device=inputs_embeds.device))
         return (inputs_embeds == placeholder).all(-1)
 
     def check_context_length(self, sequence_length: int, past_key_values: Cache | None) -> None:

@@ -41,11 +41,12 @@ def configure_trainable(
     model.requires_grad_(False)
     model.freeze_vision_towers(low_res=not tune_vision, high_res=not tune_vision_aux)
     inner = model.model
-    inner.mining.requires_grad_(True)
+    if inner.mining is not None:  # absent in the LLaVA-style baseline
+        inner.mining.requires_grad_(True)
     inner.mm_projector.requires_grad_(True)
     if tune_vision:
         inner.vision_tower.requires_grad_(True)
-    if tune_vision_aux:
+    if tune_vision_aux and inner.vision_tower_aux is not None:
         inner.vision_tower_aux.requires_grad_(True)
     if train_llm:
         inner.language_model.requires_grad_(True)
