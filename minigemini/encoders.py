@@ -33,13 +33,18 @@ class HighResEncoder(nn.Module):
         super().__init__()
         self.convnext = ConvNextModel(config.vision_aux_config)
 
-    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """(B, 3, H, W) -> (B, sum(hidden_sizes), H / stride, W / stride)."""
+    def stage_outputs(self, pixel_values: torch.Tensor) -> list[torch.Tensor]:
+        """The four stage outputs, (B, hidden_sizes[i], H / (4 * 2^i), W / (4 * 2^i))."""
         hidden = self.convnext.embeddings(pixel_values.to(self.convnext.dtype))
-        stage_outputs = []
+        outputs = []
         for stage in self.convnext.encoder.stages:
             hidden = stage(hidden)
-            stage_outputs.append(hidden)
+            outputs.append(hidden)
+        return outputs
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) -> (B, sum(hidden_sizes), H / stride, W / stride)."""
+        stage_outputs = self.stage_outputs(pixel_values)
         size = stage_outputs[0].shape[-2:]
         # Interpolate in the map's own dtype: an fp32 copy of a 2880-channel map is the largest tensor of the model.
         upsampled = [F.interpolate(x, size=size, mode="bilinear", align_corners=False) for x in stage_outputs[1:]]

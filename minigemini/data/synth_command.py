@@ -1,7 +1,7 @@
 """`mgm data synth`: write the synthetic world (images + LLaVA-format JSON, and a held-out test set).
 
-    mgm data synth --output data/world --scenes 8000 --generation 1500 --seed 0
-    mgm data synth --output data/world-test --scenes 0 --test-per-type 100 --test-generation 100 --seed 777
+mgm data synth --output data/world --scenes 8000 --generation 1500 --seed 0
+mgm data synth --output data/world-test --scenes 0 --test-per-type 100 --test-generation 100 --seed 777
 """
 
 from __future__ import annotations

@@ -141,7 +141,7 @@ def _background(rng: random.Random, size: int) -> tuple[Image.Image, str]:
     pixels = np.broadcast_to(base, (size, size, 3)).copy()
     if style == "gradient":  # darken towards one side by up to 18 %
         ramp = np.linspace(1.0, 0.82, size, dtype=np.float32)
-        pixels *= (ramp[:, None, None] if rng.random() < 0.5 else ramp[None, :, None])
+        pixels *= ramp[:, None, None] if rng.random() < 0.5 else ramp[None, :, None]
     elif style == "noisy":
         pixels += np.random.default_rng(rng.getrandbits(32)).normal(0, 10, pixels.shape).astype(np.float32)
     image = Image.fromarray(pixels.clip(0, 255).astype(np.uint8))
@@ -218,7 +218,8 @@ def _shape_caption(groups) -> list[str]:
     for kind, colour, cells in groups:
         count = len(cells)
         where = f" at the {CELL_NAMES[cells[0]]}" if count == 1 else ""
-        parts.append(f"{'a' if count == 1 else _count_word(count)} {colour} {_plural(kind, count)}{where}")
+        article = "an" if colour[0] in "aeiou" else "a"
+        parts.append(f"{article if count == 1 else _count_word(count)} {colour} {_plural(kind, count)}{where}")
     return parts
 
 
@@ -288,9 +289,9 @@ def _document_scene(rng, image, draw, size, options) -> Scene:
     ink = rng.choice(_INK)
     for index, (word, number) in enumerate(zip(words, numbers)):
         y = y0 + line_height * (index + 1)
-        left, top, right, bottom = draw.textbbox((0, 0), word, font=font)
+        _, top, _, bottom = draw.textbbox((0, 0), word, font=font)
         draw.text((x0 + size * 0.06, y - (bottom + top) / 2), word, font=font, fill=ink)
-        left, top, right, bottom = draw.textbbox((0, 0), str(number), font=font)
+        _, top, right, bottom = draw.textbbox((0, 0), str(number), font=font)
         draw.text((x1 - size * 0.06 - right, y - (bottom + top) / 2), str(number), font=font, fill=ink)
     questions = [
         _ask("document", f"What number is next to {w} in the document?", str(n)) for w, n in zip(words, numbers)
@@ -396,7 +397,7 @@ def spec_matches(wanted: SceneSpec, description: str) -> bool:
     """Whether ``description`` (e.g. a model's ``<h>`` prompt) draws the scene ``wanted`` asks for: the same shapes
     (kind, count, colour, position), background and words, as read by the renderer's own parser."""
     got = parse_description(description)
-    key = lambda s: (s.kind, s.count, s.colour, s.position)  # noqa: E731
+    key = lambda s: (s.kind, s.count, s.colour, s.position)
     return (
         sorted(map(key, got.shapes), key=str) == sorted(map(key, wanted.shapes), key=str)
         and got.background == wanted.background

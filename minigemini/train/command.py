@@ -24,7 +24,23 @@ _RENAMED = {"lr": "learning_rate"}
 
 
 def _add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--recipe", help="YAML recipe (recipes/stage1.yaml, recipes/stage2.yaml, ...)")
+    parser.add_argument(
+        "--recipe",
+        help="YAML recipe (recipes/stage1.yaml, recipes/stage2.yaml, ...), or `synthetic`: the default model's whole "
+        "recipe (recipes/synthetic.yaml: world, encoders, init, stage 1, stage 2)",
+    )
+    parser.add_argument(
+        "--variant",
+        choices=("mining", "lr_only", "hd"),
+        default="mining",
+        help="synthetic recipe only: mining (the default model), lr_only (LLaVA-style baseline), hd",
+    )
+    parser.add_argument(
+        "--export",
+        nargs="?",
+        const="default",
+        help="synthetic recipe only: write the committed form of the result (default: minigemini/assets/default_model)",
+    )
     parser.add_argument("--stage", type=int, choices=(1, 2), help="1: align (mining + projector), 2: instruction-tune")
     io = parser.add_argument_group("data and model")
     io.add_argument(
@@ -137,10 +153,37 @@ def run(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("minigemini").setLevel(logging.INFO)
+    pipeline = _synthetic_pipeline(args)
+    if pipeline is not None:
+        return pipeline
     config = config_from_args(args)
     result = train(config)
     if result.trainer.is_world_process_zero():
         print(describe_summary(result.summary))
+    return 0
+
+
+def _synthetic_pipeline(args: argparse.Namespace) -> int | None:
+    """Run the synthetic recipe when --recipe names it (or a file with `pipeline: synthetic`); else None."""
+    from .config import load_recipe
+    from .synthetic_recipe import SYNTHETIC_RECIPE, is_pipeline, run_synthetic_recipe
+
+    if args.recipe is None:
+        return None
+    path = SYNTHETIC_RECIPE if args.recipe == "synthetic" else args.recipe
+    if args.recipe == "synthetic" and not SYNTHETIC_RECIPE.is_file():
+        raise FileNotFoundError(f"{SYNTHETIC_RECIPE} not found: pass the path of recipes/synthetic.yaml")
+    recipe = load_recipe(path)
+    if not is_pipeline(recipe):
+        return None
+    if not args.output:
+        raise ValueError("--output is required: the folder for every step of the recipe")
+    export = None
+    if args.export is not None:
+        from ..default_model import DEFAULT_MODEL_DIR
+
+        export = DEFAULT_MODEL_DIR if args.export == "default" else args.export
+    run_synthetic_recipe(recipe, args.output, variant=args.variant, export=export)
     return 0
 
 

@@ -1,0 +1,89 @@
+"""`mgm train --recipe synthetic`: the default model's whole recipe, step by step, each step resumable.
+
+world -> encoders (CLIP-style) -> init (SmolLM2 + towers) -> stage 1 -> stage 2 (-> export).  The recipe file
+(``recipes/synthetic.yaml``) holds the settings of every step; a step whose output exists is skipped, and an
+interrupted training stage continues from its last checkpoint.  Variants (``--variant``) share the world and the
+encoders: ``mining`` (the default model), ``lr_only`` (the LLaVA-style baseline), ``hd`` (token extension).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from ..default_model import VARIANTS, build_model, export_default_model, synthetic_config
+from .config import TrainConfig
+
+__all__ = ["SYNTHETIC_RECIPE", "is_pipeline", "run_synthetic_recipe"]
+
+SYNTHETIC_RECIPE = Path(__file__).resolve().parents[2] / "recipes" / "synthetic.yaml"
+_SECTIONS = ("world", "encoders", "stage1", "stage2")
+_KEYS = ("pipeline", "llm", *_SECTIONS)  # llm: a causal LM directory instead of SmolLM2 (tests use a tiny one)
+
+
+def is_pipeline(recipe: dict[str, Any]) -> bool:
+    return recipe.get("pipeline") == "synthetic"
+
+
+def _done(message: str) -> None:
+    print(f"[recipe] {message}", flush=True)
+
+
+def run_synthetic_recipe(
+    recipe: dict[str, Any], output: str | Path, variant: str = "mining", export: str | Path | None = None
+) -> Path:
+    """Run (or resume) every step into ``output``; returns the stage-2 folder (exported too when ``export``)."""
+    from ..data.synthetic import write_world
+    from ..pretrained_llm import smollm2_dir
+    from ..saving import save_model_and_processor
+    from .pretrain_encoders import EncoderPretrainConfig, pretrain_encoders
+    from .run import SUMMARY_FILE, describe_summary, find_checkpoints, train
+
+    if variant not in VARIANTS:
+        raise ValueError(f"--variant must be one of {VARIANTS}, got {variant!r}")
+    unknown = sorted(set(recipe) - set(_KEYS))
+    if unknown:
+        raise ValueError(f"unknown key(s) {unknown} in the synthetic recipe; known: {', '.join(_KEYS)}")
+    output = Path(output)
+    started = time.perf_counter()
+    world = output / "world"
+    if not (world / "world.json").is_file():
+        _done(f"world -> {world}")
+        write_world(world, overwrite=True, progress=True, **recipe.get("world", {}))
+    captions, instructions = str(world / "captions.json"), str(world / "instructions.json")
+
+    llm_dir = recipe.get("llm") or smollm2_dir()
+    encoders = output / "encoders"
+    from transformers import AutoConfig
+
+    tower_config = synthetic_config(AutoConfig.from_pretrained(llm_dir).to_dict(), "mining")
+    _done(f"encoders -> {encoders}")
+    encoders_file = pretrain_encoders(
+        tower_config, [captions], [], encoders, EncoderPretrainConfig(**recipe.get("encoders", {}))
+    )
+
+    folder = output / variant
+    init = folder / "init"
+    if not (init / "config.json").is_file():
+        _done(f"init ({variant}) -> {init}")
+        model, processor = build_model(llm_dir, variant, encoders_file)
+        save_model_and_processor(model, processor, init)
+        del model
+
+    previous = init
+    for stage, data in ((1, captions), (2, instructions)):
+        stage_dir = folder / f"stage{stage}"
+        if not (stage_dir / SUMMARY_FILE).is_file():
+            _done(f"stage {stage} ({variant}) -> {stage_dir}")
+            settings = {**recipe.get(f"stage{stage}", {}), "stage": stage, "model": str(previous), "data": [data],
+                        "output": str(stage_dir), "resume": bool(find_checkpoints(str(stage_dir)))}  # fmt: skip
+            result = train(TrainConfig.from_sources(None, settings))
+            print(describe_summary(result.summary), flush=True)
+            del result
+        previous = stage_dir
+    _done(f"{variant} trained in {output} ({(time.perf_counter() - started) / 60:.1f} min this run)")
+    if export is not None:
+        exported = export_default_model(previous, export)
+        _done(f"exported to {exported}")
+    return previous

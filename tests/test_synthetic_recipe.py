@@ -1,0 +1,129 @@
+"""The default model's recipe end to end on a tiny LLM: world -> encoders -> init -> stages -> export -> load."""
+
+import json
+
+import pytest
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from minigemini.configuration import MiniGeminiConfig
+from minigemini.data.synthetic import write_world
+from minigemini.default_model import build_model, default_model_available, export_default_model, load_default_model
+from minigemini.train import pretrain_encoders as pretraining
+from minigemini.train.lora import load_lora
+from minigemini.train.pretrain_encoders import ENCODERS_FILE, EncoderPretrainConfig, pretrain_encoders
+from minigemini.train.synthetic_recipe import run_synthetic_recipe
+
+from .conftest import CHATML_TEMPLATE, build_tokenizer
+
+pytest.importorskip("peft")
+
+
+def tiny_llm(path) -> str:
+    build_tokenizer(path, chat_template=CHATML_TEMPLATE)
+    config = LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                         num_key_value_heads=2, vocab_size=300, max_position_embeddings=1024, bos_token_id=0,
+                         eos_token_id=1, tie_word_embeddings=True)  # fmt: skip
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(path)
+    return str(path)
+
+
+def tower_config(llm_dir) -> MiniGeminiConfig:
+    model, _ = build_model(llm_dir, "mining")
+    return model.config
+
+
+RECIPE = {
+    "pipeline": "synthetic",
+    "world": {"scenes": 8, "generation": 4, "seed": 0},
+    "encoders": {"epochs": 1, "batch_size": 4, "warmup_steps": 1},
+    "stage1": {"global_batch_size": 4, "per_device_batch_size": 4, "max_steps": 2, "gradient_checkpointing": False,
+               "dataloader_workers": 0, "progress": False},
+    "stage2": {"lora": True, "lora_r": 4, "lora_alpha": 8, "tune_vision": True, "tune_vision_aux": True,
+               "learning_rate": 1e-3, "global_batch_size": 4, "per_device_batch_size": 4, "max_steps": 2,
+               "gradient_checkpointing": False, "dataloader_workers": 0, "progress": False},
+}  # fmt: skip
+
+
+def test_encoder_pretraining_resumes_to_the_same_weights(tmp_path, monkeypatch):
+    from safetensors.torch import load_file
+
+    llm = tiny_llm(tmp_path / "llm")
+    write_world(tmp_path / "world", scenes=8, generation=0, seed=0)
+    data = [str(tmp_path / "world" / "captions.json")]
+    settings = EncoderPretrainConfig(epochs=2, batch_size=4, warmup_steps=1)
+    config = tower_config(llm)
+    straight = pretrain_encoders(config, data, [], tmp_path / "straight", settings, progress=False)
+
+    calls = {"n": 0}
+    forward = pretraining.ContrastiveTowers.forward
+
+    def dies_in_epoch_two(self, *args):
+        calls["n"] += 1
+        if calls["n"] == 3:  # 2 steps per epoch: the first step of epoch 2
+            raise KeyboardInterrupt
+        return forward(self, *args)
+
+    monkeypatch.setattr(pretraining.ContrastiveTowers, "forward", dies_in_epoch_two)
+    with pytest.raises(KeyboardInterrupt):
+        pretrain_encoders(config, data, [], tmp_path / "resumed", settings, progress=False)
+    assert (tmp_path / "resumed" / "checkpoint.pt").is_file() and not (tmp_path / "resumed" / ENCODERS_FILE).exists()
+    monkeypatch.setattr(pretraining.ContrastiveTowers, "forward", forward)
+    resumed = pretrain_encoders(config, data, [], tmp_path / "resumed", settings, progress=False)
+    first, second = load_file(str(straight)), load_file(str(resumed))
+    assert sorted(first) == sorted(second) and any(k.startswith("vision_tower_aux.") for k in first)
+    for key in first:
+        torch.testing.assert_close(first[key], second[key], rtol=0, atol=1e-6)
+    fresh = build_model(llm, "mining")[0].state_dict()
+    assert any(not torch.equal(first[k], fresh[f"model.{k}"]) for k in first)  # training moved the towers
+
+
+def test_recipe_trains_exports_and_loads_the_default_model(tmp_path):
+    llm = tiny_llm(tmp_path / "llm")
+    recipe = {**RECIPE, "llm": llm}
+    stage2 = run_synthetic_recipe(recipe, tmp_path / "run", export=tmp_path / "export")
+    summary = json.loads((stage2 / "train_summary.json").read_text())
+    assert summary["lora"] and summary["steps"] == 2
+    assert default_model_available(tmp_path / "export")
+
+    # a second run finds every step done and trains nothing
+    before = (stage2 / "train_summary.json").stat().st_mtime_ns
+    run_synthetic_recipe(recipe, tmp_path / "run")
+    assert (stage2 / "train_summary.json").stat().st_mtime_ns == before
+
+    model, processor = load_default_model(tmp_path / "export", llm_dir=llm)
+    reference = load_lora(str(stage2)).merge_and_unload().float().eval()
+    exported = dict(model.named_parameters())
+    for name, value in reference.named_parameters():
+        if not name.startswith(("model.language_model.", "lm_head.")):  # towers, mining, projector: fp16 copies
+            torch.testing.assert_close(exported[name], value.half().float(), rtol=0, atol=0)
+    from PIL import Image
+
+    image = Image.open(tmp_path / "run" / "world" / "images" / "000000.png")
+    prompt = processor.apply_chat_template([{"role": "user", "content": "<image>\nDescribe the image."}])
+    inputs = processor(text=prompt, images=[image])
+    with torch.no_grad():
+        got, want = model(**inputs).logits, reference(**inputs).logits
+    # the training base held the frozen LLM in bf16; the export restores it from the fp32 LLM: bf16-level agreement
+    assert (got - want).abs().max() < 0.05 * want.abs().max()
+
+    hd_model, hd_processor = load_default_model(tmp_path / "export", llm_dir=llm, hd=True)
+    assert hd_model.config.image_seq_length == 5 * model.config.image_seq_length
+    hd_inputs = hd_processor(text=prompt, images=[image])
+    assert hd_inputs["pixel_values"].shape[1] == 5
+
+
+def test_lr_only_variant_and_bad_recipes(tmp_path):
+    llm = tiny_llm(tmp_path / "llm")
+    stage2 = run_synthetic_recipe({**RECIPE, "llm": llm}, tmp_path / "run", variant="lr_only")
+    export_default_model(stage2, tmp_path / "export")
+    assert MiniGeminiConfig.from_pretrained(tmp_path / "export").patch_info_mining is False
+    with pytest.raises(ValueError, match="LR-only"):
+        load_default_model(tmp_path / "export", llm_dir=llm, hd=True)
+    with pytest.raises(ValueError, match="unknown key"):
+        run_synthetic_recipe({**RECIPE, "stage3": {}}, tmp_path / "run")
+    with pytest.raises(ValueError, match="variant"):
+        run_synthetic_recipe(RECIPE, tmp_path / "run", variant="huge")
+    with pytest.raises(FileNotFoundError, match="mgm train --recipe synthetic"):
+        load_default_model(tmp_path / "nothing", llm_dir=llm)
