@@ -115,6 +115,10 @@ def _quantization_config(load_in_4bit: bool, load_in_8bit: bool, device: torch.d
     return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=skip)
 
 
+#: The name ``load_pretrained`` (and ``--model``) reads as the committed default model.
+DEFAULT_MODEL_NAME = "default"
+
+
 def load_pretrained(
     path: str | os.PathLike,
     device: str | torch.device | None = None,
@@ -125,7 +129,8 @@ def load_pretrained(
 ):
     """Load a saved Mini-Gemini and its processor; returns ``(model, processor)`` in eval mode on ``device``.
 
-    ``path``: a directory saved by this package, or a published MGM release checkpoint (converted on load by
+    ``path``: a directory saved by this package, ``"default"`` (the trained default model of
+    ``default_model.py``), or a published MGM release checkpoint (converted on load by
     ``minigemini.convert``).  ``chat_template`` overrides the processor's (a release template name, e.g.
     ``"vicuna_v1"``).  4/8-bit loading quantises the LLM only and needs bitsandbytes and CUDA.
     """
@@ -133,10 +138,15 @@ def load_pretrained(
     from .processing import PROCESSOR_CONFIG_NAME, MiniGeminiProcessor
 
     path = os.fspath(path)
-    if not os.path.isdir(path):
-        raise FileNotFoundError(f"model directory not found: {path}")
     device = resolve_device(device)
     dtype = parse_dtype(dtype) or default_dtype(device)
+    if path == DEFAULT_MODEL_NAME:
+        from .default_model import load_default_model
+
+        model, processor = load_default_model(dtype=dtype)
+        return model.to(device).eval(), processor
+    if not os.path.isdir(path):
+        raise FileNotFoundError(f"model directory not found: {path}")
     kwargs: dict[str, Any] = {"dtype": dtype}
     if load_in_4bit or load_in_8bit:
         kwargs["quantization_config"] = _quantization_config(load_in_4bit, load_in_8bit, device, dtype)

@@ -10,7 +10,10 @@ from ..text_to_image import BACKEND_CHOICES
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("model")
-    group.add_argument("--model", required=True, help="a Mini-Gemini directory (model + processor)")
+    group.add_argument(
+        "--model", default="default",
+        help="a Mini-Gemini directory (model + processor), or `default`: the model trained on the synthetic world",
+    )  # fmt: skip
     group.add_argument("--device", default="auto", help="auto (CUDA, else MPS, else CPU), cpu, cuda, cuda:1, mps")
     group.add_argument(
         "--dtype", default="auto", choices=["auto", "bf16", "fp16", "fp32"],

