@@ -11,6 +11,7 @@ What is committed (``minigemini/assets/default_model``, about 17 MB): the config
 
 from __future__ import annotations
 
+import shutil
 from importlib import resources
 from pathlib import Path
 
@@ -78,25 +79,16 @@ def build_model(llm_dir: str | Path, variant: str = "mining", encoders: str | Pa
     from safetensors.torch import load_file
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from .image_processing import MiniGeminiImageProcessor
+    from .convert import build_processor
     from .modeling import MiniGeminiForConditionalGeneration
-    from .processing import MiniGeminiProcessor
 
     torch.manual_seed(seed)
     tokenizer = AutoTokenizer.from_pretrained(llm_dir)
     llm = AutoModelForCausalLM.from_pretrained(llm_dir, dtype=torch.float32)
     config = synthetic_config(llm.config.to_dict(), variant)
-    image_processor = MiniGeminiImageProcessor(
-        image_size=config.vision_config.image_size,
-        image_size_aux=config.image_size_aux,
-        image_grid=config.image_grid,
-        image_global=config.image_global,
-    )
     # The LLM's own chat template when it has one (SmolLM2 does), else the release's Vicuna template.
     template = None if getattr(tokenizer, "chat_template", None) else "vicuna_v1"
-    processor = MiniGeminiProcessor(
-        image_processor, tokenizer, image_seq_length=config.image_seq_length, chat_template=template
-    )
+    processor = build_processor(config, tokenizer, template)
     config.image_token_id = processor.image_token_id
     model = MiniGeminiForConditionalGeneration(config)
     model.model.language_model.load_state_dict(llm.model.state_dict())
@@ -158,12 +150,13 @@ def export_default_model(trained: str | Path, destination: str | Path = DEFAULT_
         text = json.dumps(adapter_config, indent=1, default=lambda v: sorted(v) if isinstance(v, set) else str(v))
         (folder / ADAPTER_DIR / "adapter_config.json").write_text(text, encoding="utf-8")
 
+    # Write the new export beside the old one and swap them only once it is complete: a failed export keeps the old.
     destination = Path(destination)
+    staged = write_directory_atomically(destination.with_name(f".{destination.name}.new"), write)
     if destination.exists():
-        import shutil
-
         shutil.rmtree(destination)
-    return write_directory_atomically(destination, write)
+    staged.rename(destination)
+    return destination
 
 
 def default_model_available(directory: str | Path = DEFAULT_MODEL_DIR) -> bool:

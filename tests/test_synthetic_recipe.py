@@ -114,11 +114,24 @@ def test_recipe_trains_exports_and_loads_the_default_model(tmp_path):
     assert hd_inputs["pixel_values"].shape[1] == 5
 
 
-def test_lr_only_variant_and_bad_recipes(tmp_path):
+def test_lr_only_variant_and_bad_recipes(tmp_path, monkeypatch):
+    import safetensors.torch
+
     llm = tiny_llm(tmp_path / "llm")
     stage2 = run_synthetic_recipe({**RECIPE, "llm": llm}, tmp_path / "run", variant="lr_only")
     export_default_model(stage2, tmp_path / "export")
     assert MiniGeminiConfig.from_pretrained(tmp_path / "export").patch_info_mining is False
+    weights = (tmp_path / "export" / "vision.safetensors").read_bytes()
+
+    def disk_full(*args, **kwargs):
+        raise OSError("No space left on device")
+
+    with monkeypatch.context() as patch:  # an export that fails half-way keeps the previous one whole
+        patch.setattr(safetensors.torch, "save_file", disk_full)
+        with pytest.raises(OSError, match="No space"):
+            export_default_model(stage2, tmp_path / "export")
+    assert (tmp_path / "export" / "vision.safetensors").read_bytes() == weights
+    assert default_model_available(tmp_path / "export")
     with pytest.raises(ValueError, match="LR-only"):
         load_default_model(tmp_path / "export", llm_dir=llm, hd=True)
     with pytest.raises(ValueError, match="unknown key"):
