@@ -122,7 +122,7 @@ class ContrastiveTowers(nn.Module):
         return losses
 
 
-def _load_pairs(data: list[str], image_folders: list[str], processor: MiniGeminiImageProcessor, progress: bool):
+def load_caption_pairs(data: list[str], image_folders: list[str], processor: MiniGeminiImageProcessor, progress: bool):
     """Every (image, first answer) pair of LLaVA-format caption files as processed LR / HR tensors (fp16)."""
     records, _ = read_records(data, image_folders=image_folders or None)
     low, high, captions = [], [], []
@@ -163,7 +163,7 @@ def pretrain_encoders(
     processor = MiniGeminiImageProcessor(
         image_size=model_config.vision_config.image_size, image_size_aux=model_config.image_size_aux
     )
-    low, high, captions = _load_pairs(data, image_folders, processor, progress)
+    low, high, captions = load_caption_pairs(data, image_folders, processor, progress)
     vocabulary = WordVocabulary.build(captions)
     ids = vocabulary.encode(captions, config.max_words)
     towers = ContrastiveTowers(model_config, len(vocabulary), config.embed_dim, config.max_words)

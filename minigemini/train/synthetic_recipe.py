@@ -1,6 +1,7 @@
 """`mgm train --recipe synthetic`: the default model's whole recipe, step by step, each step resumable.
 
-world -> encoders (CLIP-style) -> init (SmolLM2 + towers) -> stage 1 -> stage 2 (-> export).  The recipe file
+world -> encoders (CLIP-style) -> init (SmolLM2 + towers) -> align (visual tokens towards word embeddings) ->
+stage 1 -> stage 2 (-> export).  The recipe file
 (``recipes/synthetic.yaml``) holds the settings of every step; a step whose output exists is skipped, and an
 interrupted training stage continues from its last checkpoint.  Variants (``--variant``) share the world and the
 encoders: ``mining`` (the default model), ``lr_only`` (the LLaVA-style baseline), ``hd`` (token extension).
@@ -18,7 +19,7 @@ from .config import TrainConfig
 __all__ = ["SYNTHETIC_RECIPE", "is_pipeline", "run_synthetic_recipe"]
 
 SYNTHETIC_RECIPE = Path(__file__).resolve().parents[2] / "recipes" / "synthetic.yaml"
-_SECTIONS = ("world", "encoders", "stage1", "stage2")
+_SECTIONS = ("world", "encoders", "align", "stage1", "stage2")
 _KEYS = ("pipeline", "llm", *_SECTIONS)  # llm: a causal LM directory instead of SmolLM2 (tests use a tiny one)
 
 
@@ -39,6 +40,7 @@ def run_synthetic_recipe(
     from ..saving import save_model_and_processor
     from .pretrain_encoders import EncoderPretrainConfig, pretrain_encoders
     from .run import SUMMARY_FILE, describe_summary, find_checkpoints, train
+    from .word_alignment import WordAlignmentConfig, align_visual_tokens
 
     if variant not in VARIANTS:
         raise ValueError(f"--variant must be one of {VARIANTS}, got {variant!r}")
@@ -71,7 +73,9 @@ def run_synthetic_recipe(
         save_model_and_processor(model, processor, init)
         del model
 
-    previous = init
+    aligned = folder / "aligned"
+    _done(f"align ({variant}) -> {aligned}")
+    previous = align_visual_tokens(init, [captions], aligned, WordAlignmentConfig(**recipe.get("align", {})))
     for stage, data in ((1, captions), (2, instructions)):
         stage_dir = folder / f"stage{stage}"
         if not (stage_dir / SUMMARY_FILE).is_file():
