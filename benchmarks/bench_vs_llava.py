@@ -16,6 +16,7 @@ import torch
 from transformers import LlamaForCausalLM, LlavaConfig, LlavaForConditionalGeneration
 
 from minigemini.bench import generate_fixed, median_time, preset_config, random_inputs
+from minigemini.cache_compat import CACHE_NAME, cache_of
 from minigemini.modeling import MiniGeminiForConditionalGeneration
 
 
@@ -55,11 +56,11 @@ def decode_tokens_per_s(model, inputs: dict, new_tokens: int, repeats: int, devi
     first_token = prefill.logits[:, -1:].argmax(-1)
 
     def decode() -> None:
-        cache, token, mask = copy.deepcopy(prefill.past_key_values), first_token, inputs["attention_mask"]
+        cache, token, mask = copy.deepcopy(cache_of(prefill)), first_token, inputs["attention_mask"]
         for _ in range(new_tokens):
             mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)
-            step = model(input_ids=token, attention_mask=mask, past_key_values=cache, use_cache=True)
-            token, cache = step.logits[:, -1:].argmax(-1), step.past_key_values
+            step = model(input_ids=token, attention_mask=mask, use_cache=True, **{CACHE_NAME: cache})
+            token, cache = step.logits[:, -1:].argmax(-1), cache_of(step)
 
     return new_tokens / median_time(decode, repeats, device)
 

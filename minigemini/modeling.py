@@ -7,9 +7,10 @@ from torch import nn
 from transformers import AutoModel, GenerationMixin, PreTrainedModel
 from transformers.activations import ACT2FN
 from transformers.cache_utils import Cache
-from transformers.modeling_outputs import BaseModelOutputWithPast, ModelOutput
+from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 from transformers.utils.generic import can_return_tuple
 
+from .cache_compat import CACHE_NAME, cache_of, take_cache
 from .configuration import PROJECTOR_PATTERN, MiniGeminiConfig
 from .encoders import HighResEncoder, LowResEncoder, freeze_encoder
 from .mining import PatchInfoMining, hr_views
@@ -25,12 +26,9 @@ class MiniGeminiModelOutputWithPast(BaseModelOutputWithPast):
 
 
 @dataclass
-class MiniGeminiCausalLMOutputWithPast(ModelOutput):
-    loss: torch.Tensor | None = None
-    logits: torch.Tensor | None = None
-    past_key_values: Cache | None = None
-    hidden_states: tuple[torch.Tensor] | None = None
-    attentions: tuple[torch.Tensor] | None = None
+class MiniGeminiCausalLMOutputWithPast(CausalLMOutputWithPast):
+    """Loss, logits and the LLM's outputs plus the projected visual tokens."""
+
     image_hidden_states: torch.Tensor | None = None
 
 
@@ -52,7 +50,7 @@ class MiniGeminiPreTrainedModel(PreTrainedModel):
     input_modalities = ("image", "text")
     main_input_name = "input_ids"
     supports_gradient_checkpointing = True
-    _skip_keys_device_placement = ["past_key_values"]
+    _skip_keys_device_placement = [CACHE_NAME]
     _no_split_modules = ["PatchInfoMining"]
     _supports_flash_attn = True
     _supports_sdpa = True
@@ -153,6 +151,7 @@ class MiniGeminiModel(MiniGeminiPreTrainedModel):
         inputs_embeds: torch.Tensor | None = None,
         **kwargs,
     ) -> MiniGeminiModelOutputWithPast:
+        past_key_values = take_cache(past_key_values, kwargs)
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("Pass exactly one of input_ids or inputs_embeds")
         if (pixel_values is None) != (high_res_pixel_values is None):
@@ -181,13 +180,13 @@ class MiniGeminiModel(MiniGeminiPreTrainedModel):
         outputs = self.language_model(
             attention_mask=attention_mask,
             position_ids=position_ids,
-            past_key_values=past_key_values,
             inputs_embeds=inputs_embeds,
+            **{CACHE_NAME: past_key_values},
             **kwargs,
         )
         return MiniGeminiModelOutputWithPast(
             last_hidden_state=outputs.last_hidden_state,
-            past_key_values=outputs.past_key_values,
+            **{CACHE_NAME: cache_of(outputs)},
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
             image_hidden_states=image_features,
@@ -261,7 +260,7 @@ class MiniGeminiForConditionalGeneration(MiniGeminiPreTrainedModel, GenerationMi
             high_res_pixel_values=high_res_pixel_values,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            past_key_values=past_key_values,
+            past_key_values=take_cache(past_key_values, kwargs),
             inputs_embeds=inputs_embeds,
             **kwargs,
         )
@@ -284,7 +283,7 @@ class MiniGeminiForConditionalGeneration(MiniGeminiPreTrainedModel, GenerationMi
         return MiniGeminiCausalLMOutputWithPast(
             loss=loss,
             logits=logits,
-            past_key_values=outputs.past_key_values,
+            **{CACHE_NAME: cache_of(outputs)},
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
             image_hidden_states=outputs.image_hidden_states,

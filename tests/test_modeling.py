@@ -1,3 +1,5 @@
+import copy
+
 import pytest
 import torch
 from transformers import AutoConfig, AutoModelForImageTextToText
@@ -97,6 +99,25 @@ def test_prompt_longer_than_context_is_refused():
     ids = torch.tensor([prompt_ids(config, [1] * 5, [2] * 5)])  # 26 tokens with the 16 visual ones
     with pytest.raises(ValueError, match="longer than the language model's context of 24 tokens"):
         model(input_ids=ids, **image_inputs(config, 1))
+
+
+def test_cache_is_accepted_under_either_name_and_returned_under_the_installed_one():
+    from minigemini.cache_compat import CACHE_NAME, cache_of
+
+    model = tiny_model()
+    config = model.config
+    ids = torch.tensor([prompt_ids(config, [1, 5], [6])])
+    with torch.no_grad():
+        prefill = model(input_ids=ids, **image_inputs(config, 1), use_cache=True)
+    cache = cache_of(prefill)
+    assert cache.get_seq_length() == ids.shape[1] and CACHE_NAME in prefill
+    step_ids = torch.tensor([[7]])
+    with torch.no_grad():
+        by_old_name = model(input_ids=step_ids, past_key_values=copy.deepcopy(cache)).logits
+        by_new_name = model(input_ids=step_ids, cache=copy.deepcopy(cache)).logits
+    assert torch.equal(by_old_name, by_new_name)
+    with pytest.raises(ValueError, match="not both"):
+        model(input_ids=step_ids, past_key_values=cache, cache=cache)
 
 
 @pytest.mark.parametrize("text_type", ["llama", "mixtral"])
