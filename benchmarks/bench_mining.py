@@ -19,7 +19,7 @@ import torch
 from transformers import ConvNextConfig
 
 from minigemini.encoders import HighResEncoder
-from minigemini.mining import PatchInfoMining, hr_views
+from minigemini.mining import PatchInfoMining, hr_views, mine_views
 
 
 def best_of(fn, repeats: int) -> float:
@@ -38,9 +38,17 @@ def inputs(hd: bool, dtype: torch.dtype):
     side = 384 if hd else 192
     # The ConvNeXt emits its map channels-last in memory; build the input the same way.
     hr_map = torch.randn(1, side, side, 2880, dtype=dtype).permute(0, 3, 1, 2)
-    views = hr_views(hr_map, image_grid=2, image_global=True) if hd else hr_map
-    lr = torch.randn(views.shape[0], 576, 1024, dtype=dtype)
-    return mining, hr_map, views, lr
+    lr = torch.randn(5 if hd else 1, 576, 1024, dtype=dtype)
+    return mining, hr_map, lr
+
+
+def forms(mining: PatchInfoMining, hr_map: torch.Tensor, lr: torch.Tensor, hd: bool) -> dict:
+    """The model's path (HD: the crops' tokens mine the whole map) and the literal Eq. 1 on cut views."""
+    grid = 2 if hd else 1
+    return {
+        "folded": lambda: mine_views(mining, lr, hr_map, grid, image_global=hd),
+        "literal": lambda: mining.forward_reference(lr, hr_views(hr_map, grid, image_global=hd)),
+    }
 
 
 def child_peak_mib(form: str, hd: bool, dtype: str) -> float:
@@ -58,10 +66,10 @@ def high_water_kib() -> int:
 
 
 def run_child(form: str, hd: bool, dtype: torch.dtype) -> None:
-    mining, _, views, lr = inputs(hd, dtype)
+    run = forms(*inputs(hd, dtype), hd)[form]
     before = high_water_kib()
     with torch.inference_mode():
-        (mining if form == "folded" else mining.forward_reference)(lr, views)
+        run()
     print((high_water_kib() - before) / 1024)
 
 
@@ -76,13 +84,14 @@ def main() -> None:
     dtype = getattr(torch, args.dtype)
     if args.child:
         return run_child(args.child, args.hd, dtype)
-    mining, hr_map, views, lr = inputs(args.hd, dtype)
+    mining, hr_map, lr = inputs(args.hd, dtype)
     side = hr_map.shape[-1]
+    run = forms(mining, hr_map, lr, args.hd)
     with torch.inference_mode():
-        folded = best_of(lambda: mining(lr, views), args.repeats)
-        literal = best_of(lambda: mining.forward_reference(lr, views), args.repeats)
+        folded = best_of(run["folded"], args.repeats)
+        literal = best_of(run["literal"], args.repeats)
         copy = best_of(lambda: hr_map.clone(memory_format=torch.channels_last), args.repeats)
-        diff = (mining(lr, views).float() - mining.forward_reference(lr, views).float()).abs().max().item()
+        diff = (run["folded"]().float() - run["literal"]().float()).abs().max().item()
         encoder_s = None
         if not args.no_encoder:
             convnext_l = ConvNextConfig(hidden_sizes=[192, 384, 768, 1536], depths=[3, 3, 27, 3], layer_norm_eps=1e-6)

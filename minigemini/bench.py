@@ -13,7 +13,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from .configuration import MiniGeminiConfig
-from .mining import hr_views
+from .mining import mine_views
 from .modeling import MiniGeminiForConditionalGeneration
 
 # Presets use the release's geometry (336 px / patch 14 -> 576 tokens, HR 768 -> 8x8 windows) at sizes this CPU runs.
@@ -93,11 +93,12 @@ def component_times(model: MiniGeminiForConditionalGeneration, inputs: dict, new
     timings["hr_encoder_s"] = median_time(lambda: inner.vision_tower_aux(inputs["high_res_pixel_values"]), repeats,
                                           device)
     progress("patch info mining")
-    views = hr_views(hr, config.image_grid, config.image_global)
-    timings["mining_s"] = median_time(lambda: inner.mining(lr, hr_views(hr, config.image_grid, config.image_global)),
-                                      repeats, device)
+    mined = mine_views(inner.mining, lr, hr, config.image_grid, config.image_global)
+    timings["mining_s"] = median_time(
+        lambda: mine_views(inner.mining, lr, hr, config.image_grid, config.image_global), repeats, device
+    )
     progress("projector")
-    mined = inner.mining(lr, views).reshape(inputs["input_ids"].shape[0], -1, lr.shape[-1])
+    mined = mined.reshape(inputs["input_ids"].shape[0], -1, lr.shape[-1])
     timings["projector_s"] = median_time(lambda: inner.mm_projector(mined), repeats, device)
     progress("LLM prefill")
     embeds = inner.get_input_embeddings()(inputs["input_ids"])

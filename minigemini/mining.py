@@ -30,14 +30,42 @@ def hr_views(hr_map: torch.Tensor, image_grid: int, image_global: bool) -> torch
         return hr_map
     batch, channels, size, _ = hr_map.shape
     g, cell = image_grid, size // image_grid
-    # Cut in channels-last order (the ConvNeXt's own memory layout): the copies move whole rows of cells, and mining
-    # then reads each view without a transposing copy.
-    cells = hr_map.permute(0, 2, 3, 1).reshape(batch, g, cell, g, cell, channels)
-    views = cells.permute(0, 1, 3, 2, 4, 5).reshape(batch, g * g, cell, cell, channels)
+    views = (
+        hr_map.reshape(batch, channels, g, cell, g, cell)
+        .permute(0, 2, 4, 1, 3, 5)
+        .reshape(batch, g * g, channels, cell, cell)
+    )
     if image_global:
         whole = F.interpolate(hr_map, size=(cell, cell), mode="bilinear", align_corners=False)
-        views = torch.cat([whole.permute(0, 2, 3, 1).unsqueeze(1), views], dim=1)
-    return views.flatten(0, 1).permute(0, 3, 1, 2)
+        views = torch.cat([whole.unsqueeze(1), views], dim=1)
+    return views.flatten(0, 1)
+
+
+def mine_views(
+    mining: "PatchInfoMining", lr_features: torch.Tensor, hr_map: torch.Tensor, image_grid: int, image_global: bool
+) -> torch.Tensor:
+    """Patch info mining for every view of each image: (B * V, N, C) LR tokens, (B, C_aux, S, S) HR map -> (B * V, N, C).
+
+    Views per image are ordered [global, crop(0,0), crop(0,1), ...], crops being the grid cells row-major; a crop's
+    tokens mine their windows of that cell of the map, the global view's tokens the whole map downsampled (bilinear) to
+    a cell's size.  A crop's windows are windows of the whole map, so all crops' tokens, tiled back into one
+    (g n) x (g n) grid, mine the whole map in one call: no crop is ever copied out of the (large) HD map.
+    Equal to `mining(lr_features, hr_views(hr_map, ...))`, the literal layout kept for tests and benchmarks.
+    """
+    if image_grid == 1:
+        return mining(lr_features, hr_map)
+    batch, g = hr_map.shape[0], image_grid
+    views = lr_features.unflatten(0, (batch, -1))  # (B, V, N, C)
+    n, channels = mining._tokens_per_side(lr_features), lr_features.shape[-1]
+    crops = views[:, int(image_global) :].reshape(batch, g, g, n, n, channels)  # (b, r, c, i, j, C)
+    tiled = crops.permute(0, 1, 3, 2, 4, 5).reshape(batch, g * n * g * n, channels)  # row r*n+i, column c*n+j
+    mined = mining(tiled, hr_map).reshape(batch, g, n, g, n, channels).permute(0, 1, 3, 2, 4, 5)
+    mined = mined.reshape(batch, g * g, n * n, channels)
+    if image_global:
+        cell = hr_map.shape[-1] // g
+        whole = F.interpolate(hr_map, size=(cell, cell), mode="bilinear", align_corners=False)
+        mined = torch.cat([mining(views[:, 0], whole).unsqueeze(1), mined], dim=1)
+    return mined.flatten(0, 1)
 
 
 class PatchInfoMining(nn.Module):

@@ -13,7 +13,7 @@ from transformers.utils.generic import can_return_tuple
 from .cache_compat import CACHE_NAME, cache_of, take_cache
 from .configuration import PROJECTOR_PATTERN, MiniGeminiConfig
 from .encoders import HighResEncoder, LowResEncoder, freeze_encoder
-from .mining import PatchInfoMining, hr_views
+from .mining import PatchInfoMining, mine_views
 
 IGNORE_INDEX = -100
 
@@ -115,8 +115,7 @@ class MiniGeminiModel(MiniGeminiPreTrainedModel):
         if self.mining is None:
             return self.mm_projector(lr_features.reshape(num_images, -1, lr_features.shape[-1]))
         hr_map = self.vision_tower_aux(high_res_pixel_values)  # (B, C_aux, H/4, H/4)
-        views = hr_views(hr_map, config.image_grid, config.image_global)  # (B*V, C_aux, h, h)
-        mined = self.mining(lr_features, views)
+        mined = mine_views(self.mining, lr_features, hr_map, config.image_grid, config.image_global)
         mined = mined.reshape(num_images, -1, mined.shape[-1])
         return self.mm_projector(mined)
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from minigemini.mining import PatchInfoMining, hr_views, split_windows
+from minigemini.mining import PatchInfoMining, hr_views, mine_views, split_windows
 
 
 def reference_mining(mining: PatchInfoMining, lr: torch.Tensor, hr_map: torch.Tensor) -> torch.Tensor:
@@ -91,6 +91,21 @@ def test_hd_views_order_global_then_crops_row_major():
         torch.testing.assert_close(views[5 * b + 4], hr_map[b, :, 4:, 4:])
     assert hr_views(hr_map, image_grid=2, image_global=False).shape == (8, 3, 4, 4)
     assert hr_views(hr_map, image_grid=1, image_global=False) is hr_map
+
+
+@pytest.mark.parametrize("image_global", [True, False])
+def test_hd_mining_on_the_whole_map_equals_mining_each_cut_view(image_global):
+    torch.manual_seed(0)
+    mining = randomised_mining(8, 6, 4)
+    views = 5 if image_global else 4
+    hr_map = torch.randn(2, 16, 16, 6).permute(0, 3, 1, 2)  # channels-last in memory, as the ConvNeXt emits it
+    lr = torch.randn(2 * views, 4, 8)  # 2x2 tokens per view, 4x4 cells per token window of a 8x8 crop
+    with torch.no_grad():
+        expected = mining.forward_reference(lr, hr_views(hr_map, image_grid=2, image_global=image_global))
+        torch.testing.assert_close(mine_views(mining, lr, hr_map, 2, image_global), expected, atol=1e-5, rtol=1e-4)
+        # each crop's tokens must see their own cell: mining the views in the wrong order gives another answer
+        shuffled = hr_views(hr_map, image_grid=2, image_global=image_global).flip(0)
+        assert not torch.allclose(mining.forward_reference(lr, shuffled), expected, atol=1e-3)
 
 
 def test_mining_rejects_non_square_token_grid():
