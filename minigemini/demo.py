@@ -48,8 +48,8 @@ def run_demo(image: Path, question: str, draw: str, picture: Path, hd: bool, gen
     answer = chat(model, picture_in, question, processor, max_new_tokens=64)
     print(f"Answer    {answer}   ({time.perf_counter() - started:.1f} s)")
     print(
-        "          (this checkpoint is a first, short training run: its answers about images are at chance level;\n"
-        "           its picture prompts and plain chat work. Measurements and how to retrain: README, 'The default model')"
+        "          (trained on 2 CPU cores in about 1.5 h: it tells colours (88 %) and shapes (74 %), counts and positions\n"
+        "           poorly, cannot read small text yet. Measurements and how to retrain: README, 'The default model')"
     )
 
     request = request_image(draw)
