@@ -68,6 +68,21 @@ def mine_views(
     return mined.flatten(0, 1)
 
 
+def cell_statistics(cells: torch.Tensor, eps: float, rows_per_chunk: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
+    """LayerNorm's per-cell mean and 1 / std over channels: (B, S, S, C) -> two (B, S, S) in the cells' dtype.
+
+    Computed in fp32 a few rows at a time, so a bf16 map is never copied whole to fp32 (reductions with dtype=float32
+    would make that copy: twice the bf16 map's size); for an fp32 map the chunks are views and nothing is copied.
+    """
+    means, mean_squares = [], []
+    for rows in cells.split(rows_per_chunk, dim=1):
+        means.append(rows.mean(dim=-1, dtype=torch.float32))
+        mean_squares.append(torch.linalg.vector_norm(rows, dim=-1, dtype=torch.float32).square() / cells.shape[-1])
+    mean, mean_square = torch.cat(means, dim=1), torch.cat(mean_squares, dim=1)
+    rstd = torch.rsqrt((mean_square - mean.square()).clamp_min(0) + eps)
+    return mean.to(cells.dtype), rstd.to(cells.dtype)
+
+
 class PatchInfoMining(nn.Module):
     """T = X + softmax(q k^T / sqrt(d)) v, one query per LR token over its HR window (single head, no dropout).
 
@@ -107,10 +122,7 @@ class PatchInfoMining(nn.Module):
         # on the raw cells and the per-cell statistics (two cheap reductions) are applied to their small results.
         # The ConvNeXt map is channels-last in memory already, so this permute is free.
         raw = hr_map.to(lr_features.dtype).permute(0, 2, 3, 1)  # (B, S, S, C_aux)
-        mean = raw.mean(dim=-1, dtype=torch.float32)
-        mean_square = torch.linalg.vector_norm(raw, dim=-1, dtype=torch.float32).square() / channels
-        rstd = torch.rsqrt((mean_square - mean.square()).clamp_min(0) + key_norm.eps)
-        mean, rstd = mean.to(raw.dtype), rstd.to(raw.dtype)
+        mean, rstd = cell_statistics(raw, key_norm.eps)
         cells = raw.reshape(batch, n, p, n, p, channels)  # (b, i, y, j, x, c): cell (y, x) of token (i, j)
 
         query = self.query(lr_features)

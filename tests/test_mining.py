@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from minigemini.mining import PatchInfoMining, hr_views, mine_views, split_windows
+from minigemini.mining import PatchInfoMining, cell_statistics, hr_views, mine_views, split_windows
 
 
 def reference_mining(mining: PatchInfoMining, lr: torch.Tensor, hr_map: torch.Tensor) -> torch.Tensor:
@@ -106,6 +106,17 @@ def test_hd_mining_on_the_whole_map_equals_mining_each_cut_view(image_global):
         # each crop's tokens must see their own cell: mining the views in the wrong order gives another answer
         shuffled = hr_views(hr_map, image_grid=2, image_global=image_global).flip(0)
         assert not torch.allclose(mining.forward_reference(lr, shuffled), expected, atol=1e-3)
+
+
+def test_cell_statistics_in_row_chunks_match_layer_norm():
+    torch.manual_seed(0)
+    cells = torch.randn(2, 8, 8, 5) * 3 + 1
+    mean, rstd = cell_statistics(cells, eps=1e-6, rows_per_chunk=3)  # chunks of 3, 3 and 2 rows
+    torch.testing.assert_close((cells - mean[..., None]) * rstd[..., None], F.layer_norm(cells, (5,), eps=1e-6))
+    mean_bf16, rstd_bf16 = cell_statistics(cells.bfloat16(), eps=1e-6, rows_per_chunk=3)
+    assert mean_bf16.dtype == torch.bfloat16
+    torch.testing.assert_close(mean_bf16.float(), mean, atol=0.05, rtol=0.02)
+    torch.testing.assert_close(rstd_bf16.float(), rstd, atol=0.01, rtol=0.02)
 
 
 def test_mining_rejects_non_square_token_grid():
