@@ -54,8 +54,9 @@ def forms(mining: PatchInfoMining, hr_map: torch.Tensor, lr: torch.Tensor, hd: b
 def child_peak_mib(form: str, hd: bool, dtype: str) -> float:
     """Peak RSS growth of one call of `form`, in a fresh process so the two forms cannot share an allocator."""
     flag = ["--hd"] if hd else []
-    out = subprocess.run([sys.executable, __file__, "--child", form, "--dtype", dtype, *flag],
-                         check=True, capture_output=True, text=True).stdout
+    out = subprocess.run(
+        [sys.executable, __file__, "--child", form, "--dtype", dtype, *flag], check=True, capture_output=True, text=True
+    ).stdout
     return float(out.strip().splitlines()[-1])
 
 

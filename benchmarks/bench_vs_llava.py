@@ -78,28 +78,36 @@ def main() -> None:
     llm = bare_llm(mgm).to(dtype).eval()
     inputs = random_inputs(mgm.config, 1, 32, device, dtype)
     llava_inputs = {k: v for k, v in inputs.items() if k != "high_res_pixel_values"}
-    text_inputs = {"input_ids": inputs["input_ids"].masked_fill(inputs["input_ids"] == mgm.config.image_token_id, 5),
-                   "attention_mask": inputs["attention_mask"]}
+    text_inputs = {
+        "input_ids": inputs["input_ids"].masked_fill(inputs["input_ids"] == mgm.config.image_token_id, 5),
+        "attention_mask": inputs["attention_mask"],
+    }
     with torch.inference_mode():
-        hr_encoder = median_time(lambda: mgm.model.vision_tower_aux(inputs["high_res_pixel_values"]), args.repeats,
-                                 device)
+        hr_encoder = median_time(
+            lambda: mgm.model.vision_tower_aux(inputs["high_res_pixel_values"]), args.repeats, device
+        )
         mgm_prefill = median_time(lambda: generate_fixed(mgm, inputs, 1), args.repeats, device)
         llava_prefill = median_time(lambda: generate_fixed(llava, llava_inputs, 1), args.repeats, device)
         mgm_decode = decode_tokens_per_s(mgm, inputs, args.new_tokens, args.repeats, device)
         llm_decode = decode_tokens_per_s(llm, text_inputs, args.new_tokens, args.repeats, device)
     extra = mgm_prefill - llava_prefill
-    print(json.dumps({
-        "prompt_tokens": inputs["input_ids"].shape[1],
-        "dtype": args.dtype,
-        "threads": torch.get_num_threads(),
-        "llava_prefill_s": round(llava_prefill, 3),
-        "minigemini_prefill_s": round(mgm_prefill, 3),
-        "hr_encoder_s": round(hr_encoder, 3),
-        "extra_prefill_over_hr_encoder": round(extra / hr_encoder, 2),
-        "minigemini_decode_tokens_per_s": round(mgm_decode, 1),
-        "bare_llm_decode_tokens_per_s": round(llm_decode, 1),
-        "decode_ratio": round(mgm_decode / llm_decode, 3),
-    }, indent=2))
+    print(
+        json.dumps(
+            {
+                "prompt_tokens": inputs["input_ids"].shape[1],
+                "dtype": args.dtype,
+                "threads": torch.get_num_threads(),
+                "llava_prefill_s": round(llava_prefill, 3),
+                "minigemini_prefill_s": round(mgm_prefill, 3),
+                "hr_encoder_s": round(hr_encoder, 3),
+                "extra_prefill_over_hr_encoder": round(extra / hr_encoder, 2),
+                "minigemini_decode_tokens_per_s": round(mgm_decode, 1),
+                "bare_llm_decode_tokens_per_s": round(llm_decode, 1),
+                "decode_ratio": round(mgm_decode / llm_decode, 3),
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

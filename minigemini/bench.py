@@ -24,19 +24,33 @@ PRESETS = {
 
 
 def preset_config(name: str, hd: bool = False) -> MiniGeminiConfig:
-    """"small" = CLIP-B-size LR, ConvNeXt-T HR, a SmolLM2-135M-shaped Llama; "tiny" for quick checks."""
+    """ "small" = CLIP-B-size LR, ConvNeXt-T HR, a SmolLM2-135M-shaped Llama; "tiny" for quick checks."""
     preset = PRESETS[name]
     width, layers, heads = preset["clip"]
     hidden_sizes, depths = preset["convnext"]
     llm_width, llm_layers, llm_heads = preset["llm"]
     return MiniGeminiConfig(
-        vision_config={"model_type": "clip_vision_model", "image_size": 336, "patch_size": 14, "hidden_size": width,
-                       "intermediate_size": 4 * width, "num_hidden_layers": layers, "num_attention_heads": heads},
+        vision_config={
+            "model_type": "clip_vision_model",
+            "image_size": 336,
+            "patch_size": 14,
+            "hidden_size": width,
+            "intermediate_size": 4 * width,
+            "num_hidden_layers": layers,
+            "num_attention_heads": heads,
+        },
         vision_aux_config={"model_type": "convnext", "hidden_sizes": hidden_sizes, "depths": depths},
-        text_config={"model_type": "llama", "hidden_size": llm_width, "intermediate_size": int(8 / 3 * llm_width),
-                     "num_hidden_layers": llm_layers, "num_attention_heads": llm_heads,
-                     "num_key_value_heads": max(1, llm_heads // 3), "vocab_size": 49153,
-                     "max_position_embeddings": 8192, "tie_word_embeddings": True},
+        text_config={
+            "model_type": "llama",
+            "hidden_size": llm_width,
+            "intermediate_size": int(8 / 3 * llm_width),
+            "num_hidden_layers": llm_layers,
+            "num_attention_heads": llm_heads,
+            "num_key_value_heads": max(1, llm_heads // 3),
+            "vocab_size": 49153,
+            "max_position_embeddings": 8192,
+            "tie_word_embeddings": True,
+        },
         image_size_aux=1536 if hd else 768,
         image_grid=2 if hd else 1,
         image_global=hd,
@@ -78,8 +92,13 @@ def generate_fixed(model, inputs: dict, new_tokens: int):
     return model.generate(**inputs, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False)
 
 
-def component_times(model: MiniGeminiForConditionalGeneration, inputs: dict, new_tokens: int, repeats: int,
-                    progress: Callable[[str], None] = lambda step: None) -> dict:
+def component_times(
+    model: MiniGeminiForConditionalGeneration,
+    inputs: dict,
+    new_tokens: int,
+    repeats: int,
+    progress: Callable[[str], None] = lambda step: None,
+) -> dict:
     """Seconds per component for one batch; decode speed from two generate() lengths (prefill cancels out)."""
     inner, config, device = model.model, model.config, model.device
     pixel_values = inputs["pixel_values"]
@@ -90,8 +109,9 @@ def component_times(model: MiniGeminiForConditionalGeneration, inputs: dict, new
     timings["lr_encoder_s"] = median_time(lambda: inner.vision_tower(lr_pixels), repeats, device)
     progress("HR encoder")
     hr = inner.vision_tower_aux(inputs["high_res_pixel_values"])
-    timings["hr_encoder_s"] = median_time(lambda: inner.vision_tower_aux(inputs["high_res_pixel_values"]), repeats,
-                                          device)
+    timings["hr_encoder_s"] = median_time(
+        lambda: inner.vision_tower_aux(inputs["high_res_pixel_values"]), repeats, device
+    )
     progress("patch info mining")
     mined = mine_views(inner.mining, lr, hr, config.image_grid, config.image_global)
     timings["mining_s"] = median_time(

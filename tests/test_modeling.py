@@ -151,7 +151,7 @@ def test_left_padded_batch_generation_equals_one_by_one(text_type):
     for prompt, which in zip(prompts, per_sample_images):
         kwargs = {k: v[which] for k, v in images.items()} if which.stop > which.start else {}
         out = model.generate(input_ids=torch.tensor([prompt]), **kwargs, max_new_tokens=6, do_sample=False)
-        singles.append(out[0, len(prompt):])
+        singles.append(out[0, len(prompt) :])
     width = max(map(len, prompts))
     pad = config.text_config.pad_token_id
     ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts])
@@ -174,8 +174,9 @@ def test_save_and_load_round_trip_by_model_type(tmp_path):
     assert isinstance(loaded, MiniGeminiForConditionalGeneration)
     assert isinstance(loaded.config, MiniGeminiConfig) and loaded.config.image_global
     with torch.no_grad():
-        torch.testing.assert_close(loaded(input_ids=ids, **images).logits, model(input_ids=ids, **images).logits,
-                                   rtol=0, atol=0)
+        torch.testing.assert_close(
+            loaded(input_ids=ids, **images).logits, model(input_ids=ids, **images).logits, rtol=0, atol=0
+        )
 
 
 def test_freeze_vision_towers_leaves_mining_and_projector_trainable():
