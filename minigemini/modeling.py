@@ -259,7 +259,7 @@ class MiniGeminiForConditionalGeneration(MiniGeminiPreTrainedModel, GenerationMi
             high_res_pixel_values=high_res_pixel_values,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            past_key_values=take_cache(past_key_values, kwargs),
+            past_key_values=past_key_values,  # or `cache` in kwargs: the model takes either
             inputs_embeds=inputs_embeds,
             **kwargs,
         )
