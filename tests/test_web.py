@@ -108,6 +108,42 @@ def test_web_chat_in_headless_chromium(web_app, tmp_path, monkeypatch):
     assert "What colour is this? <GEN>" in processor.decode(request.inputs["input_ids"][0])
 
 
+def test_pictures_reach_gradio_as_png_files_written_once(tmp_path, monkeypatch):
+    # Handed a PIL image, Gradio re-encodes it into the same cache file on each re-render, and a browser reading the
+    # file meanwhile gets a truncated picture (seen on a loaded CI machine); a file path is copied once, atomically.
+    import gradio.processing_utils
+    from PIL import Image
+
+    from minigemini.inference import load_pretrained
+    from minigemini.serve.engine import BatchingEngine
+    from minigemini.serve.web import create_demo
+    from minigemini.text_to_image import SyntheticTextToImage
+
+    model, processor = load_pretrained(save_tiny_mgm(tmp_path))
+    script_answers(monkeypatch, processor, "Red. <h>a red circle on a blue background</h>")
+    encoded = []
+    encode = gradio.processing_utils.save_pil_to_cache
+    monkeypatch.setattr(
+        gradio.processing_utils, "save_pil_to_cache", lambda *a, **k: encoded.append(a) or encode(*a, **k)
+    )
+    engine = BatchingEngine(model, processor, max_batch_size=1).start()
+    try:
+        demo = create_demo(engine, SyntheticTextToImage(size=64), max_new_tokens=40, temperature=0.0)
+        *_, last = demo.fn({"text": "Draw it", "files": []}, [], True, False, 40, 0.0)
+        answer, picture = last
+        history = [{"role": "user", "content": "Draw it"}, {"role": "assistant", "content": answer},
+                   {"role": "assistant", "content": picture}]  # fmt: skip
+        shown = [demo.chatbot.postprocess(history) for _ in range(2)]  # two re-renders
+    finally:
+        engine.close()
+    assert answer.startswith("Red.") and picture.label == "a red circle on a blue background"
+    assert encoded == []  # never re-encoded into the cache
+    path = picture.value["path"]
+    assert path.endswith(".png") and shown[0] == shown[1]
+    with Image.open(path) as image:
+        assert image.size == (64, 64) and image.getpixel((32, 32)) == (220, 30, 30)
+
+
 def test_mgm_web_builds_from_its_command_line(tmp_path):
     import argparse
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import queue
+import tempfile
 from collections.abc import Iterator
 from typing import Any
 
@@ -95,6 +96,9 @@ def create_demo(engine: BatchingEngine, image_generator=None, max_new_tokens: in
     import gradio as gr
 
     model, processor = engine.model, engine.processor
+    # Pictures go to Gradio as PNG files written once: handed a PIL image, Gradio re-encodes it into the same cache
+    # path on every re-render (truncate, then write), and a browser fetching it meanwhile gets a short, broken file.
+    picture_dir = tempfile.mkdtemp(prefix="mgm-web-pictures-")
 
     def respond(message, history, generate_picture, use_ocr, max_tokens, temperature_value):
         text = (message.get("text") if isinstance(message, dict) else str(message or "")) or ""
@@ -147,8 +151,9 @@ def create_demo(engine: BatchingEngine, image_generator=None, max_new_tokens: in
             if prompt is None:
                 yield [answer, "(no <h>prompt</h> in the answer: no picture)"]
             elif image_generator is not None:
-                picture = image_generator(prompt)
-                yield [answer, gr.Image(value=picture, label=prompt, type="pil", format="png")]
+                with tempfile.NamedTemporaryFile(suffix=".png", dir=picture_dir, delete=False) as file:
+                    image_generator(prompt).save(file, format="PNG")
+                yield [answer, gr.Image(value=file.name, label=prompt)]
 
     chatbot = gr.Chatbot(label="Mini-Gemini", height=520, elem_id="mgm-chatbot")
     textbox = gr.MultimodalTextbox(
