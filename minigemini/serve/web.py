@@ -98,7 +98,8 @@ def create_demo(engine: BatchingEngine, image_generator=None, max_new_tokens: in
     model, processor = engine.model, engine.processor
     # Pictures go to Gradio as PNG files written once: handed a PIL image, Gradio re-encodes it into the same cache
     # path on every re-render (truncate, then write), and a browser fetching it meanwhile gets a short, broken file.
-    picture_dir = tempfile.mkdtemp(prefix="mgm-web-pictures-")
+    # Gradio re-reads the file on re-renders, so it stays until the app is gone (then the folder is removed).
+    pictures = tempfile.TemporaryDirectory(prefix="mgm-web-pictures-")
 
     def respond(message, history, generate_picture, use_ocr, max_tokens, temperature_value):
         text = (message.get("text") if isinstance(message, dict) else str(message or "")) or ""
@@ -151,7 +152,7 @@ def create_demo(engine: BatchingEngine, image_generator=None, max_new_tokens: in
             if prompt is None:
                 yield [answer, "(no <h>prompt</h> in the answer: no picture)"]
             elif image_generator is not None:
-                with tempfile.NamedTemporaryFile(suffix=".png", dir=picture_dir, delete=False) as file:
+                with tempfile.NamedTemporaryFile(suffix=".png", dir=pictures.name, delete=False) as file:
                     image_generator(prompt).save(file, format="PNG")
                 yield [answer, gr.Image(value=file.name, label=prompt)]
 
