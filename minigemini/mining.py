@@ -9,6 +9,14 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def tokens_per_side(lr_features: torch.Tensor) -> int:
+    """(B, N, C) LR tokens -> n, the side of their n x n grid (N must be a square)."""
+    n = round(lr_features.shape[1] ** 0.5)
+    if n**2 != lr_features.shape[1]:
+        raise ValueError(f"patch info mining needs a square grid of LR tokens, got {lr_features.shape[1]}")
+    return n
+
+
 def split_windows(hr_map: torch.Tensor, tokens_per_side: int) -> torch.Tensor:
     """(B, C, S, S) -> (B, n*n, p*p, C): the p x p window of each of the n x n LR tokens, row-major."""
     batch, channels, height, width = hr_map.shape
@@ -56,7 +64,7 @@ def mine_views(
         return mining(lr_features, hr_map)
     batch, g = hr_map.shape[0], image_grid
     views = lr_features.unflatten(0, (batch, -1))  # (B, V, N, C)
-    n, channels = mining._tokens_per_side(lr_features), lr_features.shape[-1]
+    n, channels = tokens_per_side(lr_features), lr_features.shape[-1]
     crops = views[:, int(image_global) :].reshape(batch, g, g, n, n, channels)  # (b, r, c, i, j, C)
     tiled = crops.permute(0, 1, 3, 2, 4, 5).reshape(batch, g * n * g * n, channels)  # row r*n+i, column c*n+j
     mined = mining(tiled, hr_map).reshape(batch, g, n, g, n, channels).permute(0, 1, 3, 2, 4, 5)
@@ -103,15 +111,9 @@ class PatchInfoMining(nn.Module):
         self.key = nn.Sequential(nn.LayerNorm(aux_hidden_size), nn.Linear(aux_hidden_size, mining_hidden_size))
         self.value = nn.Sequential(nn.LayerNorm(aux_hidden_size), nn.Linear(aux_hidden_size, hidden_size))
 
-    def _tokens_per_side(self, lr_features: torch.Tensor) -> int:
-        tokens_per_side = round(lr_features.shape[1] ** 0.5)
-        if tokens_per_side**2 != lr_features.shape[1]:
-            raise ValueError(f"patch info mining needs a square grid of LR tokens, got {lr_features.shape[1]}")
-        return tokens_per_side
-
     def forward(self, lr_features: torch.Tensor, hr_map: torch.Tensor) -> torch.Tensor:
         """lr_features (B, N, C), hr_map (B, C_aux, S, S) with S a multiple of sqrt(N) -> (B, N, C)."""
-        n = self._tokens_per_side(lr_features)
+        n = tokens_per_side(lr_features)
         batch, channels, size, _ = hr_map.shape
         if hr_map.shape[-1] != size or size % n:
             raise ValueError(f"HR map of {tuple(hr_map.shape[-2:])} cells cannot be split into {n}x{n} square windows")
@@ -143,7 +145,7 @@ class PatchInfoMining(nn.Module):
 
     def forward_reference(self, lr_features: torch.Tensor, hr_map: torch.Tensor) -> torch.Tensor:
         """Eq. 1 as written: project every HR cell to a key and a value, attend, add."""
-        windows = split_windows(hr_map.to(lr_features.dtype), self._tokens_per_side(lr_features))
+        windows = split_windows(hr_map.to(lr_features.dtype), tokens_per_side(lr_features))
         query = self.query(lr_features).unsqueeze(2)  # (B, N, 1, d)
         # N acts as the attention "heads" axis: every token attends over its own p*p cells only.
         mined = F.scaled_dot_product_attention(query, self.key(windows), self.value(windows))
