@@ -101,6 +101,7 @@ def test_sigkilled_training_resumes_from_the_last_complete_checkpoint(workspace,
     )
     assert resumed.trainer.state.global_step == COMMON["max_steps"]
     assert counter.steps == COMMON["max_steps"] - step  # continued from the complete checkpoint, not from scratch
+    assert resumed.summary["samples_seen"] == reference.summary["samples_seen"]  # the killed part included
 
     expected, got = weights(reference.output), weights(resumed.output)
     assert expected.keys() == got.keys()

@@ -186,6 +186,8 @@ def test_interrupted_training_resumes_from_the_last_checkpoint(workspace):
         train(interrupted)
     resumed = train(config(workspace, "interrupted", resume=True, **common))
     assert resumed.trainer.state.global_step == 4
+    # the summary counts the whole run, the part before the interruption included
+    assert resumed.summary["samples_seen"] == reference.summary["samples_seen"] == 4 * 4
 
     expected, got = weights(reference.output), weights(resumed.output)
     for name, tensor in expected.items():

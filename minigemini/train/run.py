@@ -166,6 +166,7 @@ def build_training_arguments(config: TrainConfig, accumulation_steps: int) -> Tr
         dataloader_num_workers=config.dataloader_workers,
         remove_unused_columns=False,
         include_num_input_tokens_seen="non_padding",
+        restore_callback_states_from_checkpoint=True,  # DataTotals: a resumed run reports the whole run's samples
         report_to=config.report_to,
         use_cpu=not on_accelerator,
         ddp_find_unused_parameters=False,  # every trainable parameter is kept in the graph (see MiniGeminiTrainer)

@@ -2,7 +2,8 @@
 
 - ``_get_train_sampler``: modality + length grouped batches (``data.sampler``), or sequential / random;
 - ``create_optimizer``: a separate learning rate for the mining layer and the projector (``projector_lr``);
-- ``_prepare_inputs``: takes the collator's ``data_stats`` (samples, runtime skips) out of the batch and counts them;
+- ``_prepare_inputs``: takes the collator's ``data_stats`` (samples, runtime skips) out of the batch and counts them
+  (in ``DataTotals``, a callback whose counts travel in checkpoints, so a resumed run reports the whole run's);
 - ``compute_loss``: keeps every trainable parameter in the graph with a zero term, so text-only batches, batches whose
   samples were all skipped, or unused MoE experts never make DDP (or a frozen-LLM backward) fail.
 
@@ -16,13 +17,61 @@ from collections import Counter
 
 import torch
 from torch.utils.data import SequentialSampler
-from transformers import Trainer
+from transformers import Trainer, TrainerCallback
+from transformers.trainer_callback import ExportableState
 
 from ..data.collator import DATA_STATS_KEY
 from ..data.sampler import ModalityLengthGroupedSampler
 from .stages import is_multimodal_parameter
 
-__all__ = ["MiniGeminiTrainer"]
+__all__ = ["DataTotals", "MiniGeminiTrainer"]
+
+
+def _gather(value) -> list:
+    """``value`` from every process (a list of one outside distributed runs); every process must call it."""
+    if (
+        torch.distributed.is_available()
+        and torch.distributed.is_initialized()
+        and torch.distributed.get_world_size() > 1
+    ):
+        gathered: list = [None] * torch.distributed.get_world_size()
+        torch.distributed.all_gather_object(gathered, value)
+        return gathered
+    return [value]
+
+
+class DataTotals(TrainerCallback, ExportableState):
+    """Samples trained on and records skipped while loading, carried through checkpoints.
+
+    Each checkpoint stores the totals over all processes (``state``); resuming, the Trainer builds a new instance with
+    them as ``carried`` (``restore_callback_states_from_checkpoint``), so the summary counts the whole run.
+    """
+
+    def __init__(self):
+        self.samples = 0  # this process, this run
+        self.skipped: dict[str, str] = {}  # source -> reason (a bad image is counted once, not once per epoch)
+        self.carried: dict = {"samples": 0, "skipped": {}}  # all processes, up to the checkpoint resumed from
+        self._at_checkpoint = self.carried
+
+    def totals(self) -> dict:
+        """{"samples": n, "skipped": {source: reason}} over all processes and the run so far (call on every rank)."""
+        gathered = _gather((self.samples, self.skipped))
+        skipped = dict(self.carried["skipped"])
+        for _, part in gathered:
+            skipped.update(part)
+        return {"samples": self.carried["samples"] + sum(n for n, _ in gathered), "skipped": skipped}
+
+    # The Trainer sets should_save in its own (first) callback's hooks, then saves after every callback has run.
+    def on_step_end(self, args, state, control, **kwargs):
+        if control.should_save:
+            self._at_checkpoint = self.totals()
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        if control.should_save:
+            self._at_checkpoint = self.totals()
+
+    def state(self) -> dict:
+        return {"args": {}, "attributes": {"carried": self._at_checkpoint}}
 
 
 class MiniGeminiTrainer(Trainer):
@@ -46,9 +95,8 @@ class MiniGeminiTrainer(Trainer):
         self.projector_lr = projector_lr
         self.full_logits = full_logits
         self.sampler_kind = sampler
-        self.samples_seen = 0
-        self.runtime_skips: dict[str, str] = {}  # source -> reason (a bad image is counted once, not once per epoch)
         super().__init__(*args, **kwargs)
+        self.add_callback(DataTotals())
 
     # ------------------------------------------------------------------------------------------ data
 
@@ -71,8 +119,9 @@ class MiniGeminiTrainer(Trainer):
         if stats is not None:
             inputs = {k: v for k, v in inputs.items() if k != DATA_STATS_KEY}
             if self.model.training:
-                self.samples_seen += int(stats["samples"])
-                self.runtime_skips.update(dict(stats["skipped"]))
+                totals = self._data_totals
+                totals.samples += int(stats["samples"])
+                totals.skipped.update(dict(stats["skipped"]))
         if self.full_logits is not None and self.model.training:
             inputs = {**inputs, "full_logits": self.full_logits}
         return super()._prepare_inputs(inputs)
@@ -123,12 +172,13 @@ class MiniGeminiTrainer(Trainer):
 
     # ------------------------------------------------------------------------------------------ accounting
 
+    @property
+    def _data_totals(self) -> DataTotals:
+        # looked up each time: resuming replaces the instance with one carrying the checkpoint's counts
+        return next(c for c in self.callback_handler.callbacks if isinstance(c, DataTotals))
+
     def data_totals(self) -> dict:
-        """Samples trained on and records skipped while loading, over all processes (call on every rank)."""
-        samples, skipped = self.samples_seen, dict(self.runtime_skips)
-        if torch.distributed.is_available() and torch.distributed.is_initialized() and self.args.world_size > 1:
-            gathered: list = [None] * torch.distributed.get_world_size()
-            torch.distributed.all_gather_object(gathered, (samples, skipped))
-            samples = sum(g[0] for g in gathered)
-            skipped = {source: reason for g in gathered for source, reason in g[1].items()}
-        return {"samples": samples, "skipped": dict(Counter(skipped.values()))}
+        """Samples trained on and records skipped while loading, over all processes and the whole run, resumed parts
+        included (call on every rank): {"samples": n, "skipped": {reason: count}}."""
+        totals = self._data_totals.totals()
+        return {"samples": totals["samples"], "skipped": dict(Counter(totals["skipped"].values()))}
