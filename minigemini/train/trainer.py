@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections import Counter
 
 import torch
+from accelerate.utils import gather_object
 from torch.utils.data import SequentialSampler
 from transformers import Trainer, TrainerCallback
 from transformers.trainer_callback import ExportableState
@@ -25,19 +26,6 @@ from ..data.sampler import ModalityLengthGroupedSampler
 from .stages import is_multimodal_parameter
 
 __all__ = ["DataTotals", "MiniGeminiTrainer"]
-
-
-def _gather(value) -> list:
-    """``value`` from every process (a list of one outside distributed runs); every process must call it."""
-    if (
-        torch.distributed.is_available()
-        and torch.distributed.is_initialized()
-        and torch.distributed.get_world_size() > 1
-    ):
-        gathered: list = [None] * torch.distributed.get_world_size()
-        torch.distributed.all_gather_object(gathered, value)
-        return gathered
-    return [value]
 
 
 class DataTotals(TrainerCallback, ExportableState):
@@ -55,7 +43,7 @@ class DataTotals(TrainerCallback, ExportableState):
 
     def totals(self) -> dict:
         """{"samples": n, "skipped": {source: reason}} over all processes and the run so far (call on every rank)."""
-        gathered = _gather((self.samples, self.skipped))
+        gathered = gather_object([(self.samples, self.skipped)])  # one pair per process
         skipped = dict(self.carried["skipped"])
         for _, part in gathered:
             skipped.update(part)
@@ -66,9 +54,7 @@ class DataTotals(TrainerCallback, ExportableState):
         if control.should_save:
             self._at_checkpoint = self.totals()
 
-    def on_epoch_end(self, args, state, control, **kwargs):
-        if control.should_save:
-            self._at_checkpoint = self.totals()
+    on_epoch_end = on_step_end  # saves may also come at the end of an epoch
 
     def state(self) -> dict:
         return {"args": {}, "attributes": {"carried": self._at_checkpoint}}
