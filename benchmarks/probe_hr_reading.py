@@ -82,7 +82,7 @@ def dataset(seeds, processor):
 
 def run(name, tower, trainable, hr, targets, test_hr, test_targets, test_strings, minutes, lr):
     head = torch.nn.Conv2d(480, len(CLASSES) + 1, 1)
-    params = list(head.parameters()) + ([p for p in tower.parameters()] if trainable else [])
+    params = list(head.parameters()) + (list(tower.parameters()) if trainable else [])
     tower.requires_grad_(trainable)
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
     weight = torch.ones(len(CLASSES) + 1)
