@@ -61,6 +61,31 @@ def test_answers_agree_with_what_the_caption_says():
                 assert q.answer in CELL_NAMES and f"at the {q.answer}" in caption
 
 
+def test_regions_mark_where_each_named_thing_is_drawn():
+    from minigemini.synthetic.render import COLOURS, SHAPES
+
+    for seed in range(40):
+        scene = make_scene(seed)
+        pixels = np.asarray(scene.image).astype(int)
+        assert scene.regions
+        for region in scene.regions:
+            left, top, right, bottom = (round(v * 192) for v in region.box)
+            assert 0 <= left < right <= 192 and 0 <= top < bottom <= 192
+            inside = pixels[top:bottom, left:right].reshape(-1, 3)
+            colours = [w for w in region.words if w in COLOURS]
+            if colours and (set(region.words) & set(SHAPES) or region.words == tuple(colours)):  # a shape or a bar
+                assert (np.abs(inside - COLOURS[colours[0]]).sum(axis=1) < 10).mean() > 0.2, (seed, region)
+            else:  # small print (a chart's label names its bar's colour too): dark ink inside its box
+                assert (inside.sum(axis=1) < 300).any(), (seed, region)
+        named = {w for region in scene.regions for w in region.words}
+        for q in scene.questions:  # every short answer is a region's words (positions: of one region)
+            if q.type == "position":
+                assert any(" ".join(w for w in r.words if w in "top bottom left right centre") == q.answer
+                           for r in scene.regions)  # fmt: skip
+            else:
+                assert q.answer in named, (seed, q)
+
+
 def test_generation_requests_describe_a_scene_the_renderer_reads_back():
     for seed in range(60):
         request = make_generation_request(seed)
@@ -87,6 +112,8 @@ def test_write_world_files_are_valid_llava_data(tmp_path):
     assert len(text_only) == 5 and all(GEN_TAG in r.messages[0]["content"] for r in text_only)
     dialogues = [r for r in records if r.id and r.id.startswith("dialogue")]
     assert all(len(r.messages) >= 4 for r in dialogues)  # several turns each
+    captions = json.loads((tmp_path / "w" / "captions.json").read_text())
+    assert all(c["regions"] and all(len(r["box"]) == 4 and r["words"] for r in c["regions"]) for c in captions)
     rows = [json.loads(line) for line in (tmp_path / "w" / "test" / "questions.jsonl").read_text().splitlines()]
     assert sorted({row["category"] for row in rows}) == sorted(QUESTION_TYPES)
     assert all((tmp_path / "w" / "test" / row["image"]).is_file() for row in rows)

@@ -11,7 +11,9 @@ Everything a Mini-Gemini needs to be trained and checked offline, drawn with PIL
 - **Supervision** from what was drawn: a caption (stage 1 and encoder pre-training), short-answer questions of
   eight types (``QUESTION_TYPES``), multi-turn dialogues of several questions and a description (stage 2), and
   text-only picture requests in the paper's protocol (the user turn ends with `` <GEN>``, the answer holds
-  ``<h>description</h>`` in the language of ``minigemini.synthetic.render``, which draws it back).
+  ``<h>description</h>`` in the language of ``minigemini.synthetic.render``, which draws it back), and *regions*:
+  the box of every shape, bar, word, number and document line with the words an answer about it would use
+  (colour, shape, count, cell; the text itself), which the align step of the recipe binds to the visual tokens there.
 
 The same seed gives the same files.  ``write_world`` writes a training set and a held-out test set (use another
 seed for the test set); ``mgm data synth`` is its command line.
@@ -41,6 +43,7 @@ __all__ = [
     "WORDS",
     "GenerationRequest",
     "Question",
+    "Region",
     "Scene",
     "WorldOptions",
     "dejavu_font",
@@ -123,12 +126,22 @@ class Question:
     answer: str
 
 
+@dataclass(frozen=True)
+class Region:
+    """Where something was drawn (box as fractions of the image: left, top, right, bottom) and the words that name it
+    there: what an answer about it would say (colour, shape, count, cell, the written word or number)."""
+
+    box: tuple[float, float, float, float]
+    words: tuple[str, ...]
+
+
 @dataclass
 class Scene:
     kind: str
     image: Image.Image
     caption: str
     questions: list[Question] = field(default_factory=list)
+    regions: list[Region] = field(default_factory=list)
 
 
 # ----------------------------------------------------------------------------------------------- drawing helpers
@@ -154,9 +167,20 @@ def _cell_box(cell: int, size: int) -> tuple[float, float, float, float]:
     return column * step, row * step, (column + 1) * step, (row + 1) * step
 
 
-def _write(draw: ImageDraw.ImageDraw, text: str, centre: tuple[float, float], font, fill) -> None:
+def _write(draw: ImageDraw.ImageDraw, text: str, centre: tuple[float, float], font, fill) -> tuple[float, ...]:
+    """Draws ``text`` centred on ``centre``; returns its box in pixels."""
     left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
-    draw.text((centre[0] - (right + left) / 2, centre[1] - (bottom + top) / 2), text, font=font, fill=fill)
+    origin = (centre[0] - (right + left) / 2, centre[1] - (bottom + top) / 2)
+    draw.text(origin, text, font=font, fill=fill)
+    return draw.textbbox(origin, text, font=font)
+
+
+def _region(box: tuple[float, ...], size: int, *words: str) -> Region:
+    return Region(tuple(round(v / size, 4) for v in box), tuple(w for w in words if w))
+
+
+def _cell_words(cell: int) -> tuple[str, ...]:
+    return tuple(CELL_NAMES[cell].split())
 
 
 def _plural(kind: str, count: int) -> str:
@@ -175,14 +199,18 @@ def _ask(kind: str, text: str, answer: str) -> Question:
     return Question(kind, f"{text}\n{SHORT_ANSWER}", answer)
 
 
-def _place_shapes(draw, rng: random.Random, size: int, cells: list[int], kind: str, colour: str) -> None:
+def _place_shapes(draw, rng: random.Random, size: int, cells: list[int], kind: str, colour: str) -> list[Region]:
     step = size / 3
+    regions = []
     for cell in cells:
         x0, y0, x1, y1 = _cell_box(cell, size)
         radius = step * rng.uniform(0.26, 0.36)
         jitter = step * 0.08
         cx, cy = (x0 + x1) / 2 + rng.uniform(-jitter, jitter), (y0 + y1) / 2 + rng.uniform(-jitter, jitter)
         draw_shape(draw, kind, cx, cy, radius, COLOURS[colour])
+        box = (cx - radius, cy - radius, cx + radius, cy + radius)
+        regions.append(_region(box, size, colour, kind, str(len(cells)), *_cell_words(cell)))
+    return regions
 
 
 def _shape_groups(rng: random.Random, free: list[int], max_main: int, extras: int):
@@ -229,14 +257,13 @@ def _shape_caption(groups) -> list[str]:
 def _shapes_scene(rng, image, draw, size, options) -> Scene:
     free = rng.sample(range(9), 9)
     groups = _shape_groups(rng, free, max_main=9, extras=rng.choice((0, 0, 1, 2)))
-    for kind, colour, cells in groups:
-        _place_shapes(draw, rng, size, cells, kind, colour)
-    return Scene("shapes", image, _join(_shape_caption(groups)).capitalize(), _shape_questions(groups))
+    regions = [r for kind, colour, cells in groups for r in _place_shapes(draw, rng, size, cells, kind, colour)]
+    return Scene("shapes", image, _join(_shape_caption(groups)).capitalize(), _shape_questions(groups), regions)
 
 
 def _text_scene(rng, image, draw, size, options) -> Scene:
     free = rng.sample(range(9), 9)
-    items = []
+    items, regions = [], []
     for _ in range(rng.choice((1, 1, 2))):
         is_word = rng.random() < 0.6
         text = rng.choice(WORDS) if is_word else str(rng.randint(0, 99))
@@ -245,17 +272,18 @@ def _text_scene(rng, image, draw, size, options) -> Scene:
         x0, y0, x1, y1 = _cell_box(cell, size)
         jitter = (x1 - x0) * 0.12
         centre = ((x0 + x1) / 2 + rng.uniform(-jitter, jitter), (y0 + y1) / 2 + rng.uniform(-jitter, jitter))
-        _write(draw, text, centre, font, rng.choice(_INK))
+        box = _write(draw, text, centre, font, rng.choice(_INK))
+        regions.append(_region(box, size, text, *_cell_words(cell)))
         items.append(("word" if is_word else "number", text, CELL_NAMES[cell]))
     groups = _shape_groups(rng, free, max_main=3, extras=rng.choice((0, 1))) if rng.random() < 0.7 else []
     for kind, colour, cells in groups:
-        _place_shapes(draw, rng, size, cells, kind, colour)
+        regions += _place_shapes(draw, rng, size, cells, kind, colour)
     questions = [_ask(t, f"What {t} is written at the {where}?", text) for t, text, where in items]
     if len(items) == 1:
         questions.append(_ask(items[0][0], f"What {items[0][0]} is written in the image?", items[0][1]))
     written = [f'the {t} "{text}" written at the {where}' for t, text, where in items]
     caption = _join(_shape_caption(groups) + written)
-    return Scene("text", image, caption[0].upper() + caption[1:], questions + _shape_questions(groups))
+    return Scene("text", image, caption[0].upper() + caption[1:], questions + _shape_questions(groups), regions)
 
 
 def _chart_scene(rng, image, draw, size, options) -> Scene:
@@ -267,15 +295,17 @@ def _chart_scene(rng, image, draw, size, options) -> Scene:
     font = dejavu_font(rng.randint(*options.text_size))
     ink = rng.choice(_INK)
     draw.line((margin * 0.6, base, size - margin * 0.6, base), fill=ink, width=2)
+    regions = []
     for index, (colour, value) in enumerate(zip(colours, values)):
         x0 = margin + index * slot + slot * 0.2
         x1 = margin + (index + 1) * slot - slot * 0.2
         height = (base - top) * value / 100
         draw.rectangle((x0, base - height, x1, base), fill=COLOURS[colour])
-        _write(draw, str(value), ((x0 + x1) / 2, base - height - font.size * 0.7), font, ink)
+        label = _write(draw, str(value), ((x0 + x1) / 2, base - height - font.size * 0.7), font, ink)
+        regions += [_region((x0, base - height, x1, base), size, colour), _region(label, size, colour, str(value))]
     questions = [_ask("chart", f"What is the value of the {c} bar?", str(v)) for c, v in zip(colours, values)]
     caption = "A bar chart of " + _join([f"a {c} bar of {v}" for c, v in zip(colours, values)])
-    return Scene("chart", image, caption, questions)
+    return Scene("chart", image, caption, questions, regions)
 
 
 def _document_scene(rng, image, draw, size, options) -> Scene:
@@ -287,17 +317,23 @@ def _document_scene(rng, image, draw, size, options) -> Scene:
     draw.rectangle((x0, y0, x1, y1), fill=(252, 252, 248), outline=(90, 90, 90))
     line_height = (y1 - y0) / (len(words) + 1)
     ink = rng.choice(_INK)
+    regions = []
     for index, (word, number) in enumerate(zip(words, numbers)):
         y = y0 + line_height * (index + 1)
         _, top, _, bottom = draw.textbbox((0, 0), word, font=font)
-        draw.text((x0 + size * 0.06, y - (bottom + top) / 2), word, font=font, fill=ink)
+        origin = (x0 + size * 0.06, y - (bottom + top) / 2)
+        draw.text(origin, word, font=font, fill=ink)
+        word_box = draw.textbbox(origin, word, font=font)
         _, top, right, bottom = draw.textbbox((0, 0), str(number), font=font)
-        draw.text((x1 - size * 0.06 - right, y - (bottom + top) / 2), str(number), font=font, fill=ink)
+        origin = (x1 - size * 0.06 - right, y - (bottom + top) / 2)
+        draw.text(origin, str(number), font=font, fill=ink)
+        number_box = draw.textbbox(origin, str(number), font=font)
+        regions += [_region(box, size, word, str(number)) for box in (word_box, number_box)]  # a line binds both
     questions = [
         _ask("document", f"What number is next to {w} in the document?", str(n)) for w, n in zip(words, numbers)
     ]
     caption = "A document listing " + _join([f"{w} {n}" for w, n in zip(words, numbers)])
-    return Scene("document", image, caption, questions)
+    return Scene("document", image, caption, questions, regions)
 
 
 _SCENES = {"shapes": _shapes_scene, "text": _text_scene, "chart": _chart_scene, "document": _document_scene}
@@ -441,7 +477,8 @@ def write_world(
     overwrite: bool = False,
     progress: bool = False,
 ) -> dict[str, int | str]:
-    """Write a world to ``output``: ``images/``, ``captions.json`` (stage 1 and encoder pre-training),
+    """Write a world to ``output``: ``images/``, ``captions.json`` (stage 1 and encoder pre-training; each record
+    also lists its scene's ``regions``: ``{"box": [left, top, right, bottom] in fractions, "words": [...]}``),
     ``instructions.json`` (stage 2: dialogues + text-only picture requests), and when asked a held-out test set:
     ``test/questions.jsonl`` (LLaVA question format, ``category`` = question type, images in ``test/images``) and
     ``test/generation.jsonl`` (requests with their wanted scene).  Returns counts of what was written."""
@@ -465,6 +502,7 @@ def write_world(
             "id": f"caption-{index:06d}", "image": name, "source": f"synthetic-{scene.kind}",
             "conversations": [{"from": "human", "value": "<image>\nDescribe the image briefly."},
                               {"from": "gpt", "value": scene.caption}],
+            "regions": [{"box": list(r.box), "words": list(r.words)} for r in scene.regions],
         })  # fmt: skip
         instructions.append({
             "id": f"dialogue-{index:06d}", "image": name, "source": f"synthetic-{scene.kind}",
