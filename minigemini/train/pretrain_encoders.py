@@ -123,9 +123,10 @@ class ContrastiveTowers(nn.Module):
 
 
 def load_caption_pairs(data: list[str], image_folders: list[str], processor: MiniGeminiImageProcessor, progress: bool):
-    """Every (image, first answer) pair of LLaVA-format caption files as processed LR / HR tensors (fp16)."""
+    """Every (image, first answer) pair of LLaVA-format caption files as processed LR / HR tensors (fp16), with the
+    captions and the record ids."""
     records, _ = read_records(data, image_folders=image_folders or None)
-    low, high, captions = [], [], []
+    low, high, captions, ids = [], [], [], []
     for index, record in enumerate(records):
         if not record.images:
             continue
@@ -133,11 +134,12 @@ def load_caption_pairs(data: list[str], image_folders: list[str], processor: Min
         low.append(pixels["pixel_values"][0].to(torch.float16))
         high.append(pixels["high_res_pixel_values"][0].to(torch.float16))
         captions.append(next(m["content"] for m in record.messages if m["role"] == "assistant"))
+        ids.append(record.id)
         if progress and (index + 1) % 2000 == 0:
             print(f"  loaded {index + 1}/{len(records)} images", flush=True)
     if len(captions) < 2:
         raise ValueError(f"encoder pre-training needs at least 2 image-caption pairs in {data}, found {len(captions)}")
-    return torch.stack(low), torch.stack(high), captions
+    return torch.stack(low), torch.stack(high), captions, ids
 
 
 def pretrain_encoders(
@@ -163,7 +165,7 @@ def pretrain_encoders(
     processor = MiniGeminiImageProcessor(
         image_size=model_config.vision_config.image_size, image_size_aux=model_config.image_size_aux
     )
-    low, high, captions = load_caption_pairs(data, image_folders, processor, progress)
+    low, high, captions, _ = load_caption_pairs(data, image_folders, processor, progress)
     vocabulary = WordVocabulary.build(captions)
     ids = vocabulary.encode(captions, config.max_words)
     towers = ContrastiveTowers(model_config, len(vocabulary), config.embed_dim, config.max_words)

@@ -11,6 +11,12 @@ tokens roughly as it would read words for what is in it.
 
 Words present in more than half of the captions ("a", "on", "background") say nothing about one image and are not
 targets.  The output is a whole model folder (like ``init``), written atomically when the step completes.
+
+Caption records may also say *where* things are: ``"regions": [{"box": [left, top, right, bottom], "words": [...]}]``
+(box in fractions of the image; the synthetic world writes them).  The visual tokens whose patch a region covers are
+then trained to resemble that region's words and no others -- "red", "star", "1", "top", "left" on the red star's
+tokens -- so the tokens carry which words belong together (a bag of words per image cannot answer "where is the red
+star?").  Tokens no region covers are left to the image-level objective (the background's words).
 """
 
 from __future__ import annotations
@@ -26,7 +32,15 @@ import torch.nn.functional as F
 
 from ..image_processing import MiniGeminiImageProcessor
 
-__all__ = ["WordAlignmentConfig", "align_visual_tokens", "caption_targets", "recall_at_own_k", "token_word_similarity"]
+__all__ = [
+    "WordAlignmentConfig",
+    "align_visual_tokens",
+    "caption_targets",
+    "covered_tokens",
+    "recall_at_own_k",
+    "region_targets",
+    "token_word_similarity",
+]
 
 _WORD = re.compile(r"[a-z]+|\d+")
 
@@ -39,21 +53,34 @@ class WordAlignmentConfig:
     warmup_steps: int = 10
     norm_weight: float = 0.1  # keeps the tokens at the length of a word embedding
     max_word_share: float = 0.5  # words in more captions than this are not targets
+    region_weight: float = 1.0  # weight of the per-token objective on captions with regions
     seed: int = 0
     precision: str = "bf16"
 
     def validate(self) -> None:
         if self.epochs < 1 or self.batch_size < 2 or self.learning_rate <= 0:
             raise ValueError("word alignment needs epochs >= 1, batch_size >= 2 and a positive learning rate")
+        if self.region_weight < 0:
+            raise ValueError(f"region_weight must be >= 0, got {self.region_weight}")
         if not 0 < self.max_word_share <= 1:
             raise ValueError(f"max_word_share must be in (0, 1], got {self.max_word_share}")
         if self.precision not in ("bf16", "fp32"):
             raise ValueError(f"precision must be bf16 or fp32, got {self.precision!r}")
 
 
-def caption_targets(captions: list[str], tokenizer, max_word_share: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """(candidate token ids (C,), multi-hot targets (N, C)): the LLM tokens of each caption's informative words,
-    each word tokenised as it appears inside a sentence (with its leading space)."""
+def _word_tokens(word: str, tokenizer) -> list[int]:
+    """The LLM tokens of ``word`` inside a sentence (leading space) and, when it is one token, at the start of an
+    answer (no space); numbers become a space token and digits: the space says nothing."""
+    tokens = [t for t in tokenizer(" " + word, add_special_tokens=False)["input_ids"] if tokenizer.decode([t]).strip()]
+    bare = tokenizer(word, add_special_tokens=False)["input_ids"]
+    return sorted(set(tokens + (bare if len(bare) == 1 else [])))
+
+
+def caption_targets(
+    captions: list[str], tokenizer, max_word_share: float, region_words: set[str] = frozenset()
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(candidate token ids (C,), multi-hot targets (N, C)): the LLM tokens of each caption's informative words.
+    ``region_words`` (words of regions) are candidates too, however common."""
     words_per_caption = [set(_WORD.findall(caption.lower())) for caption in captions]
     frequency: dict[str, int] = {}
     for words in words_per_caption:
@@ -62,17 +89,62 @@ def caption_targets(captions: list[str], tokenizer, max_word_share: float) -> tu
     kept = sorted(w for w, n in frequency.items() if n <= max_word_share * len(captions))
     if not kept:
         raise ValueError("no caption word is specific to some images: nothing to align the visual tokens to")
-    word_tokens = {}
-    for word in kept:  # numbers become a space token and digits: the space says nothing
-        tokens = tokenizer(" " + word, add_special_tokens=False)["input_ids"]
-        word_tokens[word] = [t for t in tokens if tokenizer.decode([t]).strip()]
+    word_tokens = {word: _word_tokens(word, tokenizer) for word in {*kept, *region_words}}
     candidates = sorted({t for tokens in word_tokens.values() for t in tokens})
     column = {t: i for i, t in enumerate(candidates)}
     targets = torch.zeros(len(captions), len(candidates))
     for row, words in enumerate(words_per_caption):
-        for word in words & word_tokens.keys():
+        for word in words & set(kept):
             targets[row, [column[t] for t in word_tokens[word]]] = 1
     return torch.tensor(candidates), targets
+
+
+def covered_tokens(box: list[float], side: int, min_overlap: float = 0.25) -> torch.Tensor:
+    """Indices (row-major) of the tokens of a ``side`` x ``side`` grid whose patch overlaps ``box`` (fractions of
+    the image) by at least ``min_overlap`` of the smaller of the two areas."""
+    edges = torch.arange(side + 1) / side
+    left, top, right, bottom = (float(v) for v in box)
+    width = (torch.minimum(edges[1:], torch.tensor(right)) - torch.maximum(edges[:-1], torch.tensor(left))).clamp(0)
+    height = (torch.minimum(edges[1:], torch.tensor(bottom)) - torch.maximum(edges[:-1], torch.tensor(top))).clamp(0)
+    overlap = height[:, None] * width[None, :]
+    smaller = min(1 / side**2, max(right - left, 0) * max(bottom - top, 0))
+    if smaller <= 0:
+        return torch.empty(0, dtype=torch.long)
+    return (overlap.flatten() >= min_overlap * smaller).nonzero().flatten()
+
+
+def region_targets(regions: list[dict], side: int, candidates: torch.Tensor, tokenizer) -> torch.Tensor:
+    """Multi-hot targets (side * side, C), boolean, of one image's tokens from its regions (zero rows: no region)."""
+    column = {int(t): i for i, t in enumerate(candidates)}
+    targets = torch.zeros(side * side, len(candidates), dtype=torch.bool)
+    for region in regions:
+        tokens = covered_tokens(region["box"], side)
+        columns = [column[t] for word in region["words"] for t in _word_tokens(str(word).lower(), tokenizer)]
+        if len(tokens) and columns:
+            targets[tokens[:, None], torch.tensor(columns)[None, :]] = True
+    return targets
+
+
+def _caption_regions(data: list[str]) -> dict[str, list[dict]]:
+    """Caption record id -> its regions, for the records of ``data`` that have any; a malformed region is an error
+    that names its record."""
+    from ..data.jsonio import iter_raw
+
+    found = {}
+    for path in data:
+        for source, record, _ in iter_raw(path):
+            if not (isinstance(record, dict) and record.get("regions") and record.get("id") is not None):
+                continue
+            for region in record["regions"]:
+                box, words = (region.get("box"), region.get("words")) if isinstance(region, dict) else (None, None)
+                if not (isinstance(box, list) and len(box) == 4 and all(isinstance(v, (int, float)) for v in box)
+                        and 0 <= box[0] <= box[2] <= 1 and 0 <= box[1] <= box[3] <= 1 and isinstance(words, list)):  # fmt: skip
+                    raise ValueError(
+                        f'{source}: a region must be {{"box": [left, top, right, bottom] in fractions of the '
+                        f'image (0 <= left <= right <= 1, same for top/bottom), "words": [...]}}, got {region!r}'
+                    )
+            found[str(record["id"])] = record["regions"]
+    return found
 
 
 def align_visual_tokens(
@@ -104,8 +176,15 @@ def align_visual_tokens(
         image_grid=model.config.image_grid,
         image_global=model.config.image_global,
     )
-    low, high, captions = load_caption_pairs(data, [], image_processor, progress)
-    candidates, targets = caption_targets(captions, processor.tokenizer, config.max_word_share)
+    low, high, captions, ids = load_caption_pairs(data, [], image_processor, progress)
+    regions = _caption_regions(data) if config.region_weight else {}
+    side = model.config.vision_config.image_size // model.config.vision_config.patch_size
+    if model.config.image_grid != 1 or model.config.image_global:  # HD views: tokens are not one grid on the image
+        regions = {}
+    region_words = {str(w).lower() for rs in regions.values() for r in rs for w in r["words"]}
+    candidates, targets = caption_targets(captions, processor.tokenizer, config.max_word_share, region_words)
+    with_regions = [i for i, key in enumerate(ids) if key in regions]
+    token_targets = {i: region_targets(regions[ids[i]], side, candidates, processor.tokenizer) for i in with_regions}
     embeddings = model.get_input_embeddings().weight.detach()
     words = F.normalize(embeddings[candidates].float(), dim=-1)
     word_norm = embeddings[: len(embeddings) - 1].norm(dim=-1).mean()  # the <image> row (last, zero) left out
@@ -126,7 +205,7 @@ def align_visual_tokens(
     autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.precision == "bf16")
     print(
         f"Word alignment: {len(captions)} images, {len(candidates)} word tokens, {config.epochs} epoch(s) x "
-        f"{steps_per_epoch} steps of {config.batch_size}",
+        f"{steps_per_epoch} steps of {config.batch_size}; {len(with_regions)} with regions",
         flush=True,
     )
     model.train()
@@ -141,6 +220,15 @@ def align_visual_tokens(
             match = F.binary_cross_entropy_with_logits(logits, targets[batch])
             length = ((tokens.norm(dim=-1) / word_norm - 1) ** 2).mean()
             loss = match + config.norm_weight * length
+            rows = [r for r, i in enumerate(batch.tolist()) if i in token_targets]
+            region_recall = None
+            if rows:
+                wanted = torch.stack([token_targets[i] for i in batch.tolist() if i in token_targets]).float()
+                covered = wanted.sum(dim=-1) > 0
+                per_token = F.normalize(tokens[rows], dim=-1) @ words.T
+                token_logits = (scale.exp() * per_token + bias)[covered]
+                loss = loss + config.region_weight * F.binary_cross_entropy_with_logits(token_logits, wanted[covered])
+                region_recall = recall_at_own_k(token_logits.detach(), wanted[covered])
             loss.backward()
             torch.nn.utils.clip_grad_norm_(parameters, 1.0)
             optimizer.step()
@@ -148,9 +236,11 @@ def align_visual_tokens(
             optimizer.zero_grad(set_to_none=True)
             if progress and (step % 10 == 0 or step == steps_per_epoch - 1):
                 recall = recall_at_own_k(logits.detach(), targets[batch])
+                regional = "" if region_recall is None else f"  region recall {region_recall:.2f}"
                 print(
                     f"  epoch {epoch + 1} step {step + 1}/{steps_per_epoch}  loss {match.item():.4f}  "
-                    f"length {length.item():.3f}  word recall {recall:.2f}  ({time.perf_counter() - started:.0f} s)",
+                    f"length {length.item():.3f}  word recall {recall:.2f}{regional}  "
+                    f"({time.perf_counter() - started:.0f} s)",
                     flush=True,
                 )
     model.eval()
