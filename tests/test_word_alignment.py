@@ -1,5 +1,7 @@
 """The align step: visual tokens trained towards the LLM's embeddings of the caption's words."""
 
+import json
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -43,8 +45,9 @@ def test_caption_targets_keep_the_informative_words_as_llm_tokens(tmp_path):
         caption_targets(["a cat", "a cat"], tokenizer, max_word_share=0.5)
 
 
-def test_alignment_trains_the_vision_side_only_and_raises_word_recall(tmp_path):
-    llm = tiny_llm(tmp_path / "llm")
+def small_world_and_init(tmp_path, llm):
+    """An 8-scene world and a fresh Mini-Gemini on ``llm`` saved as ``init``: (model, processor, captions files,
+    LR pixels, HR pixels, captions)."""
     write_world(tmp_path / "world", scenes=8, generation=0, seed=3)
     model, processor = build_model(llm, "mining")
     save_model_and_processor(model, processor, tmp_path / "init")
@@ -52,6 +55,11 @@ def test_alignment_trains_the_vision_side_only_and_raises_word_recall(tmp_path):
     images = MiniGeminiImageProcessor(image_size=model.config.vision_config.image_size,
                                       image_size_aux=model.config.image_size_aux)  # fmt: skip
     low, high, captions, _ = load_caption_pairs(data, [], images, progress=False)
+    return model, processor, data, low, high, captions
+
+
+def test_alignment_trains_the_vision_side_only_and_raises_word_recall(tmp_path):
+    model, processor, data, low, high, captions = small_world_and_init(tmp_path, tiny_llm(tmp_path / "llm"))
     candidates, targets = caption_targets(captions, processor.tokenizer, 0.5)
     words = F.normalize(model.get_input_embeddings().weight[candidates].detach(), dim=-1)
 
@@ -102,15 +110,9 @@ def test_region_targets_name_the_words_on_the_tokens_a_box_covers():
 def test_alignment_with_regions_binds_each_tokens_words(tmp_path):
     from minigemini.pretrained_llm import smollm2_dir
 
-    llm = smollm2_dir()  # only its embeddings are read; its tokenizer keeps the world's words whole
-    write_world(tmp_path / "world", scenes=8, generation=0, seed=3)
-    model, processor = build_model(llm, "mining")
-    save_model_and_processor(model, processor, tmp_path / "init")
-    data = [str(tmp_path / "world" / "captions.json")]
-    images = MiniGeminiImageProcessor(image_size=model.config.vision_config.image_size,
-                                      image_size_aux=model.config.image_size_aux)  # fmt: skip
-    low, high, captions, _ = load_caption_pairs(data, [], images, progress=False)
-    regions = [c["regions"] for c in __import__("json").loads((tmp_path / "world" / "captions.json").read_text())]
+    # only the LLM's embeddings are read; SmolLM2's tokenizer keeps the world's words whole
+    model, processor, data, low, high, captions = small_world_and_init(tmp_path, smollm2_dir())
+    regions = [c["regions"] for c in json.loads((tmp_path / "world" / "captions.json").read_text())]
     region_words = {w for rs in regions for r in rs for w in r["words"]}
     candidates, _ = caption_targets(captions, processor.tokenizer, 0.5, region_words)
     side = model.config.vision_config.image_size // model.config.vision_config.patch_size
@@ -136,8 +138,6 @@ def test_alignment_with_regions_binds_each_tokens_words(tmp_path):
 
 
 def test_a_malformed_region_is_an_error_naming_its_record(tmp_path):
-    import json
-
     llm = tiny_llm(tmp_path / "llm")
     write_world(tmp_path / "world", scenes=2, generation=0, seed=3)
     captions = json.loads((tmp_path / "world" / "captions.json").read_text())
