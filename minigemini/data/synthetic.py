@@ -13,7 +13,8 @@ Everything a Mini-Gemini needs to be trained and checked offline, drawn with PIL
   text-only picture requests in the paper's protocol (the user turn ends with `` <GEN>``, the answer holds
   ``<h>description</h>`` in the language of ``minigemini.synthetic.render``, which draws it back), and *regions*:
   the box of every shape, bar, word, number and document line with the words an answer about it would use
-  (colour, shape, count, cell; the text itself), which the align step of the recipe binds to the visual tokens there.
+  (colour, shape, count, cell; the text itself), which the align step can bind to the visual tokens there
+  (``region_weight``).
 
 The same seed gives the same files.  ``write_world`` writes a training set and a held-out test set (use another
 seed for the test set); ``mgm data synth`` is its command line.
