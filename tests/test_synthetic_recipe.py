@@ -38,10 +38,10 @@ RECIPE = {
     "pipeline": "synthetic",
     "world": {"scenes": 8, "generation": 4, "seed": 0},
     "encoders": {"epochs": 1, "batch_size": 4, "warmup_steps": 1},
-    "align": {"batch_size": 4, "warmup_steps": 1},
+    "align": {"batch_size": 4, "warmup_steps": 1, "region_weight": 1.0},
     "stage1": {"global_batch_size": 4, "per_device_batch_size": 4, "max_steps": 2, "gradient_checkpointing": False,
                "dataloader_workers": 0, "progress": False},
-    "stage2": {"lora": True, "lora_r": 4, "lora_alpha": 8, "tune_vision": True, "tune_vision_aux": True,
+    "stage2": {"lora": True, "lora_r": 4, "lora_alpha": 32, "tune_vision": False, "tune_vision_aux": False,
                "learning_rate": 1e-3, "global_batch_size": 4, "per_device_batch_size": 4, "max_steps": 2,
                "gradient_checkpointing": False, "dataloader_workers": 0, "progress": False},
 }  # fmt: skip
