@@ -86,6 +86,32 @@ def test_regions_mark_where_each_named_thing_is_drawn():
                 assert q.answer in named, (seed, q)
 
 
+def test_character_targets_spell_each_drawn_string_on_its_ink():
+    from minigemini.data.regions import CHARACTERS, character_targets
+
+    found = wanted = 0
+    for seed in range(24):
+        scene = make_scene(seed, kind=("text", "chart", "document")[seed % 3])
+        regions = [{"box": list(r.box), "words": list(r.words), "text": r.text} for r in scene.regions]
+        drawn = [r.text for r in scene.regions if r.text]
+        assert drawn and all(r.text in r.words for r in scene.regions if r.text)  # the string is what answers name
+        target = character_targets(regions, 48)
+        marked_chars = {CHARACTERS[c - 1] for c in target.unique().tolist() if c}
+        assert marked_chars <= set("".join(drawn).lower()), seed
+        found += len(marked_chars)
+        wanted += len(set("".join(drawn).lower()))
+        ink = np.asarray(scene.image.convert("L").resize((48, 48), resample=0)).astype(int)  # one pixel per cell
+        marked = (target > 0).numpy()
+        assert marked.sum() >= 2 * len("".join(drawn)), seed  # every glyph covers cells
+        away = np.abs(ink - np.median(ink))  # from the background's grey
+        assert away[marked].mean() > away[~marked].mean(), seed  # the marked cells hold the ink
+    assert found >= 0.95 * wanted, (found, wanted)  # narrow glyphs sharing a cell may lose it to a neighbour
+    lone = {"box": [0.1, 0.1, 0.5, 0.2], "words": ["ab"], "text": "ab"}
+    left_half = character_targets([lone], 48)[7]  # the row through the box's middle
+    assert set(left_half[5:14].tolist()) == {CHARACTERS.index("a") + 1} and left_half[4] == 0
+    assert set(left_half[15:24].tolist()) == {CHARACTERS.index("b") + 1} and left_half[24] == 0
+
+
 def test_generation_requests_describe_a_scene_the_renderer_reads_back():
     for seed in range(60):
         request = make_generation_request(seed)
@@ -114,6 +140,7 @@ def test_write_world_files_are_valid_llava_data(tmp_path):
     assert all(len(r.messages) >= 4 for r in dialogues)  # several turns each
     captions = json.loads((tmp_path / "w" / "captions.json").read_text())
     assert all(c["regions"] and all(len(r["box"]) == 4 and r["words"] for r in c["regions"]) for c in captions)
+    assert any(r.get("text") for c in captions for r in c["regions"])  # drawn strings, for the character target
     rows = [json.loads(line) for line in (tmp_path / "w" / "test" / "questions.jsonl").read_text().splitlines()]
     assert sorted({row["category"] for row in rows}) == sorted(QUESTION_TYPES)
     assert all((tmp_path / "w" / "test" / row["image"]).is_file() for row in rows)

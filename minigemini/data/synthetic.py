@@ -14,7 +14,8 @@ Everything a Mini-Gemini needs to be trained and checked offline, drawn with PIL
   ``<h>description</h>`` in the language of ``minigemini.synthetic.render``, which draws it back), and *regions*:
   the box of every shape, bar, word, number and document line with the words an answer about it would use
   (colour, shape, count, cell; the text itself), which the align step can bind to the visual tokens there
-  (``region_weight``).
+  (``region_weight``), and the string drawn in it, whose glyphs the encoder pre-training can learn to tell apart
+  (``char_weight``).
 
 The same seed gives the same files.  ``write_world`` writes a training set and a held-out test set (use another
 seed for the test set); ``mgm data synth`` is its command line.
@@ -134,6 +135,7 @@ class Region:
 
     box: tuple[float, float, float, float]
     words: tuple[str, ...]
+    text: str = ""  # the string drawn in the box, if any (the glyphs an OCR-style target can be read from)
 
 
 @dataclass
@@ -176,8 +178,8 @@ def _write(draw: ImageDraw.ImageDraw, text: str, centre: tuple[float, float], fo
     return draw.textbbox(origin, text, font=font)
 
 
-def _region(box: tuple[float, ...], size: int, *words: str) -> Region:
-    return Region(tuple(round(v / size, 4) for v in box), tuple(w for w in words if w))
+def _region(box: tuple[float, ...], size: int, *words: str, text: str = "") -> Region:
+    return Region(tuple(round(v / size, 4) for v in box), tuple(w for w in words if w), text)
 
 
 def _cell_words(cell: int) -> tuple[str, ...]:
@@ -274,7 +276,7 @@ def _text_scene(rng, image, draw, size, options) -> Scene:
         jitter = (x1 - x0) * 0.12
         centre = ((x0 + x1) / 2 + rng.uniform(-jitter, jitter), (y0 + y1) / 2 + rng.uniform(-jitter, jitter))
         box = _write(draw, text, centre, font, rng.choice(_INK))
-        regions.append(_region(box, size, text, *_cell_words(cell)))
+        regions.append(_region(box, size, text, *_cell_words(cell), text=text))
         items.append(("word" if is_word else "number", text, CELL_NAMES[cell]))
     groups = _shape_groups(rng, free, max_main=3, extras=rng.choice((0, 1))) if rng.random() < 0.7 else []
     for kind, colour, cells in groups:
@@ -303,7 +305,10 @@ def _chart_scene(rng, image, draw, size, options) -> Scene:
         height = (base - top) * value / 100
         draw.rectangle((x0, base - height, x1, base), fill=COLOURS[colour])
         label = _write(draw, str(value), ((x0 + x1) / 2, base - height - font.size * 0.7), font, ink)
-        regions += [_region((x0, base - height, x1, base), size, colour), _region(label, size, colour, str(value))]
+        regions += [
+            _region((x0, base - height, x1, base), size, colour),
+            _region(label, size, colour, str(value), text=str(value)),
+        ]
     questions = [_ask("chart", f"What is the value of the {c} bar?", str(v)) for c, v in zip(colours, values)]
     caption = "A bar chart of " + _join([f"a {c} bar of {v}" for c, v in zip(colours, values)])
     return Scene("chart", image, caption, questions, regions)
@@ -329,7 +334,9 @@ def _document_scene(rng, image, draw, size, options) -> Scene:
         origin = (x1 - size * 0.06 - right, y - (bottom + top) / 2)
         draw.text(origin, str(number), font=font, fill=ink)
         number_box = draw.textbbox(origin, str(number), font=font)
-        regions += [_region(box, size, word, str(number)) for box in (word_box, number_box)]  # a line binds both
+        # a line binds both words to both boxes
+        regions += [_region(word_box, size, word, str(number), text=word)]
+        regions += [_region(number_box, size, word, str(number), text=str(number))]
     questions = [
         _ask("document", f"What number is next to {w} in the document?", str(n)) for w, n in zip(words, numbers)
     ]
@@ -479,7 +486,8 @@ def write_world(
     progress: bool = False,
 ) -> dict[str, int | str]:
     """Write a world to ``output``: ``images/``, ``captions.json`` (stage 1 and encoder pre-training; each record
-    also lists its scene's ``regions``: ``{"box": [left, top, right, bottom] in fractions, "words": [...]}``),
+    also lists its scene's ``regions``: ``{"box": [left, top, right, bottom] in fractions, "words": [...]}``, and
+    ``"text"``: the string drawn in the box, where one is),
     ``instructions.json`` (stage 2: dialogues + text-only picture requests), and when asked a held-out test set:
     ``test/questions.jsonl`` (LLaVA question format, ``category`` = question type, images in ``test/images``) and
     ``test/generation.jsonl`` (requests with their wanted scene).  Returns counts of what was written."""
@@ -503,7 +511,8 @@ def write_world(
             "id": f"caption-{index:06d}", "image": name, "source": f"synthetic-{scene.kind}",
             "conversations": [{"from": "human", "value": "<image>\nDescribe the image briefly."},
                               {"from": "gpt", "value": scene.caption}],
-            "regions": [{"box": list(r.box), "words": list(r.words)} for r in scene.regions],
+            "regions": [{"box": list(r.box), "words": list(r.words), **({"text": r.text} if r.text else {})}
+                        for r in scene.regions],
         })  # fmt: skip
         instructions.append({
             "id": f"dialogue-{index:06d}", "image": name, "source": f"synthetic-{scene.kind}",

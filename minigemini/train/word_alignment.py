@@ -32,6 +32,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from ..data.regions import read_caption_regions
 from ..image_processing import MiniGeminiImageProcessor
 
 __all__ = [
@@ -130,28 +131,6 @@ def region_targets(regions: list[dict], side: int, candidates: torch.Tensor, tok
     return targets
 
 
-def _caption_regions(data: list[str]) -> dict[str, list[dict]]:
-    """Caption record id -> its regions, for the records of ``data`` that have any; a malformed region is an error
-    that names its record."""
-    from ..data.jsonio import iter_raw
-
-    found = {}
-    for path in data:
-        for source, record, _ in iter_raw(path):
-            if not (isinstance(record, dict) and record.get("regions") and record.get("id") is not None):
-                continue
-            for region in record["regions"]:
-                box, words = (region.get("box"), region.get("words")) if isinstance(region, dict) else (None, None)
-                if not (isinstance(box, list) and len(box) == 4 and all(isinstance(v, (int, float)) for v in box)
-                        and 0 <= box[0] <= box[2] <= 1 and 0 <= box[1] <= box[3] <= 1 and isinstance(words, list)):  # fmt: skip
-                    raise ValueError(
-                        f'{source}: a region must be {{"box": [left, top, right, bottom] in fractions of the '
-                        f'image (0 <= left <= right <= 1, same for top/bottom), "words": [...]}}, got {region!r}'
-                    )
-            found[str(record["id"])] = record["regions"]
-    return found
-
-
 def align_visual_tokens(
     model_dir: str | Path,
     data: list[str],
@@ -182,7 +161,7 @@ def align_visual_tokens(
         image_global=model.config.image_global,
     )
     low, high, captions, ids = load_caption_pairs(data, [], image_processor, progress)
-    regions = _caption_regions(data) if config.region_weight else {}
+    regions = read_caption_regions(data) if config.region_weight else {}
     side = model.config.vision_config.image_size // model.config.vision_config.patch_size
     if model.config.image_grid != 1 or model.config.image_global:  # HD views: tokens are not one grid on the image
         regions = {}
