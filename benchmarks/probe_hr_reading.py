@@ -35,7 +35,7 @@ def scene_with_chars(seed: int):
     """A text, document or chart scene, its per-cell character map, and per drawn string the (class, cells) of each
     run of columns one character holds."""
     scene = synthetic.make_scene(seed, kind=("text", "document", "chart")[seed % 3])
-    regions = [{"box": list(r.box), "words": list(r.words), "text": r.text} for r in scene.regions if r.text]
+    regions = [r.record() for r in scene.regions if r.text]
     strings = []
     for region in regions:
         alone = character_targets([region], MAP)

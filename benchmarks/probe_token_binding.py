@@ -44,7 +44,7 @@ def token_recall(folder: Path, scenes: list) -> dict[str, float]:
     side = config.vision_config.image_size // config.vision_config.patch_size
     images = MiniGeminiImageProcessor(image_size=config.vision_config.image_size,
                                       image_size_aux=config.image_size_aux)  # fmt: skip
-    regions = [[{"box": list(r.box), "words": list(r.words)} for r in s.regions] for s in scenes]
+    regions = [[r.record() for r in s.regions] for s in scenes]
     words = {w for scene in regions for region in scene for w in region["words"]}
     candidates, _ = caption_targets([s.caption for s in scenes], processor.tokenizer, 0.5, words)
     embeddings = F.normalize(model.get_input_embeddings().weight[candidates].detach().float(), dim=-1)

@@ -92,7 +92,7 @@ def test_character_targets_spell_each_drawn_string_on_its_ink():
     found = wanted = 0
     for seed in range(24):
         scene = make_scene(seed, kind=("text", "chart", "document")[seed % 3])
-        regions = [{"box": list(r.box), "words": list(r.words), "text": r.text} for r in scene.regions]
+        regions = [r.record() for r in scene.regions]
         drawn = [r.text for r in scene.regions if r.text]
         assert drawn and all(r.text in r.words for r in scene.regions if r.text)  # the string is what answers name
         target = character_targets(regions, 48)

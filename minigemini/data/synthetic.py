@@ -137,6 +137,10 @@ class Region:
     words: tuple[str, ...]
     text: str = ""  # the string drawn in the box, if any (the glyphs an OCR-style target can be read from)
 
+    def record(self) -> dict:
+        """The region as captions.json holds it (``minigemini.data.regions``): box, words, and text where drawn."""
+        return {"box": list(self.box), "words": list(self.words), **({"text": self.text} if self.text else {})}
+
 
 @dataclass
 class Scene:
@@ -511,8 +515,7 @@ def write_world(
             "id": f"caption-{index:06d}", "image": name, "source": f"synthetic-{scene.kind}",
             "conversations": [{"from": "human", "value": "<image>\nDescribe the image briefly."},
                               {"from": "gpt", "value": scene.caption}],
-            "regions": [{"box": list(r.box), "words": list(r.words), **({"text": r.text} if r.text else {})}
-                        for r in scene.regions],
+            "regions": [r.record() for r in scene.regions],
         })  # fmt: skip
         instructions.append({
             "id": f"dialogue-{index:06d}", "image": name, "source": f"synthetic-{scene.kind}",

@@ -9,8 +9,9 @@ Captions are read by a small transformer over a word vocabulary built from the c
 teacher: it is not kept).  Optionally (``char_weight`` > 0) the HR tower also learns to tell characters apart: a 1x1
 head over its fused map names the character of every cell that caption records' regions say a string is drawn on
 (an OCR-style dense target; the captions name words, never spell them, so contrast alone left the tower unable to
-read them: benchmarks/probe_hr_reading.py).  Resumable: a checkpoint is written atomically after every epoch; the output is the two
-towers' weights (``encoders.safetensors``) that ``init_from_pretrained_encoders`` places into a Mini-Gemini.
+read them: benchmarks/probe_hr_reading.py).  Resumable: a checkpoint is written atomically after every epoch; the
+output is the two towers' weights (``encoders.safetensors``) that ``init_from_pretrained_encoders`` places into a
+Mini-Gemini.
 """
 
 from __future__ import annotations
