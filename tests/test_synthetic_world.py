@@ -112,6 +112,27 @@ def test_character_targets_spell_each_drawn_string_on_its_ink():
     assert set(left_half[15:24].tolist()) == {CHARACTERS.index("b") + 1} and left_half[24] == 0
 
 
+def test_string_targets_name_each_drawn_string_on_its_box():
+    from minigemini.data.regions import string_targets
+
+    for seed in range(12):
+        scene = make_scene(seed, kind=("text", "chart", "document")[seed % 3])
+        regions = [r.record() for r in scene.regions]
+        classes = {text: i + 1 for i, text in enumerate(sorted({r.text for r in scene.regions if r.text}))}
+        target = string_targets(regions, 48, classes)
+        assert set(target.unique().tolist()) == {0, *classes.values()}, seed  # every string gets cells
+        ink = np.asarray(scene.image.convert("L").resize((48, 48), resample=0)).astype(int)
+        away = np.abs(ink - np.median(ink))
+        assert away[(target > 0).numpy()].mean() > away[(target == 0).numpy()].mean(), seed
+    box = {"box": [0.1, 0.1, 0.5, 0.2], "words": ["ab"], "text": "ab"}
+    target = string_targets([box], 48, {"ab": 3})
+    assert target[5:10, 5:24].eq(3).all() and target.sum() == 3 * 5 * 19  # cells whose centres lie in the box
+    thin = string_targets([{**box, "box": [0.3, 0.5, 0.3, 0.5]}], 48, {"ab": 3})
+    assert thin[24, 14] == 3 and thin.sum() == 3  # a box thinner than a cell takes the cell of its middle
+    with pytest.raises(ValueError, match="drawn text 'ab' is not one of the 1 strings"):
+        string_targets([box], 48, {"cd": 1})
+
+
 def test_generation_requests_describe_a_scene_the_renderer_reads_back():
     for seed in range(60):
         request = make_generation_request(seed)

@@ -3,7 +3,7 @@
 A caption record may carry ``"regions": [{"box": [left, top, right, bottom], "words": [...], "text": "..."}]`` (box
 in fractions of the image; ``words``: what an answer about the region would say; ``text``, optional: the string drawn
 in the box).  The synthetic world writes them; the align step binds visual tokens to ``words``
-(``region_weight``), the encoder pre-training reads ``text`` glyph by glyph (``char_weight``).
+(``region_weight``), the reading pre-training teaches the HR tower to name each ``text`` (``string_targets``).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import torch
 
 from .jsonio import iter_raw
 
-__all__ = ["CHARACTERS", "character_targets", "read_caption_regions"]
+__all__ = ["CHARACTERS", "character_targets", "read_caption_regions", "string_targets"]
 
 CHARACTERS = "abcdefghijklmnopqrstuvwxyz0123456789"  # class i + 1; 0 is "no character"
 
@@ -78,4 +78,31 @@ def character_targets(regions: list[dict], side: int) -> torch.Tensor:
             cells = target[rows[:, None], columns[None, :]]
             # a neighbour already there keeps its cells: narrow glyphs must not erase one another
             target[rows[:, None], columns[None, :]] = torch.where(cells > 0, cells, CHARACTERS.index(char) + 1)
+    return target
+
+
+def _box_cells(box, side: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows and columns of a side x side grid whose cell centres lie in ``box``; a box thinner than a cell takes the
+    row (column) of its middle."""
+    centres = (torch.arange(side, dtype=torch.float32) + 0.5) / side
+    left, top, right, bottom = box
+    spans = []
+    for start, end in ((top, bottom), (left, right)):
+        inside = ((centres >= start) & (centres <= end)).nonzero().flatten()
+        spans.append(inside if len(inside) else torch.tensor([min(int((start + end) / 2 * side), side - 1)]))
+    return spans[0], spans[1]
+
+
+def string_targets(regions: list[dict], side: int, classes: dict[str, int]) -> torch.Tensor:
+    """A (side, side) long map of which string (``classes[text]``, 0 none) each cell of a side x side grid over the
+    image shows, from the regions' drawn ``text``; a string missing from ``classes`` is an error."""
+    target = torch.zeros(side, side, dtype=torch.long)
+    for region in regions:
+        text = region.get("text", "")
+        if not text:
+            continue
+        if text not in classes:
+            raise ValueError(f"drawn text {text!r} is not one of the {len(classes)} strings of the reading head")
+        rows, columns = _box_cells(region["box"], side)
+        target[rows[:, None], columns[None, :]] = classes[text]
     return target

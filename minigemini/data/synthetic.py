@@ -14,8 +14,7 @@ Everything a Mini-Gemini needs to be trained and checked offline, drawn with PIL
   ``<h>description</h>`` in the language of ``minigemini.synthetic.render``, which draws it back), and *regions*:
   the box of every shape, bar, word, number and document line with the words an answer about it would use
   (colour, shape, count, cell; the text itself), which the align step can bind to the visual tokens there
-  (``region_weight``), and the string drawn in it, whose glyphs the encoder pre-training can learn to tell apart
-  (``char_weight``).
+  (``region_weight``), and the string drawn in it, which the reading pre-training teaches the HR tower to name.
 
 The same seed gives the same files.  ``write_world`` writes a training set and a held-out test set (use another
 seed for the test set); ``mgm data synth`` is its command line.

@@ -2,16 +2,14 @@
 
 The paper's encoders arrive CLIP-pretrained (CLIP ViT-L, LAION ConvNeXt-L); where none can be had (the synthetic
 world, a new domain) this step gives both towers the same kind of start: each tower's features, *as Mini-Gemini uses
-them* (the LR tokens the projector sees, the stages fused into the HR map that mining reads), are mean-pooled, projected and matched
-to their caption by a symmetric InfoNCE loss against the other captions of the batch (Radford et al., 2021).
+them* (the LR tokens the projector sees, the stages fused into the HR map that mining reads), are mean-pooled,
+projected and matched to their caption by a symmetric InfoNCE loss against the other captions of the batch (Radford
+et al., 2021).
 
 Captions are read by a small transformer over a word vocabulary built from the captions themselves (it is only a
-teacher: it is not kept).  Optionally (``char_weight`` > 0) the HR tower also learns to tell characters apart: a 1x1
-head over its fused map names the character of every cell that caption records' regions say a string is drawn on
-(an OCR-style dense target; the captions name words, never spell them, so contrast alone left the tower unable to
-read them: benchmarks/probe_hr_reading.py).  Resumable: a checkpoint is written atomically after every epoch; the
-output is the two towers' weights (``encoders.safetensors``) that ``init_from_pretrained_encoders`` places into a
-Mini-Gemini.
+teacher: it is not kept).  Captions name written words but never spell them, so contrast alone does not teach the HR
+tower to read small print: ``pretrain_reading`` does that afterwards.  Resumable: a checkpoint is written atomically after every epoch; the output is the two
+towers' weights (``encoders.safetensors``) that ``init_from_pretrained_encoders`` places into a Mini-Gemini.
 """
 
 from __future__ import annotations
@@ -29,7 +27,6 @@ from torch import nn
 
 from ..configuration import MiniGeminiConfig
 from ..data.records import read_records
-from ..data.regions import CHARACTERS, character_targets, read_caption_regions
 from ..encoders import HighResEncoder, LowResEncoder
 from ..image_processing import MiniGeminiImageProcessor, load_image
 
@@ -51,13 +48,10 @@ class EncoderPretrainConfig:
     max_words: int = 48
     seed: int = 0
     precision: str = "bf16"
-    char_weight: float = 0.0  # weight of the HR tower's per-cell character loss on regions with drawn text (0: off)
 
     def validate(self) -> None:
         if self.epochs < 1 or self.batch_size < 2 or self.learning_rate <= 0:
             raise ValueError("encoder pre-training needs epochs >= 1, batch_size >= 2 and a positive learning rate")
-        if self.char_weight < 0:
-            raise ValueError(f"char_weight must be >= 0, got {self.char_weight}")
         if self.precision not in ("bf16", "fp32"):
             raise ValueError(f"precision must be bf16 or fp32, got {self.precision!r}")
 
@@ -103,9 +97,7 @@ class CaptionEncoder(nn.Module):
 class ContrastiveTowers(nn.Module):
     """The two Mini-Gemini towers with pooled projection heads, and the caption teacher."""
 
-    def __init__(
-        self, config: MiniGeminiConfig, vocab_size: int, embed_dim: int, max_words: int, char_weight: float = 0.0
-    ):
+    def __init__(self, config: MiniGeminiConfig, vocab_size: int, embed_dim: int, max_words: int):
         super().__init__()
         self.vision_tower = LowResEncoder(config)
         self.vision_tower_aux = HighResEncoder(config)
@@ -113,27 +105,13 @@ class ContrastiveTowers(nn.Module):
         self.hr_head = nn.Linear(config.vision_aux_hidden_size, embed_dim)
         self.text = CaptionEncoder(vocab_size, 192, max_words, embed_dim)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
-        self.char_weight = char_weight
-        if char_weight:
-            classes = len(CHARACTERS) + 1
-            self.char_head = nn.ModuleList(nn.Conv2d(c, classes, 1) for c in config.vision_aux_config.hidden_sizes)
 
-    def character_logits(self, stages: list[torch.Tensor]) -> torch.Tensor:
-        """A 1x1 head over the fused HR map, (B, classes, H, W) at stage 0's size.  Computed per stage and upsampled
-        after the head (a 1x1 conv commutes with bilinear upsampling): the same logits without the 480-channel map."""
-        size = stages[0].shape[-2:]
-        logits = [head(x) for head, x in zip(self.char_head, stages)]
-        return logits[0] + sum(F.interpolate(x, size=size, mode="bilinear", align_corners=False) for x in logits[1:])
-
-    def forward(
-        self, low: torch.Tensor, high: torch.Tensor, ids: torch.Tensor, chars: torch.Tensor | None = None
-    ) -> dict[str, torch.Tensor]:
+    def forward(self, low: torch.Tensor, high: torch.Tensor, ids: torch.Tensor) -> dict[str, torch.Tensor]:
         text = F.normalize(self.text(ids).float(), dim=-1)
         lr = F.normalize(self.lr_head(self.vision_tower(low).mean(1)).float(), dim=-1)
-        stages = self.vision_tower_aux.stage_outputs(high)
         # The mean of the fused HR map, without building it: bilinear upsampling keeps each stage's mean (up to the
         # border cells), and the fusion's interpolation is the slowest part of the tower's backward on a CPU.
-        pooled = torch.cat([x.mean((2, 3)) for x in stages], dim=1)
+        pooled = torch.cat([x.mean((2, 3)) for x in self.vision_tower_aux.stage_outputs(high)], dim=1)
         hr = F.normalize(self.hr_head(pooled).float(), dim=-1)
         scale = self.logit_scale.clamp(max=math.log(100)).exp()
         target = torch.arange(len(ids), device=ids.device)
@@ -143,14 +121,6 @@ class ContrastiveTowers(nn.Module):
             losses[name] = (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
             losses[f"{name}_acc"] = (logits.argmax(1) == target).float().mean()
         losses["loss"] = losses["lr"] + losses["hr"]
-        if self.char_weight and chars is not None:
-            logits = self.character_logits(stages).float()
-            weight = torch.ones(logits.shape[1], device=logits.device)
-            weight[0] = 0.1  # most cells show no character
-            losses["char"] = F.cross_entropy(logits, chars.long(), weight=weight)
-            drawn = chars > 0
-            losses["char_acc"] = ((logits.argmax(1) == chars) & drawn).sum() / drawn.sum().clamp_min(1)
-            losses["loss"] = losses["loss"] + self.char_weight * losses["char"]
         return losses
 
 
@@ -197,20 +167,10 @@ def pretrain_encoders(
     processor = MiniGeminiImageProcessor(
         image_size=model_config.vision_config.image_size, image_size_aux=model_config.image_size_aux
     )
-    low, high, captions, record_ids = load_caption_pairs(data, image_folders, processor, progress)
+    low, high, captions, _ = load_caption_pairs(data, image_folders, processor, progress)
     vocabulary = WordVocabulary.build(captions)
     ids = vocabulary.encode(captions, config.max_words)
-    chars = None
-    if config.char_weight:
-        regions = read_caption_regions(data)
-        side = model_config.image_size_aux // model_config.vision_aux_config.patch_size  # the fused map's
-        chars = torch.stack([character_targets(regions.get(key, []), side) for key in record_ids])
-        if not chars.any():
-            raise ValueError(
-                f"char_weight is {config.char_weight} but no caption record of {data} has a region "
-                'with drawn "text" (the synthetic world writes them; set char_weight 0 otherwise)'
-            )
-    towers = ContrastiveTowers(model_config, len(vocabulary), config.embed_dim, config.max_words, config.char_weight)
+    towers = ContrastiveTowers(model_config, len(vocabulary), config.embed_dim, config.max_words)
     optimizer = torch.optim.AdamW(towers.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     steps_per_epoch = len(captions) // config.batch_size or 1
     total = steps_per_epoch * config.epochs
@@ -239,9 +199,7 @@ def pretrain_encoders(
         for step in range(steps_per_epoch):
             batch = order[step * config.batch_size : (step + 1) * config.batch_size]
             with autocast:
-                losses = towers(
-                    low[batch].float(), high[batch].float(), ids[batch], None if chars is None else chars[batch]
-                )
+                losses = towers(low[batch].float(), high[batch].float(), ids[batch])
             losses["loss"].backward()
             torch.nn.utils.clip_grad_norm_(towers.parameters(), 1.0)
             optimizer.step()
@@ -251,8 +209,7 @@ def pretrain_encoders(
                 print(
                     f"  epoch {epoch + 1} step {step + 1}/{steps_per_epoch}  loss {losses['loss'].item():.3f}  "
                     f"batch top-1 LR {losses['lr_acc'].item():.2f} HR {losses['hr_acc'].item():.2f}  "
-                    + (f"characters {losses['char_acc'].item():.2f}  " if "char" in losses else "")
-                    + f"({time.perf_counter() - started:.0f} s)",
+                    f"({time.perf_counter() - started:.0f} s)",
                     flush=True,
                 )
         state = {

@@ -1,7 +1,7 @@
 """`mgm train --recipe synthetic`: the default model's whole recipe, step by step, each step resumable.
 
-world -> encoders (CLIP-style) -> init (SmolLM2 + towers) -> align (visual tokens towards word embeddings) ->
-stage 1 -> stage 2 (-> export).  The recipe file
+world -> encoders (CLIP-style) -> read (the HR tower names drawn strings; optional) -> init (SmolLM2 + towers) ->
+align (visual tokens towards word embeddings) -> stage 1 -> stage 2 (-> export).  The recipe file
 (``recipes/synthetic.yaml``) holds the settings of every step; a step whose output exists is skipped, and an
 interrupted training stage continues from its last checkpoint.  Variants (``--variant``) share the world and the
 encoders: ``mining`` (the default model), ``lr_only`` (the LLaVA-style baseline), ``hd`` (token extension).
@@ -19,7 +19,7 @@ from .config import TrainConfig
 __all__ = ["SYNTHETIC_RECIPE", "is_pipeline", "run_synthetic_recipe"]
 
 SYNTHETIC_RECIPE = Path(__file__).resolve().parents[2] / "recipes" / "synthetic.yaml"
-_SECTIONS = ("world", "encoders", "align", "stage1", "stage2")
+_SECTIONS = ("world", "encoders", "read", "align", "stage1", "stage2")
 _KEYS = ("pipeline", "llm", *_SECTIONS)  # llm: a causal LM directory instead of SmolLM2 (tests use a tiny one)
 
 
@@ -39,6 +39,7 @@ def run_synthetic_recipe(
     from ..pretrained_llm import smollm2_dir
     from ..saving import save_model_and_processor
     from .pretrain_encoders import EncoderPretrainConfig, pretrain_encoders
+    from .pretrain_reading import ReadingPretrainConfig, pretrain_reading
     from .run import SUMMARY_FILE, describe_summary, find_checkpoints, train
     from .word_alignment import WordAlignmentConfig, align_visual_tokens
 
@@ -64,6 +65,11 @@ def run_synthetic_recipe(
     encoders_file = pretrain_encoders(
         tower_config, [captions], [], encoders, EncoderPretrainConfig(**recipe.get("encoders", {}))
     )
+    if "read" in recipe:
+        reading = output / "reading"
+        _done(f"read -> {reading}")
+        config = ReadingPretrainConfig(**recipe["read"])
+        encoders_file = pretrain_reading(tower_config, encoders_file, [captions], reading, config)
 
     folder = output / variant
     init = folder / "init"
