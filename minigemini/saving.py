@@ -16,19 +16,25 @@ def check_new_directory(destination: str | os.PathLike) -> Path:
     return destination
 
 
-def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
-    """Write ``text`` to ``path`` through a temporary sibling and a rename: readers never see half a file."""
+def write_file_atomic(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
+    """Run ``write(staging)`` for a temporary sibling of ``path``, then rename it into place: readers never see half
+    a file, and an error (or an interrupt) leaves ``path`` as it was."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     descriptor, staging = tempfile.mkstemp(prefix=f".{path.name}.partial-", dir=path.parent)
+    os.close(descriptor)
     try:
-        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-            handle.write(text)
+        write(Path(staging))
         os.replace(staging, path)
     except BaseException:
         Path(staging).unlink(missing_ok=True)
         raise
     return path
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` atomically."""
+    return write_file_atomic(path, lambda staging: staging.write_text(text, encoding="utf-8"))
 
 
 def write_json_atomic(path: str | os.PathLike, value) -> Path:

@@ -14,11 +14,11 @@ towers' weights (``encoders.safetensors``) that ``init_from_pretrained_encoders`
 
 from __future__ import annotations
 
-import json
 import math
 import re
 import time
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -29,6 +29,7 @@ from ..configuration import MiniGeminiConfig
 from ..data.records import read_records
 from ..encoders import HighResEncoder, LowResEncoder
 from ..image_processing import MiniGeminiImageProcessor, load_image
+from ..saving import write_file_atomic, write_json_atomic
 
 __all__ = ["ContrastiveTowers", "EncoderPretrainConfig", "WordVocabulary", "pretrain_encoders"]
 
@@ -218,15 +219,13 @@ def pretrain_encoders(
             "scheduler": scheduler.state_dict(),
             "epoch": epoch + 1,
         }
-        torch.save(state, output / f".{_CHECKPOINT}.partial")
-        (output / f".{_CHECKPOINT}.partial").replace(checkpoint_path)
+        write_file_atomic(checkpoint_path, partial(torch.save, state))
     weights = {
         key: value.detach().contiguous()
         for key, value in towers.state_dict().items()
         if key.startswith(("vision_tower.", "vision_tower_aux."))
     }
-    save_file(weights, str(output / f".{ENCODERS_FILE}.partial"))
-    (output / f".{ENCODERS_FILE}.partial").replace(output / ENCODERS_FILE)
-    (output / "pretrain_config.json").write_text(json.dumps(asdict(config), indent=1), encoding="utf-8")
+    write_file_atomic(output / ENCODERS_FILE, lambda staging: save_file(weights, str(staging)))
+    write_json_atomic(output / "pretrain_config.json", asdict(config))
     checkpoint_path.unlink(missing_ok=True)
     return output / ENCODERS_FILE

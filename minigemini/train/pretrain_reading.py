@@ -16,9 +16,9 @@ after 5.5 minutes on 2 cores, against 31 % with whole images).  Resumable: a che
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -29,6 +29,7 @@ from ..configuration import MiniGeminiConfig
 from ..data.regions import read_caption_regions, string_targets
 from ..encoders import HighResEncoder
 from ..image_processing import MiniGeminiImageProcessor
+from ..saving import write_file_atomic, write_json_atomic
 from .pretrain_encoders import ENCODERS_FILE, load_caption_pairs
 
 __all__ = ["ReadingPretrainConfig", "pretrain_reading"]
@@ -185,12 +186,10 @@ def pretrain_reading(
         if (step + 1) % config.checkpoint_steps == 0 and step + 1 < config.steps:
             state = {"reader": reader.state_dict(), "optimizer": optimizer.state_dict(),
                      "scheduler": scheduler.state_dict(), "generator": generator.get_state(), "step": step + 1}  # fmt: skip
-            torch.save(state, output / f".{_CHECKPOINT}.partial")
-            (output / f".{_CHECKPOINT}.partial").replace(checkpoint_path)
+            write_file_atomic(checkpoint_path, partial(torch.save, state))
     tower = {_TOWER + k: v.detach().contiguous() for k, v in reader.tower.state_dict().items()}
     result = {**{k: v for k, v in weights.items() if not k.startswith(_TOWER)}, **tower}
-    save_file(result, str(output / f".{ENCODERS_FILE}.partial"))
-    (output / f".{ENCODERS_FILE}.partial").replace(output / ENCODERS_FILE)
-    (output / "reading_config.json").write_text(json.dumps(asdict(config), indent=1), encoding="utf-8")
+    write_file_atomic(output / ENCODERS_FILE, lambda staging: save_file(result, str(staging)))
+    write_json_atomic(output / "reading_config.json", asdict(config))
     checkpoint_path.unlink(missing_ok=True)
     return output / ENCODERS_FILE
