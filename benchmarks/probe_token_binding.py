@@ -22,10 +22,16 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from minigemini.data.synthetic import make_scene
+from minigemini.data.synthetic import WORDS, make_scene
 from minigemini.default_model import default_model_available, load_default_model
 from minigemini.image_processing import MiniGeminiImageProcessor
-from minigemini.train.word_alignment import caption_targets, recall_at_own_k, region_targets
+from minigemini.train.word_alignment import (
+    caption_targets,
+    covered_tokens,
+    recall_at_own_k,
+    region_targets,
+    word_tokens,
+)
 
 
 def load(folder: Path):
@@ -60,7 +66,32 @@ def token_recall(folder: Path, scenes: list) -> dict[str, float]:
     for kind in sorted({s.kind for s in scenes}):
         rows = torch.tensor([s.kind == kind for s in scenes])[:, None] & covered
         result[kind] = recall_at_own_k(similarity[rows], wanted[rows])
-    return result
+    everything = F.normalize(model.get_input_embeddings().weight.detach().float(), dim=-1)
+    return result | written_named(F.normalize(torch.cat(tokens).float(), dim=-1), regions, everything, processor, side)
+
+
+def _closest(similarity: torch.Tensor, choices: list[list[int]], k: int) -> list[int]:
+    """The ``k`` choices (each a list of token columns) some covered token resembles most."""
+    return torch.stack([similarity[:, columns].max() for columns in choices]).topk(k).indices.tolist()
+
+
+def written_named(tokens, regions, embeddings, processor, side) -> dict[str, float]:
+    """Shares of drawn words (numbers) whose covered tokens resemble that word (those digits) most."""
+    words = [word_tokens(w, processor.tokenizer, bare=True) for w in WORDS]
+    digits = [word_tokens(str(d), processor.tokenizer, bare=True) for d in range(10)]
+    named = {"word": [], "digits": []}
+    for image, scene in zip(tokens, regions):
+        for region in scene:
+            covered = covered_tokens(region["box"], side)
+            if not region.get("text") or not len(covered):
+                continue
+            similarity = image[covered] @ embeddings.T
+            if region["text"].isdigit():
+                drawn = {int(d) for d in region["text"]}
+                named["digits"].append(set(_closest(similarity, digits, len(drawn))) == drawn)
+            elif region["text"] in WORDS:
+                named["word"].append(WORDS[_closest(similarity, words, 1)[0]] == region["text"])
+    return {name: sum(hits) / max(len(hits), 1) for name, hits in named.items()}
 
 
 def main() -> int:

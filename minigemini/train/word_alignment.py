@@ -43,6 +43,7 @@ __all__ = [
     "recall_at_own_k",
     "region_targets",
     "token_word_similarity",
+    "word_tokens",
 ]
 
 _WORD = re.compile(r"[a-z]+|\d+")
@@ -71,7 +72,7 @@ class WordAlignmentConfig:
             raise ValueError(f"precision must be bf16 or fp32, got {self.precision!r}")
 
 
-def _word_tokens(word: str, tokenizer, bare: bool = False) -> list[int]:
+def word_tokens(word: str, tokenizer, bare: bool = False) -> list[int]:
     """The LLM tokens of ``word`` inside a sentence (leading space; numbers become a space token and digits: the space
     says nothing) and with ``bare``, when it is one token, as it starts an answer (no space)."""
     tokens = [t for t in tokenizer(" " + word, add_special_tokens=False)["input_ids"] if tokenizer.decode([t]).strip()]
@@ -92,15 +93,15 @@ def caption_targets(
     kept = sorted(w for w, n in frequency.items() if n <= max_word_share * len(captions))
     if not kept:
         raise ValueError("no caption word is specific to some images: nothing to align the visual tokens to")
-    word_tokens = {word: _word_tokens(word, tokenizer) for word in kept}
+    tokens_of = {word: word_tokens(word, tokenizer) for word in kept}
     for word in region_words:  # a region's words are short answers too: their answer-start form as well
-        word_tokens[word] = sorted({*word_tokens.get(word, []), *_word_tokens(word, tokenizer, bare=True)})
-    candidates = sorted({t for tokens in word_tokens.values() for t in tokens})
+        tokens_of[word] = sorted({*tokens_of.get(word, []), *word_tokens(word, tokenizer, bare=True)})
+    candidates = sorted({t for tokens in tokens_of.values() for t in tokens})
     column = {t: i for i, t in enumerate(candidates)}
     targets = torch.zeros(len(captions), len(candidates))
     for row, words in enumerate(words_per_caption):
         for word in words & set(kept):
-            targets[row, [column[t] for t in word_tokens[word]]] = 1
+            targets[row, [column[t] for t in tokens_of[word]]] = 1
     return torch.tensor(candidates), targets
 
 
@@ -125,7 +126,7 @@ def region_targets(regions: list[dict], side: int, candidates: torch.Tensor, tok
     for region in regions:
         tokens = covered_tokens(region["box"], side)
         words = [str(word).lower() for word in region["words"]]
-        columns = [column[t] for word in words for t in _word_tokens(word, tokenizer, bare=True)]
+        columns = [column[t] for word in words for t in word_tokens(word, tokenizer, bare=True)]
         if len(tokens) and columns:
             targets[tokens[:, None], torch.tensor(columns)[None, :]] = True
     return targets
