@@ -1,4 +1,4 @@
-"""The default model's recipe end to end on a tiny LLM: world -> encoders -> init -> stages -> export -> load."""
+"""The default model's recipe end to end on a tiny LLM: world -> encoders -> read -> init -> stages -> export -> load."""
 
 import json
 
