@@ -31,7 +31,7 @@ from ..encoders import HighResEncoder, LowResEncoder
 from ..image_processing import MiniGeminiImageProcessor, load_image
 from ..saving import write_file_atomic, write_json_atomic
 
-__all__ = ["ContrastiveTowers", "EncoderPretrainConfig", "WordVocabulary", "pretrain_encoders"]
+__all__ = ["ContrastiveTowers", "EncoderPretrainConfig", "WordVocabulary", "pretrain_encoders", "resume"]
 
 ENCODERS_FILE = "encoders.safetensors"
 _CHECKPOINT = "checkpoint.pt"
@@ -145,6 +145,17 @@ def load_caption_pairs(data: list[str], image_folders: list[str], processor: Min
     return torch.stack(low), torch.stack(high), captions, ids
 
 
+def resume(checkpoint: Path, **stateful) -> dict | None:
+    """Restore each of ``stateful`` (name -> module, optimizer or scheduler) from the checkpoint file of a tower step,
+    saved as {name: state_dict, ...}; returns the checkpoint, or None when there is none yet."""
+    if not checkpoint.is_file():
+        return None
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    for name, target in stateful.items():
+        target.load_state_dict(state[name])
+    return state
+
+
 def pretrain_encoders(
     model_config: MiniGeminiConfig,
     data: list[str],
@@ -177,14 +188,10 @@ def pretrain_encoders(
     total = steps_per_epoch * config.epochs
     schedule = lambda step: min(1.0, (step + 1) / config.warmup_steps) * 0.5 * (1 + math.cos(math.pi * step / total))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
-    start_epoch = 0
     checkpoint_path = output / _CHECKPOINT
-    if checkpoint_path.is_file():
-        state = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
-        towers.load_state_dict(state["towers"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        start_epoch = state["epoch"]
+    state = resume(checkpoint_path, towers=towers, optimizer=optimizer, scheduler=scheduler)
+    start_epoch = state["epoch"] if state else 0
+    if state:
         print(f"Resuming encoder pre-training after epoch {start_epoch}")
     autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.precision == "bf16")
     print(

@@ -30,7 +30,7 @@ from ..data.regions import read_caption_regions, string_targets
 from ..encoders import HighResEncoder
 from ..image_processing import MiniGeminiImageProcessor
 from ..saving import write_file_atomic, write_json_atomic
-from .pretrain_encoders import ENCODERS_FILE, load_caption_pairs
+from .pretrain_encoders import ENCODERS_FILE, load_caption_pairs, resume
 
 __all__ = ["ReadingPretrainConfig", "pretrain_reading"]
 
@@ -142,15 +142,11 @@ def pretrain_reading(
     optimizer = torch.optim.AdamW(reader.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / config.warmup_steps))
     generator = torch.Generator().manual_seed(config.seed)
-    start = 0
     checkpoint_path = output / _CHECKPOINT
-    if checkpoint_path.is_file():
-        state = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
-        reader.load_state_dict(state["reader"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
+    state = resume(checkpoint_path, reader=reader, optimizer=optimizer, scheduler=scheduler)
+    start = state["step"] if state else 0
+    if state:
         generator.set_state(state["generator"])
-        start = state["step"]
         print(f"Resuming reading pre-training after step {start}")
     class_weight = torch.ones(len(strings) + 1)
     class_weight[0] = config.none_weight
