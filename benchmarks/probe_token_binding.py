@@ -53,21 +53,21 @@ def token_recall(folder: Path, scenes: list) -> dict[str, float]:
     regions = [[r.record() for r in s.regions] for s in scenes]
     words = {w for scene in regions for region in scene for w in region["words"]}
     candidates, _ = caption_targets([s.caption for s in scenes], processor.tokenizer, 0.5, words)
-    embeddings = F.normalize(model.get_input_embeddings().weight[candidates].detach().float(), dim=-1)
+    vocabulary = F.normalize(model.get_input_embeddings().weight.detach().float(), dim=-1)
     wanted = torch.stack([region_targets(r, side, candidates, processor.tokenizer) for r in regions]).float()
     tokens = []
     with torch.inference_mode():
         for start in range(0, len(scenes), 50):
             pixels = images(images=[s.image for s in scenes[start : start + 50]], return_tensors="pt")
             tokens.append(model.model.get_image_features(pixels["pixel_values"], pixels["high_res_pixel_values"]))
-    similarity = F.normalize(torch.cat(tokens).float(), dim=-1) @ embeddings.T
+    tokens = F.normalize(torch.cat(tokens).float(), dim=-1)
+    similarity = tokens @ vocabulary[candidates].T
     covered = wanted.sum(-1) > 0
     result = {"all": recall_at_own_k(similarity[covered], wanted[covered])}
     for kind in sorted({s.kind for s in scenes}):
         rows = torch.tensor([s.kind == kind for s in scenes])[:, None] & covered
         result[kind] = recall_at_own_k(similarity[rows], wanted[rows])
-    everything = F.normalize(model.get_input_embeddings().weight.detach().float(), dim=-1)
-    return result | written_named(F.normalize(torch.cat(tokens).float(), dim=-1), regions, everything, processor, side)
+    return result | written_named(tokens, regions, vocabulary, processor, side)
 
 
 def _closest(similarity: torch.Tensor, choices: list[list[int]], k: int) -> list[int]:
