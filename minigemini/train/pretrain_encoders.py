@@ -8,8 +8,9 @@ et al., 2021).
 
 Captions are read by a small transformer over a word vocabulary built from the captions themselves (it is only a
 teacher: it is not kept).  Captions name written words but never spell them, so contrast alone does not teach the HR
-tower to read small print: ``pretrain_reading`` does that afterwards.  Resumable: a checkpoint is written atomically after every epoch; the output is the two
-towers' weights (``encoders.safetensors``) that ``init_from_pretrained_encoders`` places into a Mini-Gemini.
+tower to read small print: ``pretrain_reading`` does that afterwards.  Resumable: a checkpoint is written atomically
+after every epoch; the output is the two towers' weights (``encoders.safetensors``) that
+``init_from_pretrained_encoders`` places into a Mini-Gemini.
 """
 
 from __future__ import annotations
