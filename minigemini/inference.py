@@ -1,7 +1,8 @@
 """Inference helpers shared by the Python API, ``mgm chat``, ``mgm serve`` and ``mgm web``.
 
 - ``chat(model, image, question)``: the one-liner (``model`` may be a directory; its processor is loaded with it).
-- ``batch_chat(model, pairs)``: many (image, question) pairs, left-padded batches, a tqdm bar, answers in input order.
+- ``batch_chat(model, pairs)``: many (image, question) pairs, left-padded batches, a tqdm bar, answers in input order
+  (``batch_generate``: the same, each answer with its finish reason and token count).
 - ``load_pretrained(path, device=, dtype=, load_in_4bit=, load_in_8bit=)``: model + processor with per-device
   defaults (bf16 on CUDA, fp16 on MPS, fp32 on CPU).
 - ``Conversation``: multi-turn history with images attached to any user turn.
@@ -31,6 +32,7 @@ __all__ = [
     "Conversation",
     "GenerationRequest",
     "batch_chat",
+    "batch_generate",
     "chat",
     "context_budget",
     "default_dtype",
@@ -506,7 +508,7 @@ def chat(
     return request.text
 
 
-def batch_chat(
+def batch_generate(
     model: Any,
     pairs: Iterable[tuple[Any, str]],
     processor: Any = None,
@@ -519,12 +521,13 @@ def batch_chat(
     errors: str = "raise",
     device: str | None = None,
     dtype: str | None = None,
-) -> list[str | None]:
-    """Answer many ``(image, question)`` pairs (image: one, a list, or None), ``batch_size`` at a time.
+) -> list[GenerationRequest | None]:
+    """Generate for many ``(image, question)`` pairs (image: one, a list, or None), ``batch_size`` at a time.
 
     Pairs are grouped by similar length (less padding) and answered in left-padded batches; the answers come back
     in input order.  Images are loaded batch by batch.  ``errors="raise"`` stops at the first unreadable image or
-    over-long prompt (naming the pair); ``errors="skip"`` answers None for such pairs instead.
+    over-long prompt (naming the pair); ``errors="skip"`` answers None for such pairs instead.  Returns the
+    finished requests (``text``, ``finish_reason``, ``completion_tokens``), in input order.
     """
     from tqdm.auto import tqdm
 
@@ -534,7 +537,7 @@ def batch_chat(
         raise ValueError(f"errors must be 'raise' or 'skip', got {errors!r}")
     model, processor = _model_and_processor(model, processor, device, dtype)
     pairs = list(pairs)
-    answers: list[str | None] = [None] * len(pairs)
+    answers: list[GenerationRequest | None] = [None] * len(pairs)
     order = sorted(range(len(pairs)), key=lambda i: (len(_as_list(pairs[i][0])), len(pairs[i][1])))
     with tqdm(total=len(pairs), desc="mgm", unit="sample", disable=not progress) as bar:
         for start in range(0, len(order), batch_size):
@@ -555,6 +558,11 @@ def batch_chat(
             if requests:
                 run_batch(model, processor, requests)
                 for index, request in zip(indices, requests):
-                    answers[index] = request.text
+                    answers[index] = request
             bar.update(len(order[start : start + batch_size]))
     return answers
+
+
+def batch_chat(model: Any, pairs: Iterable[tuple[Any, str]], processor: Any = None, **options: Any) -> list[str | None]:
+    """``batch_generate``'s answers as text (None for a pair skipped with ``errors="skip"``)."""
+    return [None if request is None else request.text for request in batch_generate(model, pairs, processor, **options)]
