@@ -1,10 +1,11 @@
-"""The default model's recipe end to end on a tiny LLM: world -> encoders -> read -> init -> stages -> export -> load."""
+"""The default model's recipe end to end on a tiny LLM: world -> encoders -> read -> init -> align -> stage 1 -> chat
+-> stage 2 -> export -> load."""
 
 import json
 
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
+from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
 from minigemini.configuration import MiniGeminiConfig
 from minigemini.data.synthetic import write_world
@@ -17,6 +18,7 @@ from minigemini.train.pretrain_reading import ReadingPretrainConfig, pretrain_re
 from minigemini.train.synthetic_recipe import run_synthetic_recipe
 
 from .conftest import CHATML_TEMPLATE, build_tokenizer
+from .serving_helpers import script_answers
 
 pytest.importorskip("peft")
 
@@ -144,12 +146,21 @@ def test_reading_pretraining_refuses_bad_settings_and_worlds_without_text(tmp_pa
         ReadingPretrainConfig(none_weight=0).validate()
 
 
-def test_recipe_trains_exports_and_loads_the_default_model(tmp_path):
+def test_recipe_trains_exports_and_loads_the_default_model(tmp_path, monkeypatch):
     llm = tiny_llm(tmp_path / "llm")
-    recipe = {**RECIPE, "llm": llm}
-    stage2 = run_synthetic_recipe(recipe, tmp_path / "run", export=tmp_path / "export")
+    (tmp_path / "prompts.txt").write_text("Say hello.\nName a fruit.\n")
+    chat = {"prompts": str(tmp_path / "prompts.txt"), "max_new_tokens": 32, "repeats": 3}
+    recipe = {**RECIPE, "llm": llm, "chat": chat}
+    with monkeypatch.context() as patch:  # the chat step's generation runs on the tiny LLM, its answer forced
+        script_answers(patch, AutoTokenizer.from_pretrained(llm), "Hello there.")
+        stage2 = run_synthetic_recipe(recipe, tmp_path / "run", export=tmp_path / "export")
     summary = json.loads((stage2 / "train_summary.json").read_text())
     assert summary["lora"] and summary["steps"] == 2
+    replay = tmp_path / "run" / "chat" / "replay.json"
+    assert summary["config"]["data"][1] == str(replay)  # stage 2 trains on the dialogues and the LLM's own answers
+    world_records = len(json.loads((tmp_path / "run" / "world" / "instructions.json").read_text()))
+    assert summary["dataset_samples"] == world_records + 2 * 3
+    assert {r["conversations"][1]["value"] for r in json.loads(replay.read_text())} == {"Hello there."}
     assert default_model_available(tmp_path / "export")
     from safetensors.torch import load_file
 

@@ -1,7 +1,8 @@
 """`mgm train --recipe synthetic`: the default model's whole recipe, step by step, each step resumable.
 
 world -> encoders (CLIP-style) -> read (the HR tower names drawn strings; optional) -> init (SmolLM2 + towers) ->
-align (visual tokens towards word embeddings) -> stage 1 -> stage 2 (-> export).  The recipe file
+align (visual tokens towards word embeddings) -> stage 1 -> chat (the LLM's own answers to plain prompts; optional)
+-> stage 2 on the dialogues and those answers (-> export).  The recipe file
 (``recipes/synthetic.yaml``) holds the settings of every step; a step whose output exists is skipped, and an
 interrupted training stage continues from its last checkpoint.  Variants (``--variant``) share the world and the
 encoders: ``mining`` (the default model), ``lr_only`` (the LLaVA-style baseline), ``hd`` (token extension).
@@ -19,7 +20,8 @@ from .config import TrainConfig
 __all__ = ["SYNTHETIC_RECIPE", "is_pipeline", "run_synthetic_recipe"]
 
 SYNTHETIC_RECIPE = Path(__file__).resolve().parents[2] / "recipes" / "synthetic.yaml"
-_SECTIONS = ("world", "encoders", "read", "align", "stage1", "stage2")
+CHAT_PROMPTS = SYNTHETIC_RECIPE.with_name("chat_prompts.txt")  # the chat step's prompts unless its section names some
+_SECTIONS = ("world", "encoders", "read", "align", "stage1", "chat", "stage2")
 _KEYS = ("pipeline", "llm", *_SECTIONS)  # llm: a causal LM directory instead of SmolLM2 (tests use a tiny one)
 
 
@@ -38,6 +40,7 @@ def run_synthetic_recipe(
     from ..data.synthetic import write_world
     from ..pretrained_llm import smollm2_dir
     from ..saving import save_model_and_processor
+    from .chat_replay import ChatReplayConfig, write_chat_replay
     from .pretrain_encoders import EncoderPretrainConfig, pretrain_encoders
     from .pretrain_reading import ReadingPretrainConfig, pretrain_reading
     from .run import SUMMARY_FILE, describe_summary, find_checkpoints, train
@@ -82,11 +85,18 @@ def run_synthetic_recipe(
     aligned = folder / "aligned"
     _done(f"align ({variant}) -> {aligned}")
     previous = align_visual_tokens(init, [captions], aligned, WordAlignmentConfig(**recipe.get("align", {})))
-    for stage, data in ((1, captions), (2, instructions)):
+    stage2_data = [instructions]
+    if "chat" in recipe:  # the LLM is untouched until stage 2, so init answers as SmolLM2 does, in the chat template
+        replay = output / "chat" / "replay.json"
+        _done(f"chat -> {replay}")
+        stage2_data.append(
+            str(write_chat_replay(init, replay, ChatReplayConfig(**{"prompts": str(CHAT_PROMPTS), **recipe["chat"]})))
+        )
+    for stage, data in ((1, [captions]), (2, stage2_data)):
         stage_dir = folder / f"stage{stage}"
         if not (stage_dir / SUMMARY_FILE).is_file():
             _done(f"stage {stage} ({variant}) -> {stage_dir}")
-            settings = {**recipe.get(f"stage{stage}", {}), "stage": stage, "model": str(previous), "data": [data],
+            settings = {**recipe.get(f"stage{stage}", {}), "stage": stage, "model": str(previous), "data": data,
                         "output": str(stage_dir), "resume": bool(find_checkpoints(str(stage_dir)))}  # fmt: skip
             result = train(TrainConfig.from_sources(None, settings))
             print(describe_summary(result.summary), flush=True)
