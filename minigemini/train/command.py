@@ -157,9 +157,17 @@ def run(args: argparse.Namespace) -> int:
     if pipeline is not None:
         return pipeline
     config = config_from_args(args)
-    result = train(config)
-    if result.trainer.is_world_process_zero():
-        print(describe_summary(result.summary))
+    try:
+        result = train(config)
+        if result.trainer.is_world_process_zero():
+            print(describe_summary(result.summary))
+    finally:
+        # under torchrun: leave the process group before exit; left to interpreter teardown, its gloo threads could
+        # abort a finished run ("terminate called without an active exception", exit -6, seen once under load)
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
     return 0
 
 
