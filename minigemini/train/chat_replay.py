@@ -57,6 +57,7 @@ def write_chat_replay(model_dir: str | Path, output: str | Path, config: ChatRep
 
     output = Path(output)
     if output.is_file():
+        print(f"Chat replay already written: {output}")
         return output
     prompts = read_prompts(config.prompts)
     model = MiniGeminiForConditionalGeneration.from_pretrained(model_dir, dtype=torch.float32).eval()
