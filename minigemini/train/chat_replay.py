@@ -49,19 +49,14 @@ def read_prompts(path: str | Path) -> list[str]:
 def write_chat_replay(model_dir: str | Path, output: str | Path, config: ChatReplayConfig) -> Path:
     """Answer ``config.prompts`` with the model in ``model_dir`` and write the records to ``output`` (skipped when
     it exists); returns ``output``."""
-    import torch
-
-    from ..inference import batch_generate
-    from ..modeling import MiniGeminiForConditionalGeneration
-    from ..processing import MiniGeminiProcessor
+    from ..inference import batch_generate, load_pretrained
 
     output = Path(output)
     if output.is_file():
         print(f"Chat replay already written: {output}")
         return output
     prompts = read_prompts(config.prompts)
-    model = MiniGeminiForConditionalGeneration.from_pretrained(model_dir, dtype=torch.float32).eval()
-    processor = MiniGeminiProcessor.from_pretrained(model_dir)
+    model, processor = load_pretrained(model_dir, dtype="fp32")  # fp32: the LLM's answers as released
     answers = batch_generate(model, [(None, prompt) for prompt in prompts], processor, batch_size=config.batch_size,
                              max_new_tokens=config.max_new_tokens, progress=False)  # fmt: skip
     kept = [(p, a.text) for p, a in zip(prompts, answers) if a.finish_reason == "stop" and a.text]
