@@ -25,9 +25,28 @@ def test_default_model_writes_drawable_prompts_for_held_out_requests(default_mod
     assert matched >= 6, list(zip([r.request for r in requests], answers))
 
 
+# the first eight of the ablation's chat checks (benchmarks/ablation_synthetic.py), none among the chat step's prompts
+PLAIN_QUESTIONS = (
+    ("What is the capital of France?", ("paris",)),
+    ("How many days are there in a week?", ("seven", "7")),
+    ("What colour is the sky on a clear day?", ("blue",)),
+    ("Which planet do we live on?", ("earth",)),
+    ("What do bees make?", ("honey",)),
+    ("What is the opposite of hot?", ("cold",)),
+    ("How many legs does a spider have?", ("eight", "8")),
+    ("What do you call frozen water?", ("ice",)),
+)
+
+
 def test_default_model_still_chats(default_model):
     model, processor = default_model
-    assert "paris" in chat(model, None, "What is the capital of France?", processor, max_new_tokens=24).lower()
+    answers = batch_chat(model, [(None, q) for q, _ in PLAIN_QUESTIONS], processor,
+                         batch_size=8, max_new_tokens=32, progress=False)  # fmt: skip
+    # sentences, not the one-word answers stage 2's image questions teach
+    assert all(len(a.split()) >= 4 for a in answers), answers
+    right = sum(any(k in a.lower() for k in keys) for (_, keys), a in zip(PLAIN_QUESTIONS, answers))
+    # measured: 6 of these 8 (23 of all 32 in the ablation; SmolLM2 alone 21 of 32)
+    assert right >= 5, answers
 
 
 def test_default_model_answers_about_an_image(default_model):
@@ -48,5 +67,5 @@ def test_default_model_sees_colours_in_held_out_scenes(default_model):
     answers = batch_chat(model, [(s.image, q.text) for s, q in zip(scenes, questions)], processor,
                          batch_size=8, max_new_tokens=8, progress=False)  # fmt: skip
     right = sum(vqa_accuracy(a, [q.answer]) for q, a in zip(questions, answers))
-    # measured on the held-out benchmark: 88 % (README); chance among the 10 colours is 10 %
+    # measured on the held-out benchmark: 98 % (README); chance among the 10 colours is 10 %
     assert right >= 8, list(zip([q.answer for q in questions], answers))
