@@ -2,8 +2,8 @@
 
 import json
 import os
+import secrets
 import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,18 +16,23 @@ def check_new_directory(destination: str | os.PathLike) -> Path:
     return destination
 
 
+def _staging_sibling(path: Path) -> Path:
+    # Named here rather than by tempfile.mkstemp/mkdtemp, which create it private (0600/0700): what is renamed into
+    # place must get the permissions any file the user writes gets (their umask), or others cannot read a model.
+    return path.with_name(f".{path.name}.partial-{os.getpid()}-{secrets.token_hex(4)}")
+
+
 def write_file_atomic(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
     """Run ``write(staging)`` for a temporary sibling of ``path``, then rename it into place: readers never see half
     a file, and an error (or an interrupt) leaves ``path`` as it was."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, staging = tempfile.mkstemp(prefix=f".{path.name}.partial-", dir=path.parent)
-    os.close(descriptor)
+    staging = _staging_sibling(path)
     try:
-        write(Path(staging))
+        write(staging)
         os.replace(staging, path)
     except BaseException:
-        Path(staging).unlink(missing_ok=True)
+        staging.unlink(missing_ok=True)
         raise
     return path
 
@@ -49,7 +54,8 @@ def write_directory_atomically(destination: str | os.PathLike, write: Callable[[
     """
     destination = check_new_directory(destination)
     destination.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{destination.name}.partial-", dir=destination.parent))
+    staging = _staging_sibling(destination)
+    staging.mkdir()
     try:
         write(staging)
         if destination.exists():

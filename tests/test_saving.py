@@ -18,3 +18,19 @@ def test_a_failed_write_keeps_the_previous_file_and_leaves_no_staging_file(tmp_p
     assert target.read_text() == "old" and sorted(p.name for p in target.parent.iterdir()) == ["weights.bin"]
     write_file_atomic(target, lambda staging: staging.write_bytes(b"new"))
     assert target.read_bytes() == b"new" and len(list(target.parent.iterdir())) == 1
+
+
+def test_written_files_and_folders_get_the_users_permissions_not_private_ones(tmp_path):
+    import os
+
+    from minigemini.saving import write_directory_atomically
+
+    previous = os.umask(0o022)
+    try:
+        file = write_text_atomic(tmp_path / "config.json", "{}")
+        folder = write_directory_atomically(tmp_path / "model", lambda staging: (staging / "w.bin").write_bytes(b"1"))
+    finally:
+        os.umask(previous)
+    # as open() and mkdir() would make them: others may read a saved model
+    assert file.stat().st_mode & 0o777 == 0o644
+    assert folder.stat().st_mode & 0o777 == 0o755 and (folder / "w.bin").stat().st_mode & 0o777 == 0o644

@@ -17,6 +17,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, Self
 
+from ..saving import write_file_atomic
 from .records import _iter_raw
 
 __all__ = ["AppendCache", "iter_raw", "write_json", "write_records"]
@@ -27,20 +28,14 @@ def iter_raw(path: str | os.PathLike) -> Iterator[tuple[str, Any, str | None]]:
     return _iter_raw(os.fspath(path))
 
 
-def _replace_atomically(path: Path, write) -> Path:
-    path = Path(path).expanduser()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8") as handle:
+def _replace_atomically(path: str | os.PathLike, write) -> Path:
+    """``write(handle)`` into a UTF-8 text file that replaces ``path`` only when complete."""
+
+    def write_staging(staging: Path) -> None:
+        with open(staging, "w", encoding="utf-8") as handle:
             write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+
+    return write_file_atomic(Path(path).expanduser(), write_staging)
 
 
 def write_records(path: str | os.PathLike, records: Iterable[dict[str, Any]]) -> Path:
@@ -68,7 +63,7 @@ def write_json(path: str | os.PathLike, data: Any) -> Path:
         json.dump(data, handle, indent=2, ensure_ascii=False, default=str)
         handle.write("\n")
 
-    return _replace_atomically(Path(path), write)
+    return _replace_atomically(path, write)
 
 
 class AppendCache:
