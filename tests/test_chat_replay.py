@@ -1,8 +1,6 @@
 """The chat step: the LLM's own answers to plain prompts, written as stage-2 records; and its prompt file."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
@@ -11,9 +9,8 @@ from minigemini.inference import load_pretrained
 from minigemini.train.chat_replay import ChatReplayConfig, read_prompts, write_chat_replay
 from minigemini.train.synthetic_recipe import CHAT_PROMPTS
 
+from .ablation_checks import chat_checks
 from .serving_helpers import save_tiny_mgm, script_answers
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -68,9 +65,6 @@ def test_answers_cut_off_by_the_token_budget_are_left_out(model_dir, tmp_path):
 
 
 def test_the_recipe_prompts_leave_out_the_ablation_chat_checks():
-    spec = importlib.util.spec_from_file_location("ablation", ROOT / "benchmarks" / "ablation_synthetic.py")
-    ablation = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(ablation)
     prompts = {p.lower() for p in read_prompts(CHAT_PROMPTS)}
     assert len(prompts) >= 200
-    assert not prompts & {question.lower() for question, _ in ablation.CHAT_CHECKS}
+    assert not prompts & {question.lower() for question, _ in chat_checks()}

@@ -9,6 +9,8 @@ from minigemini.default_model import DEFAULT_MODEL_DIR, default_model_available,
 from minigemini.generation import extract_image_prompt, request_image
 from minigemini.inference import batch_chat, chat
 
+from .ablation_checks import chat_checks
+
 
 @pytest.fixture(scope="module")
 def default_model():
@@ -25,27 +27,15 @@ def test_default_model_writes_drawable_prompts_for_held_out_requests(default_mod
     assert matched >= 6, list(zip([r.request for r in requests], answers))
 
 
-# the first eight of the ablation's chat checks (benchmarks/ablation_synthetic.py), none among the chat step's prompts
-PLAIN_QUESTIONS = (
-    ("What is the capital of France?", ("paris",)),
-    ("How many days are there in a week?", ("seven", "7")),
-    ("What colour is the sky on a clear day?", ("blue",)),
-    ("Which planet do we live on?", ("earth",)),
-    ("What do bees make?", ("honey",)),
-    ("What is the opposite of hot?", ("cold",)),
-    ("How many legs does a spider have?", ("eight", "8")),
-    ("What do you call frozen water?", ("ice",)),
-)
-
-
 def test_default_model_still_chats(default_model):
     model, processor = default_model
-    answers = batch_chat(model, [(None, q) for q, _ in PLAIN_QUESTIONS], processor,
+    checks = chat_checks()[:8]  # none of them among the chat step's prompts (test_chat_replay)
+    answers = batch_chat(model, [(None, q) for q, _ in checks], processor,
                          batch_size=8, max_new_tokens=32, progress=False)  # fmt: skip
     # sentences, not the one-word answers stage 2's image questions teach
     assert all(len(a.split()) >= 4 for a in answers), answers
-    right = sum(any(k in a.lower() for k in keys) for (_, keys), a in zip(PLAIN_QUESTIONS, answers))
-    # measured: 6 of these 8 (23 of all 32 in the ablation; SmolLM2 alone 21 of 32)
+    right = sum(any(k in a.lower() for k in keys) for (_, keys), a in zip(checks, answers))
+    # measured: 6 of the first 8 (23 of all 32 in the ablation; SmolLM2 alone 21 of 32)
     assert right >= 5, answers
 
 
