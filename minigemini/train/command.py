@@ -157,18 +157,34 @@ def run(args: argparse.Namespace) -> int:
     if pipeline is not None:
         return pipeline
     config = config_from_args(args)
+    finished = False
     try:
         result = train(config)
         if result.trainer.is_world_process_zero():
             print(describe_summary(result.summary))
+        del result
+        finished = True
     finally:
-        # under torchrun: leave the process group before exit; left to interpreter teardown, its gloo threads could
-        # abort a finished run ("terminate called without an active exception", exit -6, seen once under load)
-        import torch.distributed as dist
-
-        if dist.is_available() and dist.is_initialized():
-            dist.destroy_process_group()
+        _leave_process_group(finished)
     return 0
+
+
+def _leave_process_group(finished: bool) -> None:
+    """Under torchrun, tear the gloo process group down in an order that cannot hang or abort at exit.
+
+    Left to interpreter teardown, its threads once aborted a finished run ("terminate called without an active
+    exception", exit -6); destroyed while DDP's reducer still held it, the reducer's later release joined the gloo
+    threads with the GIL held while one of them waited for the GIL to free a tensor: a hang."""
+    import gc
+
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    gc.collect()  # the trainer's DDP reducer lets go of the group while the group is still registered
+    if finished:
+        dist.barrier()  # every rank done and the gloo threads idle (a failed rank would leave the others waiting)
+    dist.destroy_process_group()
 
 
 def _synthetic_pipeline(args: argparse.Namespace) -> int | None:
