@@ -17,9 +17,12 @@ def check_new_directory(destination: str | os.PathLike) -> Path:
 
 
 def _staging_sibling(path: Path) -> Path:
-    # Named here rather than by tempfile.mkstemp/mkdtemp, which create it private (0600/0700): what is renamed into
-    # place must get the permissions any file the user writes gets (their umask), or others cannot read a model.
     return path.with_name(f".{path.name}.partial-{os.getpid()}-{secrets.token_hex(4)}")
+
+
+# What is renamed into place gets the permissions of any file the user creates (their umask): tempfile's staging is
+# private (0600/0700) and safetensors writes 0600, which left saved models unreadable to others on a shared machine.
+# The staging file or folder is created first, under the umask; its mode is then given to what the writer wrote.
 
 
 def write_file_atomic(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
@@ -29,7 +32,10 @@ def write_file_atomic(path: str | os.PathLike, write: Callable[[Path], None]) ->
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = _staging_sibling(path)
     try:
+        staging.touch(exist_ok=False)
+        mode = staging.stat().st_mode & 0o777
         write(staging)
+        os.chmod(staging, mode)
         os.replace(staging, path)
     except BaseException:
         staging.unlink(missing_ok=True)
@@ -58,6 +64,10 @@ def write_directory_atomically(destination: str | os.PathLike, write: Callable[[
     staging.mkdir()
     try:
         write(staging)
+        file_mode = staging.stat().st_mode & 0o666
+        for file in staging.rglob("*"):
+            if file.is_file() and not file.is_symlink():
+                os.chmod(file, file_mode)
         if destination.exists():
             destination.rmdir()
         staging.rename(destination)

@@ -23,14 +23,26 @@ def test_a_failed_write_keeps_the_previous_file_and_leaves_no_staging_file(tmp_p
 def test_written_files_and_folders_get_the_users_permissions_not_private_ones(tmp_path):
     import os
 
+    import torch
+    from safetensors.torch import save_file
+
     from minigemini.saving import write_directory_atomically
+
+    def write_model(staging):
+        (staging / "config.json").write_text("{}")
+        (staging / "adapter").mkdir()
+        save_file({"w": torch.zeros(2)}, str(staging / "adapter" / "w.safetensors"))  # safetensors writes 0600
 
     previous = os.umask(0o022)
     try:
         file = write_text_atomic(tmp_path / "config.json", "{}")
-        folder = write_directory_atomically(tmp_path / "model", lambda staging: (staging / "w.bin").write_bytes(b"1"))
+        weights = write_file_atomic(
+            tmp_path / "w.safetensors", lambda staging: save_file({"w": torch.zeros(2)}, str(staging))
+        )
+        folder = write_directory_atomically(tmp_path / "model", write_model)
     finally:
         os.umask(previous)
     # as open() and mkdir() would make them: others may read a saved model
-    assert file.stat().st_mode & 0o777 == 0o644
-    assert folder.stat().st_mode & 0o777 == 0o755 and (folder / "w.bin").stat().st_mode & 0o777 == 0o644
+    assert file.stat().st_mode & 0o777 == 0o644 and weights.stat().st_mode & 0o777 == 0o644
+    assert folder.stat().st_mode & 0o777 == 0o755 and (folder / "adapter").stat().st_mode & 0o777 == 0o755
+    assert {p.stat().st_mode & 0o777 for p in folder.rglob("*") if p.is_file()} == {0o644}
