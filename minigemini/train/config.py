@@ -6,7 +6,8 @@ The defaults of each stage are the paper's (§4.1) and the release scripts' sett
   resized and centre-cropped (no padding, as the release's stage 1), lr 1e-3, global batch 256, 1 epoch, 2048 tokens;
 - stage 2 (instruction tuning): also the LLM, the model's chat template, images padded to square, lr 2e-5, global
   batch 128, 1 epoch, 2048 tokens (4096 for HD), samples grouped by modality and length;
-- both: AdamW, cosine schedule, warm-up ratio 0.03, no weight decay, bf16, gradient checkpointing.
+- both: AdamW, cosine schedule, warm-up ratio 0.03, no weight decay, bf16 (``auto``: fp32 on a CPU without bf16
+  kernels), gradient checkpointing.
 
 The global batch is a property of the recipe, not of the machine: gradient accumulation is derived from it, the
 per-device batch and the number of processes, so one recipe runs on one CPU or on many GPUs.
@@ -19,6 +20,8 @@ import os
 import types
 import typing
 from typing import Any
+
+from .precision import PRECISIONS
 
 __all__ = ["STAGE_DEFAULTS", "TrainConfig", "load_recipe"]
 
@@ -44,7 +47,6 @@ STAGE_DEFAULTS: dict[int, dict[str, Any]] = {
     },
 }
 
-PRECISIONS = ("bf16", "fp16", "fp32")
 SAMPLERS = ("modality_length", "random", "sequential")
 
 
@@ -79,7 +81,7 @@ class TrainConfig:
     lr_scheduler: str = "cosine"
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
-    precision: str = "bf16"
+    precision: str = "auto"  # bf16, except fp32 on a CPU without bf16 kernels (train/precision.py)
     gradient_checkpointing: bool = True
     supervised_head: bool = True  # LM head + loss at supervised positions only
     seed: int = 42

@@ -31,6 +31,7 @@ from ..data.records import read_records
 from ..encoders import HighResEncoder, LowResEncoder
 from ..image_processing import MiniGeminiImageProcessor, load_image
 from ..saving import write_file_atomic, write_json_atomic
+from .precision import resolve_precision
 
 __all__ = ["ContrastiveTowers", "EncoderPretrainConfig", "WordVocabulary", "pretrain_encoders", "resume"]
 
@@ -49,13 +50,13 @@ class EncoderPretrainConfig:
     embed_dim: int = 256
     max_words: int = 48
     seed: int = 0
-    precision: str = "bf16"
+    precision: str = "auto"  # bf16 autocast where the CPU has bf16 kernels, else fp32
 
     def validate(self) -> None:
         if self.epochs < 1 or self.batch_size < 2 or self.learning_rate <= 0:
             raise ValueError("encoder pre-training needs epochs >= 1, batch_size >= 2 and a positive learning rate")
-        if self.precision not in ("bf16", "fp32"):
-            raise ValueError(f"precision must be bf16 or fp32, got {self.precision!r}")
+        if self.precision not in ("auto", "bf16", "fp32"):
+            raise ValueError(f"precision must be auto, bf16 or fp32, got {self.precision!r}")
 
 
 class WordVocabulary:
@@ -194,7 +195,9 @@ def pretrain_encoders(
     start_epoch = state["epoch"] if state else 0
     if state:
         print(f"Resuming encoder pre-training after epoch {start_epoch}")
-    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.precision == "bf16")
+    autocast = torch.autocast(
+        "cpu", dtype=torch.bfloat16, enabled=resolve_precision(config.precision, on_cpu=True) == "bf16"
+    )
     print(
         f"Encoder pre-training: {len(captions)} pairs, {len(vocabulary)} words, {config.epochs} epochs x "
         f"{steps_per_epoch} steps of {config.batch_size}",

@@ -29,6 +29,7 @@ from ..modeling import MiniGeminiForConditionalGeneration
 from ..processing import MiniGeminiProcessor
 from .callbacks import JsonlLogCallback, ProgressBarCallback
 from .config import TrainConfig
+from .precision import resolve_precision
 from .stages import configure_trainable, parameter_counts, upcast_trainable
 from .trainer import MiniGeminiTrainer
 
@@ -245,6 +246,7 @@ def train(config: TrainConfig, callbacks: list | None = None) -> TrainResult:
     ``callbacks``: extra ``TrainerCallback``s (the progress bar and the JSONL log are always added).
     """
     config.validate()
+    config = dataclasses.replace(config, precision=resolve_precision(config.precision))
     resume_from = _check_launch(config)
     started = time.time()
     processor = MiniGeminiProcessor.from_pretrained(config.processor or config.model)

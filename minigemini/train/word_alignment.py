@@ -34,6 +34,7 @@ import torch.nn.functional as F
 
 from ..data.regions import read_caption_regions
 from ..image_processing import MiniGeminiImageProcessor
+from .precision import resolve_precision
 
 __all__ = [
     "WordAlignmentConfig",
@@ -59,7 +60,7 @@ class WordAlignmentConfig:
     max_word_share: float = 0.5  # words in more captions than this are not targets
     region_weight: float = 0.0  # weight of the per-token objective on captions with regions (0: off)
     seed: int = 0
-    precision: str = "bf16"
+    precision: str = "auto"  # bf16 autocast where the CPU has bf16 kernels, else fp32
 
     def validate(self) -> None:
         if self.epochs < 1 or self.batch_size < 2 or self.learning_rate <= 0:
@@ -68,8 +69,8 @@ class WordAlignmentConfig:
             raise ValueError(f"region_weight must be >= 0, got {self.region_weight}")
         if not 0 < self.max_word_share <= 1:
             raise ValueError(f"max_word_share must be in (0, 1], got {self.max_word_share}")
-        if self.precision not in ("bf16", "fp32"):
-            raise ValueError(f"precision must be bf16 or fp32, got {self.precision!r}")
+        if self.precision not in ("auto", "bf16", "fp32"):
+            raise ValueError(f"precision must be auto, bf16 or fp32, got {self.precision!r}")
 
 
 def word_tokens(word: str, tokenizer, bare: bool = False) -> list[int]:
@@ -187,7 +188,9 @@ def align_visual_tokens(
     total = steps_per_epoch * config.epochs
     schedule = lambda step: min(1.0, (step + 1) / config.warmup_steps) * 0.5 * (1 + math.cos(math.pi * step / total))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
-    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.precision == "bf16")
+    autocast = torch.autocast(
+        "cpu", dtype=torch.bfloat16, enabled=resolve_precision(config.precision, on_cpu=True) == "bf16"
+    )
     print(
         f"Word alignment: {len(captions)} images, {len(candidates)} word tokens, {config.epochs} epoch(s) x "
         f"{steps_per_epoch} steps of {config.batch_size}; {len(with_regions)} with regions",

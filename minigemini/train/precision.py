@@ -1,0 +1,44 @@
+"""Which precision "auto" means on this machine.
+
+bf16 mixed precision is the paper's and the fast choice on GPUs and on CPUs with bf16 matrix kernels (AVX-512 or AMX
+on x86, the bf16 extension on Arm).  Elsewhere PyTorch falls back to a scalar bf16 kernel: measured on an AVX2-only
+CPU, a 1024 x 1024 bf16 matmul ran at 0.8 GFLOP/s against 66 in fp32, and a CPU training step some 60 times slower.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+
+__all__ = ["PRECISIONS", "cpu_has_fast_bf16", "resolve_precision"]
+
+PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+
+
+def cpu_has_fast_bf16() -> bool:
+    """Whether this CPU has bf16 matrix kernels (oneDNN's own check; the CPU capability PyTorch reports where that
+    check is missing)."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return torch.backends.cpu.get_cpu_capability().startswith("AVX512")
+
+
+def resolve_precision(precision: str, on_cpu: bool | None = None) -> str:
+    """``precision`` unless it is "auto": then bf16, but fp16 on a GPU without bf16 and fp32 on a CPU without fast
+    bf16.  ``on_cpu``: where training runs (default: on the CPU unless CUDA or MPS is available)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if on_cpu is None:
+        on_cpu = not (torch.cuda.is_available() or torch.backends.mps.is_available())
+    fast = not on_cpu or cpu_has_fast_bf16()
+    if precision != "auto":
+        if precision == "bf16" and not fast:
+            warnings.warn("bf16 on this CPU runs without bf16 kernels, many times slower than fp32: use auto or fp32")
+        return precision
+    if on_cpu:
+        return "bf16" if fast else "fp32"
+    if torch.cuda.is_available() and not torch.cuda.is_bf16_supported():
+        return "fp16"
+    return "bf16"

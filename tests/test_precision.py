@@ -1,0 +1,46 @@
+"""precision "auto": bf16 where it is fast, fp32 on a CPU without bf16 kernels, fp16 on a GPU without bf16."""
+
+import pytest
+import torch
+
+from minigemini.train import precision
+from minigemini.train.config import TrainConfig
+
+
+@pytest.fixture
+def cpu_only(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+
+
+@pytest.mark.parametrize(("fast", "expected"), [(True, "bf16"), (False, "fp32")])
+def test_auto_on_a_cpu_follows_its_bf16_kernels(cpu_only, monkeypatch, fast, expected):
+    monkeypatch.setattr(precision, "cpu_has_fast_bf16", lambda: fast)
+    assert precision.resolve_precision("auto") == expected
+    assert precision.resolve_precision("fp32") == "fp32"
+
+
+def test_explicit_bf16_is_kept_on_a_slow_cpu_with_a_warning(cpu_only, monkeypatch):
+    monkeypatch.setattr(precision, "cpu_has_fast_bf16", lambda: False)
+    with pytest.warns(UserWarning, match="without bf16 kernels"):
+        assert precision.resolve_precision("bf16") == "bf16"
+
+
+@pytest.mark.parametrize(("bf16_supported", "expected"), [(True, "bf16"), (False, "fp16")])
+def test_auto_on_a_gpu(monkeypatch, bf16_supported, expected):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: bf16_supported)
+    monkeypatch.setattr(precision, "cpu_has_fast_bf16", lambda: False)  # the CPU does not matter there
+    assert precision.resolve_precision("auto") == expected
+
+
+def test_unknown_precision_is_refused_by_name():
+    with pytest.raises(ValueError, match="precision must be one of .*'bf8'"):
+        precision.resolve_precision("bf8")
+    with pytest.raises(ValueError, match="precision must be one of"):
+        TrainConfig.from_sources(None, {"stage": 1, "model": "m", "output": "o", "data": ["d"], "precision": "x"}).validate()
+
+
+def test_training_defaults_to_auto():
+    assert TrainConfig.from_sources(None, {"stage": 2}).precision == "auto"
+    assert isinstance(precision.cpu_has_fast_bf16(), bool)
