@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from minigemini.train import precision
+from minigemini import precision
 from minigemini.train.config import TrainConfig
 
 
@@ -38,7 +38,8 @@ def test_unknown_precision_is_refused_by_name():
     with pytest.raises(ValueError, match="precision must be one of .*'bf8'"):
         precision.resolve_precision("bf8")
     with pytest.raises(ValueError, match="precision must be one of"):
-        TrainConfig.from_sources(None, {"stage": 1, "model": "m", "output": "o", "data": ["d"], "precision": "x"}).validate()
+        settings = {"stage": 1, "model": "m", "output": "o", "data": ["d"], "precision": "x"}
+        TrainConfig.from_sources(None, settings).validate()
 
 
 def test_training_defaults_to_auto():

@@ -15,8 +15,8 @@ import logging
 import sys
 
 from ..cli import UserError
+from ..precision import PRECISIONS
 from .config import SAMPLERS, TrainConfig
-from .precision import PRECISIONS
 
 __all__ = ["add_parser", "build_parser", "config_from_args", "main", "run"]
 

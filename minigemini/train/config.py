@@ -21,7 +21,7 @@ import types
 import typing
 from typing import Any
 
-from .precision import PRECISIONS
+from ..precision import PRECISIONS
 
 __all__ = ["STAGE_DEFAULTS", "TrainConfig", "load_recipe"]
 
@@ -81,7 +81,7 @@ class TrainConfig:
     lr_scheduler: str = "cosine"
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
-    precision: str = "auto"  # bf16, except fp32 on a CPU without bf16 kernels (train/precision.py)
+    precision: str = "auto"  # bf16, except fp32 on a CPU without bf16 kernels (minigemini/precision.py)
     gradient_checkpointing: bool = True
     supervised_head: bool = True  # LM head + loss at supervised positions only
     seed: int = 42

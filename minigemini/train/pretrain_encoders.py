@@ -30,8 +30,8 @@ from ..configuration import MiniGeminiConfig
 from ..data.records import read_records
 from ..encoders import HighResEncoder, LowResEncoder
 from ..image_processing import MiniGeminiImageProcessor, load_image
+from ..precision import resolve_precision
 from ..saving import write_file_atomic, write_json_atomic
-from .precision import resolve_precision
 
 __all__ = ["ContrastiveTowers", "EncoderPretrainConfig", "WordVocabulary", "pretrain_encoders", "resume"]
 

@@ -32,8 +32,8 @@ from ..configuration import MiniGeminiConfig
 from ..data.regions import CHARACTERS, read_caption_regions, string_targets
 from ..encoders import HighResEncoder
 from ..image_processing import MiniGeminiImageProcessor
+from ..precision import resolve_precision
 from ..saving import write_file_atomic, write_json_atomic
-from .precision import resolve_precision
 from .pretrain_encoders import ENCODERS_FILE, load_caption_pairs, resume
 
 _IGNORE = -100

@@ -26,10 +26,10 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from ..cli import UserError
 from ..data import MiniGeminiCollator, SupervisedDataset
 from ..modeling import MiniGeminiForConditionalGeneration
+from ..precision import resolve_precision
 from ..processing import MiniGeminiProcessor
 from .callbacks import JsonlLogCallback, ProgressBarCallback
 from .config import TrainConfig
-from .precision import resolve_precision
 from .stages import configure_trainable, parameter_counts, upcast_trainable
 from .trainer import MiniGeminiTrainer
 

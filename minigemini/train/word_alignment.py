@@ -34,7 +34,7 @@ import torch.nn.functional as F
 
 from ..data.regions import read_caption_regions
 from ..image_processing import MiniGeminiImageProcessor
-from .precision import resolve_precision
+from ..precision import resolve_precision
 
 __all__ = [
     "WordAlignmentConfig",

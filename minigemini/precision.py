@@ -1,4 +1,4 @@
-"""Which precision "auto" means on this machine.
+"""Which precision "auto" means on this machine, for training and for the default model's demo.
 
 bf16 mixed precision is the paper's and the fast choice on GPUs and on CPUs with bf16 matrix kernels (AVX-512 or AMX
 on x86, the bf16 extension on Arm).  Elsewhere PyTorch falls back to a scalar bf16 kernel: measured on an AVX2-only
