@@ -126,65 +126,44 @@ def test_reading_pretraining_teaches_the_hr_tower_to_name_drawn_strings(tmp_path
     assert not (tmp_path / "resumed" / "checkpoint.pt").exists()
 
 
-def test_spellings_give_each_string_its_characters_by_position():
-    table = reading.spellings(["47", "cat", "a-b"])
-    code = {c: reading.CHARACTERS.index(c) + 1 for c in "47cat"}
-    assert table.tolist() == [
-        [-100, -100, -100],  # row 0: no string
-        [code["4"], code["7"], 0],
-        [code["c"], code["a"], code["t"]],
-        [-100, -100, -100],  # "-" is no character class: the string is not spelled rather than misspelled
-    ]
-
-
 class _Oracle(torch.nn.Module):
-    """A reader whose logits are the targets it was built with, one position of the spelling off when ``typo``."""
+    """A reader whose logits are the targets it was built with (one image's string swapped for another with
+    ``mistake``)."""
 
-    def __init__(self, targets, spelling, classes, typo=False):
+    def __init__(self, targets, classes, mistake=False):
         super().__init__()
-        self.targets, self.spelling, self.classes, self.typo = targets, spelling, classes, typo
+        self.targets, self.classes, self.mistake = targets.clone(), classes, mistake
+        if mistake:
+            self.targets[0][self.targets[0] == 2] = 1
 
     def forward(self, high):
-        labels = self.targets[: len(high)]
-        letters = self.spelling[labels].clamp_min(0)
-        if self.typo:
-            letters[..., 0] = (letters[..., 0] + 1) % (len(reading.CHARACTERS) + 1)
-        strings = torch.nn.functional.one_hot(labels, self.classes).permute(0, 3, 1, 2).float()
-        spelled = torch.nn.functional.one_hot(letters, len(reading.CHARACTERS) + 1).permute(0, 4, 3, 1, 2).float()
-        return strings, spelled
+        return torch.nn.functional.one_hot(self.targets[: len(high)], self.classes).permute(0, 3, 1, 2).float()
 
 
-@pytest.mark.parametrize("typo", [False, True])
-def test_named_strings_scores_both_heads_on_each_strings_cells(typo):
+@pytest.mark.parametrize("mistake", [False, True])
+def test_named_strings_scores_each_drawn_string_on_its_cells(mistake):
     strings = ["7", "47", "cat"]
-    spelling = reading.spellings(strings)
     targets = torch.zeros(2, 6, 6, dtype=torch.long)
     targets[0, 1, 1:3], targets[0, 4, 4] = 2, 3  # "47" and "cat" in image 0
     targets[1, 0:2, 0] = 1  # "7" in image 1
-    oracle = _Oracle(targets, spelling, len(strings) + 1, typo)
-    metrics = reading.named_strings(oracle, torch.zeros(2, 3, 24, 24), targets, spelling, strings)
-    spelled = 0.0 if typo else 1.0
-    assert metrics == {"spelling head, numbers": spelled, "spelling head, words": spelled,
-                       "string head, numbers": 1.0, "string head, words": 1.0}  # fmt: skip
+    metrics = reading.named_strings(_Oracle(targets, len(strings) + 1, mistake), torch.zeros(2, 3, 24, 24), targets,
+                                    strings)  # fmt: skip
+    assert metrics == {"words": 1.0, "numbers": 0.5 if mistake else 1.0}  # "47" read as "7"
 
 
-def test_reading_pretraining_with_a_spelling_head_reports_held_out_reading(tmp_path, capsys):
+def test_reading_pretraining_reports_held_out_reading(tmp_path, capsys):
     llm = tiny_llm(tmp_path / "llm")
     write_world(tmp_path / "world", scenes=16, generation=0, seed=0)
     data = [str(tmp_path / "world" / "captions.json")]
     config = tower_config(llm)
     warm_up = EncoderPretrainConfig(epochs=1, batch_size=4, warmup_steps=1)
     encoders = pretrain_encoders(config, data, [], tmp_path / "encoders", warm_up, progress=False)
-    settings = ReadingPretrainConfig(steps=40, batch_size=8, warmup_steps=1, spelling_weight=1.0, holdout=0.3)
+    settings = ReadingPretrainConfig(steps=2, batch_size=4, warmup_steps=1, holdout=0.3)
     pretrain_reading(config, encoders, data, tmp_path / "read", settings)
-    logged = [line.split() for line in capsys.readouterr().out.splitlines() if line.strip().startswith("step")]
-    losses = [float(words[words.index("loss") + 1]) for words in logged]
-    assert losses[-1] < 0.5 * losses[0], logged
+    assert "Held-out strings named: " in capsys.readouterr().out
     metrics = json.loads((tmp_path / "read" / "reading_metrics.json").read_text())
-    assert metrics["held_out_images"] >= 2
-    heads = {name.split(",")[0] for name in metrics if name != "held_out_images"}
-    assert heads == {"string head", "spelling head"}
-    assert all(0 <= v <= 1 for k, v in metrics.items() if k != "held_out_images")
+    assert metrics["held_out_images"] >= 2 and set(metrics) - {"held_out_images"} <= {"words", "numbers"}
+    assert len(metrics) >= 2 and all(0 <= v <= 1 for k, v in metrics.items() if k != "held_out_images")
 
 
 def test_reading_pretraining_refuses_bad_settings_and_worlds_without_text(tmp_path):
@@ -205,7 +184,7 @@ def test_reading_pretraining_refuses_bad_settings_and_worlds_without_text(tmp_pa
         )
     with pytest.raises(ValueError, match="none_weight in"):
         ReadingPretrainConfig(none_weight=0).validate()
-    with pytest.raises(ValueError, match="holdout in"):
+    with pytest.raises(ValueError, match=r"holdout must be in \[0, 1\)"):
         ReadingPretrainConfig(holdout=1.0).validate()
 
 

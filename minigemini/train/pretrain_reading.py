@@ -5,11 +5,9 @@ them apart (benchmarks/RESULTS.md: the default model's tokens named the written 
 the tower's fused map that a caption record's region says a string is drawn on (``"text"``, data/regions.py) is
 trained to name that string -- one class per distinct string of the training data -- by a 1x1 head over the fused
 map (computed per stage and upsampled after the head: the same logits without the wide map); cells with no string
-are a low-weight "none" class.  With ``spelling_weight`` > 0 a second head spells the string at those cells, one
-character class per position ("47": "4", "7", end, end): numbers share their digits' evidence instead of each of
-the 100 being its own rare class.  The heads are teachers and are not kept: what stays is a tower whose features at
-the string's cells tell it from the others, for mining to pass on.  ``holdout`` images with strings are kept out of
-training and the share of their strings each head names is reported at the end (``reading_metrics.json``).
+are a low-weight "none" class.  The head is a teacher and is not kept: what stays is a tower whose features at the
+string's cells tell it from the others, for mining to pass on.  ``holdout`` images with strings are kept out of
+training and the share of their strings the head names is reported at the end (``reading_metrics.json``).
 
 Training samples crops around strings, aligned to the tower's total stride so their grids match the whole image's: a
 96-pixel crop costs a quarter of a 192-pixel image and always holds a string (measured: 52 % of held-out strings named
@@ -29,14 +27,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..configuration import MiniGeminiConfig
-from ..data.regions import CHARACTERS, read_caption_regions, string_targets
+from ..data.regions import read_caption_regions, string_targets
 from ..encoders import HighResEncoder
 from ..image_processing import MiniGeminiImageProcessor
 from ..precision import resolve_precision
 from ..saving import write_file_atomic, write_json_atomic
 from .pretrain_encoders import ENCODERS_FILE, load_caption_pairs, resume
-
-_IGNORE = -100
 
 __all__ = ["ReadingPretrainConfig", "pretrain_reading"]
 
@@ -53,7 +49,6 @@ class ReadingPretrainConfig:
     warmup_steps: int = 20
     weight_decay: float = 0.01
     none_weight: float = 0.1  # most cells show no string
-    spelling_weight: float = 0.0  # weight of the per-position character head (0: off)
     holdout: float = 0.0  # share of the images with strings kept out of training to measure reading on
     checkpoint_steps: int = 500
     seed: int = 0
@@ -66,70 +61,42 @@ class ReadingPretrainConfig:
             )
         if self.crop < 0 or not 0 < self.none_weight <= 1:
             raise ValueError(f"crop must be >= 0 and none_weight in (0, 1], got {self.crop} and {self.none_weight}")
-        if self.spelling_weight < 0 or not 0 <= self.holdout < 1:
-            raise ValueError(
-                f"spelling_weight must be >= 0 and holdout in [0, 1), got {self.spelling_weight} and {self.holdout}"
-            )
+        if not 0 <= self.holdout < 1:
+            raise ValueError(f"holdout must be in [0, 1), got {self.holdout}")
         if self.precision not in ("auto", "bf16", "fp32"):
             raise ValueError(f"precision must be auto, bf16 or fp32, got {self.precision!r}")
 
 
-def spellings(strings: list[str]) -> torch.Tensor:
-    """(len(strings) + 1, positions) character targets of each string class (row 0, "none", and strings with a
-    character outside ``CHARACTERS`` are ignored): ``CHARACTERS`` index + 1 per position, 0 past the end."""
-    positions = max(len(s) for s in strings)
-    table = torch.full((len(strings) + 1, positions), _IGNORE, dtype=torch.long)
-    for row, string in enumerate(strings, start=1):
-        if all(c in CHARACTERS for c in string.lower()):
-            letters = [CHARACTERS.index(c) + 1 for c in string.lower()]
-            table[row] = torch.tensor(letters + [0] * (positions - len(letters)))
-    return table
-
-
 class StringReader(nn.Module):
-    """The HR tower with 1x1 heads over its fused map: one names the string, one (``positions`` > 0) spells it."""
+    """The HR tower with a 1x1 string head over its fused map."""
 
-    def __init__(self, config: MiniGeminiConfig, classes: int, positions: int = 0):
+    def __init__(self, config: MiniGeminiConfig, classes: int):
         super().__init__()
         self.tower = HighResEncoder(config)
-        self.positions = positions
-        outputs = classes + positions * (len(CHARACTERS) + 1)
-        self.heads = nn.ModuleList(nn.Conv2d(c, outputs, 1) for c in config.vision_aux_config.hidden_sizes)
+        self.heads = nn.ModuleList(nn.Conv2d(c, classes, 1) for c in config.vision_aux_config.hidden_sizes)
 
-    def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(B, 3, H, W) -> string logits (B, classes, H / 4, W / 4) at the fused map's cells and spelling logits
-        (B, characters + 1, positions, H / 4, W / 4), or None without a spelling head."""
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) -> string logits (B, classes, H / 4, W / 4) at the fused map's cells."""
         logits = [head(x) for head, x in zip(self.heads, self.tower.stage_outputs(pixels))]
         size = logits[0].shape[-2:]
-        fused = logits[0] + sum(F.interpolate(x, size=size, mode="bilinear", align_corners=False) for x in logits[1:])
-        if not self.positions:
-            return fused, None
-        classes = fused.shape[1] - self.positions * (len(CHARACTERS) + 1)
-        spelled = fused[:, classes:].unflatten(1, (len(CHARACTERS) + 1, self.positions))
-        return fused[:, :classes], spelled
+        return logits[0] + sum(F.interpolate(x, size=size, mode="bilinear", align_corners=False) for x in logits[1:])
 
 
 @torch.no_grad()
-def named_strings(reader: StringReader, high, targets, spelling, strings, batch_size: int = 64) -> dict[str, float]:
-    """Share of the drawn strings of ``high`` / ``targets`` each head names (logits averaged over the string's cells),
-    for words and for numbers."""
+def named_strings(reader: StringReader, high, targets, strings, batch_size: int = 64) -> dict[str, float]:
+    """Share of the drawn words and numbers of ``high`` / ``targets`` the reader names (logits averaged over the
+    string's cells)."""
     reader.eval()
-    hits: dict[str, list[bool]] = {}
+    hits: dict[str, list[bool]] = {"words": [], "numbers": []}
     for start in range(0, len(high), batch_size):
-        string_logits, spelled = reader(high[start : start + batch_size].float())
+        logits = reader(high[start : start + batch_size].float())
         for image, target in enumerate(targets[start : start + batch_size]):
             for label in target.unique().tolist():
-                if label == 0:
-                    continue
-                cells = target == label
-                kind = "numbers" if strings[label - 1].isdigit() else "words"
-                named = string_logits[image][:, cells].mean(-1).argmax().item() == label
-                hits.setdefault(f"string head, {kind}", []).append(named)
-                if spelled is not None and (spelling[label] != _IGNORE).all():
-                    letters = spelled[image][:, :, cells].mean(-1).argmax(0)
-                    hits.setdefault(f"spelling head, {kind}", []).append(bool((letters == spelling[label]).all()))
+                if label:
+                    named = logits[image][:, target == label].mean(-1).argmax().item() == label
+                    hits["numbers" if strings[label - 1].isdigit() else "words"].append(named)
     reader.train()
-    return {name: sum(h) / len(h) for name, h in sorted(hits.items())}
+    return {kind: sum(h) / len(h) for kind, h in hits.items() if h}
 
 
 def _crops(high, targets, batch, crop_cells, stride_cells, cell_pixels, generator):
@@ -189,12 +156,12 @@ def pretrain_reading(
     classes = {s: i + 1 for i, s in enumerate(strings)}
     targets = torch.stack([string_targets(regions.get(key, []), side, classes) for key in ids])
     pool = (targets > 0).flatten(1).any(1).nonzero().flatten()
-    pool = pool[torch.randperm(len(pool), generator=torch.Generator().manual_seed(config.seed))]
-    held_out, pool = pool[: int(config.holdout * len(pool))], pool[int(config.holdout * len(pool)) :]
-    spelling = spellings(strings)
+    held_out = pool[torch.randperm(len(pool), generator=torch.Generator().manual_seed(config.seed))]
+    held_out = held_out[: int(config.holdout * len(pool))]
+    pool = pool[~torch.isin(pool, held_out)]  # in order: without a holdout, the same crops as before it existed
 
     torch.manual_seed(config.seed)
-    reader = StringReader(model_config, len(strings) + 1, spelling.shape[1] if config.spelling_weight else 0)
+    reader = StringReader(model_config, len(strings) + 1)
     weights = load_file(str(encoders))
     reader.tower.load_state_dict({k[len(_TOWER) :]: v for k, v in weights.items() if k.startswith(_TOWER)})
     optimizer = torch.optim.AdamW(reader.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
@@ -224,11 +191,8 @@ def pretrain_reading(
         batch = pool[torch.randint(len(pool), (config.batch_size,), generator=generator)]
         pixels, labels = _crops(high, targets, batch, crop_cells, stride_cells, cell_pixels, generator)
         with autocast:
-            logits, spelled = reader(pixels)
+            logits = reader(pixels)
         loss = F.cross_entropy(logits.float(), labels.long(), weight=class_weight)
-        if spelled is not None:
-            letters = spelling[labels].permute(0, 3, 1, 2)  # (B, positions, H, W)
-            loss = loss + config.spelling_weight * F.cross_entropy(spelled.float(), letters, ignore_index=_IGNORE)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(reader.parameters(), 1.0)
         optimizer.step()
@@ -248,7 +212,7 @@ def pretrain_reading(
             write_file_atomic(checkpoint_path, partial(torch.save, state))
     if len(held_out):
         with autocast:
-            metrics = named_strings(reader, high[held_out], targets[held_out], spelling, strings)
+            metrics = named_strings(reader, high[held_out], targets[held_out], strings)
         print("Held-out strings named: " + ", ".join(f"{k} {v:.1%}" for k, v in metrics.items()), flush=True)
         write_json_atomic(output / "reading_metrics.json", {"held_out_images": len(held_out), **metrics})
     tower = {_TOWER + k: v.detach().contiguous() for k, v in reader.tower.state_dict().items()}
