@@ -12,9 +12,12 @@ import warnings
 
 import torch
 
-__all__ = ["PRECISIONS", "cpu_has_fast_bf16", "resolve_precision"]
+__all__ = [
+    "CPU_PRECISIONS", "PRECISIONS", "check_cpu_precision", "cpu_autocast", "cpu_has_fast_bf16", "resolve_precision",
+]  # fmt: skip
 
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+CPU_PRECISIONS = ("auto", "bf16", "fp32")  # the synthetic recipe's tower steps: CPU autocast has no fp16
 
 
 def cpu_has_fast_bf16() -> bool:
@@ -43,3 +46,14 @@ def resolve_precision(precision: str, on_cpu: bool | None = None) -> str:
     if torch.cuda.is_available() and not torch.cuda.is_bf16_supported():
         return "fp16"
     return "bf16"
+
+
+def check_cpu_precision(precision: str) -> None:
+    """Refuse a precision the CPU-only tower steps cannot run, naming the ones they can."""
+    if precision not in CPU_PRECISIONS:
+        raise ValueError(f"precision must be auto, bf16 or fp32, got {precision!r}")
+
+
+def cpu_autocast(precision: str) -> torch.autocast:
+    """The CPU autocast context of a tower step: bf16 when ``precision`` resolves to it, otherwise off (fp32)."""
+    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=resolve_precision(precision, on_cpu=True) == "bf16")

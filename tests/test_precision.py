@@ -45,3 +45,18 @@ def test_unknown_precision_is_refused_by_name():
 def test_training_defaults_to_auto():
     assert TrainConfig.from_sources(None, {"stage": 2}).precision == "auto"
     assert isinstance(precision.cpu_has_fast_bf16(), bool)
+
+
+
+@pytest.mark.parametrize(("setting", "fast", "autocast"), [("auto", True, True), ("auto", False, False),
+                                                           ("fp32", True, False), ("bf16", True, True)])  # fmt: skip
+def test_tower_steps_autocast_in_bf16_only_when_it_resolves_to_bf16(cpu_only, monkeypatch, setting, fast, autocast):
+    monkeypatch.setattr(precision, "cpu_has_fast_bf16", lambda: fast)
+    with precision.cpu_autocast(setting):
+        assert torch.is_autocast_enabled("cpu") is autocast
+
+
+def test_tower_steps_refuse_fp16_by_name():
+    precision.check_cpu_precision("auto")
+    with pytest.raises(ValueError, match="precision must be auto, bf16 or fp32, got 'fp16'"):
+        precision.check_cpu_precision("fp16")

@@ -30,7 +30,7 @@ from ..configuration import MiniGeminiConfig
 from ..data.records import read_records
 from ..encoders import HighResEncoder, LowResEncoder
 from ..image_processing import MiniGeminiImageProcessor, load_image
-from ..precision import resolve_precision
+from ..precision import check_cpu_precision, cpu_autocast
 from ..saving import write_file_atomic, write_json_atomic
 
 __all__ = ["ContrastiveTowers", "EncoderPretrainConfig", "WordVocabulary", "pretrain_encoders", "resume"]
@@ -55,8 +55,7 @@ class EncoderPretrainConfig:
     def validate(self) -> None:
         if self.epochs < 1 or self.batch_size < 2 or self.learning_rate <= 0:
             raise ValueError("encoder pre-training needs epochs >= 1, batch_size >= 2 and a positive learning rate")
-        if self.precision not in ("auto", "bf16", "fp32"):
-            raise ValueError(f"precision must be auto, bf16 or fp32, got {self.precision!r}")
+        check_cpu_precision(self.precision)
 
 
 class WordVocabulary:
@@ -195,9 +194,7 @@ def pretrain_encoders(
     start_epoch = state["epoch"] if state else 0
     if state:
         print(f"Resuming encoder pre-training after epoch {start_epoch}")
-    autocast = torch.autocast(
-        "cpu", dtype=torch.bfloat16, enabled=resolve_precision(config.precision, on_cpu=True) == "bf16"
-    )
+    autocast = cpu_autocast(config.precision)
     print(
         f"Encoder pre-training: {len(captions)} pairs, {len(vocabulary)} words, {config.epochs} epochs x "
         f"{steps_per_epoch} steps of {config.batch_size}",

@@ -30,7 +30,7 @@ from ..configuration import MiniGeminiConfig
 from ..data.regions import read_caption_regions, string_targets
 from ..encoders import HighResEncoder
 from ..image_processing import MiniGeminiImageProcessor
-from ..precision import resolve_precision
+from ..precision import check_cpu_precision, cpu_autocast
 from ..saving import write_file_atomic, write_json_atomic
 from .pretrain_encoders import ENCODERS_FILE, load_caption_pairs, resume
 
@@ -63,8 +63,7 @@ class ReadingPretrainConfig:
             raise ValueError(f"crop must be >= 0 and none_weight in (0, 1], got {self.crop} and {self.none_weight}")
         if not 0 <= self.holdout < 1:
             raise ValueError(f"holdout must be in [0, 1), got {self.holdout}")
-        if self.precision not in ("auto", "bf16", "fp32"):
-            raise ValueError(f"precision must be auto, bf16 or fp32, got {self.precision!r}")
+        check_cpu_precision(self.precision)
 
 
 class StringReader(nn.Module):
@@ -175,9 +174,7 @@ def pretrain_reading(
         print(f"Resuming reading pre-training after step {start}")
     class_weight = torch.ones(len(strings) + 1)
     class_weight[0] = config.none_weight
-    autocast = torch.autocast(
-        "cpu", dtype=torch.bfloat16, enabled=resolve_precision(config.precision, on_cpu=True) == "bf16"
-    )
+    autocast = cpu_autocast(config.precision)
     crop_cells = config.crop // cell_pixels if config.crop else side
     print(
         f"Reading pre-training: {len(pool)} images with drawn strings, {len(strings)} distinct strings, "

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 
 from ..data.regions import read_caption_regions
 from ..image_processing import MiniGeminiImageProcessor
-from ..precision import resolve_precision
+from ..precision import check_cpu_precision, cpu_autocast
 
 __all__ = [
     "WordAlignmentConfig",
@@ -69,8 +69,7 @@ class WordAlignmentConfig:
             raise ValueError(f"region_weight must be >= 0, got {self.region_weight}")
         if not 0 < self.max_word_share <= 1:
             raise ValueError(f"max_word_share must be in (0, 1], got {self.max_word_share}")
-        if self.precision not in ("auto", "bf16", "fp32"):
-            raise ValueError(f"precision must be auto, bf16 or fp32, got {self.precision!r}")
+        check_cpu_precision(self.precision)
 
 
 def word_tokens(word: str, tokenizer, bare: bool = False) -> list[int]:
@@ -188,9 +187,7 @@ def align_visual_tokens(
     total = steps_per_epoch * config.epochs
     schedule = lambda step: min(1.0, (step + 1) / config.warmup_steps) * 0.5 * (1 + math.cos(math.pi * step / total))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
-    autocast = torch.autocast(
-        "cpu", dtype=torch.bfloat16, enabled=resolve_precision(config.precision, on_cpu=True) == "bf16"
-    )
+    autocast = cpu_autocast(config.precision)
     print(
         f"Word alignment: {len(captions)} images, {len(candidates)} word tokens, {config.epochs} epoch(s) x "
         f"{steps_per_epoch} steps of {config.batch_size}; {len(with_regions)} with regions",
