@@ -12,7 +12,7 @@ import torch
 
 from .jsonio import iter_raw
 
-__all__ = ["CHARACTERS", "character_targets", "read_caption_regions", "string_targets"]
+__all__ = ["CHARACTERS", "box_cells", "character_targets", "read_caption_regions", "string_targets"]
 
 CHARACTERS = "abcdefghijklmnopqrstuvwxyz0123456789"  # class i + 1; 0 is "no character"
 
@@ -81,7 +81,7 @@ def character_targets(regions: list[dict], side: int) -> torch.Tensor:
     return target
 
 
-def _box_cells(box, side: int) -> tuple[torch.Tensor, torch.Tensor]:
+def box_cells(box, side: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Rows and columns of a side x side grid whose cell centres lie in ``box``; a box thinner than a cell takes the
     row (column) of its middle."""
     centres = (torch.arange(side, dtype=torch.float32) + 0.5) / side
@@ -103,6 +103,6 @@ def string_targets(regions: list[dict], side: int, classes: dict[str, int]) -> t
             continue
         if text not in classes:
             raise ValueError(f"drawn text {text!r} is not one of the {len(classes)} strings of the reading head")
-        rows, columns = _box_cells(region["box"], side)
+        rows, columns = box_cells(region["box"], side)
         target[rows[:, None], columns[None, :]] = classes[text]
     return target

@@ -1,0 +1,139 @@
+"""Where a model loses the numbers it is asked to read: linear probes at each step from the HR tower to the LLM.
+
+For every number drawn in held-out text, document and chart scenes (0-99), the features at four points of the
+model's vision side are taken where the number is:
+  hr cells     the HR tower's fused map, averaged over the number's box (what the read step trained)
+  lr token     the LR (ViT) token whose patch holds the box's centre, before mining
+  mined token  that token after patch info mining (LR token + what it drew from its HR window)
+  llm token    that token after the projector: what the LLM reads
+A linear classifier (100 classes) per point is trained on the numbers of training scenes and scored on held-out
+ones; "answers" is the model's own exact answers to the held-out scenes' number, chart and document questions.
+A point that names a number the next one cannot has lost it there; if the LLM token names it and the answers do
+not, the loss is in the LLM's read-out (stage 2).  A diagnostic, not part of the recipe.
+
+    python benchmarks/probe_number_tokens.py --train 3000 --test 500
+    python benchmarks/probe_number_tokens.py --model runs/synthetic/export
+"""
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from minigemini.data import synthetic
+from minigemini.data.regions import box_cells
+
+POINTS = ("hr cells", "lr token", "mined token", "llm token")
+
+
+def number_regions(seeds):
+    """(image, [(box, number)], [(question, answer)]) per scene with at least one drawn number."""
+    scenes = []
+    for seed in seeds:
+        scene = synthetic.make_scene(seed, kind=("text", "document", "chart")[seed % 3])
+        numbers = [(r.box, int(r.text)) for r in scene.regions if r.text.isdigit()]
+        questions = [(q.text, q.answer) for q in scene.questions if q.type in ("number", "chart", "document")]
+        if numbers:
+            scenes.append((scene.image, numbers, questions))
+    return scenes
+
+
+@torch.no_grad()
+def features(model, processor, scenes, batch_size=32):
+    """{point: (R, D)} and labels (R,) over every number of ``scenes``."""
+    inner = model.model
+    side = model.config.tokens_per_side
+    found = {point: [] for point in POINTS}
+    labels = []
+    for start in range(0, len(scenes), batch_size):
+        chunk = scenes[start : start + batch_size]
+        inputs = processor.image_processor([image for image, *_ in chunk])
+        lr = inner.vision_tower(inputs["pixel_values"])
+        hr = inner.vision_tower_aux(inputs["high_res_pixel_values"])
+        mined = inner.mining(lr, hr)
+        projected = inner.mm_projector(mined)
+        for b, (_, numbers, _) in enumerate(chunk):
+            for box, number in numbers:
+                rows, columns = box_cells(box, hr.shape[-1])
+                token = min(int((box[1] + box[3]) / 2 * side), side - 1) * side + min(
+                    int((box[0] + box[2]) / 2 * side), side - 1
+                )
+                found["hr cells"].append(hr[b][:, rows[:, None], columns[None, :]].mean(dim=(1, 2)))
+                found["lr token"].append(lr[b, token])
+                found["mined token"].append(mined[b, token])
+                found["llm token"].append(projected[b, token])
+                labels.append(number)
+    return {point: torch.stack(rows).float() for point, rows in found.items()}, torch.tensor(labels)
+
+
+def probe(train_x, train_y, test_x, test_y, epochs=400, lr=1e-2):
+    """Held-out accuracy of a linear classifier (standardised inputs, full-batch AdamW)."""
+    mean, std = train_x.mean(0), train_x.std(0) + 1e-6
+    train_x, test_x = (train_x - mean) / std, (test_x - mean) / std
+    head = torch.nn.Linear(train_x.shape[1], 100)
+    optimizer = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=1e-2)
+    for _ in range(epochs):
+        loss = F.cross_entropy(head(train_x), train_y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    with torch.no_grad():
+        return (head(test_x).argmax(-1) == test_y).float().mean().item()
+
+
+def load_model(folder):
+    """The default model's export (vision weights + adapter), or any plain model folder."""
+    from minigemini.default_model import default_model_available, load_default_model
+    from minigemini.modeling import MiniGeminiForConditionalGeneration
+    from minigemini.processing import MiniGeminiProcessor
+
+    if default_model_available(folder):
+        return load_default_model(folder, dtype=torch.float32)
+    model = MiniGeminiForConditionalGeneration.from_pretrained(folder, dtype=torch.float32).eval()
+    return model, MiniGeminiProcessor.from_pretrained(folder)
+
+
+def answer_accuracy(model, processor, scenes) -> float:
+    """Share of the scenes' number questions the model answers exactly."""
+    from minigemini.inference import batch_chat
+
+    pairs = [(image, question) for image, _, questions in scenes for question, _ in questions]
+    truth = [answer for _, _, questions in scenes for _, answer in questions]
+    answers = batch_chat(model, pairs, processor, batch_size=16, max_new_tokens=8, progress=False)
+    return sum(a.strip().rstrip(".") == t for a, t in zip(answers, truth)) / len(truth)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument(
+        "--model", action="append", help="model export or folder, repeatable (default: the committed default model)"
+    )
+    parser.add_argument("--train", type=int, default=3000, help="training scenes")
+    parser.add_argument("--test", type=int, default=500, help="held-out scenes")
+    args = parser.parse_args()
+    torch.manual_seed(0)
+
+    started = time.time()
+    train_scenes = number_regions(range(200_000, 200_000 + args.train))
+    test_scenes = number_regions(range(800_000, 800_000 + args.test))
+    print(f"scenes drawn in {time.time() - started:.0f} s", flush=True)
+    print("| model | numbers (train / test) | " + " | ".join(POINTS) + " | answers |")
+    print("|---|---|" + "---|" * (len(POINTS) + 1))
+    for export in args.model or ["minigemini/assets/default_model"]:
+        model, processor = load_model(export)
+        train_x, train_y = features(model, processor, train_scenes)
+        test_x, test_y = features(model, processor, test_scenes)
+        accuracy = [probe(train_x[p], train_y, test_x[p], test_y) for p in POINTS]
+        accuracy.append(answer_accuracy(model, processor, test_scenes))
+        cells = " | ".join(f"{100 * a:.1f} %" for a in accuracy)
+        print(f"| {export} | {len(train_y)} / {len(test_y)} | {cells} |", flush=True)
+    print(f"({time.time() - started:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()
