@@ -43,6 +43,12 @@ def number_regions(seeds):
     return scenes
 
 
+def centre_token(box, side: int) -> int:
+    """Row-major index of the token of a side x side grid whose patch holds the box's centre."""
+    row, column = (min(int((low + high) / 2 * side), side - 1) for low, high in ((box[1], box[3]), (box[0], box[2])))
+    return row * side + column
+
+
 @torch.no_grad()
 def features(model, processor, scenes, batch_size=32):
     """{point: (R, D)} and labels (R,) over every number of ``scenes``."""
@@ -60,9 +66,7 @@ def features(model, processor, scenes, batch_size=32):
         for b, (_, numbers, _) in enumerate(chunk):
             for box, number in numbers:
                 rows, columns = box_cells(box, hr.shape[-1])
-                token = min(int((box[1] + box[3]) / 2 * side), side - 1) * side + min(
-                    int((box[0] + box[2]) / 2 * side), side - 1
-                )
+                token = centre_token(box, side)
                 found["hr cells"].append(hr[b][:, rows[:, None], columns[None, :]].mean(dim=(1, 2)))
                 found["lr token"].append(lr[b, token])
                 found["mined token"].append(mined[b, token])
@@ -99,13 +103,14 @@ def load_model(folder):
 
 
 def answer_accuracy(model, processor, scenes) -> float:
-    """Share of the scenes' number questions the model answers exactly."""
+    """Mean accuracy of the model's answers to the scenes' number questions, scored as the ablation table is."""
+    from minigemini.evaluation.normalize import vqa_accuracy
     from minigemini.inference import batch_chat
 
     pairs = [(image, question) for image, _, questions in scenes for question, _ in questions]
     truth = [answer for _, _, questions in scenes for _, answer in questions]
     answers = batch_chat(model, pairs, processor, batch_size=16, max_new_tokens=8, progress=False)
-    return sum(a.strip().rstrip(".") == t for a, t in zip(answers, truth)) / len(truth)
+    return sum(vqa_accuracy(a or "", [t]) for a, t in zip(answers, truth)) / len(truth)
 
 
 def main():
