@@ -33,7 +33,8 @@ from minigemini.data.synthetic import QUESTION_TYPES, READING_TYPES, spec_matche
 from minigemini.default_model import load_default_model
 from minigemini.evaluation.normalize import vqa_accuracy
 from minigemini.generation import extract_image_prompt, request_image
-from minigemini.inference import batch_chat, chat
+from minigemini.inference import batch_chat, chat, parse_dtype
+from minigemini.precision import cpu_inference_dtype
 from minigemini.synthetic.render import parse_description
 
 #: Plain-English questions and words a sensible answer contains (any one of them).
@@ -174,7 +175,13 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=777)
     parser.add_argument("--latency-n", type=int, default=16)
     parser.add_argument("--json", type=Path, help="write the results here")
+    parser.add_argument(
+        "--dtype", choices=("auto", "bf16", "fp32"), default="auto",
+        help="auto (default): bf16 where the CPU has bf16 kernels, else fp32 (bf16 without them is many times slower)",
+    )  # fmt: skip
     args = parser.parse_args()
+    dtype = parse_dtype(args.dtype) or cpu_inference_dtype()
+    dtype_name = str(dtype).removeprefix("torch.")
     torch.manual_seed(0)
     ensure_test_set(args.test, args.per_type, args.generation, args.seed)
     questions = _read_jsonl(args.test / "questions.jsonl")
@@ -185,15 +192,17 @@ def main() -> int:
     results = {}
     for name, folder, hd in runs:
         print(f"{name}: {folder}{' in HD' if hd else ''}", flush=True)
-        model, processor = load_default_model(folder, dtype=torch.bfloat16, hd=hd)
+        model, processor = load_default_model(folder, dtype=dtype, hd=hd)
         results[name] = evaluate(model, processor, questions, args.test, requests, args.latency_n)
         print(json.dumps(results[name], indent=1), flush=True)
         del model
     reference = smollm2_chat_ok()
-    print(f"\n{torch.get_num_threads()} threads, bf16, {len(questions)} questions, {len(requests)} requests\n")
+    print(f"\n{torch.get_num_threads()} threads, {dtype_name}, {len(questions)} questions, {len(requests)} requests\n")
     print(table(results, reference))
     if args.json:
-        args.json.write_text(json.dumps({"results": results, "smollm2_chat_ok": reference}, indent=1) + "\n")
+        args.json.write_text(
+            json.dumps({"results": results, "smollm2_chat_ok": reference, "dtype": dtype_name}, indent=1) + "\n"
+        )
     return 0
 
 

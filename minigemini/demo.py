@@ -23,19 +23,16 @@ def bundled_image_path() -> Path:
 
 
 def run_demo(image: Path, question: str, draw: str, picture: Path, hd: bool, generator: str) -> int:
-    import torch
-
     from .default_model import DEFAULT_MODEL_DIR, load_default_model
     from .generation import request_image, split_answer
     from .image_processing import load_image
     from .inference import chat
-    from .precision import cpu_has_fast_bf16
+    from .precision import cpu_inference_dtype
     from .text_to_image import load_text_to_image
 
     picture_in = load_image(image)  # fail on a bad image before the slow model build
     started = time.perf_counter()
-    # bf16 where the CPU has bf16 kernels; elsewhere fp32 answers faster (measured: 1.8 s against 4.3 on AVX2)
-    model, processor = load_default_model(dtype=torch.bfloat16 if cpu_has_fast_bf16() else torch.float32, hd=hd)
+    model, processor = load_default_model(dtype=cpu_inference_dtype(), hd=hd)
     config = model.config
     print(f"Loaded the default model from {DEFAULT_MODEL_DIR} in {time.perf_counter() - started:.1f} s")
     print(

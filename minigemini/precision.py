@@ -13,7 +13,8 @@ import warnings
 import torch
 
 __all__ = [
-    "CPU_PRECISIONS", "PRECISIONS", "check_cpu_precision", "cpu_autocast", "cpu_has_fast_bf16", "resolve_precision",
+    "CPU_PRECISIONS", "PRECISIONS", "check_cpu_precision", "cpu_autocast", "cpu_has_fast_bf16", "cpu_inference_dtype",
+    "resolve_precision",
 ]  # fmt: skip
 
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
@@ -27,6 +28,12 @@ def cpu_has_fast_bf16() -> bool:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):
         return torch.backends.cpu.get_cpu_capability().startswith("AVX512")
+
+
+def cpu_inference_dtype() -> torch.dtype:
+    """The dtype the default model answers in on a CPU: bf16 where it has bf16 kernels, else fp32 (measured on AVX2:
+    the demo's answer 1.8 s in fp32 against 4.3 s in bf16, the same words)."""
+    return torch.bfloat16 if cpu_has_fast_bf16() else torch.float32
 
 
 def resolve_precision(precision: str, on_cpu: bool | None = None) -> str:

@@ -42,6 +42,12 @@ def test_unknown_precision_is_refused_by_name():
         TrainConfig.from_sources(None, settings).validate()
 
 
+@pytest.mark.parametrize(("fast", "expected"), [(True, torch.bfloat16), (False, torch.float32)])
+def test_the_default_model_answers_in_bf16_only_where_the_cpu_has_its_kernels(monkeypatch, fast, expected):
+    monkeypatch.setattr(precision, "cpu_has_fast_bf16", lambda: fast)
+    assert precision.cpu_inference_dtype() == expected
+
+
 def test_training_defaults_to_auto():
     assert TrainConfig.from_sources(None, {"stage": 2}).precision == "auto"
     assert isinstance(precision.cpu_has_fast_bf16(), bool)
