@@ -22,7 +22,13 @@ PAPER = {  # §4.1 and the release scripts
         "max_length": 2048,
         "template": "plain",
     },
-    "stage2.yaml": {"stage": 2, "learning_rate": 2e-5, "global_batch_size": 128, "max_length": 2048, "template": None},
+    "stage2.yaml": {
+        "stage": 2,
+        "learning_rate": 2e-5,
+        "global_batch_size": 128,
+        "max_length": 2048,
+        "template": "model",
+    },
     "stage2_hd.yaml": {"stage": 2, "learning_rate": 2e-5, "global_batch_size": 128, "max_length": 4096},
     "stage2_large.yaml": {"stage": 2, "learning_rate": 1e-5, "global_batch_size": 128, "max_length": 2048},
 }
@@ -89,6 +95,8 @@ def test_bad_settings_are_refused(tmp_path):
         TrainConfig.from_sources(None, {"learning_rate": "fast"})
     with pytest.raises(ValueError, match="add --lora"):
         TrainConfig.from_sources(None, {"bits": 4, "model": "m", "data": ["d"], "output": "o"}).validate()
+    with pytest.raises(ValueError, match="unknown template 'vicuna'; use 'model' .* or one of vicuna_v1, gemma"):
+        TrainConfig.from_sources(None, {"template": "vicuna", "model": "m", "data": ["d"], "output": "o"}).validate()
     (tmp_path / "bad.yaml").write_text("- a list\n")
     with pytest.raises(ValueError, match="mapping"):
         TrainConfig.from_sources(tmp_path / "bad.yaml")

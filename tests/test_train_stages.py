@@ -13,6 +13,7 @@ from transformers import TrainerCallback
 from minigemini import MiniGeminiForConditionalGeneration, MiniGeminiProcessor
 from minigemini.data import ModalityLengthGroupedSampler
 from minigemini.train import TrainConfig, configure_trainable, train
+from minigemini.train.run import build_dataset
 
 from .conftest import tiny_model
 from .training_helpers import caption_records, conversation, make_model_dir, write_images, write_jsonl
@@ -132,6 +133,18 @@ def test_stage_one_reduces_the_loss_skips_bad_records_and_saves_a_loadable_model
         assert model.config.image_token_id == processor.image_token_id
 
 
+@pytest.mark.parametrize(
+    ("stage", "template", "expected"),
+    [(1, None, "plain"), (1, "model", "vicuna_v1"), (2, None, "vicuna_v1"), (2, "plain", "plain")],
+)
+def test_each_stage_renders_its_template_or_the_models_own_when_asked(workspace, stage, template, expected):
+    cfg = config(workspace, "templates", stage=stage, data=[workspace["stage1"]], template=template)
+    cfg.validate()
+    processor = MiniGeminiProcessor.from_pretrained(workspace["model"])
+    assert processor.chat_template == "vicuna_v1"
+    assert build_dataset(cfg, processor).encoder.template == expected
+
+
 def test_stage_two_trains_the_llm_with_mixed_batches_in_bf16(workspace):
     cfg = config(
         workspace,
@@ -144,7 +157,7 @@ def test_stage_two_trains_the_llm_with_mixed_batches_in_bf16(workspace):
         precision="bf16",
         gradient_checkpointing=True,
     )
-    assert cfg.template is None and cfg.sampler == "modality_length"
+    assert cfg.template == "model" and cfg.sampler == "modality_length"
     result = train(cfg)
     trainer = result.trainer
     assert isinstance(trainer._get_train_sampler(), ModalityLengthGroupedSampler)

@@ -52,7 +52,9 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     io.add_argument("--output", help="output directory: checkpoints, final model + processor, logs")
     io.add_argument("--processor", help="processor directory (default: the model directory)")
     io.add_argument(
-        "--template", help="chat template (plain, vicuna_v1, gemma, llama_3, mistral_instruct, chatml_direct)"
+        "--template",
+        help="chat template: model (the model's own: its processor's, else the tokenizer's; stage 2's default), "
+        "plain (stage 1's default), vicuna_v1, gemma, llama_3, mistral_instruct, chatml_direct",
     )
     io.add_argument("--max-length", type=int, help="longest sample in tokens, visual tokens included")
     io.add_argument("--pad-to-square", action=argparse.BooleanOptionalAction, default=None)

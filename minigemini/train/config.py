@@ -22,8 +22,13 @@ import typing
 from typing import Any
 
 from ..precision import PRECISIONS
+from ..templates import TEMPLATE_NAMES
 
-__all__ = ["STAGE_DEFAULTS", "TrainConfig", "load_recipe"]
+__all__ = ["MODEL_TEMPLATE", "STAGE_DEFAULTS", "TrainConfig", "load_recipe"]
+
+#: ``template`` value for the model's own chat template: its processor's (a release template name), else the
+#: tokenizer's jinja template.  Stage 2's default; stage 1 may name it too (its default is ``plain``).
+MODEL_TEMPLATE = "model"
 
 #: Settings that differ between the stages (everything else has one default below).
 STAGE_DEFAULTS: dict[int, dict[str, Any]] = {
@@ -37,7 +42,7 @@ STAGE_DEFAULTS: dict[int, dict[str, Any]] = {
         "sampler": "random",
     },
     2: {
-        "template": None,
+        "template": MODEL_TEMPLATE,
         "pad_to_square": True,
         "learning_rate": 2e-5,
         "global_batch_size": 128,
@@ -59,7 +64,7 @@ class TrainConfig:
     image_folder: list[str] = dataclasses.field(default_factory=list)
     output: str | None = None
     processor: str | None = None  # default: the model directory
-    template: str | None = None  # None: stage default (plain in stage 1; the processor's template in stage 2)
+    template: str | None = None  # a release template name or MODEL_TEMPLATE; None: the stage's (plain / model)
     pad_to_square: bool | None = None
     max_length: int | None = None
     # what is trained
@@ -140,6 +145,11 @@ class TrainConfig:
             raise ValueError("--data is required (LLaVA-format .json or .jsonl files)")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if self.template != MODEL_TEMPLATE and self.template not in TEMPLATE_NAMES:
+            raise ValueError(
+                f"unknown template {self.template!r}; use {MODEL_TEMPLATE!r} (the model's own chat template) or one of "
+                f"{', '.join(TEMPLATE_NAMES)}"
+            )
         if self.sampler not in SAMPLERS:
             raise ValueError(f"sampler must be one of {SAMPLERS}, got {self.sampler!r}")
         if self.bits not in (4, 8, 16):

@@ -29,7 +29,7 @@ from ..modeling import MiniGeminiForConditionalGeneration
 from ..precision import resolve_precision
 from ..processing import MiniGeminiProcessor
 from .callbacks import JsonlLogCallback, ProgressBarCallback
-from .config import TrainConfig
+from .config import MODEL_TEMPLATE, TrainConfig
 from .stages import configure_trainable, parameter_counts, upcast_trainable
 from .trainer import MiniGeminiTrainer
 
@@ -70,7 +70,7 @@ def _sharded(config: TrainConfig) -> bool:
 
 def build_dataset(config: TrainConfig, processor: MiniGeminiProcessor) -> SupervisedDataset:
     """The training data with the stage's template and image preprocessing (stage 1: no padding to square)."""
-    template = config.template if config.template is not None else processor.chat_template
+    template = processor.chat_template if config.template == MODEL_TEMPLATE else config.template
     image_processor = processor.image_processor
     if config.pad_to_square is not None and config.pad_to_square != image_processor.pad_to_square:
         image_processor = copy.deepcopy(image_processor)
