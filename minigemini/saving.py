@@ -22,7 +22,8 @@ def _staging_sibling(path: Path) -> Path:
 
 # What is renamed into place gets the permissions of any file the user creates (their umask): tempfile's staging is
 # private (0600/0700) and safetensors writes 0600, which left saved models unreadable to others on a shared machine.
-# The staging file or folder is created first, under the umask; its mode is then given to what the writer wrote.
+# The staging file or folder is created first, under the umask; its mode is then given to what the writer wrote
+# (inside a folder: to its subfolders, and to its files without the execute bits unless the writer set one).
 
 
 def write_file_atomic(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
@@ -64,10 +65,14 @@ def write_directory_atomically(destination: str | os.PathLike, write: Callable[[
     staging.mkdir()
     try:
         write(staging)
-        file_mode = staging.stat().st_mode & 0o666
-        for file in staging.rglob("*"):
-            if file.is_file() and not file.is_symlink():
-                os.chmod(file, file_mode)
+        folder_mode = staging.stat().st_mode & 0o777
+        for path in staging.rglob("*"):
+            if path.is_symlink():
+                continue
+            if path.is_dir():
+                os.chmod(path, folder_mode)
+            elif path.is_file():  # as the umask allows; executable (a script) only where the writer made it so
+                os.chmod(path, folder_mode if path.stat().st_mode & 0o111 else folder_mode & 0o666)
         if destination.exists():
             destination.rmdir()
         staging.rename(destination)

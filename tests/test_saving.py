@@ -32,6 +32,9 @@ def test_written_files_and_folders_get_the_users_permissions_not_private_ones(tm
         (staging / "config.json").write_text("{}")
         (staging / "adapter").mkdir()
         save_file({"w": torch.zeros(2)}, str(staging / "adapter" / "w.safetensors"))  # safetensors writes 0600
+        (staging / "private").mkdir(mode=0o700)
+        (staging / "private" / "run.sh").write_text("#!/bin/sh\n")
+        (staging / "private" / "run.sh").chmod(0o700)
 
     previous = os.umask(0o022)
     try:
@@ -45,4 +48,6 @@ def test_written_files_and_folders_get_the_users_permissions_not_private_ones(tm
     # as open() and mkdir() would make them: others may read a saved model
     assert file.stat().st_mode & 0o777 == 0o644 and weights.stat().st_mode & 0o777 == 0o644
     assert folder.stat().st_mode & 0o777 == 0o755 and (folder / "adapter").stat().st_mode & 0o777 == 0o755
-    assert {p.stat().st_mode & 0o777 for p in folder.rglob("*") if p.is_file()} == {0o644}
+    assert {p.stat().st_mode & 0o777 for p in folder.rglob("*") if p.is_file() and p.suffix != ".sh"} == {0o644}
+    assert (folder / "private").stat().st_mode & 0o777 == 0o755
+    assert (folder / "private" / "run.sh").stat().st_mode & 0o777 == 0o755  # an executable stays one
