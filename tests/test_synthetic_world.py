@@ -1,6 +1,7 @@
 """The synthetic world: seeded scenes, their supervision, picture requests, the writer and `mgm data synth`."""
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -59,6 +60,13 @@ def test_answers_agree_with_what_the_caption_says():
                 assert q.answer in caption
             elif q.type == "position":
                 assert q.answer in CELL_NAMES and f"at the {q.answer}" in caption
+
+
+def test_captions_and_requests_say_an_before_a_vowel():
+    texts = [make_scene(seed, kind=kind).caption for seed in range(60) for kind in ("shapes", "chart")]
+    texts += [" ".join(m["value"] for m in make_generation_request(seed).conversation()) for seed in range(200)]
+    said = " ".join(texts).lower()
+    assert " an orange " in said and not re.search(r"\ba [aeiou]", said)
 
 
 def test_regions_mark_where_each_named_thing_is_drawn():

@@ -247,13 +247,16 @@ def _shape_questions(groups) -> list[Question]:
     return questions
 
 
+def _article(word: str) -> str:
+    return "an" if word[0] in "aeiou" else "a"
+
+
 def _shape_caption(groups) -> list[str]:
     parts = []
     for kind, colour, cells in groups:
         count = len(cells)
         where = f" at the {CELL_NAMES[cells[0]]}" if count == 1 else ""
-        article = "an" if colour[0] in "aeiou" else "a"
-        parts.append(f"{article if count == 1 else _count_word(count)} {colour} {_plural(kind, count)}{where}")
+        parts.append(f"{_article(colour) if count == 1 else _count_word(count)} {colour} {_plural(kind, count)}{where}")
     return parts
 
 
@@ -313,7 +316,7 @@ def _chart_scene(rng, image, draw, size, options) -> Scene:
             _region(label, size, colour, str(value), text=str(value)),
         ]
     questions = [_ask("chart", f"What is the value of the {c} bar?", str(v)) for c, v in zip(colours, values)]
-    caption = "A bar chart of " + _join([f"a {c} bar of {v}" for c, v in zip(colours, values)])
+    caption = "A bar chart of " + _join([f"{_article(c)} {c} bar of {v}" for c, v in zip(colours, values)])
     return Scene("chart", image, caption, questions, regions)
 
 
@@ -402,7 +405,7 @@ def describe_spec(spec: SceneSpec) -> str:
         parts.append(f"{_count_word(shape.count)} {shape.colour} {_plural(shape.kind, shape.count)}{where}")
     text = _join(parts)
     if spec.background != "white":
-        text += f" on a {spec.background} background"
+        text += f" on {_article(spec.background)} {spec.background} background"
     if spec.words:
         text += " with the word " + " ".join(f'"{w}"' for w in spec.words)
     return text
@@ -429,12 +432,12 @@ def make_generation_request(seed: int) -> GenerationRequest:
     for shape in spec.shapes:
         count = str(shape.count) if rng.random() < 0.5 else _count_word(shape.count)
         if shape.count == 1 and rng.random() < 0.5:
-            count = "a"
+            count = _article(shape.colour)
         where = f" {rng.choice(_POSITION_PARAPHRASES[shape.position])}" if shape.position else ""
         phrases.append(f"{count} {shape.colour} {_plural(shape.kind, shape.count)}{where}")
     request_text = _join(phrases)
     if background != "white":
-        request_text += f" on a {background} background"
+        request_text += f" on {_article(background)} {background} background"
     if words:
         request_text += f' and the word "{words[0]}"'
     return GenerationRequest(rng.choice(_REQUEST_OPENERS).format(request_text), describe_spec(spec), spec)
