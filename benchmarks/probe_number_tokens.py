@@ -75,11 +75,11 @@ def features(model, processor, scenes, batch_size=32):
     return {point: torch.stack(rows).float() for point, rows in found.items()}, torch.tensor(labels)
 
 
-def probe(train_x, train_y, test_x, test_y, epochs=400, lr=1e-2):
+def probe(train_x, train_y, test_x, test_y, epochs=400, lr=1e-2, classes=100):
     """Held-out accuracy of a linear classifier (standardised inputs, full-batch AdamW)."""
     mean, std = train_x.mean(0), train_x.std(0) + 1e-6
     train_x, test_x = (train_x - mean) / std, (test_x - mean) / std
-    head = torch.nn.Linear(train_x.shape[1], 100)
+    head = torch.nn.Linear(train_x.shape[1], classes)
     optimizer = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=1e-2)
     for _ in range(epochs):
         loss = F.cross_entropy(head(train_x), train_y)
