@@ -21,7 +21,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from probe_number_tokens import load_model, probe  # noqa: E402
+from probe_number_tokens import answer_accuracy, load_model, probe, vision_side  # noqa: E402
 
 from minigemini.data import synthetic  # noqa: E402
 
@@ -39,16 +39,12 @@ def one_group_scenes(seeds):
     return scenes
 
 
-@torch.no_grad()
 def pooled_features(model, processor, scenes, batch_size=32):
     """{point: (N, D)}: each image's tokens averaged, at each point."""
-    inner = model.model
     found = {point: [] for point in POINTS}
     for start in range(0, len(scenes), batch_size):
-        inputs = processor.image_processor([image for image, *_ in scenes[start : start + batch_size]])
-        lr = inner.vision_tower(inputs["pixel_values"])
-        mined = inner.mining(lr, inner.vision_tower_aux(inputs["high_res_pixel_values"]))
-        for point, tokens in zip(POINTS, (lr, mined, inner.mm_projector(mined))):
+        _, *tokens_at = vision_side(model, processor, [image for image, *_ in scenes[start : start + batch_size]])
+        for point, tokens in zip(POINTS, tokens_at):
             found[point].append(tokens.float().mean(dim=1))
     return {point: torch.cat(rows) for point, rows in found.items()}
 
@@ -60,8 +56,6 @@ def main():
     parser.add_argument("--test", type=int, default=600, help="held-out shape scenes")
     args = parser.parse_args()
     torch.manual_seed(0)
-    from minigemini.evaluation.normalize import vqa_accuracy
-    from minigemini.inference import batch_chat
 
     started = time.time()
     train = one_group_scenes(range(300_000, 300_000 + args.train))
@@ -72,8 +66,7 @@ def main():
     test_y = torch.tensor([count - 1 for _, count, _ in test])
     accuracy = [probe(train_x[p], train_y, test_x[p], test_y, classes=9) for p in POINTS]
     pairs = [(image, question) for image, _, question in test]
-    answers = batch_chat(model, pairs, processor, batch_size=16, max_new_tokens=4, progress=False)
-    accuracy.append(sum(vqa_accuracy(a or "", [str(c)]) for a, (_, c, _) in zip(answers, test)) / len(test))
+    accuracy.append(answer_accuracy(model, processor, pairs, [str(count) for _, count, _ in test], max_new_tokens=4))
     print("| model | scenes (train / test) | " + " | ".join(POINTS) + " | answers |")
     print("|---|---|" + "---|" * (len(POINTS) + 1))
     cells = " | ".join(f"{100 * a:.1f} %" for a in accuracy)

@@ -50,19 +50,24 @@ def centre_token(box, side: int) -> int:
 
 
 @torch.no_grad()
+def vision_side(model, processor, images):
+    """(HR fused map, LR tokens, mined tokens, projected tokens) of a batch of images."""
+    inner = model.model
+    inputs = processor.image_processor(images)
+    lr = inner.vision_tower(inputs["pixel_values"])
+    hr = inner.vision_tower_aux(inputs["high_res_pixel_values"])
+    mined = inner.mining(lr, hr)
+    return hr, lr, mined, inner.mm_projector(mined)
+
+
 def features(model, processor, scenes, batch_size=32):
     """{point: (R, D)} and labels (R,) over every number of ``scenes``."""
-    inner = model.model
     side = model.config.tokens_per_side
     found = {point: [] for point in POINTS}
     labels = []
     for start in range(0, len(scenes), batch_size):
         chunk = scenes[start : start + batch_size]
-        inputs = processor.image_processor([image for image, *_ in chunk])
-        lr = inner.vision_tower(inputs["pixel_values"])
-        hr = inner.vision_tower_aux(inputs["high_res_pixel_values"])
-        mined = inner.mining(lr, hr)
-        projected = inner.mm_projector(mined)
+        hr, lr, mined, projected = vision_side(model, processor, [image for image, *_ in chunk])
         for b, (_, numbers, _) in enumerate(chunk):
             for box, number in numbers:
                 rows, columns = box_cells(box, hr.shape[-1])
@@ -102,14 +107,12 @@ def load_model(folder):
     return model, MiniGeminiProcessor.from_pretrained(folder)
 
 
-def answer_accuracy(model, processor, scenes) -> float:
-    """Mean accuracy of the model's answers to the scenes' number questions, scored as the ablation table is."""
+def answer_accuracy(model, processor, pairs, truth, max_new_tokens=8) -> float:
+    """Mean accuracy of the model's answers to (image, question) ``pairs``, scored as the ablation table is."""
     from minigemini.evaluation.normalize import vqa_accuracy
     from minigemini.inference import batch_chat
 
-    pairs = [(image, question) for image, _, questions in scenes for question, _ in questions]
-    truth = [answer for _, _, questions in scenes for _, answer in questions]
-    answers = batch_chat(model, pairs, processor, batch_size=16, max_new_tokens=8, progress=False)
+    answers = batch_chat(model, pairs, processor, batch_size=16, max_new_tokens=max_new_tokens, progress=False)
     return sum(vqa_accuracy(a or "", [t]) for a, t in zip(answers, truth)) / len(truth)
 
 
@@ -134,7 +137,9 @@ def main():
         train_x, train_y = features(model, processor, train_scenes)
         test_x, test_y = features(model, processor, test_scenes)
         accuracy = [probe(train_x[p], train_y, test_x[p], test_y) for p in POINTS]
-        accuracy.append(answer_accuracy(model, processor, test_scenes))
+        pairs = [(image, question) for image, _, questions in test_scenes for question, _ in questions]
+        truth = [answer for _, _, questions in test_scenes for _, answer in questions]
+        accuracy.append(answer_accuracy(model, processor, pairs, truth))
         cells = " | ".join(f"{100 * a:.1f} %" for a in accuracy)
         print(f"| {export} | {len(train_y)} / {len(test_y)} | {cells} |", flush=True)
     print(f"({time.time() - started:.0f} s)")
