@@ -156,11 +156,13 @@ def test_stage_two_trains_the_llm_with_mixed_batches_in_bf16(workspace):
         max_steps=2,
         precision="bf16",
         gradient_checkpointing=True,
+        length_group_steps=3,
     )
     assert cfg.template == "model" and cfg.sampler == "modality_length"
     result = train(cfg)
     trainer = result.trainer
-    assert isinstance(trainer._get_train_sampler(), ModalityLengthGroupedSampler)
+    sampler = trainer._get_train_sampler()
+    assert isinstance(sampler, ModalityLengthGroupedSampler) and sampler.length_group_steps == 3
     lrs = sorted({group["initial_lr"] for group in trainer.optimizer.param_groups})
     assert lrs == [1e-3, 5e-3]
     multimodal = {

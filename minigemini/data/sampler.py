@@ -5,7 +5,9 @@ to the image length, and a text-only micro-batch skips both vision encoders enti
 
 1. shuffle the image samples and the text-only samples separately (seeded: every rank draws the same order);
 2. cut each into *step groups* of ``batch_size * num_micro_batches`` samples (one optimizer step over every rank and
-   accumulation step); groups are single-modality, only the two leftover tails are merged into a final mixed group;
+   accumulation step); groups are single-modality, only the two leftover tails are merged into a final mixed group.
+   With ``length_group_steps`` k > 1, each run of k steps' samples is first sorted by length, so a step holds
+   neighbouring lengths even when it holds few samples (a CPU run with 8 a step pads 13 % of its tokens otherwise);
 3. shuffle the order of the full groups;
 4. inside a group, sort by length and cut it into consecutive micro-batches of ``batch_size`` (similar lengths, little
    padding), laid out so that the ranks get similar amounts of work.
@@ -46,11 +48,16 @@ def modality_length_grouped_indices(
     world_size: int = 1,
     accumulation_steps: int = 1,
     generator: torch.Generator | None = None,
+    length_group_steps: int = 1,
 ) -> list[int]:
-    """One epoch's order.  ``lengths``: positive for samples with images, negative for text-only (never 0)."""
+    """One epoch's order.  ``lengths``: positive for samples with images, negative for text-only (never 0);
+    ``length_group_steps``: how many steps' samples are sorted by length together before being cut into steps."""
     if any(length == 0 for length in lengths):
         raise ValueError("lengths must be non-zero: positive for image samples, negative for text-only samples")
+    if length_group_steps < 1:
+        raise ValueError(f"length_group_steps must be >= 1, got {length_group_steps}")
     group_size = batch_size * world_size * accumulation_steps
+    span = group_size * length_group_steps
     full_groups: list[list[int]] = []
     leftovers: list[int] = []
     for keep in (lambda n: n > 0, lambda n: n < 0):
@@ -59,7 +66,9 @@ def modality_length_grouped_indices(
             continue
         shuffled = [indices[j] for j in torch.randperm(len(indices), generator=generator).tolist()]
         cut = len(shuffled) - len(shuffled) % group_size
-        full_groups.extend(shuffled[i : i + group_size] for i in range(0, cut, group_size))
+        for start in range(0, cut, span):
+            run = sorted(shuffled[start : min(start + span, cut)], key=lambda i: abs(lengths[i]))
+            full_groups.extend(run[i : i + group_size] for i in range(0, len(run), group_size))
         leftovers.extend(shuffled[cut:])
     order = torch.randperm(len(full_groups), generator=generator).tolist()
     groups = [full_groups[j] for j in order]
@@ -77,6 +86,7 @@ class ModalityLengthGroupedSampler(Sampler[int]):
         batch_size: per-device micro-batch size.
         world_size, accumulation_steps: ranks and gradient-accumulation steps per optimizer step.
         seed: base seed; epoch ``e`` uses ``seed + e``.
+        length_group_steps: steps whose samples are sorted by length together (1: each step on its own).
     """
 
     def __init__(
@@ -86,14 +96,16 @@ class ModalityLengthGroupedSampler(Sampler[int]):
         world_size: int = 1,
         accumulation_steps: int = 1,
         seed: int = 0,
+        length_group_steps: int = 1,
     ):
-        if batch_size < 1 or world_size < 1 or accumulation_steps < 1:
-            raise ValueError("batch_size, world_size and accumulation_steps must be >= 1")
+        if batch_size < 1 or world_size < 1 or accumulation_steps < 1 or length_group_steps < 1:
+            raise ValueError("batch_size, world_size, accumulation_steps and length_group_steps must be >= 1")
         self.lengths = list(lengths)
         self.batch_size = batch_size
         self.world_size = world_size
         self.accumulation_steps = accumulation_steps
         self.seed = seed
+        self.length_group_steps = length_group_steps
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -106,6 +118,11 @@ class ModalityLengthGroupedSampler(Sampler[int]):
         generator = torch.Generator().manual_seed(self.seed + self.epoch)
         return iter(
             modality_length_grouped_indices(
-                self.lengths, self.batch_size, self.world_size, self.accumulation_steps, generator
+                self.lengths,
+                self.batch_size,
+                self.world_size,
+                self.accumulation_steps,
+                generator,
+                self.length_group_steps,
             )
         )

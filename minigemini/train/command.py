@@ -89,6 +89,11 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
         help="LM head at supervised positions only (default on); --no-supervised-head computes all logits",
     )
     opt.add_argument("--sampler", choices=SAMPLERS)
+    opt.add_argument(
+        "--length-group-steps",
+        type=int,
+        help="modality_length sampler: sort this many steps' samples by length together (less padding; default 1)",
+    )
     opt.add_argument("--seed", type=int)
 
     run = parser.add_argument_group("run")

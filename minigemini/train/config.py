@@ -91,6 +91,7 @@ class TrainConfig:
     supervised_head: bool = True  # LM head + loss at supervised positions only
     seed: int = 42
     sampler: str | None = None
+    length_group_steps: int = 1  # modality_length: steps whose samples are sorted by length together (less padding)
     # runtime
     save_steps: int = 1000
     save_total_limit: int | None = 1
@@ -152,6 +153,8 @@ class TrainConfig:
             )
         if self.sampler not in SAMPLERS:
             raise ValueError(f"sampler must be one of {SAMPLERS}, got {self.sampler!r}")
+        if self.length_group_steps < 1:
+            raise ValueError(f"length_group_steps must be >= 1, got {self.length_group_steps}")
         if self.bits not in (4, 8, 16):
             raise ValueError(f"bits must be 4, 8 or 16, got {self.bits}")
         if self.bits != 16 and not self.lora:

@@ -277,6 +277,7 @@ def train(config: TrainConfig, callbacks: list | None = None) -> TrainResult:
         callbacks=callbacks,
         projector_lr=config.projector_lr,
         sampler=config.sampler,
+        length_group_steps=config.length_group_steps,
         full_logits=None if config.supervised_head else True,
     )
     for default in (ProgressCallback, PrinterCallback):

@@ -66,6 +66,7 @@ class MiniGeminiTrainer(Trainer):
     Extra args:
         projector_lr: learning rate of the mining layer and projector (default: ``args.learning_rate``).
         sampler: "modality_length" (needs ``train_dataset.modality_lengths``), "random" or "sequential".
+        length_group_steps: with "modality_length", how many steps' samples are sorted by length together.
         full_logits: passed to the model's forward in training; None lets the model compute the LM head at supervised
             positions only (same loss, much less memory), True computes it everywhere.
     """
@@ -75,10 +76,12 @@ class MiniGeminiTrainer(Trainer):
         *args,
         projector_lr: float | None = None,
         sampler: str = "modality_length",
+        length_group_steps: int = 1,
         full_logits: bool | None = None,
         **kwargs,
     ):
         self.projector_lr = projector_lr
+        self.length_group_steps = length_group_steps
         self.full_logits = full_logits
         self.sampler_kind = sampler
         super().__init__(*args, **kwargs)
@@ -97,6 +100,7 @@ class MiniGeminiTrainer(Trainer):
                 world_size=self.args.world_size,
                 accumulation_steps=self.args.gradient_accumulation_steps,
                 seed=self.args.seed,
+                length_group_steps=self.length_group_steps,
             )
         return super()._get_train_sampler(train_dataset)
 
