@@ -6,7 +6,7 @@ import re
 import pytest
 import torch
 
-from minigemini import cli, inference
+from minigemini import cli, inference, precision
 from minigemini.inference import batch_chat, chat, load_pretrained, parse_dtype, resolve_device
 from minigemini.synthetic import COLOURS
 
@@ -64,7 +64,9 @@ def test_batch_chat_bad_image(loaded, tmp_path):
 
 def test_device_and_dtype_defaults(model_dir, monkeypatch):
     assert resolve_device(None).type in ("cpu", "cuda", "mps")
-    assert inference.default_dtype(torch.device("cpu")) == torch.float32
+    for fast, dtype in ((True, torch.bfloat16), (False, torch.float32)):  # bf16 only where the CPU has its kernels
+        monkeypatch.setattr(precision, "cpu_has_fast_bf16", lambda fast=fast: fast)
+        assert inference.default_dtype(torch.device("cpu")) == dtype
     assert inference.default_dtype(torch.device("mps")) == torch.float16
     assert parse_dtype("bf16") == torch.bfloat16 and parse_dtype("auto") is None
     with pytest.raises(ValueError, match="unknown dtype"):

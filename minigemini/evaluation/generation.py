@@ -93,7 +93,8 @@ def generate_answers(
 
 def load_model_and_processor(path: str, device: str = "auto", dtype: str = "auto", chat_template: str | None = None):
     """The model and its processor on one device, in eval mode (`inference.load_pretrained`: bf16 on CUDA, fp16 on
-    MPS, fp32 on CPU unless `dtype` says otherwise; release checkpoints converted on load)."""
+    MPS, on a CPU bf16 with bf16 kernels else fp32, unless `dtype` says otherwise; release checkpoints converted on
+    load)."""
     from ..inference import load_pretrained
 
     return load_pretrained(path, device=device, dtype=dtype, chat_template=chat_template)

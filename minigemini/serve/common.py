@@ -17,7 +17,7 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--device", default="auto", help="auto (CUDA, else MPS, else CPU), cpu, cuda, cuda:1, mps")
     group.add_argument(
         "--dtype", default="auto", choices=["auto", "bf16", "fp16", "fp32"],
-        help="auto: bf16 on CUDA, fp16 on MPS, fp32 on CPU",
+        help="auto: bf16 on CUDA, fp16 on MPS; on a CPU bf16 where it has bf16 kernels, else fp32",
     )  # fmt: skip
     bits = group.add_mutually_exclusive_group()
     bits.add_argument("--load-4bit", action="store_true", help="quantise the LLM to 4 bit (bitsandbytes, CUDA)")
