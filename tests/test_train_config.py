@@ -99,6 +99,10 @@ def test_bad_settings_are_refused(tmp_path):
         TrainConfig.from_sources(None, {"template": "vicuna", "model": "m", "data": ["d"], "output": "o"}).validate()
     with pytest.raises(ValueError, match="length_group_steps must be >= 1, got 0"):
         TrainConfig.from_sources(None, {"length_group_steps": 0, "model": "m", "data": ["d"], "output": "o"}).validate()
+    with pytest.raises(ValueError, match="modality_length sampler only; this run's sampler is 'random'"):
+        TrainConfig.from_sources(
+            None, {"stage": 1, "length_group_steps": 4, "model": "m", "data": ["d"], "output": "o"}
+        ).validate()
     (tmp_path / "bad.yaml").write_text("- a list\n")
     with pytest.raises(ValueError, match="mapping"):
         TrainConfig.from_sources(tmp_path / "bad.yaml")

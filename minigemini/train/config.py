@@ -155,6 +155,11 @@ class TrainConfig:
             raise ValueError(f"sampler must be one of {SAMPLERS}, got {self.sampler!r}")
         if self.length_group_steps < 1:
             raise ValueError(f"length_group_steps must be >= 1, got {self.length_group_steps}")
+        if self.length_group_steps > 1 and self.sampler != "modality_length":
+            raise ValueError(
+                f"length_group_steps {self.length_group_steps} sorts batches of the modality_length sampler only; "
+                f"this run's sampler is {self.sampler!r}"
+            )
         if self.bits not in (4, 8, 16):
             raise ValueError(f"bits must be 4, 8 or 16, got {self.bits}")
         if self.bits != 16 and not self.lora:
