@@ -192,15 +192,17 @@ def test_recipe_trains_exports_and_loads_the_default_model(tmp_path, monkeypatch
     llm = tiny_llm(tmp_path / "llm")
     (tmp_path / "prompts.txt").write_text("Say hello.\nName a fruit.\n")
     chat = {"prompts": str(tmp_path / "prompts.txt"), "max_new_tokens": 32, "repeats": 3}
-    recipe = {**RECIPE, "llm": llm, "chat": chat}
+    recipe = {**RECIPE, "llm": llm, "chat": chat, "world": {**RECIPE["world"], "drills": ["count"]}}
     with monkeypatch.context() as patch:  # the chat step's generation runs on the tiny LLM, its answer forced
         script_answers(patch, AutoTokenizer.from_pretrained(llm), "Hello there.")
         stage2 = run_synthetic_recipe(recipe, tmp_path / "run", export=tmp_path / "export")
     summary = json.loads((stage2 / "train_summary.json").read_text())
     assert summary["lora"] and summary["steps"] == 2
     replay = tmp_path / "run" / "chat" / "replay.json"
-    assert summary["config"]["data"][1] == str(replay)  # stage 2 trains on the dialogues and the LLM's own answers
-    world_records = len(json.loads((tmp_path / "run" / "world" / "instructions.json").read_text()))
+    world = tmp_path / "run" / "world"
+    # stage 2 trains on the dialogues, the drills and the LLM's own answers
+    assert summary["config"]["data"] == [str(world / "instructions.json"), str(world / "drills.json"), str(replay)]
+    world_records = sum(len(json.loads((world / name).read_text())) for name in ("instructions.json", "drills.json"))
     assert summary["dataset_samples"] == world_records + 2 * 3
     assert {r["conversations"][1]["value"] for r in json.loads(replay.read_text())} == {"Hello there."}
     assert default_model_available(tmp_path / "export")
@@ -263,5 +265,9 @@ def test_lr_only_variant_and_bad_recipes(tmp_path, monkeypatch):
         run_synthetic_recipe({**RECIPE, "stage3": {}}, tmp_path / "run")
     with pytest.raises(ValueError, match="variant"):
         run_synthetic_recipe(RECIPE, tmp_path / "run", variant="huge")
+    drilled = {**RECIPE, "llm": llm, "world": {**RECIPE["world"], "drills": ["count"]}}
+    with pytest.raises(FileNotFoundError, match="written without them"):  # a world from before the drills
+        run_synthetic_recipe(drilled, tmp_path / "run")
+    assert not (tmp_path / "run" / "mining").exists()  # refused before any training
     with pytest.raises(FileNotFoundError, match="mgm train --recipe synthetic"):
         load_default_model(tmp_path / "nothing", llm_dir=llm)

@@ -178,6 +178,29 @@ def test_write_world_files_are_valid_llava_data(tmp_path):
     assert (again / "instructions.json").read_bytes() == (tmp_path / "w" / "instructions.json").read_bytes()
 
 
+def test_drills_ask_every_question_of_their_types_and_leave_the_dialogues_alone(tmp_path):
+    types = ("count", "position")
+    counts = write_world(tmp_path / "drilled", scenes=20, generation=2, seed=3, drills=types)
+    write_world(tmp_path / "plain", scenes=20, generation=2, seed=3)
+    instructions = "instructions.json"
+    assert (tmp_path / "drilled" / instructions).read_bytes() == (tmp_path / "plain" / instructions).read_bytes()
+    assert not (tmp_path / "plain" / "drills.json").exists()
+    drills = json.loads((tmp_path / "drilled" / "drills.json").read_text())
+    wanted = {}
+    for index, seed in enumerate(world.scene_seeds(3, 20)):
+        turns = [(q.text, q.answer) for q in make_scene(seed).questions if q.type in types]
+        if turns:
+            wanted[f"drill-{index:06d}"] = turns
+    got = {r["id"]: [(h["value"].removeprefix("<image>\n"), g["value"]) for h, g in
+                     zip(r["conversations"][0::2], r["conversations"][1::2])] for r in drills}  # fmt: skip
+    assert got == wanted and counts["drills"] == len(drills) >= 5
+    records, skips = read_records([tmp_path / "drilled" / "drills.json"], image_folders=[tmp_path / "drilled"])
+    assert sum(skips.counts.values()) == 0 and all(len(r.images) == 1 for r in records)
+    with pytest.raises(ValueError, match=r"unknown \['colours'\]"):
+        write_world(tmp_path / "bad", scenes=1, generation=0, drills=("count", "colours"))
+    assert not (tmp_path / "bad").exists()
+
+
 def test_write_world_refuses_a_non_empty_folder_unless_overwrite(tmp_path):
     (tmp_path / "keep.txt").write_text("precious")
     with pytest.raises(FileExistsError, match="--overwrite"):
@@ -234,3 +257,6 @@ def test_mgm_data_synth_command(tmp_path, capsys):
     assert "--overwrite" in capsys.readouterr().err
     assert data_main(["synth", "--output", str(tmp_path / "x"), "--text-size", "3", "5"]) == 2
     assert "text size" in capsys.readouterr().err
+    drilled = ["--output", str(tmp_path / "drilled"), "--scenes", "4", "--kinds", "shapes", "--drills", "count"]
+    assert data_main(["synth", *drilled]) == 0
+    assert "drills 4" in capsys.readouterr().out  # every shapes scene asks a count

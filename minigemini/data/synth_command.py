@@ -1,6 +1,7 @@
 """`mgm data synth`: write the synthetic world (images + LLaVA-format JSON, and a held-out test set).
 
 mgm data synth --output data/world --scenes 8000 --generation 1500 --seed 0
+mgm data synth --output data/world --scenes 8000 --generation 1500 --drills count position   # + drills.json
 mgm data synth --output data/world-test --scenes 0 --test-per-type 100 --test-generation 100 --seed 777
 """
 
@@ -9,7 +10,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from .synthetic import SCENE_KINDS, WorldOptions, write_world
+from .synthetic import QUESTION_TYPES, SCENE_KINDS, WorldOptions, write_world
 
 __all__ = ["add_parser", "run"]
 
@@ -32,6 +33,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         help="font size range of the small print, in pixels")  # fmt: skip
     parser.add_argument("--kinds", nargs="+", default=list(SCENE_KINDS), choices=SCENE_KINDS, help="scene kinds")
     parser.add_argument("--max-questions", type=int, default=5, help="questions per training dialogue")
+    parser.add_argument("--drills", nargs="+", default=[], choices=QUESTION_TYPES, metavar="TYPE",
+                        help="also write drills.json: per scene, one short dialogue of all its questions of these "
+                             f"types ({', '.join(QUESTION_TYPES)})")  # fmt: skip
     parser.add_argument("--overwrite", action="store_true", help="write into a non-empty folder")
     parser.set_defaults(func=run)
     return parser
@@ -52,6 +56,7 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         options=options,
         max_questions=args.max_questions,
+        drills=args.drills,
         overwrite=args.overwrite,
         progress=True,
     )

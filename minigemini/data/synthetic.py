@@ -463,6 +463,15 @@ def _dialogue(scene: Scene, rng: random.Random, max_questions: int) -> list[dict
     turns: list[tuple[str, str]] = [(q.text, q.answer) for q in questions]
     describe = ("Describe the image.", scene.caption)
     turns.insert(rng.randint(0, len(turns)), describe)
+    return _conversation(turns)
+
+
+def _drill(scene: Scene, types: tuple[str, ...]) -> list[dict[str, str]]:
+    """Every question of ``types`` the scene has, in one short dialogue (empty when it has none)."""
+    return _conversation([(q.text, q.answer) for q in scene.questions if q.type in types])
+
+
+def _conversation(turns: list[tuple[str, str]]) -> list[dict[str, str]]:
     conversation = []
     for index, (question, answer) in enumerate(turns):
         conversation.append({"from": "human", "value": f"<image>\n{question}" if index == 0 else question})
@@ -488,6 +497,7 @@ def write_world(
     seed: int = 0,
     options: WorldOptions = WorldOptions(),
     max_questions: int = 5,
+    drills: tuple[str, ...] | list[str] = (),
     overwrite: bool = False,
     progress: bool = False,
 ) -> dict[str, int | str]:
@@ -496,19 +506,28 @@ def write_world(
     ``"text"``: the string drawn in the box, where one is),
     ``instructions.json`` (stage 2: dialogues + text-only picture requests), and when asked a held-out test set:
     ``test/questions.jsonl`` (LLaVA question format, ``category`` = question type, images in ``test/images``) and
-    ``test/generation.jsonl`` (requests with their wanted scene).  Returns counts of what was written."""
+    ``test/generation.jsonl`` (requests with their wanted scene).  Returns counts of what was written.
+
+    ``drills`` (question types, e.g. ``("count", "position")``) also writes ``drills.json``: for every scene with
+    questions of those types, one short dialogue asking all of them -- extra stage-2 answers of the types a model
+    learns slowest, without the long description every dialogue carries (benchmarks/RESULTS.md measures them).
+    ``instructions.json`` is the same with or without them."""
     options.validate()
     if scenes < 0 or generation < 0 or test_per_type < 0 or test_generation < 0:
         raise ValueError("scene, generation and test counts must be >= 0")
     if max_questions < 1:
         raise ValueError(f"max_questions must be >= 1, got {max_questions}")
+    drills = tuple(drills)
+    unknown = sorted(set(drills) - set(QUESTION_TYPES))
+    if unknown:
+        raise ValueError(f"drill question types must be among {QUESTION_TYPES}, got unknown {unknown}")
     dejavu_font(options.text_size[0])  # fail before writing anything when the fonts are missing
     output = Path(output)
     if output.exists() and any(output.iterdir()) and not overwrite:
         raise FileExistsError(f"{output} exists and is not empty; choose a new folder or pass --overwrite")
     (output / "images").mkdir(parents=True, exist_ok=True)
     rng = random.Random(seed)
-    captions, instructions = [], []
+    captions, instructions, drill_records = [], [], []
     for index, scene_seed in enumerate(scene_seeds(seed, scenes)):
         scene = make_scene(scene_seed, options)
         name = f"images/{index:06d}.png"
@@ -523,6 +542,10 @@ def write_world(
             "id": f"dialogue-{index:06d}", "image": name, "source": f"synthetic-{scene.kind}",
             "conversations": _dialogue(scene, rng, max_questions),
         })  # fmt: skip
+        drill = _drill(scene, drills)
+        if drill:
+            drill_records.append({"id": f"drill-{index:06d}", "image": name, "source": f"synthetic-{scene.kind}",
+                                  "conversations": drill})  # fmt: skip
         if progress and (index + 1) % 1000 == 0:
             print(f"  {index + 1}/{scenes} scenes", flush=True)
     for index, request_seed in enumerate(scene_seeds(seed + 1, generation)):
@@ -534,9 +557,14 @@ def write_world(
     write_json_atomic(output / "captions.json", captions)
     write_json_atomic(output / "instructions.json", instructions)
     counts: dict[str, int | str] = {"scenes": scenes, "dialogues": scenes, "generation": generation}
+    if drills:
+        write_json_atomic(output / "drills.json", drill_records)
+        counts["drills"] = len(drill_records)
     if test_per_type or test_generation:
         counts.update(_write_test(output / "test", seed + 2, test_per_type, test_generation, options))
-    write_json_atomic(output / "world.json", {"seed": seed, "options": options.__dict__, "counts": counts})
+    write_json_atomic(
+        output / "world.json", {"seed": seed, "options": options.__dict__, "drills": list(drills), "counts": counts}
+    )
     return counts
 
 

@@ -58,6 +58,15 @@ def run_synthetic_recipe(
         _done(f"world -> {world}")
         write_world(world, overwrite=True, progress=True, **recipe.get("world", {}))
     captions, instructions = str(world / "captions.json"), str(world / "instructions.json")
+    stage2_data = [instructions]
+    if recipe.get("world", {}).get("drills"):
+        drills = world / "drills.json"
+        if not drills.is_file():
+            raise FileNotFoundError(
+                f"the recipe asks for drills but {world} was written without them ({drills} is missing): remove "
+                f"{world} and the world step writes it again, the same scenes and dialogues with the drills"
+            )
+        stage2_data.append(str(drills))
 
     llm_dir = recipe.get("llm") or smollm2_dir()
     encoders = output / "encoders"
@@ -85,7 +94,6 @@ def run_synthetic_recipe(
     aligned = folder / "aligned"
     _done(f"align ({variant}) -> {aligned}")
     previous = align_visual_tokens(init, [captions], aligned, WordAlignmentConfig(**recipe.get("align", {})))
-    stage2_data = [instructions]
     if "chat" in recipe:  # the LLM is untouched until stage 2, so init answers as SmolLM2 does, in the chat template
         replay = output / "chat" / "replay.json"
         _done(f"chat -> {replay}")
