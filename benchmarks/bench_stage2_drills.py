@@ -10,9 +10,13 @@ steps with recipes/synthetic.yaml's stage-2 settings (LoRA, towers frozen), ``--
             captions are ~70 % of the records' answer tokens, so most of what stage 2's loss is made of)
 Each model -- the default model too -- answers the ablation's held-out questions (the first ``--per-type`` of each
 type from the seed-777 test set, as the README's table) and every count and position question of 300 held-out shape
-scenes (``--held-out``, seeds from 900,000), scored as the ablation scores them.
+scenes (``--held-out``, seeds from 900,000), scored as the ablation scores them. A shape scene is a group of 1-9
+shapes of one kind and colour beside single shapes of other kinds and colours, so its count questions are scored
+apart by truth too: "1" (mostly a single shape) and "2-9" (a group) -- a model that counts shapes without binding
+the question's noun to them gets one of the two right, not both. ``--model`` scores other exports beside the arms
+(e.g. a full retrain of the recipe with drills), untouched.
 
-    python benchmarks/bench_stage2_drills.py --output runs/bench-drills --steps 150
+    python benchmarks/bench_stage2_drills.py --output runs/bench-drills --steps 150 [--model runs/drills-export]
 
 Each arm's trained folder is kept in ``--output`` and skipped on a rerun (delete it to train it again).
 """
@@ -103,7 +107,10 @@ def score(model, processor, rows: list[tuple]) -> dict[str, float]:
                          max_new_tokens=8, progress=False)  # fmt: skip
     per_type: dict[str, list[float]] = {}
     for (_, _, truth, kind), answer in zip(rows, answers):
-        per_type.setdefault(kind, []).append(vqa_accuracy(answer or "", [truth]))
+        right = vqa_accuracy(answer or "", [truth])
+        per_type.setdefault(kind, []).append(right)
+        if kind == "count":
+            per_type.setdefault("count 1" if truth == "1" else "count 2-9", []).append(right)
     return {kind: 100 * statistics.fmean(s) for kind, s in per_type.items()}
 
 
@@ -116,6 +123,7 @@ def main():
     parser.add_argument("--held-out", type=int, default=300, help="held-out shape scenes (seeds from 900,000)")
     parser.add_argument("--scenes", type=int, help="world scenes (default: the recipe's)")
     parser.add_argument("--caption-share", type=float, default=0.25, help="records keeping their description")
+    parser.add_argument("--model", type=Path, action="append", default=[], help="also score this export")
     args = parser.parse_args()
     torch.manual_seed(0)
     output = args.output
@@ -143,6 +151,7 @@ def main():
         print(f"[bench] training {label} ({args.steps} steps) ...", flush=True)
         summary = train_arm(folder, base, data, output, args.steps, args.length_group_steps)
         arms[f"+ {args.steps} steps, {label}"] = (output / folder, summary)
+    arms.update({str(folder): (folder, None) for folder in args.model})
     scores = output / "results.json"  # models already scored are not scored again
     results = json.loads(scores.read_text(encoding="utf-8")) if scores.is_file() else {}
     for name, (folder, summary) in arms.items():
@@ -151,8 +160,11 @@ def main():
 
         if name in results:
             continue
-        model = MiniGeminiForConditionalGeneration.from_pretrained(folder, dtype=torch.float32).eval()
-        processor = MiniGeminiProcessor.from_pretrained(folder)
+        if folder in args.model:  # an export: the committed-weights layout, LoRA beside the LLM's package
+            model, processor = load_default_model(folder, dtype=torch.float32)
+        else:
+            model = MiniGeminiForConditionalGeneration.from_pretrained(folder, dtype=torch.float32).eval()
+            processor = MiniGeminiProcessor.from_pretrained(folder)
         started = time.perf_counter()
         results[name] = {"test": score(model, processor, test_rows), "held_out": score(model, processor, held_out),
                          "train_minutes": summary and summary["time_s"] / 60,
@@ -164,14 +176,17 @@ def main():
     n_count = sum(kind == "count" for *_, kind in held_out)
     print(f"\n{torch.get_num_threads()} threads, fp32; {len(test_rows)} test questions; held-out: {n_count} count, "
           f"{len(held_out) - n_count} position\n")  # fmt: skip
-    print("| model | train min | " + " | ".join(synthetic.QUESTION_TYPES) + " | reading | held-out count | position |")
-    print("|---|---|" + "---|" * (len(synthetic.QUESTION_TYPES) + 3))
-    for name, r in results.items():
+    print("| model | train min | " + " | ".join(synthetic.QUESTION_TYPES) + " | reading | held-out count | count 1 "
+          "| count 2-9 | position |")  # fmt: skip
+    print("|---|---|" + "---|" * (len(synthetic.QUESTION_TYPES) + 5))
+    for name in arms:  # in the order trained, whenever each was scored
+        r = results[name]
         cells = " | ".join(f"{r['test'][t]:.0f}" for t in synthetic.QUESTION_TYPES)
         reading = statistics.fmean(r["test"][t] for t in synthetic.READING_TYPES)
         minutes = f"{r['train_minutes']:.1f}" if r["train_minutes"] else "-"
-        print(f"| {name} | {minutes} | {cells} | {reading:.1f} | {r['held_out']['count']:.1f} | "
-              f"{r['held_out']['position']:.1f} |")  # fmt: skip
+        held = " | ".join(f"{r['held_out'][k]:.1f}" if k in r["held_out"] else "-"  # scored before the split
+                          for k in ("count", "count 1", "count 2-9", "position"))  # fmt: skip
+        print(f"| {name} | {minutes} | {cells} | {reading:.1f} | {held} |")
 
 
 if __name__ == "__main__":
