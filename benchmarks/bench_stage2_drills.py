@@ -125,6 +125,9 @@ def main():
     parser.add_argument("--caption-share", type=float, default=0.25, help="records keeping their description")
     parser.add_argument("--model", type=Path, action="append", default=[], help="also score this export")
     args = parser.parse_args()
+    for folder in args.model:  # checked before any arm trains
+        if not (folder / "config.json").is_file():
+            parser.error(f"--model {folder}: not an export (no config.json; `mgm train --recipe ... --export`)")
     torch.manual_seed(0)
     output = args.output
     world_settings = yaml.safe_load(SYNTHETIC_RECIPE.read_text(encoding="utf-8"))["world"]
