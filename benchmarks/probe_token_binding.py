@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from minigemini.data.synthetic import SHAPES, WORDS, make_scene
+from minigemini.data.synthetic import NUMBER_WORDS, SHAPES, WORDS, make_scene
 from minigemini.default_model import default_model_available, load_default_model
 from minigemini.image_processing import MiniGeminiImageProcessor
 from minigemini.train.word_alignment import (
@@ -75,16 +75,13 @@ def _closest(similarity: torch.Tensor, choices: list[list[int]], k: int) -> list
     return torch.stack([similarity[:, columns].max() for columns in choices]).topk(k).indices.tolist()
 
 
-COUNT_WORDS = ("one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
-
-
 def written_named(tokens, regions, embeddings, processor, side) -> dict[str, float]:
     """Shares of drawn words (numbers) whose covered tokens resemble that word (those digits) most, and of shape
     groups whose tokens resemble their count most (as a digit, as a word)."""
     words = [word_tokens(w, processor.tokenizer, bare=True) for w in WORDS]
     digits = [word_tokens(str(d), processor.tokenizer, bare=True) for d in range(10)]
     counts = {"count as digit": digits[1:], "count as word": [word_tokens(w, processor.tokenizer, bare=True)
-                                                              for w in COUNT_WORDS]}  # fmt: skip
+                                                              for w in NUMBER_WORDS[1:10]]}  # fmt: skip
     named = {"word": [], "digits": [], "count as digit": [], "count as word": []}
     for image, scene in zip(tokens, regions):
         groups: dict[tuple, list[torch.Tensor]] = {}  # (colour, shape, count) -> covered tokens of its shapes
@@ -94,9 +91,11 @@ def written_named(tokens, regions, embeddings, processor, side) -> dict[str, flo
                 groups.setdefault(tuple(found[:3]), []).append(covered_tokens(region["box"], side))
         for (_, _, count), covered in groups.items():
             covered = torch.cat(covered).unique()
+            if not len(covered) or not count.isdigit():
+                continue
+            similarity = image[covered] @ embeddings.T
             for name, choices in counts.items():
-                if len(covered) and count.isdigit():
-                    named[name].append(_closest(image[covered] @ embeddings.T, choices, 1)[0] + 1 == int(count))
+                named[name].append(_closest(similarity, choices, 1)[0] + 1 == int(count))
         for region in scene:
             covered = covered_tokens(region["box"], side)
             if not region.get("text") or not len(covered):

@@ -38,6 +38,7 @@ from ..synthetic.render import COLOURS, SHAPES, SceneSpec, ShapeSpec, draw_shape
 
 __all__ = [
     "CELL_NAMES",
+    "NUMBER_WORDS",
     "QUESTION_TYPES",
     "READING_TYPES",
     "SCENE_KINDS",
@@ -77,7 +78,7 @@ _BACKGROUNDS = {
 }  # fmt: skip
 _BACKGROUND_STYLES = ("plain", "gradient", "noisy")
 _INK = ((15, 15, 15), (40, 40, 90), (70, 20, 20))
-_NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 _FONT_FILES = ("DejaVuSans.ttf", "DejaVuSans-Bold.ttf")
 _FONT_DIRS = ("/usr/share/fonts/truetype/dejavu", "/usr/share/fonts/dejavu", "/usr/local/share/fonts")
 
@@ -194,7 +195,7 @@ def _plural(kind: str, count: int) -> str:
 
 
 def _count_word(count: int) -> str:
-    return _NUMBER_WORDS[count] if count < len(_NUMBER_WORDS) else str(count)
+    return NUMBER_WORDS[count] if count < len(NUMBER_WORDS) else str(count)
 
 
 def _join(parts: list[str]) -> str:
