@@ -110,3 +110,40 @@ def test_lora_is_refused_in_stage_one():
     config = TrainConfig.from_sources(None, {"stage": 1, "lora": True, "model": "m", "data": ["d"], "output": "o"})
     with pytest.raises(ValueError, match="stage 2"):
         config.validate()
+
+
+def test_a_lora_adapter_as_the_model_trains_on_in_that_adapter(lora_run, tmp_path):
+    root, _, first = lora_run
+    settings = {
+        "stage": 2,
+        "model": first.output,
+        "data": [str(root / "data.jsonl")],
+        "image_folder": [str(root / "images")],
+        "output": str(tmp_path / "continued"),
+        "lora": True,
+        "learning_rate": 1e-12,  # a step that moves nothing: what is saved is what was loaded
+        "global_batch_size": 4,
+        "per_device_batch_size": 4,
+        "max_steps": 1,
+        "precision": "fp32",
+        "dataloader_workers": 0,
+        "warmup_ratio": 0.0,
+        "progress": False,
+    }
+    continued = train(TrainConfig.from_sources(None, settings))
+    trainable = {n for n, p in continued.trainer.model.named_parameters() if p.requires_grad}
+    assert any("lora_" in n for n in trainable)
+    assert any(".mining." in n for n in trainable) and any(".mm_projector." in n for n in trainable)
+
+    from safetensors.torch import load_file
+
+    before = load_file(os.path.join(first.output, "adapter_model.safetensors"))
+    after = load_file(os.path.join(continued.output, "adapter_model.safetensors"))
+    assert before.keys() == after.keys()
+    lora_b = [k for k in before if "lora_B" in k]
+    assert lora_b and any(before[k].abs().max() > 0 for k in lora_b)  # trained, so a fresh adapter (B = 0) differs
+    for key in before:
+        torch.testing.assert_close(after[key], before[key], rtol=0, atol=1e-6)
+
+    with pytest.raises(UserError, match="is a LoRA adapter: pass --lora"):
+        train(TrainConfig.from_sources(None, {**settings, "lora": False, "output": str(tmp_path / "full")}))

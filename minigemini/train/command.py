@@ -45,7 +45,9 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stage", type=int, choices=(1, 2), help="1: align (mining + projector), 2: instruction-tune")
     io = parser.add_argument_group("data and model")
     io.add_argument(
-        "--model", help="starting model directory (save_pretrained: mgm init / mgm convert / stage 1 output)"
+        "--model",
+        help="starting model directory (save_pretrained: mgm init / mgm convert / stage 1 output), or a LoRA "
+        "adapter folder (a --lora stage's output) whose adapter trains on with --lora",
     )
     io.add_argument("--data", nargs="+", help="LLaVA-format .json / .jsonl conversation files")
     io.add_argument("--image-folder", nargs="+", help="root folder(s) for relative image paths (first match wins)")

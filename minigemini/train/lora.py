@@ -24,8 +24,10 @@ from ..cli import UserError
 from .stages import MULTIMODAL_MODULES
 
 __all__ = [
+    "adapter_base",
     "apply_lora",
     "check_quantization_available",
+    "continue_lora",
     "load_lora",
     "lora_target_modules",
     "merge_lora",
@@ -111,6 +113,19 @@ def _base_path(adapter_dir: str, base: str | None) -> str:
     if not base:
         raise ValueError(f"{adapter_dir}/{ADAPTER_CONFIG} names no base model; pass base=")
     return base
+
+
+def adapter_base(adapter_dir: str) -> str:
+    """The base checkpoint an adapter folder names (its ``adapter_config.json``)."""
+    return _base_path(adapter_dir, None)
+
+
+def continue_lora(model: nn.Module, adapter_dir: str):
+    """``model`` (the adapter's base) with the adapter loaded trainable: its LoRA (at its own rank and alpha) and its
+    ``modules_to_save`` (mining, projector, tuned towers) train on from where they stopped and save as one adapter
+    again -- so a further stage on new data still exports as the committed form (one adapter beside the LLM)."""
+    peft = _require_peft()
+    return peft.PeftModel.from_pretrained(model, adapter_dir, is_trainable=True)
 
 
 def load_lora(adapter_dir: str, base: str | None = None, **from_pretrained_kwargs: Any):

@@ -85,8 +85,16 @@ def build_dataset(config: TrainConfig, processor: MiniGeminiProcessor) -> Superv
     )
 
 
+def lora_to_continue(config: TrainConfig) -> str | None:
+    """The LoRA adapter folder ``config.model`` names (training goes on in that adapter), or None for a checkpoint."""
+    from .lora import ADAPTER_CONFIG
+
+    return config.model if os.path.isfile(os.path.join(config.model, ADAPTER_CONFIG)) else None
+
+
 def load_model(config: TrainConfig, processor: MiniGeminiProcessor) -> MiniGeminiForConditionalGeneration:
-    """Load the starting checkpoint: half precision for what stays frozen, unless sharding or fp32 is asked for."""
+    """Load the starting checkpoint (an adapter's base): half precision for what stays frozen, unless sharding or fp32
+    is asked for."""
     half = _HALF.get(config.precision)
     dtype = half if half is not None and not _sharded(config) else torch.float32
     kwargs: dict[str, Any] = {"dtype": dtype}
@@ -95,7 +103,14 @@ def load_model(config: TrainConfig, processor: MiniGeminiProcessor) -> MiniGemin
 
         kwargs["quantization_config"] = quantization_config(config.bits, half or torch.bfloat16)
         kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", "0"))}
-    model = MiniGeminiForConditionalGeneration.from_pretrained(os.path.abspath(config.model), **kwargs)
+    adapter = lora_to_continue(config)
+    if adapter is not None:
+        from .lora import adapter_base
+
+        start = adapter_base(adapter)
+    else:
+        start = config.model
+    model = MiniGeminiForConditionalGeneration.from_pretrained(os.path.abspath(start), **kwargs)
     vocab = model.config.text_config.vocab_size
     if len(processor.tokenizer) > vocab:
         raise ValueError(
@@ -128,7 +143,12 @@ def prepare_for_stage(model, config: TrainConfig):
     configure_trainable(
         model, config.stage, config.tune_vision, config.tune_vision_aux, train_llm=False if config.lora else None
     )
-    if config.lora:
+    adapter = lora_to_continue(config)
+    if adapter is not None:
+        from .lora import continue_lora
+
+        model = continue_lora(model, adapter)
+    elif config.lora:
         from .lora import apply_lora
 
         extra = tuple(
@@ -187,6 +207,11 @@ def _check_launch(config: TrainConfig) -> str | None:
             raise UserError("--deepspeed needs the deepspeed package (pip install deepspeed) on a CUDA machine")
     if config.lora and importlib.util.find_spec("peft") is None:
         raise UserError("--lora needs the peft package: pip install peft")
+    if lora_to_continue(config) is not None and not config.lora:
+        raise UserError(
+            f"--model {config.model} is a LoRA adapter: pass --lora to train it further, or merge it into a checkpoint "
+            "first (`mgm merge-lora`) to train without LoRA"
+        )
     if config.bits != 16:
         from .lora import check_quantization_available
 
