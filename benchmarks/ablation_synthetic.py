@@ -74,6 +74,9 @@ CHAT_CHECKS = (
 )
 
 
+LR_ONLY = "(a) LR only (LLaVA-style)"
+
+
 def _read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
@@ -156,7 +159,7 @@ def table(results: dict[str, dict], reference_chat: int) -> str:
     for name, r in results.items():
         cells = [f"{r['accuracy'][t]:.0f}" for t in QUESTION_TYPES]
         lines.append(
-            f"| {name} | "
+            f"| {name}{' (earlier run)' if r.get('kept_from_earlier_run') else ''} | "
             + " | ".join(cells)
             + f" | **{r['reading']:.0f}** | {r['seeing']:.0f} | {r['visual_tokens']} | "
             f"{r['latency_ms']:.0f} ms | {r['generation_match']:.0f} % | {r['chat_ok']}/{len(CHAT_CHECKS)} |"
@@ -167,7 +170,7 @@ def table(results: dict[str, dict], reference_chat: int) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--lr-only", type=Path, help="export of the lr_only variant")
+    parser.add_argument("--lr-only", type=Path, help="export of the lr_only variant (without it: (a)'s row of --json)")
     parser.add_argument("--mining", type=Path, required=True, help="export of the default model (also run in HD)")
     parser.add_argument("--test", type=Path, required=True, help="held-out test folder (written when empty)")
     parser.add_argument("--per-type", type=int, default=100)
@@ -188,8 +191,12 @@ def main() -> int:
     requests = _read_jsonl(args.test / "generation.jsonl")
     runs = [("(b) + patch info mining", args.mining, False), ("(c) + HD token extension", args.mining, True)]
     if args.lr_only:
-        runs.insert(0, ("(a) LR only (LLaVA-style)", args.lr_only, False))
+        runs.insert(0, (LR_ONLY, args.lr_only, False))
     results = {}
+    earlier = json.loads(args.json.read_text())["results"] if args.json and args.json.is_file() else {}
+    if not args.lr_only and LR_ONLY in earlier:  # (a) not retrained with the recipe this time: its row stays, marked
+        results[LR_ONLY] = {**earlier[LR_ONLY], "kept_from_earlier_run": True}
+        print(f"{LR_ONLY}: kept from {args.json} (no --lr-only)", flush=True)
     for name, folder, hd in runs:
         print(f"{name}: {folder}{' in HD' if hd else ''}", flush=True)
         model, processor = load_default_model(folder, dtype=dtype, hd=hd)
