@@ -28,7 +28,7 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--recipe",
         help="YAML recipe (recipes/stage1.yaml, recipes/stage2.yaml, ...), or `synthetic`: the default model's whole "
-        "recipe (recipes/synthetic.yaml: world, encoders, read, init, align, stage 1, chat, stage 2)",
+        "recipe (recipes/synthetic.yaml: world, encoders, read, init, align, stage 1, chat, stage 2, drill)",
     )
     parser.add_argument(
         "--variant",
