@@ -112,7 +112,7 @@ def test_lora_is_refused_in_stage_one():
         config.validate()
 
 
-def test_a_lora_adapter_as_the_model_trains_on_in_that_adapter(lora_run, tmp_path):
+def test_a_lora_adapter_as_the_model_trains_on_in_that_adapter(lora_run, tmp_path, caplog):
     root, _, first = lora_run
     settings = {
         "stage": 2,
@@ -131,6 +131,7 @@ def test_a_lora_adapter_as_the_model_trains_on_in_that_adapter(lora_run, tmp_pat
         "progress": False,
     }
     continued = train(TrainConfig.from_sources(None, settings))
+    assert "goes on at its own LoRA rank 4 and alpha 8" in caplog.text  # the settings' default rank is not applied
     trainable = {n for n, p in continued.trainer.model.named_parameters() if p.requires_grad}
     assert any("lora_" in n for n in trainable)
     assert any(".mining." in n for n in trainable) and any(".mm_projector." in n for n in trainable)

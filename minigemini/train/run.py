@@ -148,6 +148,12 @@ def prepare_for_stage(model, config: TrainConfig):
         from .lora import continue_lora
 
         model = continue_lora(model, adapter)
+        kept = model.peft_config["default"]
+        if (kept.r, kept.lora_alpha) != (config.lora_r, config.lora_alpha):
+            logger.warning(
+                "%s goes on at its own LoRA rank %d and alpha %d (the settings' %d and %d are not used)",
+                adapter, kept.r, kept.lora_alpha, config.lora_r, config.lora_alpha,
+            )  # fmt: skip
     elif config.lora:
         from .lora import apply_lora
 

@@ -65,13 +65,13 @@ def run_synthetic_recipe(
         write_world(world, overwrite=True, progress=True, **recipe.get("world", {}))
     captions, instructions = str(world / "captions.json"), str(world / "instructions.json")
     stages = [(1, "stage1", [captions]), (2, "stage2", [instructions])]  # (stage, section, data)
-    if "drill" in recipe:  # stage 2's dialogues again with the drills: as a continuation they lift count and position
+    if "drill" in recipe:  # stage 2's dialogues again with the drills: as a continuation they lift position answers
         drills = world / "drills.json"
         if not drills.is_file():
             raise FileNotFoundError(
                 f"the recipe's drill step needs the world's drills but {world} was written without them ({drills} is "
-                f"missing): add `drills: [count, position]` under `world:`, remove {world} and the world step writes "
-                "it again, the same scenes and dialogues with the drills"
+                f"missing): add `drills: [position]` (or other types) under `world:`, remove {world} and the world "
+                "step writes it again, the same scenes and dialogues with the drills"
             )
         stages.append((2, "drill", [instructions, str(drills)]))
 
