@@ -200,7 +200,7 @@ def unpack_default_model(directory: str | Path, output: str | Path, llm_dir: str
     config = json.loads((directory / ADAPTER_DIR / "adapter_config.json").read_text(encoding="utf-8"))
     config.update(base_model_name_or_path=str(output / "base"), modules_to_save=list(MULTIMODAL_MODULES))
     weights = load_file(str(directory / ADAPTER_DIR / "adapter_model.safetensors"))
-    for key, value in load_file(str(directory / VISION_WEIGHTS)).items():  # PEFT loads modules_to_save from here
+    for key, value in model.state_dict().items():  # PEFT loads modules_to_save from the adapter file too
         if key.split(".")[1] in MULTIMODAL_MODULES:
             weights[f"base_model.model.{key}"] = value
 

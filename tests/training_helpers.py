@@ -102,3 +102,15 @@ def caption_records(images: list[str]) -> list[dict]:
         conversation("<image>\nDescribe the image.", CAPTIONS[i % len(CAPTIONS)], image=name)
         for i, name in enumerate(images)
     ]
+
+
+def assert_same_adapter(before_dir, after_dir) -> None:
+    """Two adapter folders hold the same tensors (a stage at lr 1e-12 saves what it loaded)."""
+    from safetensors.torch import load_file
+
+    before, after = (load_file(os.path.join(folder, "adapter_model.safetensors")) for folder in (before_dir, after_dir))
+    assert before.keys() == after.keys()
+    lora_b = [k for k in before if "lora_B" in k]
+    assert lora_b and any(before[k].abs().max() > 0 for k in lora_b)  # trained, so a fresh adapter (B = 0) differs
+    for key in before:
+        torch.testing.assert_close(after[key], before[key], rtol=0, atol=1e-6)

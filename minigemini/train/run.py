@@ -103,13 +103,10 @@ def load_model(config: TrainConfig, processor: MiniGeminiProcessor) -> MiniGemin
 
         kwargs["quantization_config"] = quantization_config(config.bits, half or torch.bfloat16)
         kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", "0"))}
-    adapter = lora_to_continue(config)
-    if adapter is not None:
-        from .lora import adapter_base
+    from .lora import adapter_base
 
-        start = adapter_base(adapter)
-    else:
-        start = config.model
+    adapter = lora_to_continue(config)
+    start = config.model if adapter is None else adapter_base(adapter)
     model = MiniGeminiForConditionalGeneration.from_pretrained(os.path.abspath(start), **kwargs)
     vocab = model.config.text_config.vocab_size
     if len(processor.tokenizer) > vocab:
