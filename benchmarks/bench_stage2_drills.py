@@ -17,6 +17,7 @@ the question's noun to them gets one of the two right, not both. ``--model`` sco
 (e.g. a full retrain of the recipe with drills), untouched.
 
     python benchmarks/bench_stage2_drills.py --output runs/bench-drills --steps 150 [--model runs/drills-export]
+    python benchmarks/bench_stage2_drills.py --output runs/bench-drills --only-models --model runs/synthetic-export
 
 Each arm's trained folder is kept in ``--output`` and skipped on a rerun (delete it to train it again).
 """
@@ -114,6 +115,23 @@ def score(model, processor, rows: list[tuple]) -> dict[str, float]:
     return {kind: 100 * statistics.fmean(s) for kind, s in per_type.items()}
 
 
+def train_arms(output: Path, world_settings: dict, args) -> dict[str, tuple[Path, dict | None]]:
+    """The default model (merged) and its continuations, each trained unless its folder exists."""
+    world = output / "world"
+    if not (world / "drills.json").is_file():
+        synthetic.write_world(world, overwrite=True, progress=True, drills=DRILL_TYPES, **world_settings)
+    records, drills = str(world / "instructions.json"), str(world / "drills.json")
+    base = merged_default_model(output / "default-merged")
+    thinned = few_captions(Path(records), args.caption_share, output / "instructions-few-captions.json")
+    arms = {"default model": (base, None)}
+    for label, folder, data in (("control", "control", [records]), ("drills", "drills", [records, drills]),
+                                ("drills, few captions", "drills-few-captions", [str(thinned), drills])):  # fmt: skip
+        print(f"[bench] training {label} ({args.steps} steps) ...", flush=True)
+        summary = train_arm(folder, base, data, output, args.steps, args.length_group_steps)
+        arms[f"+ {args.steps} steps, {label}"] = (output / folder, summary)
+    return arms
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output", type=Path, required=True, help="folder for the world, the arms and the test set")
@@ -124,6 +142,8 @@ def main():
     parser.add_argument("--scenes", type=int, help="world scenes (default: the recipe's)")
     parser.add_argument("--caption-share", type=float, default=0.25, help="records keeping their description")
     parser.add_argument("--model", type=Path, action="append", default=[], help="also score this export")
+    parser.add_argument("--only-models", action="store_true",
+                        help="train no arm: score the committed default model and the --model exports")  # fmt: skip
     args = parser.parse_args()
     for folder in args.model:  # checked before any arm trains
         if not (folder / "config.json").is_file():
@@ -133,10 +153,6 @@ def main():
     world_settings = yaml.safe_load(SYNTHETIC_RECIPE.read_text(encoding="utf-8"))["world"]
     if args.scenes is not None:
         world_settings["scenes"] = args.scenes
-    world = output / "world"
-    if not (world / "drills.json").is_file():
-        synthetic.write_world(world, overwrite=True, progress=True, drills=DRILL_TYPES, **world_settings)
-    records, drills = str(world / "instructions.json"), str(world / "drills.json")
     test = output / "test"
     ensure_test_set(test, 100, 0, 777)
     questions = [json.loads(line) for line in (test / "questions.jsonl").read_text(encoding="utf-8").splitlines()]
@@ -146,15 +162,9 @@ def main():
                       for q in questions if q["category"] == kind][: args.per_type]  # fmt: skip
     held_out = held_out_questions(args.held_out)
 
-    base = merged_default_model(output / "default-merged")
-    thinned = few_captions(Path(records), args.caption_share, output / "instructions-few-captions.json")
-    arms = {"default model": (base, None)}
-    for label, folder, data in (("control", "control", [records]), ("drills", "drills", [records, drills]),
-                                ("drills, few captions", "drills-few-captions", [str(thinned), drills])):  # fmt: skip
-        print(f"[bench] training {label} ({args.steps} steps) ...", flush=True)
-        summary = train_arm(folder, base, data, output, args.steps, args.length_group_steps)
-        arms[f"+ {args.steps} steps, {label}"] = (output / folder, summary)
-    arms.update({str(folder): (folder, None) for folder in args.model})
+    exports = [Path(DEFAULT_MODEL_DIR), *args.model] if args.only_models else args.model
+    arms = {} if args.only_models else train_arms(output, world_settings, args)
+    arms.update({str(folder): (folder, None) for folder in exports})
     scores = output / "results.json"  # models already scored are not scored again
     results = json.loads(scores.read_text(encoding="utf-8")) if scores.is_file() else {}
     for name, (folder, summary) in arms.items():
@@ -163,7 +173,7 @@ def main():
 
         if name in results:
             continue
-        if folder in args.model:  # an export: the committed-weights layout, LoRA beside the LLM's package
+        if folder in exports:  # an export: the committed-weights layout, LoRA beside the LLM's package
             model, processor = load_default_model(folder, dtype=torch.float32)
         else:
             model = MiniGeminiForConditionalGeneration.from_pretrained(folder, dtype=torch.float32).eval()
