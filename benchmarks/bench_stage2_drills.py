@@ -115,8 +115,11 @@ def score(model, processor, rows: list[tuple]) -> dict[str, float]:
     return {kind: 100 * statistics.fmean(s) for kind, s in per_type.items()}
 
 
-def train_arms(output: Path, world_settings: dict, args) -> dict[str, tuple[Path, dict | None]]:
+def train_arms(output: Path, args) -> dict[str, tuple[Path, dict | None]]:
     """The default model (merged) and its continuations, each trained unless its folder exists."""
+    world_settings = yaml.safe_load(SYNTHETIC_RECIPE.read_text(encoding="utf-8"))["world"]
+    if args.scenes is not None:
+        world_settings["scenes"] = args.scenes
     world = output / "world"
     if not (world / "drills.json").is_file():
         synthetic.write_world(world, overwrite=True, progress=True, drills=DRILL_TYPES, **world_settings)
@@ -150,9 +153,6 @@ def main():
             parser.error(f"--model {folder}: not an export (no config.json; `mgm train --recipe ... --export`)")
     torch.manual_seed(0)
     output = args.output
-    world_settings = yaml.safe_load(SYNTHETIC_RECIPE.read_text(encoding="utf-8"))["world"]
-    if args.scenes is not None:
-        world_settings["scenes"] = args.scenes
     test = output / "test"
     ensure_test_set(test, 100, 0, 777)
     questions = [json.loads(line) for line in (test / "questions.jsonl").read_text(encoding="utf-8").splitlines()]
@@ -163,7 +163,7 @@ def main():
     held_out = held_out_questions(args.held_out)
 
     exports = [Path(DEFAULT_MODEL_DIR), *args.model] if args.only_models else args.model
-    arms = {} if args.only_models else train_arms(output, world_settings, args)
+    arms = {} if args.only_models else train_arms(output, args)
     arms.update({str(folder): (folder, None) for folder in exports})
     scores = output / "results.json"  # models already scored are not scored again
     results = json.loads(scores.read_text(encoding="utf-8")) if scores.is_file() else {}
