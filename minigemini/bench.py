@@ -137,10 +137,20 @@ def component_times(
 
 
 def generation_flops(model, inputs: dict, new_tokens: int) -> float:
-    """FLOPs (multiply-add = 2) of prefill + `new_tokens` generated tokens, counted by torch's FlopCounterMode."""
-    counter = FlopCounterMode(display=False)
-    with counter:
-        generate_fixed(model, inputs, new_tokens)
+    """FLOPs (multiply-add = 2) of prefill + `new_tokens` generated tokens, counted by torch's FlopCounterMode.
+
+    The LLM counts with eager attention: the same matrix products as SDPA, while torch before 2.12 cannot count the
+    grouped-query SDPA that transformers runs on CUDA (fewer key/value heads than query heads: the count fails).
+    """
+    llm = model.model.language_model
+    attention = llm.config._attn_implementation
+    llm.set_attn_implementation("eager")
+    try:
+        counter = FlopCounterMode(display=False)
+        with counter:
+            generate_fixed(model, inputs, new_tokens)
+    finally:
+        llm.set_attn_implementation(attention)
     return float(counter.get_total_flops())
 
 

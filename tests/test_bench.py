@@ -1,5 +1,8 @@
 import json
 
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
 from minigemini.cli import main
 
 
@@ -18,3 +21,21 @@ def test_bench_reports_every_component_and_writes_json(tmp_path, capsys):
     assert result["peak_memory_mib"] > 0
     shown = capsys.readouterr().out
     assert "mining (ms)" in shown and "decode_tokens_per_sec" in shown
+
+
+
+def test_flops_count_the_attention_on_any_device():
+    """Counted with eager attention: CPU SDPA is not in torch's FLOP registry (its attention counted nothing), and
+    torch before 2.12 failed on the grouped-query SDPA that transformers runs on CUDA (`mgm bench` on an H200)."""
+    from minigemini import bench
+
+    model = bench.MiniGeminiForConditionalGeneration(bench.preset_config("tiny")).eval()
+    inputs = bench.random_inputs(model.config, 1, 4, torch.device("cpu"), torch.float32)
+    without_attention = FlopCounterMode(display=False)
+    with without_attention:
+        bench.generate_fixed(model, inputs, 1)  # one forward: the prefill, SDPA uncounted on the CPU
+    text = model.config.text_config
+    tokens, head_dim = inputs["input_ids"].shape[1], text.hidden_size // text.num_attention_heads
+    attention = text.num_hidden_layers * 2 * (2 * text.num_attention_heads * tokens * tokens * head_dim)  # QK^T, AV
+    assert bench.generation_flops(model, inputs, 1) == without_attention.get_total_flops() + attention
+    assert model.model.language_model.config._attn_implementation == "sdpa"  # counted eager, put back
