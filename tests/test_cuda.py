@@ -1,0 +1,115 @@
+"""On an NVIDIA GPU the model computes, answers and trains as on the CPU.
+
+Skipped where CUDA is absent (CI has no GPU); on a GPU machine: `pytest tests/test_cuda.py`. There the rest of the
+suite's training tests also run on the GPU (the Trainer takes CUDA when it is there).
+"""
+
+import pytest
+import torch
+
+from minigemini import MiniGeminiForConditionalGeneration
+from minigemini.inference import batch_chat, load_pretrained
+from minigemini.mining import PatchInfoMining
+from minigemini.train import TrainConfig, load_lora, train
+
+from .conftest import image_inputs, prompt_ids, tiny_model
+from .serving_helpers import save_tiny_mgm, solid
+from .test_mining import randomised_mining
+from .training_helpers import caption_records, conversation, make_model_dir, write_images, write_jsonl
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+@pytest.fixture(autouse=True)
+def exact_fp32():
+    """fp32 comparisons with the CPU need full fp32 matmuls and convolutions (not TF32)."""
+    matmul = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("highest")
+    with torch.backends.cudnn.flags(enabled=True, allow_tf32=False):
+        yield
+    torch.set_float32_matmul_precision(matmul)
+
+
+@pytest.mark.parametrize("hd", [False, True])
+def test_logits_on_cuda_match_the_cpu(hd):
+    model = tiny_model("llama", hd)
+    config = model.config
+    images = image_inputs(config, 2)
+    ids = torch.tensor([prompt_ids(config, [1, 5, 9], [6, 7])] * 2)
+    with torch.no_grad():
+        expected = model(input_ids=ids, **images).logits
+        on_gpu = model.to("cuda")(input_ids=ids.cuda(), **{k: v.cuda() for k, v in images.items()}).logits
+        half = model.to(torch.bfloat16)(
+            input_ids=ids.cuda(), **{k: v.cuda().bfloat16() for k, v in images.items()}
+        ).logits
+    assert on_gpu.device.type == "cuda"
+    torch.testing.assert_close(on_gpu.cpu(), expected, atol=1e-4, rtol=1e-4)
+    # bf16 keeps ~3 significant digits: the same distribution, not the same numbers
+    cosine = torch.nn.functional.cosine_similarity(half.float().cpu().flatten(1), expected.flatten(1))
+    assert (cosine > 0.99).all(), cosine
+
+
+def test_folded_mining_equals_the_literal_form_on_cuda():
+    torch.manual_seed(0)
+    lr = torch.randn(4, 64, 64, device="cuda")  # 8x8 tokens
+    hr_map = torch.randn(4, 96, 32, 32, device="cuda")  # 4x4 windows
+    mining = randomised_mining(hidden=64, aux=96, width=32).to("cuda")
+    with torch.no_grad():
+        torch.testing.assert_close(mining(lr, hr_map), mining.forward_reference(lr, hr_map), atol=1e-3, rtol=1e-3)
+        # in bf16 neither form is exact: the folded one must be no less accurate than the literal one
+        mining = PatchInfoMining(64, 96, 32).to("cuda")
+        truth = mining.forward_reference(lr, hr_map)
+        mining.bfloat16()
+        folded_error = (mining(lr.bfloat16(), hr_map.bfloat16()).float() - truth).abs().mean()
+        literal_error = (mining.forward_reference(lr.bfloat16(), hr_map.bfloat16()).float() - truth).abs().mean()
+    assert folded_error <= 1.5 * literal_error, (folded_error, literal_error)
+
+
+def test_greedy_answers_on_cuda_equal_the_cpu_answers(tmp_path):
+    model_dir = save_tiny_mgm(tmp_path / "mgm")
+    pairs = [
+        (solid((255, 0, 0)), "What colour is this picture?"),
+        (None, "Hi"),
+        ([solid((0, 0, 255)), solid((0, 255, 0))], "Which one is greener?"),
+    ]
+    answers = {}
+    for device in ("cpu", "cuda"):
+        model, processor = load_pretrained(model_dir, device=device, dtype="fp32")
+        assert next(model.parameters()).device.type == device
+        answers[device] = batch_chat(model, pairs, processor, batch_size=2, max_new_tokens=8, progress=False)
+    assert answers["cuda"] == answers["cpu"] and all(answers["cpu"])
+    model, processor = load_pretrained(model_dir, device="cuda")  # the default on CUDA: bf16
+    assert model.dtype == torch.bfloat16
+    assert all(isinstance(a, str) for a in batch_chat(model, pairs, processor, max_new_tokens=8, progress=False))
+
+
+def test_lora_stage_two_trains_on_the_gpu_in_bf16(tmp_path):
+    model_dir = make_model_dir(tmp_path / "model")
+    names = write_images(tmp_path / "images", 4)
+    data = write_jsonl(tmp_path / "data.jsonl", caption_records(names) * 2 + [conversation("Say hi.", "Hi!")] * 4)
+    config = TrainConfig.from_sources(
+        None,
+        {
+            "stage": 2, "model": model_dir, "data": [data], "image_folder": [str(tmp_path / "images")],
+            "output": str(tmp_path / "adapter"), "lora": True, "lora_r": 4, "lora_alpha": 8, "lora_dropout": 0.0,
+            "learning_rate": 5e-3, "global_batch_size": 4, "per_device_batch_size": 2, "max_steps": 6,
+            "gradient_checkpointing": True, "dataloader_workers": 0, "warmup_ratio": 0.0, "logging_steps": 1,
+            "progress": False,
+        },
+    )  # fmt: skip
+    assert config.precision == "auto"
+    result = train(config)
+    trainer = result.trainer
+    assert trainer.args.device.type == "cuda" and trainer.args.bf16
+    assert next(trainer.model.parameters()).device.type == "cuda"
+    losses = [r["loss"] for r in trainer.state.log_history if "loss" in r]
+    assert len(losses) == 6 and all(torch.isfinite(torch.tensor(losses)))
+    assert losses[-1] < losses[0]
+
+    trained = load_lora(config.output).merge_and_unload()
+    before = MiniGeminiForConditionalGeneration.from_pretrained(model_dir)
+    moved = [
+        name for name, weight in trained.state_dict().items()
+        if name.startswith("model.language_model.") and not torch.equal(weight, before.state_dict()[name])
+    ]  # fmt: skip
+    assert moved, "the adapter trained on the GPU changed no LLM weight"
