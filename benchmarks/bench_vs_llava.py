@@ -5,7 +5,7 @@ a SmolLM2-135M-shaped Llama, random weights), same prompt. Mini-Gemini adds the 
 and patch info mining. Targets (issue 8): extra prefill over LLaVA <= 1.2x the HR encoder's own time; decode
 tokens/s within 5 % of the bare LLM's generate() on the same prompt length.
 
-    python benchmarks/bench_vs_llava.py [--repeats 5] [--new-tokens 32] [--dtype float32|bfloat16]
+    python benchmarks/bench_vs_llava.py [--repeats 5] [--new-tokens 32] [--dtype float32|bfloat16] [--device cuda]
 """
 
 import argparse
@@ -70,12 +70,14 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--new-tokens", type=int, default=32)
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
     args = parser.parse_args()
-    device, dtype = torch.device("cpu"), getattr(torch, args.dtype)
+    device, dtype = torch.device(args.device), getattr(torch, args.dtype)
     torch.manual_seed(0)
-    mgm = MiniGeminiForConditionalGeneration(preset_config("small")).to(dtype).eval()
-    llava = llava_twin(mgm).to(dtype).eval()
-    llm = bare_llm(mgm).to(dtype).eval()
+    mgm = MiniGeminiForConditionalGeneration(preset_config("small")).eval()
+    llava = llava_twin(mgm).to(device, dtype).eval()
+    llm = bare_llm(mgm).to(device, dtype).eval()
+    mgm = mgm.to(device, dtype)
     inputs = random_inputs(mgm.config, 1, 32, device, dtype)
     llava_inputs = {k: v for k, v in inputs.items() if k != "high_res_pixel_values"}
     text_inputs = {
@@ -96,10 +98,11 @@ def main() -> None:
             {
                 "prompt_tokens": inputs["input_ids"].shape[1],
                 "dtype": args.dtype,
+                "device": str(device),
                 "threads": torch.get_num_threads(),
-                "llava_prefill_s": round(llava_prefill, 3),
-                "minigemini_prefill_s": round(mgm_prefill, 3),
-                "hr_encoder_s": round(hr_encoder, 3),
+                "llava_prefill_s": round(llava_prefill, 5),
+                "minigemini_prefill_s": round(mgm_prefill, 5),
+                "hr_encoder_s": round(hr_encoder, 5),
                 "extra_prefill_over_hr_encoder": round(extra / hr_encoder, 2),
                 "minigemini_decode_tokens_per_s": round(mgm_decode, 1),
                 "bare_llm_decode_tokens_per_s": round(llm_decode, 1),
