@@ -139,8 +139,9 @@ def component_times(
 def generation_flops(model, inputs: dict, new_tokens: int) -> float:
     """FLOPs (multiply-add = 2) of prefill + `new_tokens` generated tokens, counted by torch's FlopCounterMode.
 
-    The LLM counts with eager attention: the same matrix products as SDPA, while torch before 2.12 cannot count the
-    grouped-query SDPA that transformers runs on CUDA (fewer key/value heads than query heads: the count fails).
+    The LLM counts with eager attention: the same matrix products as SDPA, while torch 2.11 and earlier cannot count
+    the grouped-query SDPA that transformers runs on CUDA (fewer key/value heads than query heads: the count fails;
+    fixed upstream by pytorch#177169), and on a CPU SDPA's FLOPs are not counted at all.
     """
     llm = model.model.language_model
     attention = llm.config._attn_implementation

@@ -26,7 +26,7 @@ def test_bench_reports_every_component_and_writes_json(tmp_path, capsys):
 
 def test_flops_count_the_attention_on_any_device():
     """Counted with eager attention: CPU SDPA is not in torch's FLOP registry (its attention counted nothing), and
-    torch before 2.12 failed on the grouped-query SDPA that transformers runs on CUDA (`mgm bench` on an H200)."""
+    torch 2.11 failed on the grouped-query SDPA that transformers runs on CUDA (`mgm bench` on an H200)."""
     from minigemini import bench
 
     model = bench.MiniGeminiForConditionalGeneration(bench.preset_config("tiny")).eval()
