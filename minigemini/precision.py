@@ -13,12 +13,12 @@ import warnings
 import torch
 
 __all__ = [
-    "CPU_PRECISIONS", "PRECISIONS", "check_cpu_precision", "cpu_autocast", "cpu_has_fast_bf16", "cpu_inference_dtype",
-    "resolve_precision",
+    "PRECISIONS", "TOWER_PRECISIONS", "check_tower_precision", "cpu_has_fast_bf16", "cpu_inference_dtype",
+    "resolve_precision", "tower_autocast", "tower_device",
 ]  # fmt: skip
 
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
-CPU_PRECISIONS = ("auto", "bf16", "fp32")  # the synthetic recipe's tower steps: CPU autocast has no fp16
+TOWER_PRECISIONS = ("auto", "bf16", "fp32")  # the synthetic recipe's tower steps: bf16 autocast or none, no fp16
 
 
 def cpu_has_fast_bf16() -> bool:
@@ -55,12 +55,19 @@ def resolve_precision(precision: str, on_cpu: bool | None = None) -> str:
     return "bf16"
 
 
-def check_cpu_precision(precision: str) -> None:
-    """Refuse a precision the CPU-only tower steps cannot run, naming the ones they can."""
-    if precision not in CPU_PRECISIONS:
+def check_tower_precision(precision: str) -> None:
+    """Refuse a precision the tower steps cannot run (fp16 would need loss scaling), naming the ones they can."""
+    if precision not in TOWER_PRECISIONS:
         raise ValueError(f"precision must be auto, bf16 or fp32, got {precision!r}")
 
 
-def cpu_autocast(precision: str) -> torch.autocast:
-    """The CPU autocast context of a tower step: bf16 when ``precision`` resolves to it, otherwise off (fp32)."""
-    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=resolve_precision(precision, on_cpu=True) == "bf16")
+def tower_device() -> torch.device:
+    """Where the synthetic recipe's tower steps (encoders, read, align) train: a CUDA GPU when there is one."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def tower_autocast(precision: str, device: torch.device) -> torch.autocast:
+    """A tower step's autocast on ``device``: bf16 when ``precision`` resolves to it there, otherwise off (fp32; "auto"
+    on a GPU without bf16 too)."""
+    enabled = resolve_precision(precision, on_cpu=device.type == "cpu") == "bf16"
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)

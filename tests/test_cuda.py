@@ -12,7 +12,7 @@ from minigemini.inference import batch_chat, load_pretrained
 from minigemini.mining import PatchInfoMining
 from minigemini.train import TrainConfig, load_lora, train
 
-from .conftest import image_inputs, prompt_ids, tiny_model
+from .conftest import image_inputs, prompt_ids, tiny_config, tiny_model
 from .serving_helpers import save_tiny_mgm, solid
 from .test_mining import randomised_mining
 from .training_helpers import caption_records, conversation, make_model_dir, write_images, write_jsonl
@@ -113,3 +113,26 @@ def test_lora_stage_two_trains_on_the_gpu_in_bf16(tmp_path):
         if name.startswith("model.language_model.") and not torch.equal(weight, before.state_dict()[name])
     ]  # fmt: skip
     assert moved, "the adapter trained on the GPU changed no LLM weight"
+
+
+def test_the_synthetic_recipes_tower_steps_train_on_the_gpu(tmp_path, monkeypatch):
+    from safetensors.torch import load_file
+
+    from minigemini.train import pretrain_encoders as pretraining
+
+    names = write_images(tmp_path / "images", 8)
+    data = write_jsonl(tmp_path / "captions.jsonl", caption_records(names))
+    seen = []
+    forward = pretraining.ContrastiveTowers.forward
+
+    def recorded(self, low, high, ids):
+        seen.append((low.device.type, high.device.type, ids.device.type, next(self.parameters()).device.type))
+        return forward(self, low, high, ids)
+
+    monkeypatch.setattr(pretraining.ContrastiveTowers, "forward", recorded)
+    settings = pretraining.EncoderPretrainConfig(epochs=2, batch_size=4, warmup_steps=1)
+    output = pretraining.pretrain_encoders(tiny_config(), [data], [str(tmp_path / "images")], tmp_path / "enc", settings,
+                                           progress=False)  # fmt: skip
+    assert seen and set(seen) == {("cuda",) * 4}
+    weights = load_file(str(output))
+    assert weights and all(w.device.type == "cpu" and torch.isfinite(w.float()).all() for w in weights.values())

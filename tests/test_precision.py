@@ -58,11 +58,19 @@ def test_training_defaults_to_auto():
                                                            ("fp32", True, False), ("bf16", True, True)])  # fmt: skip
 def test_tower_steps_autocast_in_bf16_only_when_it_resolves_to_bf16(cpu_only, monkeypatch, setting, fast, autocast):
     monkeypatch.setattr(precision, "cpu_has_fast_bf16", lambda: fast)
-    with precision.cpu_autocast(setting):
+    with precision.tower_autocast(setting, precision.tower_device()):
         assert torch.is_autocast_enabled("cpu") is autocast
 
 
+def test_tower_steps_train_on_a_cuda_gpu_when_there_is_one(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert precision.tower_device() == torch.device("cuda")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)  # MPS: the towers stay on the CPU
+    assert precision.tower_device() == torch.device("cpu")
+
+
 def test_tower_steps_refuse_fp16_by_name():
-    precision.check_cpu_precision("auto")
+    precision.check_tower_precision("auto")
     with pytest.raises(ValueError, match="precision must be auto, bf16 or fp32, got 'fp16'"):
-        precision.check_cpu_precision("fp16")
+        precision.check_tower_precision("fp16")

@@ -30,7 +30,7 @@ from ..configuration import MiniGeminiConfig
 from ..data.records import read_records
 from ..encoders import HighResEncoder, LowResEncoder
 from ..image_processing import MiniGeminiImageProcessor, load_image
-from ..precision import check_cpu_precision, cpu_autocast
+from ..precision import check_tower_precision, tower_autocast, tower_device
 from ..saving import write_file_atomic, write_json_atomic
 
 __all__ = ["ContrastiveTowers", "EncoderPretrainConfig", "WordVocabulary", "pretrain_encoders", "resume"]
@@ -50,12 +50,12 @@ class EncoderPretrainConfig:
     embed_dim: int = 256
     max_words: int = 48
     seed: int = 0
-    precision: str = "auto"  # bf16 autocast where the CPU has bf16 kernels, else fp32
+    precision: str = "auto"  # bf16 autocast on a GPU or a CPU with bf16 kernels, else fp32
 
     def validate(self) -> None:
         if self.epochs < 1 or self.batch_size < 2 or self.learning_rate <= 0:
             raise ValueError("encoder pre-training needs epochs >= 1, batch_size >= 2 and a positive learning rate")
-        check_cpu_precision(self.precision)
+        check_tower_precision(self.precision)
 
 
 class WordVocabulary:
@@ -183,7 +183,8 @@ def pretrain_encoders(
     low, high, captions, _ = load_caption_pairs(data, image_folders, processor, progress)
     vocabulary = WordVocabulary.build(captions)
     ids = vocabulary.encode(captions, config.max_words)
-    towers = ContrastiveTowers(model_config, len(vocabulary), config.embed_dim, config.max_words)
+    device = tower_device()
+    towers = ContrastiveTowers(model_config, len(vocabulary), config.embed_dim, config.max_words).to(device)
     optimizer = torch.optim.AdamW(towers.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     steps_per_epoch = len(captions) // config.batch_size or 1
     total = steps_per_epoch * config.epochs
@@ -194,10 +195,10 @@ def pretrain_encoders(
     start_epoch = state["epoch"] if state else 0
     if state:
         print(f"Resuming encoder pre-training after epoch {start_epoch}")
-    autocast = cpu_autocast(config.precision)
+    autocast = tower_autocast(config.precision, device)
     print(
         f"Encoder pre-training: {len(captions)} pairs, {len(vocabulary)} words, {config.epochs} epochs x "
-        f"{steps_per_epoch} steps of {config.batch_size}",
+        f"{steps_per_epoch} steps of {config.batch_size} on {device.type}",
         flush=True,
     )
     towers.train()
@@ -208,7 +209,7 @@ def pretrain_encoders(
         for step in range(steps_per_epoch):
             batch = order[step * config.batch_size : (step + 1) * config.batch_size]
             with autocast:
-                losses = towers(low[batch].float(), high[batch].float(), ids[batch])
+                losses = towers(low[batch].to(device).float(), high[batch].to(device).float(), ids[batch].to(device))
             losses["loss"].backward()
             torch.nn.utils.clip_grad_norm_(towers.parameters(), 1.0)
             optimizer.step()
@@ -229,7 +230,7 @@ def pretrain_encoders(
         }
         write_file_atomic(checkpoint_path, partial(torch.save, state))
     weights = {
-        key: value.detach().contiguous()
+        key: value.detach().cpu().contiguous()
         for key, value in towers.state_dict().items()
         if key.startswith(("vision_tower.", "vision_tower_aux."))
     }

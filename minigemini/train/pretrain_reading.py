@@ -30,7 +30,7 @@ from ..configuration import MiniGeminiConfig
 from ..data.regions import read_caption_regions, string_targets
 from ..encoders import HighResEncoder
 from ..image_processing import MiniGeminiImageProcessor
-from ..precision import check_cpu_precision, cpu_autocast
+from ..precision import check_tower_precision, tower_autocast, tower_device
 from ..saving import write_file_atomic, write_json_atomic
 from .pretrain_encoders import ENCODERS_FILE, load_caption_pairs, resume
 
@@ -52,7 +52,7 @@ class ReadingPretrainConfig:
     holdout: float = 0.0  # share of the images with strings kept out of training to measure reading on
     checkpoint_steps: int = 500
     seed: int = 0
-    precision: str = "auto"  # bf16 autocast where the CPU has bf16 kernels, else fp32
+    precision: str = "auto"  # bf16 autocast on a GPU or a CPU with bf16 kernels, else fp32
 
     def validate(self) -> None:
         if self.steps < 1 or self.batch_size < 1 or self.learning_rate <= 0 or self.checkpoint_steps < 1:
@@ -63,7 +63,7 @@ class ReadingPretrainConfig:
             raise ValueError(f"crop must be >= 0 and none_weight in (0, 1], got {self.crop} and {self.none_weight}")
         if not 0 <= self.holdout < 1:
             raise ValueError(f"holdout must be in [0, 1), got {self.holdout}")
-        check_cpu_precision(self.precision)
+        check_tower_precision(self.precision)
 
 
 class StringReader(nn.Module):
@@ -82,13 +82,13 @@ class StringReader(nn.Module):
 
 
 @torch.no_grad()
-def named_strings(reader: StringReader, high, targets, strings, batch_size: int = 64) -> dict[str, float]:
-    """Share of the drawn words and numbers of ``high`` / ``targets`` the reader names (logits averaged over the
-    string's cells)."""
+def named_strings(reader: StringReader, high, targets, strings, batch_size: int = 64, device="cpu") -> dict[str, float]:
+    """Share of the drawn words and numbers of ``high`` / ``targets`` the reader (on ``device``) names (logits averaged
+    over the string's cells)."""
     reader.eval()
     hits: dict[str, list[bool]] = {"words": [], "numbers": []}
     for start in range(0, len(high), batch_size):
-        logits = reader(high[start : start + batch_size].float())
+        logits = reader(high[start : start + batch_size].to(device).float()).cpu()
         for image, target in enumerate(targets[start : start + batch_size]):
             for label in target.unique().tolist():
                 if label:
@@ -163,6 +163,8 @@ def pretrain_reading(
     reader = StringReader(model_config, len(strings) + 1)
     weights = load_file(str(encoders))
     reader.tower.load_state_dict({k[len(_TOWER) :]: v for k, v in weights.items() if k.startswith(_TOWER)})
+    device = tower_device()
+    reader.to(device)
     optimizer = torch.optim.AdamW(reader.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / config.warmup_steps))
     generator = torch.Generator().manual_seed(config.seed)
@@ -172,13 +174,13 @@ def pretrain_reading(
     if state:
         generator.set_state(state["generator"])
         print(f"Resuming reading pre-training after step {start}")
-    class_weight = torch.ones(len(strings) + 1)
+    class_weight = torch.ones(len(strings) + 1, device=device)
     class_weight[0] = config.none_weight
-    autocast = cpu_autocast(config.precision)
+    autocast = tower_autocast(config.precision, device)
     crop_cells = config.crop // cell_pixels if config.crop else side
     print(
         f"Reading pre-training: {len(pool)} images with drawn strings, {len(strings)} distinct strings, "
-        f"{config.steps} steps of {config.batch_size} crops of {crop_cells * cell_pixels} px",
+        f"{config.steps} steps of {config.batch_size} crops of {crop_cells * cell_pixels} px on {device.type}",
         flush=True,
     )
     output.mkdir(parents=True, exist_ok=True)
@@ -187,6 +189,7 @@ def pretrain_reading(
     for step in range(start, config.steps):
         batch = pool[torch.randint(len(pool), (config.batch_size,), generator=generator)]
         pixels, labels = _crops(high, targets, batch, crop_cells, stride_cells, cell_pixels, generator)
+        pixels, labels = pixels.to(device), labels.to(device)
         with autocast:
             logits = reader(pixels)
         loss = F.cross_entropy(logits.float(), labels.long(), weight=class_weight)
@@ -209,10 +212,10 @@ def pretrain_reading(
             write_file_atomic(checkpoint_path, partial(torch.save, state))
     if len(held_out):
         with autocast:
-            metrics = named_strings(reader, high[held_out], targets[held_out], strings)
+            metrics = named_strings(reader, high[held_out], targets[held_out], strings, device=device)
         print("Held-out strings named: " + ", ".join(f"{k} {v:.1%}" for k, v in metrics.items()), flush=True)
         write_json_atomic(output / "reading_metrics.json", {"held_out_images": len(held_out), **metrics})
-    tower = {_TOWER + k: v.detach().contiguous() for k, v in reader.tower.state_dict().items()}
+    tower = {_TOWER + k: v.detach().cpu().contiguous() for k, v in reader.tower.state_dict().items()}
     result = {**{k: v for k, v in weights.items() if not k.startswith(_TOWER)}, **tower}
     write_file_atomic(output / ENCODERS_FILE, lambda staging: save_file(result, str(staging)))
     write_json_atomic(output / "reading_config.json", asdict(config))

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 
 from ..data.regions import read_caption_regions
 from ..image_processing import MiniGeminiImageProcessor
-from ..precision import check_cpu_precision, cpu_autocast
+from ..precision import check_tower_precision, tower_autocast, tower_device
 
 __all__ = [
     "WordAlignmentConfig",
@@ -60,7 +60,7 @@ class WordAlignmentConfig:
     max_word_share: float = 0.5  # words in more captions than this are not targets
     region_weight: float = 0.0  # weight of the per-token objective on captions with regions (0: off)
     seed: int = 0
-    precision: str = "auto"  # bf16 autocast where the CPU has bf16 kernels, else fp32
+    precision: str = "auto"  # bf16 autocast on a GPU or a CPU with bf16 kernels, else fp32
 
     def validate(self) -> None:
         if self.epochs < 1 or self.batch_size < 2 or self.learning_rate <= 0:
@@ -69,7 +69,7 @@ class WordAlignmentConfig:
             raise ValueError(f"region_weight must be >= 0, got {self.region_weight}")
         if not 0 < self.max_word_share <= 1:
             raise ValueError(f"max_word_share must be in (0, 1], got {self.max_word_share}")
-        check_cpu_precision(self.precision)
+        check_tower_precision(self.precision)
 
 
 def word_tokens(word: str, tokenizer, bare: bool = False) -> list[int]:
@@ -170,27 +170,29 @@ def align_visual_tokens(
     candidates, targets = caption_targets(captions, processor.tokenizer, config.max_word_share, region_words)
     with_regions = [i for i, key in enumerate(ids) if key in regions]
     token_targets = {i: region_targets(regions[ids[i]], side, candidates, processor.tokenizer) for i in with_regions}
+    device = tower_device()
     embeddings = model.get_input_embeddings().weight.detach()
-    words = F.normalize(embeddings[candidates].float(), dim=-1)
-    word_norm = embeddings[: len(embeddings) - 1].norm(dim=-1).mean()  # the <image> row (last, zero) left out
+    words = F.normalize(embeddings[candidates].float(), dim=-1).to(device)
+    word_norm = embeddings[: len(embeddings) - 1].norm(dim=-1).mean().to(device)  # the <image> row (last, zero) left out
 
     model.requires_grad_(False)
     vision = [m for m in (model.model.vision_tower, model.model.vision_tower_aux, model.model.mining,
                           model.model.mm_projector) if m is not None]  # fmt: skip
     for module in vision:
         module.requires_grad_(True)
-    scale = torch.nn.Parameter(torch.tensor(math.log(10.0)))
-    bias = torch.nn.Parameter(torch.tensor(-5.0))
+        module.to(device)  # the LLM is only read above, and stays where it is
+    scale = torch.nn.Parameter(torch.tensor(math.log(10.0), device=device))
+    bias = torch.nn.Parameter(torch.tensor(-5.0, device=device))
     parameters = [p for m in vision for p in m.parameters()] + [scale, bias]
     optimizer = torch.optim.AdamW(parameters, lr=config.learning_rate, weight_decay=0.0)
     steps_per_epoch = len(captions) // config.batch_size or 1
     total = steps_per_epoch * config.epochs
     schedule = lambda step: min(1.0, (step + 1) / config.warmup_steps) * 0.5 * (1 + math.cos(math.pi * step / total))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
-    autocast = cpu_autocast(config.precision)
+    autocast = tower_autocast(config.precision, device)
     print(
         f"Word alignment: {len(captions)} images, {len(candidates)} word tokens, {config.epochs} epoch(s) x "
-        f"{steps_per_epoch} steps of {config.batch_size}; {len(with_regions)} with regions",
+        f"{steps_per_epoch} steps of {config.batch_size}; {len(with_regions)} with regions; on {device.type}",
         flush=True,
     )
     model.train()
@@ -200,13 +202,15 @@ def align_visual_tokens(
         for step in range(steps_per_epoch):
             batch = order[step * config.batch_size : (step + 1) * config.batch_size]
             with autocast:
-                tokens, similarity = token_word_similarity(model, low[batch], high[batch], words)
+                tokens, similarity = token_word_similarity(model, low[batch].to(device), high[batch].to(device), words)
             logits = scale.exp() * similarity + bias
-            match = F.binary_cross_entropy_with_logits(logits, targets[batch])
+            target = targets[batch].to(device)
+            match = F.binary_cross_entropy_with_logits(logits, target)
             length = ((tokens.norm(dim=-1) / word_norm - 1) ** 2).mean()
             loss = match + config.norm_weight * length
             rows = [r for r, i in enumerate(batch.tolist()) if i in token_targets]
             wanted = torch.stack([token_targets[int(batch[r])] for r in rows]).float() if rows else torch.zeros(0, 1)
+            wanted = wanted.to(device)
             covered = wanted.sum(dim=-1) > 0  # a box may cover no patch
             region_recall = None
             if covered.any():
@@ -220,7 +224,7 @@ def align_visual_tokens(
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             if progress and (step % 10 == 0 or step == steps_per_epoch - 1):
-                recall = recall_at_own_k(logits.detach(), targets[batch])
+                recall = recall_at_own_k(logits.detach(), target)
                 regional = "" if region_recall is None else f"  region recall {region_recall:.2f}"
                 print(
                     f"  epoch {epoch + 1} step {step + 1}/{steps_per_epoch}  loss {match.item():.4f}  "
@@ -228,7 +232,7 @@ def align_visual_tokens(
                     f"({time.perf_counter() - started:.0f} s)",
                     flush=True,
                 )
-    model.eval()
+    model.eval().cpu()
     save_model_and_processor(model, processor, output)
     return output
 
