@@ -23,7 +23,6 @@ def test_bench_reports_every_component_and_writes_json(tmp_path, capsys):
     assert "mining (ms)" in shown and "decode_tokens_per_sec" in shown
 
 
-
 def test_flops_count_the_attention_on_any_device():
     """Counted with eager attention: CPU SDPA is not in torch's FLOP registry (its attention counted nothing), and
     torch 2.11 failed on the grouped-query SDPA that transformers runs on CUDA (`mgm bench` on an H200)."""
