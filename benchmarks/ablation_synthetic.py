@@ -1,6 +1,6 @@
 """The paper's ablation (Tables 4-5) in miniature, on the synthetic world's held-out test set.
 
-Variants, trained by the same recipe (recipes/synthetic.yaml) from the same world and pre-trained encoders:
+Variants, trained by the same recipe (minigemini/synthetic/recipe/recipe.yaml) from the same world and pre-trained encoders:
   (a) LR only      LLaVA-style: 64 LR tokens straight to the projector   mgm train --recipe synthetic --variant lr_only
   (b) + mining     the default model: the same 64 tokens, each mining its HR window
   (c) + HD         (b)'s weights with HD token extension (5 views x 64 tokens, 384 px HR), not retrained
@@ -29,65 +29,22 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from minigemini.data.synthetic import QUESTION_TYPES, READING_TYPES, spec_matches
-from minigemini.default_model import load_default_model
 from minigemini.evaluation.normalize import vqa_accuracy
 from minigemini.generation import extract_image_prompt, request_image
-from minigemini.inference import batch_chat, chat, parse_dtype
+from minigemini.inference import batch_chat, chat
+from minigemini.loading import parse_dtype
 from minigemini.precision import cpu_inference_dtype
+from minigemini.synthetic.benchmark import write_test_set
+from minigemini.synthetic.chat_checks import CHAT_CHECKS, passes
+from minigemini.synthetic.default_model import load_default_model
 from minigemini.synthetic.render import parse_description
-
-#: Plain-English questions and words a sensible answer contains (any one of them).
-CHAT_CHECKS = (
-    ("What is the capital of France?", ("paris",)),
-    ("How many days are there in a week?", ("seven", "7")),
-    ("What colour is the sky on a clear day?", ("blue",)),
-    ("Which planet do we live on?", ("earth",)),
-    ("What do bees make?", ("honey",)),
-    ("What is the opposite of hot?", ("cold",)),
-    ("How many legs does a spider have?", ("eight", "8")),
-    ("What do you call frozen water?", ("ice",)),
-    ("What is the capital of England?", ("london",)),
-    ("What is the capital of the United States?", ("washington",)),
-    ("What is the main language spoken in Brazil?", ("portuguese",)),
-    ("How many legs does a cat have?", ("four", "4")),
-    ("How many sides does a square have?", ("four", "4")),
-    ("What is five plus five?", ("ten", "10")),
-    ("How many hours are there in two days?", ("48", "forty-eight")),
-    ("What is the freezing point of water in Fahrenheit?", ("32",)),
-    ("What do cows give us to drink?", ("milk",)),
-    ("What colour is a lemon?", ("yellow",)),
-    ("What colour is coal?", ("black",)),
-    ("What is the opposite of day?", ("night",)),
-    ("What is the opposite of wet?", ("dry",)),
-    ("What do birds use to fly?", ("wing",)),
-    ("Which animal has a long trunk?", ("elephant",)),
-    ("Which animal says woof?", ("dog",)),
-    ("What do we call a baby cow?", ("calf",)),
-    ("Where do fish live?", ("water", "sea", "ocean", "river", "lake")),
-    ("Which organ pumps blood around the body?", ("heart",)),
-    ("What season is the coldest?", ("winter",)),
-    ("What tool do you use to cut paper?", ("scissors",)),
-    ("What meal do people eat in the morning?", ("breakfast",)),
-    ("What shape is a ball?", ("round", "sphere")),
-    ("Which is bigger, an elephant or a mouse?", ("elephant",)),
-)
-
+from minigemini.synthetic.world import QUESTION_TYPES, READING_TYPES, spec_matches
 
 LR_ONLY = "(a) LR only (LLaVA-style)"
 
 
 def _read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-
-
-def ensure_test_set(folder: Path, per_type: int, generation: int, seed: int) -> None:
-    if (folder / "questions.jsonl").is_file() and (folder / "generation.jsonl").is_file():
-        return
-    from minigemini.evaluation.synthetic import write_generation_requests, write_synthetic_benchmark
-
-    write_synthetic_benchmark(folder, n=per_type * len(QUESTION_TYPES), seed=seed)
-    write_generation_requests(folder / "generation.jsonl", generation, seed=seed + 1)
 
 
 def evaluate(model, processor, questions: list[dict], folder: Path, requests: list[dict], latency_n: int) -> dict:
@@ -124,7 +81,7 @@ def evaluate(model, processor, questions: list[dict], folder: Path, requests: li
         "latency_ms": 1000 * statistics.median(latencies),
         "batched_ms_per_answer": 1000 * batched_s / len(pairs),
         "generation_match": 100 * statistics.fmean(drawn),
-        "chat_ok": sum(any(k in (a or "").lower() for k in keys) for (_, keys), a in zip(CHAT_CHECKS, chats)),
+        "chat_ok": sum(passes(a, keys) for (_, keys), a in zip(CHAT_CHECKS, chats)),
         "chat_examples": [{"q": q, "a": a} for (q, _), a in zip(CHAT_CHECKS[:3], chats)],
         "generation_examples": [{"request": r["text"], "answer": p} for r, p in zip(requests[:3], prompts)],
     }
@@ -134,7 +91,7 @@ def smollm2_chat_ok() -> int:
     """How many CHAT_CHECKS SmolLM2-135M-Instruct alone passes (the reference for 'chat still works')."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from minigemini.pretrained_llm import smollm2_dir
+    from minigemini.synthetic.smollm2 import smollm2_dir
 
     tokenizer = AutoTokenizer.from_pretrained(smollm2_dir())
     model = AutoModelForCausalLM.from_pretrained(smollm2_dir(), dtype=torch.float32).eval()
@@ -145,7 +102,7 @@ def smollm2_chat_ok() -> int:
         with torch.inference_mode():
             out = model.generate(**ids, max_new_tokens=48, do_sample=False)
         answer = tokenizer.decode(out[0, ids["input_ids"].shape[1] :], skip_special_tokens=True)
-        passed += any(k in answer.lower() for k in keys)
+        passed += passes(answer, keys)
     return passed
 
 
@@ -186,7 +143,7 @@ def main() -> int:
     dtype = parse_dtype(args.dtype) or cpu_inference_dtype()
     dtype_name = str(dtype).removeprefix("torch.")
     torch.manual_seed(0)
-    ensure_test_set(args.test, args.per_type, args.generation, args.seed)
+    write_test_set(args.test, args.per_type, args.generation, args.seed, reuse=True)
     questions = _read_jsonl(args.test / "questions.jsonl")
     requests = _read_jsonl(args.test / "generation.jsonl")
     runs = [("(b) + patch info mining", args.mining, False), ("(c) + HD token extension", args.mining, True)]

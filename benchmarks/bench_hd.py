@@ -8,8 +8,8 @@ import json
 
 import torch
 
-from minigemini.bench import component_times, preset_config, random_inputs
 from minigemini.modeling import MiniGeminiForConditionalGeneration
+from minigemini.profiling import component_times, preset_config, random_inputs
 
 
 def main() -> None:

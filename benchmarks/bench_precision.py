@@ -22,9 +22,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from minigemini.default_model import synthetic_config
 from minigemini.precision import cpu_has_fast_bf16, resolve_precision
-from minigemini.train.pretrain_encoders import ContrastiveTowers
+from minigemini.synthetic.default_model import synthetic_config
+from minigemini.synthetic.recipe.encoders import ContrastiveTowers
 
 SMOLLM2_SHAPE = {"model_type": "llama", "hidden_size": 576, "intermediate_size": 1536, "num_hidden_layers": 30,
                  "num_attention_heads": 9, "num_key_value_heads": 3, "vocab_size": 49152}  # fmt: skip

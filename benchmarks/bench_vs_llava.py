@@ -15,9 +15,9 @@ import json
 import torch
 from transformers import LlamaForCausalLM, LlavaConfig, LlavaForConditionalGeneration
 
-from minigemini.bench import generate_fixed, median_time, preset_config, random_inputs
 from minigemini.cache_compat import CACHE_NAME, cache_of
 from minigemini.modeling import MiniGeminiForConditionalGeneration
+from minigemini.profiling import generate_fixed, median_time, preset_config, random_inputs
 
 
 def llava_twin(model: MiniGeminiForConditionalGeneration) -> LlavaForConditionalGeneration:

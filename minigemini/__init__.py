@@ -2,11 +2,12 @@
 
 from transformers import AutoConfig, AutoModel, AutoModelForImageTextToText
 
-from .configuration import MiniGeminiConfig
-from .image_processing import ImageLoadError, MiniGeminiImageProcessor, load_image
-from .inference import batch_chat, chat, load_pretrained
-from .modeling import MiniGeminiForConditionalGeneration, MiniGeminiModel, MiniGeminiPreTrainedModel
-from .processing import MiniGeminiProcessor
+from minigemini.configuration import MiniGeminiConfig
+from minigemini.image_processing import ImageLoadError, MiniGeminiImageProcessor, load_image
+from minigemini.inference import batch_chat, chat
+from minigemini.loading import load_pretrained
+from minigemini.modeling import MiniGeminiForConditionalGeneration, MiniGeminiModel, MiniGeminiPreTrainedModel
+from minigemini.processing import MiniGeminiProcessor
 
 # Registering lets AutoConfig / AutoModel* resolve `"model_type": "minigemini"` from a saved directory.
 AutoConfig.register(MiniGeminiConfig.model_type, MiniGeminiConfig, exist_ok=True)

@@ -10,12 +10,13 @@ from transformers.cache_utils import Cache
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 from transformers.utils.generic import can_return_tuple
 
-from .cache_compat import CACHE_NAME, cache_of, take_cache
-from .configuration import PROJECTOR_PATTERN, MiniGeminiConfig
-from .encoders import HighResEncoder, LowResEncoder, freeze_encoder
-from .mining import PatchInfoMining, mine_views
+from minigemini import release
+from minigemini.cache_compat import CACHE_NAME, cache_of, take_cache
+from minigemini.configuration import PROJECTOR_PATTERN, MiniGeminiConfig
+from minigemini.encoders import HighResEncoder, LowResEncoder, freeze_encoder
+from minigemini.mining import PatchInfoMining, mine_views
 
-IGNORE_INDEX = -100
+IGNORE_INDEX = -100  # label of positions without loss (cross-entropy's default); the data pipeline masks with it too
 
 
 @dataclass
@@ -206,11 +207,39 @@ class MiniGeminiForConditionalGeneration(MiniGeminiPreTrainedModel, GenerationMi
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
         """transformers' `from_pretrained`; a published Mini-Gemini (MGM) release checkpoint is converted on load."""
-        from .convert import is_release_checkpoint, load_release_checkpoint
-
-        if not model_args and is_release_checkpoint(pretrained_model_name_or_path):
-            return load_release_checkpoint(pretrained_model_name_or_path, model_class=cls, **kwargs)[0]
+        if not model_args and release.is_release_checkpoint(pretrained_model_name_or_path):
+            return cls.from_release_checkpoint(pretrained_model_name_or_path, **kwargs)[0]
         return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+
+    @classmethod
+    def from_release_checkpoint(cls, source, chat_template: str | None = None, **from_pretrained_kwargs):
+        """Load a release checkpoint as (model, MiniGeminiProcessor or None); `minigemini.release` has the format.
+
+        `chat_template` overrides the detected template; `from_pretrained_kwargs` (dtype, device_map, ...) go to
+        transformers' loader. The processor is None when the directory has no tokenizer; the model then gets
+        `<image>` as a new last row, which a tokenizer must map to `config.image_token_id`.
+        """
+        for key in ("config", "key_mapping", "output_loading_info", "ignore_mismatched_sizes"):
+            if key in from_pretrained_kwargs:
+                raise TypeError(f"{key}= cannot be given when loading a release checkpoint (it is derived from it)")
+        checkpoint = release.read_release_checkpoint(source)
+        config = release.release_config(checkpoint)
+        processor = release.release_processor(checkpoint, config, chat_template)
+        # transformers' load report is replaced by the stricter check below, which raises on anything that matters.
+        with release.quiet_transformers():
+            model, info = super().from_pretrained(
+                checkpoint.directory,
+                config=config,
+                key_mapping=release.RELEASE_KEY_MAPPING,
+                output_loading_info=True,
+                ignore_mismatched_sizes=True,  # reported (and raised) by check_loading_info, with the shapes
+                **from_pretrained_kwargs,
+            )
+        release.check_loading_info(info, checkpoint, config)
+        # The key mapping is remembered to save back in the source layout; this package saves in its own.
+        model._weight_conversions = None
+        add_image_token(model, processor)
+        return model, processor
 
     def get_input_embeddings(self):
         return self.model.get_input_embeddings()
@@ -310,4 +339,25 @@ class MiniGeminiForConditionalGeneration(MiniGeminiPreTrainedModel, GenerationMi
         return loss / denominator
 
 
-__all__ = ["MiniGeminiForConditionalGeneration", "MiniGeminiModel", "MiniGeminiPreTrainedModel"]
+
+
+def add_image_token(model, processor=None) -> int:
+    """Give the model an `<image>` row and set `config.image_token_id` (the processor's id, else a new last row).
+
+    New rows get the mean of the existing ones (input and output), which keeps generation as before: the input row
+    is always replaced by visual tokens, and a mean output row never wins the argmax. Returns the id.
+    """
+    rows = model.get_input_embeddings().weight.shape[0]
+    token_id = processor.image_token_id if processor is not None else rows
+    needed = max(rows, token_id + 1, len(processor.tokenizer) if processor is not None else 0)
+    if needed > rows:
+        model.resize_token_embeddings(needed, mean_resizing=False)
+        with torch.no_grad():
+            for embedding in {id(m): m for m in (model.get_input_embeddings(), model.get_output_embeddings())}.values():
+                weight = embedding.weight
+                weight[rows:] = weight[:rows].mean(dim=0, keepdim=True)
+    model.config.image_token_id = token_id
+    return token_id
+
+
+__all__ = ["MiniGeminiForConditionalGeneration", "MiniGeminiModel", "MiniGeminiPreTrainedModel", "IGNORE_INDEX", "add_image_token"]

@@ -16,7 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from .image_processing import load_image
+from minigemini.errors import require
+from minigemini.image_processing import load_image
 
 __all__ = ["OCR_PREFIX", "add_ocr_hint", "ocr_hint", "ocr_tokens"]
 
@@ -31,10 +32,9 @@ def _get_engine():
     global _engine
     with _engine_lock:
         if _engine is None:
-            try:
-                from rapidocr_onnxruntime import RapidOCR
-            except ImportError as err:
-                raise ImportError("OCR needs `pip install rapidocr-onnxruntime` (minigemini[ocr])") from err
+            require("rapidocr_onnxruntime")
+            from rapidocr_onnxruntime import RapidOCR
+
             _engine = RapidOCR()
         return _engine
 

@@ -1,9 +1,8 @@
-"""Which precision "auto" means on this machine, for training and for the default model's demo.
+"""The one dtype vocabulary of every command, and which precision "auto" means on this machine.
 
 bf16 mixed precision is the paper's and the fast choice on GPUs and on CPUs with bf16 matrix kernels (AVX-512 or AMX
-on x86, the bf16 extension on Arm).  Elsewhere PyTorch falls back to a scalar bf16 kernel: measured on an AVX2-only
-CPU, a 1024 x 1024 bf16 matmul ran 130 times slower than in fp32 and an encoder training step 22 times slower
-(benchmarks/bench_precision.py).
+on x86, the bf16 extension on Arm).  Elsewhere PyTorch falls back to a scalar bf16 kernel, many times slower than
+fp32 (`benchmarks/bench_precision.py` measures both on the machine at hand).
 """
 
 from __future__ import annotations
@@ -13,9 +12,36 @@ import warnings
 import torch
 
 __all__ = [
-    "PRECISIONS", "TOWER_PRECISIONS", "check_tower_precision", "cpu_has_fast_bf16", "cpu_inference_dtype",
-    "resolve_precision", "tower_autocast", "tower_device",
+    "DTYPE_NAMES", "PRECISIONS", "TOWER_PRECISIONS", "check_tower_precision", "cpu_has_fast_bf16", "cpu_inference_dtype",
+    "dtype_name", "parse_dtype", "resolve_precision", "tower_autocast", "tower_device",
 ]  # fmt: skip
+
+# The one dtype vocabulary of every command and function: the short names are documented, the long ones accepted.
+DTYPE_NAMES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+_DTYPE_ALIASES = {"bfloat16": "bf16", "float16": "fp16", "half": "fp16", "float32": "fp32", "float": "fp32"}
+
+
+def dtype_name(name: str | torch.dtype) -> str:
+    """The short name (``bf16``, ``fp16``, ``fp32``, or ``auto``) of any accepted spelling; ValueError otherwise."""
+    if isinstance(name, torch.dtype):
+        for short, dtype in DTYPE_NAMES.items():
+            if dtype == name:
+                return short
+        raise ValueError(f"unsupported dtype {name}; use one of bf16, fp16, fp32")
+    key = str(name).lower()
+    key = _DTYPE_ALIASES.get(key, key)
+    if key != "auto" and key not in DTYPE_NAMES:
+        raise ValueError(f"unknown dtype {name!r}; use one of auto, bf16, fp16, fp32 (or bfloat16, float16, float32)")
+    return key
+
+
+def parse_dtype(name: str | torch.dtype | None) -> torch.dtype | None:
+    """``"bf16"``/``"fp16"``/``"fp32"`` (and long names) -> torch dtype; ``None``/``"auto"`` -> None."""
+    if name is None or isinstance(name, torch.dtype):
+        return name
+    name = dtype_name(name)
+    return None if name == "auto" else DTYPE_NAMES[name]
+
 
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 TOWER_PRECISIONS = ("auto", "bf16", "fp32")  # the synthetic recipe's tower steps: bf16 autocast or none, no fp16
@@ -31,8 +57,8 @@ def cpu_has_fast_bf16() -> bool:
 
 
 def cpu_inference_dtype() -> torch.dtype:
-    """The dtype the default model answers in on a CPU: bf16 where it has bf16 kernels, else fp32 (measured on AVX2:
-    the demo's answer 1.8 s in fp32 against 4.3 s in bf16, the same words)."""
+    """The dtype the default model answers in on a CPU: bf16 where it has bf16 kernels (faster, the same answers),
+    else fp32 (bf16 without those kernels is slower)."""
     return torch.bfloat16 if cpu_has_fast_bf16() else torch.float32
 
 

@@ -21,10 +21,11 @@ import torch
 from tokenizers import AddedToken
 from transformers import AutoTokenizer, BatchFeature
 
-from .image_processing import MiniGeminiImageProcessor
-from .templates import IMAGE_PLACEHOLDER, content_to_text, get_template, normalize_image_placeholders, render
+from minigemini.configuration import MiniGeminiConfig
+from minigemini.image_processing import MiniGeminiImageProcessor
+from minigemini.templates import IMAGE_PLACEHOLDER, content_to_text, get_template, normalize_image_placeholders, render
 
-__all__ = ["PROCESSOR_CONFIG_NAME", "MiniGeminiProcessor"]
+__all__ = ["PROCESSOR_CONFIG_NAME", "MiniGeminiProcessor", "build_processor"]
 
 PROCESSOR_CONFIG_NAME = "processor_config.json"
 
@@ -269,3 +270,15 @@ class MiniGeminiProcessor:
             f"image_token_id={self.image_token_id}, tokenizer={type(self.tokenizer).__name__}, "
             f"image_processor={self.image_processor.to_dict()})"
         )
+
+
+def build_processor(config: MiniGeminiConfig, tokenizer: Any, chat_template: str | None, **image_kwargs):
+    """A MiniGeminiProcessor matching `config` (LR/HR sizes, HD grid, visual tokens per image); adds `<image>`."""
+    image_processor = MiniGeminiImageProcessor(
+        image_size=config.vision_config.image_size,
+        image_size_aux=config.image_size_aux,
+        image_grid=config.image_grid,
+        image_global=config.image_global,
+        **image_kwargs,
+    )
+    return MiniGeminiProcessor(image_processor, tokenizer, config.image_seq_length, chat_template=chat_template)

@@ -34,6 +34,7 @@ from typing import Any
 
 __all__ = [
     "IMAGE_PLACEHOLDER",
+    "SHORT_ANSWER",
     "TEMPLATE_NAMES",
     "ChatTemplate",
     "content_to_text",
@@ -43,6 +44,9 @@ __all__ = [
     "render_segments",
     "stop_strings",
 ]
+
+#: LLaVA-1.5's instruction for short answers: in its training mix and in the benchmarks' prompts (TextVQA, GQA, ...).
+SHORT_ANSWER = "Answer the question using a single word or phrase."
 
 IMAGE_PLACEHOLDER = "<image>"
 

@@ -22,7 +22,8 @@ from typing import Any
 
 from PIL import Image
 
-from .generation import NEGATIVE_PROMPT
+from minigemini.errors import require
+from minigemini.generation import NEGATIVE_PROMPT
 
 __all__ = [
     "SDXL_MODEL_ID",
@@ -80,7 +81,7 @@ class SyntheticTextToImage(TextToImage):
         self.size = size
 
     def generate(self, prompt, negative_prompt, width, height, seed):
-        from .synthetic import render
+        from minigemini.synthetic import render
 
         return render(prompt, size=(width or self.size, height or self.size), seed=0 if seed is None else seed)
 
@@ -127,13 +128,11 @@ class DiffusersTextToImage(TextToImage):
     ) -> DiffusersTextToImage:
         """Load a pipeline (SDXL by default) onto ``device`` (default: CUDA, else MPS, else CPU) in ``dtype``
         (default: fp16 on GPUs, fp32 on CPU).  ``kwargs`` go to the constructor (``num_inference_steps``, ...)."""
-        try:
-            import torch
-            from diffusers import AutoPipelineForText2Image, DiffusionPipeline, StableDiffusionXLPipeline
-        except ImportError as err:
-            raise ImportError(
-                "the diffusers text-to-image backend needs `pip install diffusers` (minigemini[t2i])"
-            ) from err
+        import torch
+
+        require("diffusers")
+        from diffusers import AutoPipelineForText2Image, DiffusionPipeline, StableDiffusionXLPipeline
+
         device = device or default_device()
         if dtype is None:
             dtype = torch.float32 if device == "cpu" else torch.float16

@@ -12,8 +12,7 @@ from PIL import Image
 from transformers import AutoTokenizer, LogitsProcessor
 
 from minigemini import MiniGeminiForConditionalGeneration, MiniGeminiImageProcessor, MiniGeminiProcessor
-
-from .conftest import CHATML_TEMPLATE, build_tokenizer, tiny_config
+from tests.conftest import CHATML_TEMPLATE, build_tokenizer, tiny_config
 
 
 def save_tiny_mgm(path, max_position_embeddings: int = 512, seed: int = 0):

@@ -8,14 +8,14 @@ import pytest
 import torch
 
 from minigemini import MiniGeminiForConditionalGeneration
-from minigemini.inference import batch_chat, load_pretrained
+from minigemini.inference import batch_chat
+from minigemini.loading import load_pretrained
 from minigemini.mining import PatchInfoMining
 from minigemini.train import TrainConfig, load_lora, train
-
-from .conftest import image_inputs, prompt_ids, tiny_config, tiny_model
-from .serving_helpers import save_tiny_mgm, solid
-from .test_mining import randomised_mining
-from .training_helpers import caption_records, conversation, make_model_dir, write_images, write_jsonl
+from tests.conftest import image_inputs, prompt_ids, tiny_config, tiny_model
+from tests.serving_helpers import save_tiny_mgm, solid
+from tests.test_mining import randomised_mining
+from tests.training_helpers import caption_records, conversation, make_model_dir, write_images, write_jsonl
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -118,7 +118,7 @@ def test_lora_stage_two_trains_on_the_gpu_in_bf16(tmp_path):
 def test_the_synthetic_recipes_tower_steps_train_on_the_gpu(tmp_path, monkeypatch):
     from safetensors.torch import load_file
 
-    from minigemini.train import pretrain_encoders as pretraining
+    from minigemini.synthetic.recipe import encoders as pretraining
 
     names = write_images(tmp_path / "images", 8)
     data = write_jsonl(tmp_path / "captions.jsonl", caption_records(names))

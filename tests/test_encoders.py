@@ -2,8 +2,7 @@ import torch
 import torch.nn.functional as F
 
 from minigemini.encoders import HighResEncoder, LowResEncoder, freeze_encoder
-
-from .conftest import tiny_config
+from tests.conftest import tiny_config
 
 
 def test_low_res_features_are_selected_layer_without_cls():

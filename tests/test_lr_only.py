@@ -4,8 +4,7 @@ import torch
 
 from minigemini.modeling import MiniGeminiForConditionalGeneration
 from minigemini.train.stages import configure_trainable
-
-from .conftest import image_inputs, prompt_ids, tiny_config
+from tests.conftest import image_inputs, prompt_ids, tiny_config
 
 
 def test_baseline_has_no_hr_tower_and_projects_the_lr_tokens(tmp_path):

@@ -6,8 +6,7 @@ from transformers import AutoConfig, AutoModelForImageTextToText
 
 from minigemini import MiniGeminiConfig, MiniGeminiForConditionalGeneration
 from minigemini.modeling import IGNORE_INDEX
-
-from .conftest import TEXT_CONFIGS, image_inputs, prompt_ids, tiny_config, tiny_model
+from tests.conftest import TEXT_CONFIGS, image_inputs, prompt_ids, tiny_config, tiny_model
 
 
 @pytest.mark.parametrize("text_type", sorted(TEXT_CONFIGS))

@@ -38,21 +38,19 @@ def test_ocr_reads_words_drawn_by_the_synthetic_renderer():
 def test_chat_cli_and_server_add_the_ocr_tokens(sign, tmp_path, monkeypatch, capsys):
     import io
 
-    from minigemini import cli, inference
-
-    from .serving_helpers import save_tiny_mgm
+    from minigemini import cli, engine, loading
+    from tests.serving_helpers import save_tiny_mgm
 
     model_dir = save_tiny_mgm(tmp_path / "mgm")
     sign.save(tmp_path / "sign.png")
     prompts = []
-    original = inference.run_batch
+    original = engine.run_batch
 
     def spy(model, processor, requests):
         prompts.append(processor.decode(requests[0].inputs["input_ids"][0]))
         return original(model, processor, requests)
 
-    monkeypatch.setattr(inference, "run_batch", spy)
-    monkeypatch.setitem(cli.SUBCOMMANDS, "chat", "minigemini.serve.chat")
+    monkeypatch.setattr(engine, "run_batch", spy)
     monkeypatch.setattr("sys.stdin", io.StringIO("What does it say?\n"))
     code = cli.main(["chat", "--model", str(model_dir), "--ocr", "--image", str(tmp_path / "sign.png"),
                      "--max-new-tokens", "2"])  # fmt: skip
@@ -62,9 +60,9 @@ def test_chat_cli_and_server_add_the_ocr_tokens(sign, tmp_path, monkeypatch, cap
 
     from fastapi.testclient import TestClient
 
-    from minigemini.serve.server import create_app
+    from minigemini.serve.app import create_app
 
-    model, processor = inference.load_pretrained(model_dir)
+    model, processor = loading.load_pretrained(model_dir)
     with TestClient(create_app(model, processor)) as client:
         url = "data:image/png;base64," + __import__("base64").b64encode((tmp_path / "sign.png").read_bytes()).decode()
         body = {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": url}},

@@ -13,8 +13,7 @@ from transformers import AutoTokenizer
 from minigemini.image_processing import MiniGeminiImageProcessor
 from minigemini.processing import MiniGeminiProcessor
 from minigemini.templates import render
-
-from .conftest import build_tokenizer
+from tests.conftest import build_tokenizer
 
 SEQ = 7  # visual tokens per image in these tests
 

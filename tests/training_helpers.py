@@ -11,8 +11,7 @@ from PIL import Image
 from transformers import AutoTokenizer
 
 from minigemini import MiniGeminiForConditionalGeneration, MiniGeminiImageProcessor, MiniGeminiProcessor
-
-from .conftest import build_tokenizer, tiny_config
+from tests.conftest import build_tokenizer, tiny_config
 
 # Special tokens the release templates use; real tokenizers (Gemma, Llama-3, Yi) have them as single tokens.
 TEMPLATE_SPECIAL_TOKENS = [

@@ -1,10 +1,11 @@
 """Training data: LLaVA-format conversation files -> batches (records, label masks, dataset, collator, sampler)."""
 
-from .collator import DATA_STATS_KEY, MiniGeminiCollator
-from .dataset import SupervisedDataset
-from .labels import IGNORE_INDEX, ConversationEncoder
-from .records import SKIP_REASONS, DataError, Record, SkipCounter, read_records
-from .sampler import ModalityLengthGroupedSampler, modality_length_grouped_indices
+from minigemini.data.collator import DATA_STATS_KEY, MiniGeminiCollator
+from minigemini.data.dataset import SupervisedDataset
+from minigemini.data.labels import ConversationEncoder
+from minigemini.data.records import SKIP_REASONS, DataError, Record, SkipCounter, read_records
+from minigemini.data.sampler import ModalityLengthGroupedSampler, modality_length_grouped_indices
+from minigemini.modeling import IGNORE_INDEX
 
 __all__ = [
     "DATA_STATS_KEY",

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from .labels import IGNORE_INDEX
+from minigemini.modeling import IGNORE_INDEX
 
 __all__ = ["DATA_STATS_KEY", "MiniGeminiCollator"]
 

@@ -17,9 +17,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..image_processing import ImageLoadError, MiniGeminiImageProcessor
-from .labels import IGNORE_INDEX, ConversationEncoder
-from .records import DataError, Record, read_records
+from minigemini.data.labels import ConversationEncoder
+from minigemini.data.records import DataError, Record, read_records
+from minigemini.image_processing import ImageLoadError, MiniGeminiImageProcessor
+from minigemini.modeling import IGNORE_INDEX
 
 __all__ = ["SupervisedDataset"]
 

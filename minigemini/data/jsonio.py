@@ -17,8 +17,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, Self
 
-from ..saving import write_file_atomic
-from .records import _iter_raw
+from minigemini.data.records import _iter_raw
+from minigemini.saving import write_file_atomic
 
 __all__ = ["AppendCache", "iter_raw", "write_json", "write_records"]
 

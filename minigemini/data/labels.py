@@ -23,11 +23,11 @@ from typing import Any
 
 import numpy as np
 
-from ..templates import content_to_text, normalize_image_placeholders, render_segments
+from minigemini.modeling import IGNORE_INDEX
+from minigemini.templates import content_to_text, normalize_image_placeholders, render_segments
 
 __all__ = ["IGNORE_INDEX", "ConversationEncoder", "EncodedConversation"]
 
-IGNORE_INDEX = -100
 _GENERATION_TAG = re.compile(r"\{%-?\s*generation\s*-?%\}")
 
 EncodedConversation = tuple[np.ndarray, np.ndarray]  # (input_ids, labels), int64, image tokens expanded

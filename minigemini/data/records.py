@@ -25,7 +25,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from ..templates import IMAGE_PLACEHOLDER
+from minigemini.templates import IMAGE_PLACEHOLDER
 
 __all__ = ["SKIP_REASONS", "DataError", "Record", "SkipCounter", "read_records", "resolve_image"]
 

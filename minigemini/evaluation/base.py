@@ -8,8 +8,8 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from .readers import AnnotationIndex, Row, first_present, iter_rows
-from .records import InvalidRow, Sample
+from minigemini.evaluation.readers import AnnotationIndex, Row, first_present, iter_rows
+from minigemini.evaluation.samples import InvalidRow, Sample
 
 __all__ = [
     "Benchmark",

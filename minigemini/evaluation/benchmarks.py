@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
-from .base import Benchmark
-from .mathvista import load_mathvista, score_mathvista
-from .mmmu import load_mmmu, score_mmmu
-from .mmvet import load_mmvet, score_mmvet
-from .multiple_choice import load_mmbench, load_scienceqa, load_seed, score_mmbench, score_option_letter
-from .vqa import load_vqa, score_exact_match, score_vqa
-from .yesno import load_mme, load_pope, score_mme, score_pope
+from minigemini.evaluation.base import Benchmark
+from minigemini.evaluation.mathvista import load_mathvista, score_mathvista
+from minigemini.evaluation.mmmu import load_mmmu, score_mmmu
+from minigemini.evaluation.mmvet import load_mmvet, score_mmvet
+from minigemini.evaluation.multiple_choice import (
+    load_mmbench,
+    load_scienceqa,
+    load_seed,
+    score_mmbench,
+    score_option_letter,
+)
+from minigemini.evaluation.vqa import load_vqa, score_exact_match, score_vqa
+from minigemini.evaluation.yesno import load_mme, load_pope, score_mme, score_pope
 
 __all__ = ["BENCHMARKS", "get_benchmark"]
 

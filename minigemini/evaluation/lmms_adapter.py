@@ -19,8 +19,8 @@ try:
 except ImportError as error:  # pragma: no cover - depends on the environment
     raise ImportError("the lmms-eval adapter needs lmms-eval: pip install 'minigemini[lmms]'") from error
 
-from ..templates import IMAGE_PLACEHOLDER
-from .generation import generate_answers, load_model_and_processor
+from minigemini.evaluation.answering import generate_answers, load_model_and_processor
+from minigemini.templates import IMAGE_PLACEHOLDER
 
 __all__ = ["MiniGeminiLMMS", "lmms_eval_manifest"]
 

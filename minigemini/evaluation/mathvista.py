@@ -20,11 +20,11 @@ from collections import defaultdict
 from collections.abc import Iterator
 from typing import Any
 
-from .base import LoadOptions, ratio
-from .choices import LETTERS, infer_option
-from .prompts import mathvista_query
-from .readers import first_present, image_source, iter_rows
-from .records import InvalidRow, Sample
+from minigemini.evaluation.base import LoadOptions, ratio
+from minigemini.evaluation.choices import LETTERS, infer_option
+from minigemini.evaluation.prompts import mathvista_query
+from minigemini.evaluation.readers import first_present, image_source, iter_rows
+from minigemini.evaluation.samples import InvalidRow, Sample
 
 __all__ = [
     "EXTRACTION_PROMPT",

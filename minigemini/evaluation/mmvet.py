@@ -13,9 +13,9 @@ from collections import defaultdict
 from collections.abc import Iterator
 from typing import Any
 
-from .base import LoadOptions, ratio
-from .readers import first_present, image_source, iter_rows
-from .records import InvalidRow, Sample
+from minigemini.evaluation.base import LoadOptions, ratio
+from minigemini.evaluation.readers import first_present, image_source, iter_rows
+from minigemini.evaluation.samples import InvalidRow, Sample
 
 __all__ = ["GRADER_PROMPT", "grade", "grading_prompt", "load_mmvet", "score_mmvet"]
 

@@ -17,11 +17,11 @@ from collections import defaultdict
 from collections.abc import Iterator
 from typing import Any
 
-from .base import LoadOptions, llava_questions, ratio
-from .choices import LETTERS, infer_option, infer_option_letter, llava_option_letter
-from .prompts import OPTION_LETTER, mmbench_prompt, with_suffix
-from .readers import first_present, image_source, iter_rows
-from .records import InvalidRow, Sample
+from minigemini.evaluation.base import LoadOptions, llava_questions, ratio
+from minigemini.evaluation.choices import LETTERS, infer_option, infer_option_letter, llava_option_letter
+from minigemini.evaluation.prompts import OPTION_LETTER, mmbench_prompt, with_suffix
+from minigemini.evaluation.readers import first_present, image_source, iter_rows
+from minigemini.evaluation.samples import InvalidRow, Sample
 
 __all__ = [
     "CIRCULAR_OFFSET",

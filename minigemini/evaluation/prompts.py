@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from .choices import format_options
+from minigemini.evaluation.choices import format_options
+from minigemini.templates import SHORT_ANSWER
 
 __all__ = [
     "OPTION_LETTER",
@@ -20,8 +21,6 @@ __all__ = [
     "with_suffix",
 ]
 
-#: LLaVA/MGM instruction for short answers (TextVQA, GQA, POPE, MME, VQAv2).
-SHORT_ANSWER = "Answer the question using a single word or phrase."
 #: LLaVA/MGM instruction for multiple choice (MMBench, ScienceQA, SEED, MMMU).
 OPTION_LETTER = "Answer with the option's letter from the given choices directly."
 

@@ -20,7 +20,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from .records import EvalError, InvalidRow
+from minigemini.evaluation.samples import EvalError, InvalidRow
 
 __all__ = [
     "AnnotationIndex",

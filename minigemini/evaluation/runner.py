@@ -24,10 +24,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..image_processing import ImageLoadError, load_image
-from .base import Benchmark, LoadOptions, unique_samples
-from .benchmarks import get_benchmark
-from .records import EvalError, InvalidRow, Sample, prediction_record
+from minigemini.evaluation.base import Benchmark, LoadOptions, unique_samples
+from minigemini.evaluation.benchmarks import get_benchmark
+from minigemini.evaluation.samples import EvalError, InvalidRow, Sample, prediction_record
+from minigemini.image_processing import ImageLoadError, load_image
 
 __all__ = [
     "EvalError",
@@ -163,7 +163,7 @@ AnswerFn = Callable[[Any, Any, Sequence[tuple[Any, str]], int], list[str]]
 
 
 def _default_answer_fn(model, processor, batch, max_new_tokens):
-    from .generation import generate_answers
+    from minigemini.evaluation.answering import generate_answers
 
     return generate_answers(model, processor, batch, max_new_tokens=max_new_tokens)
 

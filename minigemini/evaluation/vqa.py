@@ -7,11 +7,11 @@ from collections import defaultdict
 from collections.abc import Iterator
 from typing import Any
 
-from .base import LoadOptions, llava_questions, ratio
-from .normalize import normalize_short_answer, vqa_accuracy
-from .prompts import SHORT_ANSWER, with_suffix
-from .readers import first_present, image_source
-from .records import InvalidRow, Sample
+from minigemini.evaluation.base import LoadOptions, llava_questions, ratio
+from minigemini.evaluation.normalize import normalize_short_answer, vqa_accuracy
+from minigemini.evaluation.prompts import SHORT_ANSWER, with_suffix
+from minigemini.evaluation.readers import first_present, image_source
+from minigemini.evaluation.samples import InvalidRow, Sample
 
 __all__ = ["load_vqa", "score_exact_match", "score_vqa", "textvqa_question"]
 

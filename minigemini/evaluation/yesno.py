@@ -17,10 +17,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .base import LoadOptions, llava_questions, ratio
-from .prompts import SHORT_ANSWER, mme_prompt, with_suffix
-from .readers import first_present, image_source, iter_rows
-from .records import InvalidRow, Sample
+from minigemini.evaluation.base import LoadOptions, llava_questions, ratio
+from minigemini.evaluation.prompts import SHORT_ANSWER, mme_prompt, with_suffix
+from minigemini.evaluation.readers import first_present, image_source, iter_rows
+from minigemini.evaluation.samples import InvalidRow, Sample
 
 __all__ = [
     "MME_COGNITION",

@@ -8,19 +8,18 @@ are batched by the same engine as ``mgm serve``.  The page uses local fonts only
 
 from __future__ import annotations
 
-import argparse
 import queue
 import tempfile
 from collections.abc import Iterator
 from typing import Any
 
-from ..generation import PROMPT_CLOSE, PROMPT_OPEN, extract_image_prompt, request_image
-from ..image_processing import ImageLoadError, load_image
-from ..inference import Conversation, GenerationRequest, context_budget
-from .common import add_model_arguments, add_text_to_image_arguments, describe, load_image_generator, load_model
-from .engine import BatchingEngine
+from minigemini.engine import GenerationRequest, context_budget
+from minigemini.generation import PROMPT_CLOSE, PROMPT_OPEN, extract_image_prompt, request_image
+from minigemini.image_processing import ImageLoadError, load_image
+from minigemini.inference import Conversation
+from minigemini.serve.batching import BatchingEngine
 
-__all__ = ["build_web", "create_demo"]
+__all__ = ["create_demo", "local_theme"]
 
 TITLE = "Mini-Gemini"
 _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".tif", ".tiff")
@@ -112,7 +111,7 @@ def create_demo(engine: BatchingEngine, image_generator=None, max_new_tokens: in
             return
         conversation = conversation_from_history(history)
         if use_ocr and images:
-            from ..ocr import add_ocr_hint
+            from minigemini.ocr import add_ocr_hint
 
             try:
                 text = add_ocr_hint(text, images)
@@ -189,45 +188,3 @@ def local_theme():
         font=["DejaVu Sans", "ui-sans-serif", "system-ui", "sans-serif"],
         font_mono=["DejaVu Sans Mono", "ui-monospace", "monospace"],
     )
-
-
-def build_web(args: argparse.Namespace):
-    """Load the model, start the batching engine and return ``(demo, engine)``; ``demo.launch`` is the caller's."""
-    model, processor = load_model(args)
-    image_generator = load_image_generator(args)
-    engine = BatchingEngine(model, processor, max_batch_size=args.max_batch_size).start()
-    text = f"`{args.model}` {describe(model, processor)}; pictures: {image_generator.name}"
-    demo = create_demo(engine, image_generator, args.max_new_tokens, args.temperature, description=text)
-    return demo, engine
-
-
-def launch_options(args: argparse.Namespace) -> dict[str, Any]:
-    return {"server_name": args.host, "server_port": args.port, "share": False, "ssr_mode": False,
-            "theme": local_theme(), "show_error": True, "quiet": False}  # fmt: skip
-
-
-def run_web(args: argparse.Namespace) -> int:
-    import os
-
-    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-    demo, engine = build_web(args)
-    try:
-        demo.launch(**launch_options(args))
-    finally:
-        engine.close()
-    return 0
-
-
-def add_parser(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "web", help="Gradio web chat: image upload, streamed answers, generated pictures",
-        description=__doc__.split("\n\n")[0],
-    )  # fmt: skip
-    add_model_arguments(parser)
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=7860)
-    parser.add_argument("--max-batch-size", type=int, default=8, help="browser sessions batched into one generate")
-    parser.add_argument("--max-new-tokens", type=int, default=512)
-    parser.add_argument("--temperature", type=float, default=0.2)
-    add_text_to_image_arguments(parser)
-    parser.set_defaults(func=run_web)

@@ -27,11 +27,13 @@ import math
 import random
 import re
 from dataclasses import dataclass, field
-from functools import lru_cache
 
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw
+
+from minigemini.synthetic.fonts import dejavu_font
 
 __all__ = [
+    "CELL_NAMES",
     "COLOURS",
     "MAX_PER_PHRASE",
     "MAX_SHAPES",
@@ -83,10 +85,11 @@ _POSITIONS: tuple[tuple[str, tuple[int, int]], ...] = (
     (r"\b(?:bottom|lower)\b", (1, 2)),
     (r"\b(?:centre|center|middle)\b", (1, 1)),
 )
-_POSITION_NAMES = {
-    (0, 0): "top left", (2, 0): "top right", (0, 2): "bottom left", (2, 2): "bottom right", (0, 1): "left",
-    (2, 1): "right", (1, 0): "top", (1, 2): "bottom", (1, 1): "centre",
-}  # fmt: skip
+#: Cells of the 3 x 3 layout, row-major: the names the world writes and this parser reads.
+CELL_NAMES = (
+    "top left", "top", "top right", "left", "centre", "right", "bottom left", "bottom", "bottom right",
+)  # fmt: skip
+_POSITION_NAMES = {(index % 3, index // 3): name for index, name in enumerate(CELL_NAMES)}  # (column, row) -> name
 
 _COLOUR_RE = "|".join(sorted(COLOURS, key=len, reverse=True))
 _SIZE_RE = "|".join(_SIZES)
@@ -217,16 +220,6 @@ def draw_shape(draw: ImageDraw.ImageDraw, kind: str, cx: float, cy: float, radiu
         draw.polygon(_polygon(kind, cx, cy, radius), fill=fill)
 
 
-@lru_cache(maxsize=32)
-def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
-    for name in ("DejaVuSans-Bold.ttf", "DejaVuSans.ttf"):
-        try:
-            return ImageFont.truetype(name, size)
-        except OSError:
-            continue
-    return ImageFont.load_default(size=size)
-
-
 def _text_colour(background: tuple[int, int, int]) -> tuple[int, int, int]:
     luminance = 0.299 * background[0] + 0.587 * background[1] + 0.114 * background[2]
     return (0, 0, 0) if luminance > 140 else (255, 255, 255)
@@ -276,7 +269,7 @@ def draw_scene(spec: SceneSpec | str, size: int | tuple[int, int] = 512, seed: i
         band_top, band_height = shapes_bottom, height - shapes_bottom
         font_size = max(8, int(band_height * 0.7))
         while True:
-            font = _font(font_size)
+            font = dejavu_font(font_size, bold=True)
             left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
             if right - left <= width * 0.94 or font_size <= 8:
                 break

@@ -5,7 +5,7 @@ Heavy imports (the Trainer, PEFT) happen on first use of the names below, so `im
 
 from importlib import import_module
 
-from .config import STAGE_DEFAULTS, TrainConfig, load_recipe
+from minigemini.train.config import STAGE_DEFAULTS, TrainConfig, load_recipe
 
 _LAZY = {
     "train": ".run",

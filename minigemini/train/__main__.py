@@ -1,8 +1,8 @@
-"""`python -m minigemini.train ...`: the `mgm train` command, for launchers (torchrun, accelerate launch)."""
+"""`python -m minigemini.train ...`: `mgm train ...`, for launchers (torchrun, accelerate launch) that run a module."""
 
 import sys
 
-from .command import main
+from minigemini.cli import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(["train", *sys.argv[1:]]))

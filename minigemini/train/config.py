@@ -21,8 +21,8 @@ import types
 import typing
 from typing import Any
 
-from ..precision import PRECISIONS
-from ..templates import TEMPLATE_NAMES
+from minigemini.precision import PRECISIONS
+from minigemini.templates import TEMPLATE_NAMES
 
 __all__ = ["MODEL_TEMPLATE", "STAGE_DEFAULTS", "TrainConfig", "load_recipe"]
 

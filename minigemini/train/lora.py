@@ -20,8 +20,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..cli import UserError
-from .stages import MULTIMODAL_MODULES
+from minigemini.errors import UserError, require
+from minigemini.train.stages import MULTIMODAL_MODULES
 
 __all__ = [
     "adapter_base",
@@ -38,8 +38,7 @@ ADAPTER_CONFIG = "adapter_config.json"
 
 
 def _require_peft():
-    if importlib.util.find_spec("peft") is None:
-        raise UserError("LoRA needs the peft package: pip install 'minigemini[train]' (or pip install peft)")
+    require("peft")
     import peft
 
     return peft
@@ -131,7 +130,7 @@ def continue_lora(model: nn.Module, adapter_dir: str):
 def load_lora(adapter_dir: str, base: str | None = None, **from_pretrained_kwargs: Any):
     """The base MiniGemini (from the adapter's config, or ``base``) with the adapter loaded (a PeftModel)."""
     peft = _require_peft()
-    from ..modeling import MiniGeminiForConditionalGeneration
+    from minigemini.modeling import MiniGeminiForConditionalGeneration
 
     if not os.path.isfile(os.path.join(adapter_dir, ADAPTER_CONFIG)):
         raise FileNotFoundError(f"{adapter_dir} is not a LoRA adapter folder (no {ADAPTER_CONFIG})")
@@ -141,7 +140,7 @@ def load_lora(adapter_dir: str, base: str | None = None, **from_pretrained_kwarg
 
 def merge_lora(adapter_dir: str, output_dir: str, base: str | None = None, dtype: torch.dtype | None = None) -> str:
     """Merge an adapter into its base and save a plain checkpoint (+ the processor) to ``output_dir``."""
-    from ..processing import MiniGeminiProcessor
+    from minigemini.processing import MiniGeminiProcessor
 
     kwargs = {"dtype": dtype} if dtype is not None else {}
     model = load_lora(adapter_dir, base, **kwargs)

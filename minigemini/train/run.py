@@ -23,15 +23,15 @@ from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-from ..cli import UserError
-from ..data import MiniGeminiCollator, SupervisedDataset
-from ..modeling import MiniGeminiForConditionalGeneration
-from ..precision import resolve_precision
-from ..processing import MiniGeminiProcessor
-from .callbacks import JsonlLogCallback, ProgressBarCallback
-from .config import MODEL_TEMPLATE, TrainConfig
-from .stages import configure_trainable, parameter_counts, upcast_trainable
-from .trainer import MiniGeminiTrainer
+from minigemini.data import MiniGeminiCollator, SupervisedDataset
+from minigemini.errors import UserError
+from minigemini.modeling import MiniGeminiForConditionalGeneration
+from minigemini.precision import resolve_precision
+from minigemini.processing import MiniGeminiProcessor
+from minigemini.train.callbacks import JsonlLogCallback, ProgressBarCallback
+from minigemini.train.config import MODEL_TEMPLATE, TrainConfig
+from minigemini.train.stages import configure_trainable, parameter_counts, upcast_trainable
+from minigemini.train.trainer import MiniGeminiTrainer
 
 __all__ = [
     "LOG_FILE",
@@ -87,7 +87,7 @@ def build_dataset(config: TrainConfig, processor: MiniGeminiProcessor) -> Superv
 
 def lora_to_continue(config: TrainConfig) -> str | None:
     """The LoRA adapter folder ``config.model`` names (training goes on in that adapter), or None for a checkpoint."""
-    from .lora import ADAPTER_CONFIG
+    from minigemini.train.lora import ADAPTER_CONFIG
 
     return config.model if os.path.isfile(os.path.join(config.model, ADAPTER_CONFIG)) else None
 
@@ -99,11 +99,11 @@ def load_model(config: TrainConfig, processor: MiniGeminiProcessor) -> MiniGemin
     dtype = half if half is not None and not _sharded(config) else torch.float32
     kwargs: dict[str, Any] = {"dtype": dtype}
     if config.bits != 16:
-        from .lora import quantization_config
+        from minigemini.train.lora import quantization_config
 
         kwargs["quantization_config"] = quantization_config(config.bits, half or torch.bfloat16)
         kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", "0"))}
-    from .lora import adapter_base
+    from minigemini.train.lora import adapter_base
 
     adapter = lora_to_continue(config)
     start = config.model if adapter is None else adapter_base(adapter)
@@ -142,7 +142,7 @@ def prepare_for_stage(model, config: TrainConfig):
     )
     adapter = lora_to_continue(config)
     if adapter is not None:
-        from .lora import continue_lora
+        from minigemini.train.lora import continue_lora
 
         model = continue_lora(model, adapter)
         kept = model.peft_config["default"]
@@ -152,7 +152,7 @@ def prepare_for_stage(model, config: TrainConfig):
                 adapter, kept.r, kept.lora_alpha, config.lora_r, config.lora_alpha,
             )  # fmt: skip
     elif config.lora:
-        from .lora import apply_lora
+        from minigemini.train.lora import apply_lora
 
         extra = tuple(
             name
@@ -216,7 +216,7 @@ def _check_launch(config: TrainConfig) -> str | None:
             "first (`mgm merge-lora`) to train without LoRA"
         )
     if config.bits != 16:
-        from .lora import check_quantization_available
+        from minigemini.train.lora import check_quantization_available
 
         check_quantization_available(config.bits)
     found = find_checkpoints(config.output)

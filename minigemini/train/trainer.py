@@ -21,9 +21,9 @@ from torch.utils.data import SequentialSampler
 from transformers import Trainer, TrainerCallback
 from transformers.trainer_callback import ExportableState
 
-from ..data.collator import DATA_STATS_KEY
-from ..data.sampler import ModalityLengthGroupedSampler
-from .stages import is_multimodal_parameter
+from minigemini.data.collator import DATA_STATS_KEY
+from minigemini.data.sampler import ModalityLengthGroupedSampler
+from minigemini.train.stages import is_multimodal_parameter
 
 __all__ = ["DataTotals", "MiniGeminiTrainer"]
 

@@ -1,0 +1,196 @@
+"""``mgm eval``: run a model over a benchmark (resumable, shardable) and score it; ``mgm eval merge`` joins
+shards and scores; ``mgm eval synthetic`` writes the offline synthetic benchmark; ``mgm eval list``.
+
+    mgm eval --model M --bench textvqa --data llava_textvqa_val_v051_ocr.jsonl \\
+             --annotations TextVQA_0.5.1_val.json --image-dir train_images --out runs/textvqa
+    mgm eval --model M --bench mmbench --data MMBench_DEV_EN.tsv --shard 0/4 --out runs/mmb   # x4, then:
+    mgm eval merge --out runs/mmb
+    mgm eval --model M --bench mmvet --data mm-vet/ --judge-url http://localhost:8000/v1 --judge-model gpt-4-0613
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from minigemini.cli.options import add_dtype_argument
+
+__all__ = ["add_parser", "run_command"]
+
+_HEADLINE_DIGITS = 4
+
+
+def _add_judge_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("LLM judge (any OpenAI-compatible endpoint; MM-Vet needs one)")
+    group.add_argument(
+        "--judge-url", default=None, help="base URL, e.g. https://api.openai.com/v1 (POST {url}/chat/completions)"
+    )
+    group.add_argument("--judge-model", default=None, help="model name sent to the endpoint, e.g. gpt-4-0613")
+    group.add_argument("--judge-key-env", default="OPENAI_API_KEY", help="environment variable holding the API key")
+    group.add_argument("--judge-timeout", type=float, default=60.0, help="seconds per request")
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "eval",
+        help="evaluate a model on a benchmark (TextVQA, MMBench, MME, MM-Vet, MMMU, MathVista, POPE, ...)",
+        description="Run a model over a local copy of a benchmark and score it the way its authors do.",
+    )
+    parser.add_argument("--model", help="model directory (MiniGeminiForConditionalGeneration + MiniGeminiProcessor)")
+    parser.add_argument("--bench", help="benchmark name (see `mgm eval list`)")
+    parser.add_argument("--data", help="benchmark file or folder in the format its authors distribute")
+    parser.add_argument("--annotations", default=None, help="file/folder with the answers when they are kept apart")
+    parser.add_argument("--image-dir", default=None, help="folder that relative image paths are relative to")
+    parser.add_argument("--split", default=None, help="split of a parquet / save_to_disk dataset")
+    parser.add_argument("--out", default=None, help="output folder (default: eval-<bench>)")
+    parser.add_argument("--limit", type=int, default=None, help="only the first N questions")
+    parser.add_argument(
+        "--shard",
+        default=None,
+        help="i/n: this process answers every n-th question from i (default: RANK/WORLD_SIZE under torchrun, else 0/1)",
+    )
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--max-new-tokens", type=int, default=None, help="default: the benchmark's (128 or 1024)")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
+    add_dtype_argument(
+        parser, help="auto: bf16 on CUDA, fp16 on MPS; on a CPU bf16 where it has bf16 kernels, else fp32"
+    )
+    parser.add_argument("--chat-template", default=None, help="override the processor's chat template")
+    parser.add_argument("--retry-errors", action="store_true", help="ask again the questions that failed before")
+    parser.add_argument("--synthetic-n", type=int, default=40, help="questions of `--bench synthetic` without --data")
+    _add_judge_arguments(parser)
+    parser.set_defaults(func=run_command)
+
+    commands = parser.add_subparsers(dest="eval_command", metavar="{merge,synthetic,list}")
+    merge = commands.add_parser("merge", help="join the shard outputs in --out and (re)score them")
+    merge.add_argument("--out", required=True)
+    _add_judge_arguments(merge)
+    merge.set_defaults(func=run_command)
+    synthetic = commands.add_parser("synthetic", help="write the synthetic benchmark (LLaVA question JSONL + images)")
+    synthetic.add_argument("directory")
+    synthetic.add_argument("--n", type=int, default=40)
+    synthetic.add_argument("--seed", type=int, default=0)
+    synthetic.set_defaults(func=run_command)
+    listing = commands.add_parser("list", help="list the benchmarks")
+    listing.set_defaults(func=run_command)
+
+
+def _judge(args):
+    if not args.judge_url and not args.judge_model:
+        return None
+    from minigemini.evaluation.judge import Judge, JudgeConfig
+    from minigemini.evaluation.runner import EvalError
+
+    if not (args.judge_url and args.judge_model):
+        raise EvalError("a judge needs both --judge-url and --judge-model")
+    out = Path(args.out) if getattr(args, "out", None) else None
+    return Judge(
+        JudgeConfig(
+            base_url=args.judge_url,
+            model=args.judge_model,
+            api_key_env=args.judge_key_env,
+            timeout=args.judge_timeout,
+            cache_path=None if out is None else out / "judge-cache.jsonl",
+        )
+    )
+
+
+def _headline(scores: dict) -> str:
+    metrics = ", ".join(
+        f"{name}={value:.{_HEADLINE_DIGITS}g}" if isinstance(value, float) else f"{name}={value}"
+        for name, value in scores["metrics"].items()
+    )
+    counts = scores["counts"]
+    flagged = {k: v for k, v in counts.items() if k not in ("questions", "scored") and v}
+    extra = f"; {', '.join(f'{k}={v}' for k, v in flagged.items())}" if flagged else ""
+    return f"{scores['benchmark']}: {metrics or 'no metric'} ({counts['scored']}/{counts['questions']} scored{extra})"
+
+
+def run_command(args) -> int:
+    from minigemini.evaluation.runner import EvalError
+
+    if args.eval_command == "list":
+        from minigemini.evaluation.benchmarks import BENCHMARKS
+
+        for benchmark in BENCHMARKS.values():
+            print(f"{benchmark.name:10s} {benchmark.description}")
+        return 0
+    if args.eval_command == "synthetic":
+        from minigemini.synthetic.benchmark import write_synthetic_benchmark
+
+        print(write_synthetic_benchmark(args.directory, n=args.n, seed=args.seed))
+        return 0
+    if args.eval_command == "merge":
+        from minigemini.evaluation.runner import score_run
+
+        scores = score_run(args.out, judge=_judge(args))
+        print(_headline(scores))
+        print(f"scores: {Path(args.out) / 'scores.json'}")
+        return 0
+
+    if not args.model or not args.bench:
+        raise EvalError("mgm eval needs --model and --bench (and --data, except for --bench synthetic)")
+    from minigemini.evaluation.benchmarks import get_benchmark
+    from minigemini.evaluation.runner import (
+        RunConfig,
+        parse_shard,
+        run_benchmark,
+        score_run,
+        shard_from_env,
+        shards_complete,
+    )
+
+    benchmark = get_benchmark(args.bench)
+    out = Path(args.out or f"eval-{benchmark.name}")
+    data = args.data
+    if data is None:
+        if benchmark.name != "synthetic":
+            raise EvalError(f"--bench {benchmark.name} needs --data")
+        from minigemini.synthetic.benchmark import write_synthetic_benchmark
+
+        data = out / "synthetic-data" / "questions.jsonl"
+        if not data.is_file():
+            write_synthetic_benchmark(data.parent, n=args.synthetic_n, seed=0)
+    if not Path(data).exists():
+        raise FileNotFoundError(f"benchmark data not found: {data}")
+    judge = _judge(args)
+    if benchmark.needs_judge and judge is None:
+        print(
+            f"mgm eval: note: {benchmark.name} is scored by an LLM judge; without --judge-url/--judge-model only "
+            "the answers are written (score later with `mgm eval merge --out ... --judge-url ... --judge-model ...`)",
+            file=sys.stderr,
+        )
+    shard = parse_shard(args.shard) if args.shard else shard_from_env()
+    if args.batch_size < 1:
+        raise EvalError("--batch-size must be >= 1")
+    from minigemini.evaluation.answering import load_model_and_processor
+
+    model, processor = load_model_and_processor(
+        args.model, device=args.device, dtype=args.dtype, chat_template=args.chat_template
+    )
+    config = RunConfig(
+        bench=benchmark.name,
+        data=str(data),
+        out=out,
+        annotations=args.annotations,
+        image_dir=args.image_dir,
+        split=args.split,
+        limit=args.limit,
+        shard=shard,
+        batch_size=args.batch_size,
+        max_new_tokens=args.max_new_tokens,
+        model=str(args.model),
+        retry_errors=args.retry_errors,
+    )
+    summary = run_benchmark(model, processor, config)
+    if shard[1] > 1 and not shards_complete(out):
+        print(
+            f"shard {shard[0]}/{shard[1]} done ({summary['answered']} answered, {summary['errors']} errors); "
+            f"when all shards are done: mgm eval merge --out {out}"
+        )
+        return 0
+    scores = score_run(out, judge=judge)
+    print(_headline(scores))
+    print(f"scores: {out / 'scores.json'}")
+    return 0

@@ -1,0 +1,90 @@
+"""Options shared by ``mgm chat``, ``mgm serve`` and ``mgm web``: which model, where, in which precision."""
+
+from __future__ import annotations
+
+import argparse
+
+from minigemini.precision import dtype_name
+from minigemini.templates import TEMPLATE_NAMES
+from minigemini.text_to_image import BACKEND_CHOICES
+
+
+def dtype_choice(value: str) -> str:
+    """argparse type of every --dtype: any spelling of the one vocabulary (bf16 or bfloat16, ...) -> its short name."""
+    try:
+        return dtype_name(value)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def add_dtype_argument(parser, default: str | None = "auto", help: str = "", auto: bool = True) -> None:
+    """`--dtype {auto,bf16,fp16,fp32}` (long names such as bfloat16 are accepted too)."""
+    metavar = "{auto,bf16,fp16,fp32}" if auto else "{bf16,fp16,fp32}"
+
+    def choice(value: str) -> str:
+        name = dtype_choice(value)
+        if name == "auto" and not auto:
+            raise argparse.ArgumentTypeError("auto is not a choice here; use bf16, fp16 or fp32")
+        return name
+
+    parser.add_argument("--dtype", type=choice, default=default, metavar=metavar, help=help)
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("model")
+    group.add_argument(
+        "--model", default="default",
+        help="a Mini-Gemini directory (model + processor), or `default`: the model trained on the synthetic world",
+    )  # fmt: skip
+    group.add_argument("--device", default="auto", help="auto (CUDA, else MPS, else CPU), cpu, cuda, cuda:1, mps")
+    add_dtype_argument(
+        group, help="auto: bf16 on CUDA, fp16 on MPS; on a CPU bf16 where it has bf16 kernels, else fp32"
+    )
+    bits = group.add_mutually_exclusive_group()
+    bits.add_argument("--load-4bit", action="store_true", help="quantise the LLM to 4 bit (bitsandbytes, CUDA)")
+    bits.add_argument("--load-8bit", action="store_true", help="quantise the LLM to 8 bit (bitsandbytes, CUDA)")
+    group.add_argument(
+        "--template", default=None, choices=TEMPLATE_NAMES,
+        help="chat template of the release to use instead of the processor's saved one",
+    )  # fmt: skip
+
+
+def add_generation_arguments(parser: argparse.ArgumentParser, temperature: float = 0.2) -> None:
+    group = parser.add_argument_group("generation")
+    group.add_argument("--max-new-tokens", type=int, default=512)
+    group.add_argument("--temperature", type=float, default=temperature, help="0 = greedy")
+    group.add_argument("--top-p", type=float, default=1.0)
+
+
+def add_text_to_image_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("pictures")
+    group.add_argument(
+        "--image-generator", default="auto", metavar="BACKEND",
+        help=f"text-to-image backend: {', '.join(BACKEND_CHOICES)} or a diffusers pipeline id/directory "
+        "(auto: SDXL when it is in the local Hugging Face cache, else the offline synthetic renderer)",
+    )  # fmt: skip
+    group.add_argument("--image-steps", type=int, default=None, help="diffusion steps (default: the pipeline's)")
+
+
+def load_model(args: argparse.Namespace):
+    """(model, processor) from the common options; a readable error for a missing directory or bad device."""
+    from minigemini.loading import load_pretrained
+
+    return load_pretrained(
+        args.model,
+        device=args.device,
+        dtype=args.dtype,
+        load_in_4bit=args.load_4bit,
+        load_in_8bit=args.load_8bit,
+        chat_template=args.template,
+    )
+
+
+def load_image_generator(args: argparse.Namespace):
+    from minigemini.text_to_image import load_text_to_image
+
+    kwargs = {}
+    if args.image_steps is not None and args.image_generator not in ("synthetic",):
+        kwargs["num_inference_steps"] = args.image_steps
+    device = None if args.device == "auto" else args.device
+    return load_text_to_image(args.image_generator, device=device, **kwargs)

@@ -1,0 +1,86 @@
+"""`mgm serve`: the OpenAI-compatible HTTP server (the app itself is `minigemini.serve.app`)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from minigemini.cli.options import add_model_arguments, add_text_to_image_arguments, load_image_generator, load_model
+from minigemini.errors import require
+from minigemini.image_processing import DEFAULT_MAX_IMAGE_PIXELS
+from minigemini.loading import describe_model
+from minigemini.serve.app import create_app
+from minigemini.serve.settings import MiB, ServerSettings
+
+
+def build_server(args: argparse.Namespace):
+    """Load the model and the text-to-image backend, build the app, return an (unstarted) ``uvicorn.Server``."""
+    import uvicorn
+
+    if args.max_tokens > args.max_tokens_limit:
+        raise ValueError(f"--max-tokens {args.max_tokens} is above --max-tokens-limit {args.max_tokens_limit}")
+    if args.max_queue < 0:
+        raise ValueError(f"--max-queue must be >= 0 (0: unbounded), got {args.max_queue}")
+    if args.allow_local_files is not None and not Path(args.allow_local_files).is_dir():
+        raise FileNotFoundError(f"--allow-local-files: not a directory: {args.allow_local_files}")
+    model, processor = load_model(args)
+    image_generator = load_image_generator(args)
+    settings = ServerSettings(
+        model_name=args.served_model_name or Path(args.model).resolve().name,
+        allow_local_files=args.allow_local_files,
+        allow_remote_urls=args.allow_remote_urls,
+        max_request_bytes=int(args.max_request_mb * MiB),
+        max_image_bytes=int(args.max_image_mb * MiB),
+        max_images=args.max_images,
+        max_image_pixels=args.max_image_pixels or None,
+        default_max_tokens=args.max_tokens,
+        default_temperature=args.temperature,
+        max_tokens_limit=args.max_tokens_limit,
+        api_key=args.api_key or None,
+        max_queue=args.max_queue or None,
+    )
+    app = create_app(model, processor, settings, image_generator, max_batch_size=args.max_batch_size,
+                     batch_wait=args.batch_wait_ms / 1000)  # fmt: skip
+    print(f"Mini-Gemini {args.model} {describe_model(model, processor)}; pictures: {image_generator.name}")
+    if args.host not in ("127.0.0.1", "localhost", "::1") and not settings.api_key:
+        print(f"warning: listening on {args.host}: anyone who can reach this machine can use the model "
+              "(--api-key KEY or MGM_API_KEY asks for a key)")  # fmt: skip
+    config = uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level, timeout_keep_alive=30)
+    return uvicorn.Server(config)
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    require("fastapi", "uvicorn", "httpx")  # before the (slow) model load
+    build_server(args).run()
+    return 0
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "serve", help="OpenAI-compatible HTTP server (chat completions with images, streaming, image generation)",
+        description=__doc__.split("\n\n")[0],
+    )  # fmt: skip
+    add_model_arguments(parser)
+    net = parser.add_argument_group("server")
+    net.add_argument("--host", default="127.0.0.1")
+    net.add_argument("--port", type=int, default=8000)
+    net.add_argument("--served-model-name", default=None, help="model id reported by /v1/models (default: dir name)")
+    net.add_argument("--max-batch-size", type=int, default=8, help="requests batched into one generate call")
+    net.add_argument("--batch-wait-ms", type=float, default=5.0, help="how long a batch waits for companions")
+    net.add_argument("--max-queue", type=int, default=64,
+                     help="requests that may wait for the model; more get 429 at once (0: unbounded)")  # fmt: skip
+    net.add_argument("--api-key", default=os.environ.get("MGM_API_KEY"), metavar="KEY",
+                     help="require 'Authorization: Bearer KEY' on /v1 requests (default: $MGM_API_KEY)")  # fmt: skip
+    net.add_argument("--allow-local-files", default=None, metavar="DIR", help="let requests read images inside DIR")
+    net.add_argument("--allow-remote-urls", action="store_true", help="let requests fetch http(s) image URLs")
+    net.add_argument("--max-request-mb", type=float, default=32.0, help="request body limit")
+    net.add_argument("--max-image-mb", type=float, default=20.0, help="limit per image (encoded bytes)")
+    net.add_argument("--max-images", type=int, default=8, help="images per request")
+    net.add_argument("--max-image-pixels", type=int, default=DEFAULT_MAX_IMAGE_PIXELS, help="limit per image (0: none)")
+    net.add_argument("--max-tokens", type=int, default=512, help="default max_tokens of a request")
+    net.add_argument("--max-tokens-limit", type=int, default=4096, help="larger max_tokens get 400")
+    net.add_argument("--temperature", type=float, default=0.0, help="default temperature of a request (0 = greedy)")
+    net.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    add_text_to_image_arguments(parser)
+    parser.set_defaults(func=run_serve)

@@ -1,0 +1,222 @@
+"""`mgm train`: run a training stage from a recipe (YAML) with command-line overrides.
+
+    mgm train --recipe recipes/stage1.yaml --model MODEL_DIR --data pretrain.json --image-folder images/ --output OUT
+    torchrun --nproc_per_node 8 -m minigemini.train --recipe recipes/stage2.yaml ...          # DDP
+    accelerate launch --config_file recipes/distributed/fsdp.yaml -m minigemini.train ...    # FSDP
+    torchrun --nproc_per_node 8 -m minigemini.train ... --deepspeed recipes/distributed/zero3.json
+
+Precedence: stage defaults < --recipe < flags < --set KEY=VALUE.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from minigemini.cli.options import dtype_choice
+from minigemini.train.config import SAMPLERS, TrainConfig
+
+__all__ = ["add_parser", "config_from_args", "run"]
+
+# flag -> TrainConfig field, for flags whose names differ from the field
+_RENAMED = {"lr": "learning_rate"}
+
+
+def _add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--recipe",
+        help="YAML recipe (recipes/stage1.yaml, recipes/stage2.yaml, ...), or `synthetic`: the default model's whole "
+        "recipe (minigemini/synthetic/recipe/recipe.yaml: world, encoders, read, init, align, stage 1, chat, stage 2, drill)",
+    )
+    parser.add_argument(
+        "--variant",
+        choices=("mining", "lr_only", "hd"),
+        default="mining",
+        help="synthetic recipe only: mining (the default model), lr_only (LLaVA-style baseline), hd",
+    )
+    parser.add_argument(
+        "--export",
+        nargs="?",
+        const="default",
+        help="synthetic recipe only: write the committed form of the result (default: minigemini/assets/default_model)",
+    )
+    parser.add_argument("--stage", type=int, choices=(1, 2), help="1: align (mining + projector), 2: instruction-tune")
+    io = parser.add_argument_group("data and model")
+    io.add_argument(
+        "--model",
+        help="starting model directory (save_pretrained: mgm init / mgm convert / stage 1 output), or a LoRA "
+        "adapter folder (a --lora stage's output) whose adapter trains on with --lora",
+    )
+    io.add_argument("--data", nargs="+", help="LLaVA-format .json / .jsonl conversation files")
+    io.add_argument("--image-folder", nargs="+", help="root folder(s) for relative image paths (first match wins)")
+    io.add_argument("--output", help="output directory: checkpoints, final model + processor, logs")
+    io.add_argument("--processor", help="processor directory (default: the model directory)")
+    io.add_argument(
+        "--template",
+        help="chat template: model (the model's own: its processor's, else the tokenizer's; stage 2's default), "
+        "plain (stage 1's default), vicuna_v1, gemma, llama_3, mistral_instruct, chatml_direct",
+    )
+    io.add_argument("--max-length", type=int, help="longest sample in tokens, visual tokens included")
+    io.add_argument("--pad-to-square", action=argparse.BooleanOptionalAction, default=None)
+
+    what = parser.add_argument_group("what is trained")
+    what.add_argument("--tune-vision", action="store_true", default=None, help="also train the LR (CLIP) encoder")
+    what.add_argument(
+        "--tune-vision-aux", action="store_true", default=None, help="also train the HR (ConvNeXt) encoder"
+    )
+    what.add_argument("--lora", action="store_true", default=None, help="LoRA on the LLM (stage 2)")
+    what.add_argument("--lora-r", type=int)
+    what.add_argument("--lora-alpha", type=int)
+    what.add_argument("--lora-dropout", type=float)
+    what.add_argument("--bits", type=int, choices=(4, 8, 16), help="4/8: QLoRA (CUDA + bitsandbytes)")
+
+    opt = parser.add_argument_group("optimisation")
+    opt.add_argument("--lr", type=float, help="learning rate")
+    opt.add_argument("--projector-lr", type=float, help="learning rate of the mining layer and projector")
+    opt.add_argument("--global-batch-size", type=int)
+    opt.add_argument("--per-device-batch-size", type=int)
+    opt.add_argument("--epochs", type=float)
+    opt.add_argument("--max-steps", type=int)
+    opt.add_argument("--warmup-ratio", type=float)
+    opt.add_argument("--lr-scheduler")
+    opt.add_argument("--weight-decay", type=float)
+    opt.add_argument("--precision", type=dtype_choice, metavar="{auto,bf16,fp16,fp32}")
+    opt.add_argument("--gradient-checkpointing", action=argparse.BooleanOptionalAction, default=None)
+    opt.add_argument(
+        "--supervised-head",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="LM head at supervised positions only (default on); --no-supervised-head computes all logits",
+    )
+    opt.add_argument("--sampler", choices=SAMPLERS)
+    opt.add_argument(
+        "--length-group-steps",
+        type=int,
+        help="modality_length sampler: sort this many steps' samples by length together (less padding; default 1)",
+    )
+    opt.add_argument("--seed", type=int)
+
+    run = parser.add_argument_group("run")
+    run.add_argument("--save-steps", type=int)
+    run.add_argument("--save-total-limit", type=int)
+    run.add_argument("--logging-steps", type=int)
+    run.add_argument("--dataloader-workers", type=int)
+    run.add_argument("--deepspeed", help="DeepSpeed JSON config (recipes/distributed/zero2.json, zero3.json)")
+    run.add_argument("--fsdp", help='FSDP options, e.g. "full_shard auto_wrap" (or use accelerate launch)')
+    run.add_argument("--fsdp-config", help="FSDP JSON config")
+    run.add_argument(
+        "--resume", action="store_true", default=None, help="continue from the last checkpoint in --output"
+    )
+    run.add_argument("--report-to", help="none, tensorboard, wandb, ...")
+    run.add_argument("--no-progress", dest="progress", action="store_false", default=None)
+    run.add_argument(
+        "--set",
+        dest="settings",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="any TrainConfig setting (repeatable), e.g. --set warmup_ratio=0.05",
+    )
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "train",
+        help="train a stage (1: alignment, 2: instruction tuning) from a recipe",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_arguments(parser)
+    parser.set_defaults(func=run)
+    return parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mgm train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    _add_arguments(parser)
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    fields = set(TrainConfig.field_names())
+    overrides = {}
+    for key, value in vars(args).items():
+        key = _RENAMED.get(key, key)
+        if key in fields and key != "recipe":
+            overrides[key] = value
+    for setting in args.settings or []:
+        key, sep, value = setting.partition("=")
+        if not sep:
+            raise ValueError(f"--set expects KEY=VALUE, got {setting!r}")
+        import yaml
+
+        overrides[key.strip().replace("-", "_")] = yaml.safe_load(value)
+    return TrainConfig.from_sources(args.recipe, overrides)
+
+
+def run(args: argparse.Namespace) -> int:
+    from minigemini.train.run import describe_summary, train
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("minigemini").setLevel(logging.INFO)
+    pipeline = _synthetic_pipeline(args)
+    if pipeline is not None:
+        return pipeline
+    config = config_from_args(args)
+    finished = False
+    try:
+        result = train(config)
+        if result.trainer.is_world_process_zero():
+            print(describe_summary(result.summary))
+        del result
+        finished = True
+    finally:
+        _leave_process_group(finished)
+    return 0
+
+
+def _leave_process_group(finished: bool) -> None:
+    """Under torchrun, tear the gloo process group down in an order that cannot hang or abort at exit.
+
+    Left to interpreter teardown, its threads once aborted a finished run ("terminate called without an active
+    exception", exit -6); destroyed while DDP's reducer still held it, the reducer's later release joined the gloo
+    threads with the GIL held while one of them waited for the GIL to free a tensor: a hang."""
+    import gc
+
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    gc.collect()  # the trainer's DDP reducer lets go of the group while the group is still registered
+    if finished:
+        dist.barrier()  # every rank done and the gloo threads idle (a failed rank would leave the others waiting)
+    dist.destroy_process_group()
+
+
+def _synthetic_pipeline(args: argparse.Namespace) -> int | None:
+    """Run the synthetic recipe when --recipe names it (or a file with `pipeline: synthetic`); else None."""
+    from minigemini.synthetic.recipe.pipeline import SYNTHETIC_RECIPE, is_pipeline, run_synthetic_recipe
+    from minigemini.train.config import load_recipe
+
+    if args.recipe is None:
+        return None
+    # `recipes/synthetic.yaml`: where the recipe lived before it became package data
+    named = args.recipe == "synthetic" or Path(args.recipe).as_posix().endswith("recipes/synthetic.yaml")
+    path = SYNTHETIC_RECIPE if named and not Path(args.recipe).is_file() else args.recipe
+    if path == SYNTHETIC_RECIPE and not SYNTHETIC_RECIPE.is_file():
+        raise FileNotFoundError(f"{SYNTHETIC_RECIPE} not found: the package is incomplete, reinstall it")
+    recipe = load_recipe(path)
+    if not is_pipeline(recipe):
+        return None
+    if not args.output:
+        raise ValueError("--output is required: the folder for every step of the recipe")
+    export = None
+    if args.export is not None:
+        from minigemini.synthetic.default_model import DEFAULT_MODEL_DIR
+
+        export = DEFAULT_MODEL_DIR if args.export == "default" else args.export
+    run_synthetic_recipe(recipe, args.output, variant=args.variant, export=export)
+    return 0

@@ -1,0 +1,156 @@
+"""Loading a model for inference: device, the one dtype vocabulary, quantisation, and ``load_pretrained``.
+
+``load_pretrained`` reads a directory saved by this package, a published MGM release checkpoint (converted on load) or
+``"default"`` (the committed default model); every command and the Python API load through it.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from typing import Any
+
+import torch
+
+from minigemini.modeling import MiniGeminiForConditionalGeneration
+from minigemini.precision import cpu_inference_dtype, parse_dtype
+from minigemini.processing import PROCESSOR_CONFIG_NAME, MiniGeminiProcessor
+from minigemini.release import is_release_checkpoint
+
+__all__ = [
+    "DEFAULT_MODEL_NAME",
+    "default_dtype",
+    "describe_model",
+    "load_pretrained",
+    "model_device_and_dtype",
+    "resolve_device",
+]
+
+
+def resolve_device(device: str | torch.device | None = None) -> torch.device:
+    """``None``/``"auto"``: CUDA if available (this process's GPU under torchrun), else MPS, else CPU.
+
+    Asking for an absent accelerator is an error."""
+    if device is None or device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")) % torch.cuda.device_count())
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device} was requested but CUDA is not available on this machine")
+    if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ValueError("device mps was requested but MPS is not available on this machine")
+    return device
+
+
+def default_dtype(device: torch.device) -> torch.dtype:
+    """bf16 on CUDA (fp16 where bf16 is unsupported), fp16 on MPS; on a CPU bf16 where it has bf16 matrix kernels
+    (half the memory, faster), else fp32 (bf16 there runs a scalar fallback, many times slower)."""
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device.type == "mps":
+        return torch.float16
+    return cpu_inference_dtype()
+
+
+def quantization_config(load_in_4bit: bool, load_in_8bit: bool, device: torch.device, compute_dtype: torch.dtype):
+    if load_in_4bit and load_in_8bit:
+        raise ValueError("choose one of 4-bit and 8-bit loading, not both")
+    bits = 4 if load_in_4bit else 8
+    if device.type != "cuda":
+        raise ValueError(f"{bits}-bit loading needs bitsandbytes on a CUDA device; this run uses {device.type}")
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError:
+        raise ValueError(f"{bits}-bit loading needs bitsandbytes: pip install bitsandbytes") from None
+    from transformers import BitsAndBytesConfig
+
+    # Only the LLM is quantised: the towers, mining and projector are small and precision-sensitive.
+    skip = ["vision_tower", "vision_tower_aux", "mining", "mm_projector", "lm_head"]
+    if load_in_4bit:
+        return BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_compute_dtype=compute_dtype,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            llm_int8_skip_modules=skip,
+        )
+    return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=skip)
+
+
+#: The name ``load_pretrained`` (and ``--model``) reads as the committed default model.
+DEFAULT_MODEL_NAME = "default"
+
+
+def load_pretrained(
+    path: str | os.PathLike,
+    device: str | torch.device | None = None,
+    dtype: str | torch.dtype | None = None,
+    load_in_4bit: bool = False,
+    load_in_8bit: bool = False,
+    chat_template: str | None = None,
+):
+    """Load a saved Mini-Gemini and its processor; returns ``(model, processor)`` in eval mode on ``device``.
+
+    ``path``: a directory saved by this package, ``"default"`` (the trained default model of
+    ``default_model.py``), or a published MGM release checkpoint (converted on load by
+    ``MiniGeminiForConditionalGeneration.from_release_checkpoint``).  ``chat_template`` overrides the processor's (a release template name, e.g.
+    ``"vicuna_v1"``).  4/8-bit loading quantises the LLM only and needs bitsandbytes and CUDA.
+    """
+    path = os.fspath(path)
+    device = resolve_device(device)
+    dtype = parse_dtype(dtype) or default_dtype(device)
+    if path == DEFAULT_MODEL_NAME:
+        from minigemini.synthetic.default_model import load_default_model
+
+        model, processor = load_default_model(dtype=dtype)
+        return model.to(device).eval(), processor
+    if not os.path.isdir(path):
+        raise FileNotFoundError(f"model directory not found: {path}")
+    kwargs: dict[str, Any] = {"dtype": dtype}
+    if load_in_4bit or load_in_8bit:
+        kwargs["quantization_config"] = quantization_config(load_in_4bit, load_in_8bit, device, dtype)
+        kwargs["device_map"] = {"": device.index or 0}
+    if not os.path.isfile(os.path.join(path, PROCESSOR_CONFIG_NAME)) and is_release_checkpoint(path):
+        # a published MGM checkpoint (YanweiLi/MGM-*): converted on load, processor and template derived from it
+        model, processor = MiniGeminiForConditionalGeneration.from_release_checkpoint(path, chat_template, **kwargs)
+        if processor is None:
+            raise ValueError(f"{path} is a release checkpoint without tokenizer files; add them to the directory")
+    else:
+        overrides = {"chat_template": chat_template} if chat_template else {}
+        processor = MiniGeminiProcessor.from_pretrained(path, **overrides)
+        model = MiniGeminiForConditionalGeneration.from_pretrained(path, **kwargs)
+    if not (load_in_4bit or load_in_8bit):
+        model = model.to(device)
+    return model.eval(), processor
+
+
+@functools.lru_cache(maxsize=2)
+def load_cached(path: str, device: str | None, dtype: str | None):
+    return load_pretrained(path, device=device, dtype=dtype)
+
+
+def model_and_processor(model: Any, processor: Any, device: str | None = None, dtype: str | None = None):
+    if isinstance(model, (str, os.PathLike)):
+        loaded, loaded_processor = load_cached(os.fspath(model), device, dtype)
+        return loaded, processor or loaded_processor
+    if processor is None:
+        source = getattr(model, "name_or_path", None) or getattr(model.config, "_name_or_path", None)
+        if not source or not os.path.isdir(source):
+            raise ValueError("pass processor= (the model was not loaded from a directory that holds one)")
+        processor = MiniGeminiProcessor.from_pretrained(source)
+    return model, processor
+
+
+def model_device_and_dtype(model) -> tuple[torch.device, torch.dtype]:
+    parameter = next(model.model.vision_tower.parameters())
+    return model.get_input_embeddings().weight.device, parameter.dtype
+
+
+def describe_model(model, processor) -> str:
+    """``on cpu (float32), vicuna_v1 chat template``: what a front end prints once the model is loaded."""
+    device, dtype = model_device_and_dtype(model)
+    template = processor.chat_template or "the tokenizer's own"
+    return f"on {device} ({str(dtype).replace('torch.', '')}), {template} chat template"

@@ -1,0 +1,106 @@
+"""Images of a chat request: base64 data URLs, remote URLs and local files, under the server's rules."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+from urllib.parse import unquote, urlparse
+
+from minigemini.image_processing import ImageLoadError, load_image
+from minigemini.serve.schemas import APIError
+from minigemini.serve.settings import ServerSettings
+
+__all__ = ["ImageFetcher"]
+
+
+class ImageFetcher:
+    """Turns an ``image_url`` into a PIL image under the server's rules (which sources, how large)."""
+
+    def __init__(self, settings: ServerSettings):
+        self.settings = settings
+        root = settings.allow_local_files
+        self.root = os.path.realpath(root) if root is not None else None
+
+    def _decode(self, raw: bytes, param: str):
+        if len(raw) > self.settings.max_image_bytes:
+            raise APIError(
+                400, f"{param}: image is {len(raw):,} bytes, above this server's limit of "
+                f"{self.settings.max_image_bytes:,}", param=param, code="image_too_large",
+            )  # fmt: skip
+        try:
+            return load_image(raw, max_pixels=self.settings.max_image_pixels)
+        except ImageLoadError as error:
+            raise APIError(400, f"{param}: {error}", param=param, code="invalid_image") from None
+
+    def _data_url(self, url: str, param: str) -> bytes:
+        header, comma, payload = url.partition(",")
+        if not comma or not header.endswith(";base64"):
+            raise APIError(400, f"{param}: only base64 data URLs (data:image/...;base64,...) are supported",
+                           param=param, code="invalid_image_url")  # fmt: skip
+        if len(payload) > self.settings.max_image_bytes * 4 // 3 + 4:
+            raise APIError(400, f"{param}: image data is above this server's limit of "
+                           f"{self.settings.max_image_bytes:,} bytes", param=param, code="image_too_large")  # fmt: skip
+        try:
+            return base64.b64decode(payload.strip(), validate=True)
+        except (binascii.Error, ValueError):
+            raise APIError(400, f"{param}: malformed base64 in the data URL", param=param,
+                           code="invalid_image_url") from None  # fmt: skip
+
+    def _local(self, url: str, param: str) -> bytes:
+        if self.root is None:
+            raise APIError(400, f"{param}: local file paths are not allowed on this server (start it with "
+                           "--allow-local-files DIR to allow files inside DIR)", param=param,
+                           code="local_files_not_allowed")  # fmt: skip
+        path = unquote(urlparse(url).path) if url.startswith("file://") else url
+        full = os.path.realpath(os.path.join(self.root, path))
+        if os.path.commonpath([full, self.root]) != self.root:
+            raise APIError(400, f"{param}: the path is outside the directory this server may read",
+                           param=param, code="local_files_not_allowed")  # fmt: skip
+        if not os.path.isfile(full):
+            raise APIError(400, f"{param}: no such file in the allowed directory", param=param,
+                           code="invalid_image_url")  # fmt: skip
+        if os.path.getsize(full) > self.settings.max_image_bytes:
+            raise APIError(400, f"{param}: image file is above this server's limit of "
+                           f"{self.settings.max_image_bytes:,} bytes", param=param, code="image_too_large")  # fmt: skip
+        with open(full, "rb") as file:
+            return file.read()
+
+    async def _remote(self, url: str, param: str) -> bytes:
+        if not self.settings.allow_remote_urls:
+            raise APIError(400, f"{param}: remote image URLs are not fetched by this server (start it with "
+                           "--allow-remote-urls, or send the image as a base64 data URL)", param=param,
+                           code="remote_urls_not_allowed")  # fmt: skip
+        import httpx
+
+        limit = self.settings.max_image_bytes
+        try:
+            client = httpx.AsyncClient(timeout=self.settings.remote_timeout, follow_redirects=True, max_redirects=3)
+            async with client, client.stream("GET", url) as response:
+                if response.status_code != 200:
+                    raise APIError(400, f"{param}: fetching the image failed with HTTP {response.status_code}",
+                                   param=param, code="invalid_image_url")  # fmt: skip
+                chunks, size = [], 0
+                async for chunk in response.aiter_bytes():
+                    size += len(chunk)
+                    if size > limit:
+                        raise APIError(400, f"{param}: remote image is above this server's limit of {limit:,} bytes",
+                                       param=param, code="image_too_large")  # fmt: skip
+                    chunks.append(chunk)
+                return b"".join(chunks)
+        except httpx.HTTPError as error:
+            raise APIError(400, f"{param}: fetching the image failed ({type(error).__name__})", param=param,
+                           code="invalid_image_url") from None  # fmt: skip
+
+    async def fetch(self, url: str, param: str):
+        from starlette.concurrency import run_in_threadpool
+
+        if url.startswith("data:"):
+            raw = self._data_url(url, param)
+        elif url.startswith(("http://", "https://")):
+            raw = await self._remote(url, param)
+        elif "://" in url and not url.startswith("file://"):
+            raise APIError(400, f"{param}: unsupported URL scheme", param=param, code="invalid_image_url")
+        else:
+            raw = await run_in_threadpool(self._local, url, param)
+        return await run_in_threadpool(self._decode, raw, param)

@@ -1,0 +1,88 @@
+"""`mgm data stats`: counts by source and modality, length percentiles, missing and unreadable images."""
+
+import json
+
+import numpy as np
+from PIL import Image
+from transformers import AutoTokenizer
+
+from minigemini.datatools.stats import compute_stats
+from tests.cli_helpers import data_main as main
+from tests.conftest import build_tokenizer
+
+
+def _turns(question, answer="fine"):
+    return [{"from": "human", "value": question}, {"from": "gpt", "value": answer}]
+
+
+def _dataset(tmp_path):
+    Image.new("RGB", (8, 8)).save(tmp_path / "ok.png")
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG broken")
+    records = [
+        {"id": "1", "source": "docs", "image": "ok.png", "conversations": _turns("<image>\nword " * 1)},
+        {"id": "2", "source": "docs", "image": "broken.png", "conversations": _turns("<image>\nsome more words here")},
+        {"id": "3", "source": "docs", "image": ["ok.png", "gone.png"], "conversations": _turns("<image><image>\nq")},
+        {"id": "4", "source": "gen", "conversations": _turns("draw a cat <GEN>", "Sure. <h>a cat</h>")},
+        {"id": "5", "conversations": _turns("read\nReference OCR token: A, B")},
+        {"id": "6", "conversations": "not turns"},
+    ]
+    lines = [json.dumps(r) for r in records] + ["{not json", ""]
+    path = tmp_path / "train.jsonl"
+    path.write_text("\n".join(lines))
+    return path
+
+
+def test_counts_modalities_images_and_problems(tmp_path, capsys):
+    path = _dataset(tmp_path)
+    stats = compute_stats([str(path)], image_tokens=10, verify_images=True)
+    assert stats["records"] == 5
+    assert stats["by_source"] == {"docs": 3, "(untagged)": 1, "gen": 1}
+    assert stats["by_modality"] == {"text": 2, "image": 2, "multi_image": 1}
+    assert stats["by_source_and_modality"]["docs"] == {"image": 2, "multi_image": 1}
+    assert stats["generation_samples"] == 1 and stats["ocr_augmented"] == 1
+    assert stats["images"] == {"referenced": 4, "unique": 3, "missing": 1, "unreadable": 1, "decoded": True}
+    assert stats["problems"]["missing_image"]["examples"] == ["train.jsonl:3: gone.png"]
+    assert stats["problems"]["bad_json"]["count"] == 1 and stats["problems"]["bad_record"]["count"] == 1
+    # words without the <image> placeholders + 10 per image: record 2 is "some more words here" + "fine"
+    lengths = [2 + 10, 5 + 10, 2 + 20, 7, 7]
+    assert stats["length"]["unit"] == "words" and stats["length"]["max"] == max(lengths)
+    assert stats["length"]["p50"] == int(np.percentile(lengths, 50))
+
+    assert main(["stats", str(path), "--json", str(tmp_path / "s.json"), "--image-tokens", "10"]) == 0
+    printed = capsys.readouterr().out
+    assert "docs" in printed and "missing_image: 1" in printed and "p90" in printed
+    assert json.loads((tmp_path / "s.json").read_text())["images"]["unreadable"] == 0  # not decoded without the flag
+
+
+def test_token_lengths_use_the_chosen_tokenizer(tmp_path):
+    build_tokenizer(tmp_path / "tok")
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "tok")
+    data = [{"conversations": _turns("hello there " * n)} for n in (1, 5, 20)]
+    (tmp_path / "d.json").write_text(json.dumps(data))
+    stats = compute_stats([str(tmp_path / "d.json")], tokenizer=tokenizer)
+    texts = ["\n".join(t["value"] for t in d["conversations"]) for d in data]
+    expected = [len(tokenizer(t, add_special_tokens=False).input_ids) for t in texts]
+    assert stats["length"]["unit"] == "tokens" and stats["length"]["max"] == max(expected)
+    assert stats["length"]["min"] == min(expected) and expected[0] < expected[2]
+    assert main(["stats", str(tmp_path / "d.json"), "--tokenizer", str(tmp_path / "tok")]) == 0
+
+
+def test_missing_file_and_empty_data_are_one_line_errors(tmp_path, capsys):
+    assert main(["stats", str(tmp_path / "nope.json")]) == 2
+    assert "not found" in capsys.readouterr().err
+    (tmp_path / "empty.jsonl").write_text("{bad\n")
+    assert main(["stats", str(tmp_path / "empty.jsonl")]) == 2
+    assert "no usable record" in capsys.readouterr().err
+
+
+def test_plugs_into_the_mgm_parser_like_other_subcommands(tmp_path, capsys):
+    """What cli.py does with SUBCOMMANDS["data"]: add_parser on its subparsers, then args.func(args)."""
+    import argparse
+
+    from minigemini.cli import datatools as command
+
+    parser = argparse.ArgumentParser(prog="mgm")
+    command.add_parser(parser.add_subparsers(dest="command", required=True))
+    (tmp_path / "d.json").write_text(json.dumps([{"conversations": _turns("hi")}]))
+    args = parser.parse_args(["data", "stats", str(tmp_path / "d.json")])
+    assert args.func(args) == 0 and "1 records" in capsys.readouterr().out

@@ -1,0 +1,90 @@
+"""The Python API: the chat one-liner, batched inference, loading defaults, release checkpoints on load."""
+
+import pytest
+import torch
+
+from minigemini import loading, precision
+from minigemini.inference import batch_chat, chat
+from minigemini.loading import load_pretrained, parse_dtype, resolve_device
+from tests.serving_helpers import save_tiny_mgm, solid
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    return save_tiny_mgm(tmp_path_factory.mktemp("mgm"))
+
+
+@pytest.fixture(scope="module")
+def loaded(model_dir):
+    return load_pretrained(model_dir)
+
+
+# ------------------------------------------------------------------------------------------- Python API
+
+
+def test_chat_one_liner_from_a_directory_or_a_loaded_model(model_dir, loaded):
+    model, processor = loaded
+    from_path = chat(str(model_dir), solid((255, 0, 0)), "What colour is this?", max_new_tokens=6)
+    from_model = chat(model, solid((255, 0, 0)), "What colour is this?", processor, max_new_tokens=6)
+    assert isinstance(from_path, str) and from_path and from_path == from_model
+    # the model remembers where it came from, so the processor is found without being passed
+    assert chat(model, solid((255, 0, 0)), "What colour is this?", max_new_tokens=6) == from_model
+    assert isinstance(chat(model, None, "Hello", processor, max_new_tokens=3), str)  # text only
+
+
+def test_batch_chat_keeps_input_order_and_matches_single_answers(loaded, capsys):
+    model, processor = loaded
+    pairs = [
+        (solid((255, 0, 0)), "What colour is this picture?"),
+        (None, "Hi"),
+        ([solid((0, 0, 255)), solid((0, 255, 0))], "Which one is greener?"),
+        (solid((9, 9, 9)), "Dark?"),
+        (None, "A longer question without any image at all"),
+    ]
+    answers = batch_chat(model, pairs, processor, batch_size=2, max_new_tokens=5, progress=True)
+    singles = [chat(model, image, question, processor, max_new_tokens=5) for image, question in pairs]
+    assert answers == singles
+    assert "5/5" in capsys.readouterr().err  # the tqdm bar
+
+
+def test_batch_chat_bad_image(loaded, tmp_path):
+    model, processor = loaded
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"not a png")
+    pairs = [(solid((255, 0, 0)), "ok?"), (bad, "and this?")]
+    with pytest.raises(ValueError, match=r"pair 1: .*broken.png"):
+        batch_chat(model, pairs, processor, max_new_tokens=2, progress=False)
+    answers = batch_chat(model, pairs, processor, max_new_tokens=2, progress=False, errors="skip")
+    assert isinstance(answers[0], str) and answers[1] is None
+
+
+def test_device_and_dtype_defaults(model_dir, monkeypatch):
+    assert resolve_device(None).type in ("cpu", "cuda", "mps")
+    for fast, dtype in ((True, torch.bfloat16), (False, torch.float32)):  # bf16 only where the CPU has its kernels
+        monkeypatch.setattr(precision, "cpu_has_fast_bf16", lambda fast=fast: fast)
+        assert loading.default_dtype(torch.device("cpu")) == dtype
+    assert loading.default_dtype(torch.device("mps")) == torch.float16
+    assert parse_dtype("bf16") == torch.bfloat16 and parse_dtype("auto") is None
+    with pytest.raises(ValueError, match="unknown dtype"):
+        parse_dtype("fp8")
+    model, _ = load_pretrained(model_dir, device="cpu", dtype="bf16")
+    assert model.dtype == torch.bfloat16 and model.device.type == "cpu"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        resolve_device("cuda")
+    with pytest.raises(ValueError, match="4-bit loading needs bitsandbytes on a CUDA device"):
+        load_pretrained(model_dir, device="cpu", load_in_4bit=True)
+
+
+# ------------------------------------------------------------------------------------------- mgm chat
+
+
+def test_a_published_release_checkpoint_loads_for_chat(tmp_path):
+    """`mgm chat --model <a YanweiLi/MGM-* download>` works: the release layout is converted on load."""
+    from tests import tiny_release
+
+    tiny_release.make_release(tmp_path / "release", "llama")
+    model, processor = load_pretrained(tmp_path / "release")
+    assert processor.chat_template == "vicuna_v1"
+    answer = chat(model, solid((255, 0, 0)), "What is it?", processor, max_new_tokens=3)
+    assert isinstance(answer, str)
