@@ -4,10 +4,11 @@ import pytest
 
 from minigemini.evaluation.choices import infer_option, llava_option_letter
 from minigemini.evaluation.mathvista import edit_distance, extract_answer, normalize_extracted_answer, score_mathvista
+from minigemini.evaluation.mme import mme_yes_no, score_mme
 from minigemini.evaluation.mmmu import mmmu_correct, parse_multi_choice_response, parse_open_response, score_mmmu
 from minigemini.evaluation.multiple_choice import score_mmbench, score_option_letter
+from minigemini.evaluation.pope import pope_yes_no, score_pope
 from minigemini.evaluation.vqa import score_exact_match, score_vqa
-from minigemini.evaluation.yesno import mme_yes_no, pope_yes_no, score_mme, score_pope
 
 
 def rec(prediction, gold, **meta):

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from .base import Benchmark
 from .mathvista import load_mathvista, score_mathvista
+from .mme import load_mme, score_mme
 from .mmmu import load_mmmu, score_mmmu
 from .mmvet import load_mmvet, score_mmvet
 from .multiple_choice import load_mmbench, load_scienceqa, load_seed, score_mmbench, score_option_letter
+from .pope import load_pope, score_pope
+from .textvqa import load_textvqa
 from .vqa import load_vqa, score_exact_match, score_vqa
-from .yesno import load_mme, load_pope, score_mme, score_pope
 
 __all__ = ["BENCHMARKS", "get_benchmark"]
 
@@ -17,7 +19,10 @@ BENCHMARKS: dict[str, Benchmark] = {
     b.name: b
     for b in (
         Benchmark(
-            "textvqa", "TextVQA val: LLaVA question JSONL (+ TextVQA_0.5.1_val.json); VQA accuracy", load_vqa, score_vqa
+            "textvqa",
+            "TextVQA val: LLaVA question JSONL (+ TextVQA_0.5.1_val.json); VQA accuracy",
+            load_textvqa,
+            score_vqa,
         ),
         Benchmark("vqav2", "VQAv2: question JSONL (+ annotations); VQA accuracy", load_vqa, score_vqa),
         Benchmark(
@@ -29,7 +34,12 @@ BENCHMARKS: dict[str, Benchmark] = {
             load_pope,
             score_pope,
         ),
-        Benchmark("mme", "MME: release folders or parquet; perception and cognition scores", load_mme, score_mme),
+        Benchmark(
+            "mme",
+            "MME: release folder, llava_mme.jsonl (+ the folder) or parquet; perception and cognition scores",
+            load_mme,
+            score_mme,
+        ),
         Benchmark("mmbench", "MMBench TSV (base64 images); circular accuracy", load_mmbench, score_mmbench),
         Benchmark(
             "scienceqa",
