@@ -7,8 +7,10 @@ from .mathvista import load_mathvista, score_mathvista
 from .mme import load_mme, score_mme
 from .mmmu import load_mmmu, score_mmmu
 from .mmvet import load_mmvet, score_mmvet
-from .multiple_choice import load_mmbench, load_scienceqa, load_seed, score_mmbench, score_option_letter
+from .multiple_choice import load_mmbench, score_mmbench
 from .pope import load_pope, score_pope
+from .scienceqa import load_scienceqa, score_scienceqa
+from .seed import load_seed, score_seed
 from .textvqa import load_textvqa
 from .vqa import load_vqa, score_exact_match, score_vqa
 
@@ -43,15 +45,15 @@ BENCHMARKS: dict[str, Benchmark] = {
         Benchmark("mmbench", "MMBench TSV (base64 images); circular accuracy", load_mmbench, score_mmbench),
         Benchmark(
             "scienceqa",
-            "ScienceQA: LLaVA JSON/JSONL (+ problems.json); option-letter accuracy (IMG subset too)",
+            "ScienceQA: LLaVA JSON/JSONL (+ problems.json); eval_science_qa.py's letter rule (IMG subset too)",
             load_scienceqa,
-            score_option_letter,
+            score_scienceqa,
         ),
         Benchmark(
             "seed",
-            "SEED-Bench image: LLaVA JSONL (+ SEED-Bench.json); option-letter accuracy",
+            "SEED-Bench: LLaVA JSONL (+ SEED-Bench.json); exact-match accuracy (image / video / all)",
             load_seed,
-            score_option_letter,
+            score_seed,
         ),
         Benchmark("mmmu", "MMMU val/dev: parquet or save_to_disk; rule-parsed accuracy", load_mmmu, score_mmmu),
         Benchmark(
