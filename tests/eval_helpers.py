@@ -407,3 +407,51 @@ def one_torch_thread():
         yield
     finally:
         torch.set_num_threads(saved)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Runs without a model: scripted answers stand in for generation
+# ---------------------------------------------------------------------------------------------------------
+
+
+def by_question(answers: dict[str, str]):
+    """An answer function for `scripted_run`: the answer of the first key that occurs in the prompt."""
+
+    def answer(prompt: str) -> str:
+        for key, text in answers.items():
+            if key in prompt:
+                return text
+        raise KeyError(f"no scripted answer for the prompt {prompt!r}")
+
+    return answer
+
+
+def scripted_run(bench: str, data, out, answer, asked: list | None = None, **config) -> dict:
+    """`mgm eval` up to the answers file, with `answer(prompt) -> text` instead of a model (images are still
+    loaded, as in a real run); the prompts asked are appended to `asked`.  Returns run_benchmark's summary."""
+    from minigemini.evaluation.runner import RunConfig, run_benchmark
+
+    def answer_fn(model, processor, batch, max_new_tokens):
+        prompts = [prompt for _, prompt in batch]
+        if asked is not None:
+            asked.extend(prompts)
+        return [answer(prompt) for prompt in prompts]
+
+    run_config = RunConfig(bench=bench, data=str(data), out=Path(out), **config)
+    return run_benchmark(None, None, run_config, answer_fn=answer_fn, log=lambda message: None)
+
+
+def write_jsonl(path: Path, rows) -> Path:
+    import json
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
+def write_json(path: Path, data) -> Path:
+    import json
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data))
+    return path

@@ -6,6 +6,10 @@ shards and scores; ``mgm eval synthetic`` writes the offline synthetic benchmark
     mgm eval --model M --bench mmbench --data MMBench_DEV_EN.tsv --shard 0/4 --out runs/mmb   # x4, then:
     mgm eval merge --out runs/mmb
     mgm eval --model M --bench mmvet --data mm-vet/ --judge-url http://localhost:8000/v1 --judge-model gpt-4-0613
+
+Every run reports the questions in the benchmark file, how many were scored, unreadable and unparsed; when a
+question was not scored the score is marked partial and the exit status is 3 unless --allow-partial
+(report.py).  How each benchmark is read and scored, and where that rule comes from: README.md beside this file.
 """
 
 from __future__ import annotations
@@ -18,8 +22,6 @@ from minigemini.cli.options import add_dtype_argument
 
 __all__ = ["add_parser", "run_command"]
 
-_HEADLINE_DIGITS = 4
-
 
 def _add_judge_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("LLM judge (any OpenAI-compatible endpoint; MM-Vet needs one)")
@@ -29,6 +31,14 @@ def _add_judge_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--judge-model", default=None, help="model name sent to the endpoint, e.g. gpt-4-0613")
     group.add_argument("--judge-key-env", default="OPENAI_API_KEY", help="environment variable holding the API key")
     group.add_argument("--judge-timeout", type=float, default=60.0, help="seconds per request")
+
+
+def _add_allow_partial(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--allow-partial",
+        action="store_true",
+        help="exit 0 even when some questions of the benchmark were not scored (the score is still marked partial)",
+    )
 
 
 def add_parser(subparsers) -> None:
@@ -59,12 +69,19 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--chat-template", default=None, help="override the processor's chat template")
     parser.add_argument("--retry-errors", action="store_true", help="ask again the questions that failed before")
     parser.add_argument("--synthetic-n", type=int, default=40, help="questions of `--bench synthetic` without --data")
+    _add_allow_partial(parser)
     _add_judge_arguments(parser)
     parser.set_defaults(func=run_command)
 
     commands = parser.add_subparsers(dest="eval_command", metavar="{merge,synthetic,list}")
     merge = commands.add_parser("merge", help="join the shard outputs in --out and (re)score them")
     merge.add_argument("--out", required=True)
+    merge.add_argument(
+        "--rescore",
+        action="store_true",
+        help="re-read the benchmark data with this version's loaders before scoring (runs of older versions always are)",
+    )
+    _add_allow_partial(merge)
     _add_judge_arguments(merge)
     merge.set_defaults(func=run_command)
     synthetic = commands.add_parser("synthetic", help="write the synthetic benchmark (LLaVA question JSONL + images)")
@@ -96,15 +113,17 @@ def _judge(args):
     )
 
 
-def _headline(scores: dict) -> str:
-    metrics = ", ".join(
-        f"{name}={value:.{_HEADLINE_DIGITS}g}" if isinstance(value, float) else f"{name}={value}"
-        for name, value in scores["metrics"].items()
-    )
-    counts = scores["counts"]
-    flagged = {k: v for k, v in counts.items() if k not in ("questions", "scored") and v}
-    extra = f"; {', '.join(f'{k}={v}' for k, v in flagged.items())}" if flagged else ""
-    return f"{scores['benchmark']}: {metrics or 'no metric'} ({counts['scored']}/{counts['questions']} scored{extra})"
+def _report(scores: dict, out: Path, allow_partial: bool) -> int:
+    """Print the scores (metrics and counts on stdout, a partial score's warning on stderr); the exit status."""
+    from minigemini.evaluation.report import exit_status, report_lines
+
+    stdout, stderr = report_lines(scores)
+    for line in stdout:
+        print(line)
+    print(f"scores: {out / 'scores.json'}")
+    for line in stderr:
+        print(line, file=sys.stderr)
+    return exit_status(scores, allow_partial)
 
 
 def run_command(args) -> int:
@@ -124,10 +143,8 @@ def run_command(args) -> int:
     if args.eval_command == "merge":
         from minigemini.evaluation.runner import score_run
 
-        scores = score_run(args.out, judge=_judge(args))
-        print(_headline(scores))
-        print(f"scores: {Path(args.out) / 'scores.json'}")
-        return 0
+        scores = score_run(args.out, judge=_judge(args), rescore=args.rescore)
+        return _report(scores, Path(args.out), args.allow_partial)
 
     if not args.model or not args.bench:
         raise EvalError("mgm eval needs --model and --bench (and --data, except for --bench synthetic)")
@@ -191,6 +208,5 @@ def run_command(args) -> int:
         )
         return 0
     scores = score_run(out, judge=judge)
-    print(_headline(scores))
-    print(f"scores: {out / 'scores.json'}")
-    return 0
+    return _report(scores, out, args.allow_partial)
+

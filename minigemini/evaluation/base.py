@@ -16,6 +16,7 @@ __all__ = [
     "LoadOptions",
     "Scorer",
     "llava_question",
+    "load_all",
     "ratio",
     "unique_samples",
 ]
@@ -62,7 +63,11 @@ class Benchmark:
 
 
 def unique_samples(items: Iterable[Sample | InvalidRow]) -> Iterator[Sample | InvalidRow]:
-    """Pass items through, turning a repeated question id into an InvalidRow (scores would double count)."""
+    """Pass items through, turning a repeated question id into an InvalidRow.
+
+    Loaders of benchmarks whose files share an id between questions (TextVQA, MME) give each question its own
+    ``qid``; for the others the id identifies the question in the official scripts (a dict key), so a repeat
+    is an error in the file, reported rather than scored twice."""
     seen: set[str] = set()
     for item in items:
         if isinstance(item, Sample):
@@ -71,6 +76,15 @@ def unique_samples(items: Iterable[Sample | InvalidRow]) -> Iterator[Sample | In
                 continue
             seen.add(item.qid)
         yield item
+
+
+def load_all(benchmark: Benchmark, options: LoadOptions) -> tuple[list[Sample], list[InvalidRow]]:
+    """Every question of the benchmark file, in file order, and the rows that could not become one."""
+    samples: list[Sample] = []
+    invalid: list[InvalidRow] = []
+    for item in unique_samples(benchmark.load(options)):
+        (invalid if isinstance(item, InvalidRow) else samples).append(item)
+    return samples, invalid
 
 
 _IMAGE_TAG = re.compile(r"<image>\s*")
@@ -98,7 +112,7 @@ def ratio(numerator: float, denominator: int) -> float | None:
     return numerator / denominator if denominator else None
 
 
-def llava_questions(options: "LoadOptions") -> Iterator[tuple[str, Row | InvalidRow, Any, str | None, Any]]:
+def llava_questions(options: LoadOptions) -> Iterator[tuple[str, Row | InvalidRow, Any, str | None, Any]]:
     """``iter_rows`` of ``options.data`` with each row's ``llava_question`` fields: ``(where, row, qid, text, image)``.
 
     Unreadable rows and rows without a question id or text come back as an ``InvalidRow`` in the ``row`` slot."""

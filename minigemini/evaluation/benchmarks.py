@@ -4,17 +4,15 @@ from __future__ import annotations
 
 from minigemini.evaluation.base import Benchmark
 from minigemini.evaluation.mathvista import load_mathvista, score_mathvista
+from minigemini.evaluation.mme import load_mme, score_mme
 from minigemini.evaluation.mmmu import load_mmmu, score_mmmu
 from minigemini.evaluation.mmvet import load_mmvet, score_mmvet
-from minigemini.evaluation.multiple_choice import (
-    load_mmbench,
-    load_scienceqa,
-    load_seed,
-    score_mmbench,
-    score_option_letter,
-)
+from minigemini.evaluation.multiple_choice import load_mmbench, score_mmbench
+from minigemini.evaluation.pope import load_pope, score_pope
+from minigemini.evaluation.scienceqa import load_scienceqa, score_scienceqa
+from minigemini.evaluation.seed import load_seed, score_seed
+from minigemini.evaluation.textvqa import load_textvqa
 from minigemini.evaluation.vqa import load_vqa, score_exact_match, score_vqa
-from minigemini.evaluation.yesno import load_mme, load_pope, score_mme, score_pope
 
 __all__ = ["BENCHMARKS", "get_benchmark"]
 
@@ -23,7 +21,10 @@ BENCHMARKS: dict[str, Benchmark] = {
     b.name: b
     for b in (
         Benchmark(
-            "textvqa", "TextVQA val: LLaVA question JSONL (+ TextVQA_0.5.1_val.json); VQA accuracy", load_vqa, score_vqa
+            "textvqa",
+            "TextVQA val: LLaVA question JSONL (+ TextVQA_0.5.1_val.json); VQA accuracy",
+            load_textvqa,
+            score_vqa,
         ),
         Benchmark("vqav2", "VQAv2: question JSONL (+ annotations); VQA accuracy", load_vqa, score_vqa),
         Benchmark(
@@ -35,19 +36,24 @@ BENCHMARKS: dict[str, Benchmark] = {
             load_pope,
             score_pope,
         ),
-        Benchmark("mme", "MME: release folders or parquet; perception and cognition scores", load_mme, score_mme),
+        Benchmark(
+            "mme",
+            "MME: release folder, llava_mme.jsonl (+ the folder) or parquet; perception and cognition scores",
+            load_mme,
+            score_mme,
+        ),
         Benchmark("mmbench", "MMBench TSV (base64 images); circular accuracy", load_mmbench, score_mmbench),
         Benchmark(
             "scienceqa",
-            "ScienceQA: LLaVA JSON/JSONL (+ problems.json); option-letter accuracy (IMG subset too)",
+            "ScienceQA: LLaVA JSON/JSONL (+ problems.json); eval_science_qa.py's letter rule (IMG subset too)",
             load_scienceqa,
-            score_option_letter,
+            score_scienceqa,
         ),
         Benchmark(
             "seed",
-            "SEED-Bench image: LLaVA JSONL (+ SEED-Bench.json); option-letter accuracy",
+            "SEED-Bench: LLaVA JSONL (+ SEED-Bench.json); exact-match accuracy (image / video / all)",
             load_seed,
-            score_option_letter,
+            score_seed,
         ),
         Benchmark("mmmu", "MMMU val/dev: parquet or save_to_disk; rule-parsed accuracy", load_mmmu, score_mmmu),
         Benchmark(

@@ -3,8 +3,9 @@
 - ``infer_option`` -- MMBench (VLMEvalKit ``can_infer``): punctuation ``.()[],:;!*#{}`` becomes spaces, and
   the answer counts as option X when X is the only option letter among its words; failing that, when
   exactly one option's text occurs in the (lower-cased) answer.  A known refusal gives ``"Z"`` (no option).
-- ``llava_option_letter`` -- ScienceQA / SEED as LLaVA scores them: the whole answer is a letter, or it
-  starts with ``"X. "``, or it says ``"The answer is X"``.
+- ``count_options`` -- how many options a question lists (``(A) ..`` or ``A. ..`` marks).
+
+ScienceQA's and SEED's own readings are in ``scienceqa.py`` and ``seed.py``.
 """
 
 from __future__ import annotations
@@ -16,11 +17,11 @@ from collections.abc import Mapping, Sequence
 __all__ = [
     "LETTERS",
     "REFUSALS",
+    "count_options",
     "format_options",
     "infer_option",
     "infer_option_letter",
     "infer_option_text",
-    "llava_option_letter",
 ]
 
 LETTERS = string.ascii_uppercase
@@ -73,19 +74,13 @@ def infer_option(answer: str, choices: Mapping[str, str]) -> str | None:
     return infer_option_letter(answer, choices) or infer_option_text(answer, choices)
 
 
-_LEADING_LETTER = re.compile(r"^([A-Z])\. ")
-_THE_ANSWER_IS = re.compile(r"The answer is ([A-Z])")
+_OPTION_MARK = re.compile(r"(?:^|\s)\(([A-Z])\)|^([A-Z])\.\s", re.MULTILINE)
 
 
-def llava_option_letter(answer: str, num_options: int) -> str | None:
-    """LLaVA's ScienceQA parsing: ``"B"``, ``"B. text"`` or ``"... The answer is B."``; None otherwise."""
-    valid = LETTERS[:num_options]
-    text = str(answer).replace("\n", ". ")
-    stripped = text.strip()
-    if len(stripped) == 1 and stripped in valid:
-        return stripped
-    for pattern in (_LEADING_LETTER, _THE_ANSWER_IS):
-        match = pattern.search(text)
-        if match and match.group(1) in valid:
-            return match.group(1)
-    return None
+def count_options(text: str) -> int:
+    """The number of options A, B, C, ... a question lists as ``(A) ..`` or ``A. ..`` (0 when it lists none)."""
+    letters = {a or b for a, b in _OPTION_MARK.findall(text)}
+    count = 0
+    while count < len(LETTERS) and LETTERS[count] in letters:
+        count += 1
+    return count

@@ -121,7 +121,7 @@ def _key_subresponses(response: str) -> list[str]:
         for indicator in indicators:
             if indicator in piece:
                 tail = piece.split(indicator)[-1].strip()
-                if shortest is None or len(tail) < len(shortest):
+                if not shortest or len(tail) < len(shortest):  # an empty tail is replaced, as eval_utils.py does
                     shortest = tail
         if shortest and shortest.strip() not in (":", ",", ".", "!", "?", ";", "'"):
             keys.append(shortest)

@@ -63,7 +63,9 @@ def grade(judge, question: str, answer: str, prediction: str) -> tuple[float, bo
 
 def load_mmvet(options: LoadOptions) -> Iterator[Sample | InvalidRow]:
     """``mm-vet.json`` (``{"v1_0": {imagename, capability, question, answer}}``, images in ``images/``), the
-    folder holding it, or parquet / ``datasets`` rows (``question_id, question, answer, capability, image``)."""
+    folder holding it, parquet / ``datasets`` rows (``question_id, question, answer, capability, image``), or
+    LLaVA's ``llava-mm-vet.jsonl`` (``question_id`` n, ``image``, ``text``) with ``mm-vet.json`` as the
+    annotations, joined as ``convert_mmvet_for_eval.py`` keys answers: ``v1_<n>``."""
     data = options.data
     if data.is_dir() and (data / "mm-vet.json").is_file():
         data = data / "mm-vet.json"
@@ -76,16 +78,25 @@ def load_mmvet(options: LoadOptions) -> Iterator[Sample | InvalidRow]:
         if qid is None or question is None:
             yield InvalidRow(where, "row has no id or no question")
             continue
-        capability = row.get("capability") or []
+        qid = str(qid)
+        answer = first_present(row, "answer")
+        hit = None
+        if answer is None and options.annotations is not None:
+            qid = qid if qid.startswith("v1_") else f"v1_{qid}"  # convert_mmvet_for_eval.py's key
+            hit = options.annotations.lookup(qid)
+            if hit is None:
+                yield InvalidRow(where, f"{qid} is not in {options.annotations.path.name}")
+                continue
+            answer = first_present(hit, "answer")
+        capability = row.get("capability") or (hit or {}).get("capability") or []
         if isinstance(capability, str):
             capability = [c.strip() for c in capability.split(",") if c.strip()]
-        answer = first_present(row, "answer")
         if answer is not None and not isinstance(answer, str):
             yield InvalidRow(where, f"unknown answer format {type(answer).__name__}")
             continue
         source = image_source(first_present(row, "image", "imagename"), options.image_dirs)
         yield Sample(
-            str(qid),
+            qid,
             str(question),
             [] if source is None else [source],
             answer,

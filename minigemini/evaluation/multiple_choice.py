@@ -1,4 +1,4 @@
-"""Option-letter benchmarks: MMBench (circular evaluation), ScienceQA and SEED-Bench.
+"""MMBench (circular evaluation); ScienceQA and SEED-Bench are in ``scienceqa.py`` and ``seed.py``.
 
 MMBench circular evaluation: every question is asked once per rotation of its options (A-D shifted);
 it counts as solved only when every rotation is answered right.  The TSV either already holds the
@@ -12,26 +12,17 @@ and are reported as unparsed.
 from __future__ import annotations
 
 import math
-import re
 from collections import defaultdict
 from collections.abc import Iterator
 from typing import Any
 
-from minigemini.evaluation.base import LoadOptions, llava_questions, ratio
-from minigemini.evaluation.choices import LETTERS, infer_option, infer_option_letter, llava_option_letter
-from minigemini.evaluation.prompts import OPTION_LETTER, mmbench_prompt, with_suffix
-from minigemini.evaluation.readers import first_present, image_source, iter_rows
+from minigemini.evaluation.base import LoadOptions, ratio
+from minigemini.evaluation.choices import LETTERS, infer_option, infer_option_letter
+from minigemini.evaluation.prompts import mmbench_prompt
+from minigemini.evaluation.readers import image_source, iter_rows
 from minigemini.evaluation.samples import InvalidRow, Sample
 
-__all__ = [
-    "CIRCULAR_OFFSET",
-    "load_mmbench",
-    "load_scienceqa",
-    "load_seed",
-    "mmbench_judge_prompt",
-    "score_mmbench",
-    "score_option_letter",
-]
+__all__ = ["CIRCULAR_OFFSET", "load_mmbench", "mmbench_judge_prompt", "score_mmbench"]
 
 CIRCULAR_OFFSET = 1_000_000
 
@@ -88,7 +79,7 @@ def load_mmbench(options: LoadOptions) -> Iterator[Sample | InvalidRow]:
             yield InvalidRow(where, "row needs a question and at least options A and B")
             continue
         gold_letter = None if _missing(row.get("answer")) else str(row["answer"]).strip()
-        if gold_letter is not None and gold_letter not in LETTERS[: len(choices)]:
+        if gold_letter is not None and gold_letter not in tuple(LETTERS[: len(choices)]):
             yield InvalidRow(where, f"unknown answer format: {gold_letter[:20]!r} is not one of the option letters")
             continue
         image = row.get("image")
@@ -197,93 +188,4 @@ def score_mmbench(records: list[dict], judge=None) -> dict[str, Any]:
         "by_l2_category": per("l2_category"),
         "unparsed": unparsed,
         "judge_matched": judged,
-    }
-
-
-# ------------------------------------------------------------------------------------------------ ScienceQA / SEED
-
-_OPTION_MARK = re.compile(r"(?:^|\s)\(([A-Z])\)|^([A-Z])\.\s", re.MULTILINE)
-
-
-def _count_options(text: str) -> int:
-    letters = {a or b for a, b in _OPTION_MARK.findall(text)}
-    count = 0
-    while count < len(LETTERS) and LETTERS[count] in letters:
-        count += 1
-    return count
-
-
-def _letter(value: Any, num_options: int) -> str | None:
-    """A gold answer as a letter: ``"B"``, an index ``1`` (ScienceQA's problems.json), or "The answer is B."."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int) or (isinstance(value, float) and value.is_integer()):
-        index = int(value)
-        return LETTERS[index] if 0 <= index < max(num_options, 1) else None
-    if isinstance(value, str):
-        return llava_option_letter(value, num_options or len(LETTERS))
-    return None
-
-
-def _load_letter_benchmark(options: LoadOptions, default_options: int) -> Iterator[Sample | InvalidRow]:
-    question_types = options.annotations.extra.get("question_types", {}) if options.annotations else {}
-    for where, row, qid, text, image in llava_questions(options):
-        if isinstance(row, InvalidRow):
-            yield row
-            continue
-        hit = options.annotations.lookup(qid) if options.annotations is not None else None
-        choices = (hit or {}).get("choices") or row.get("choices")
-        num_options = len(choices) if isinstance(choices, list) else (_count_options(text) or default_options)
-        raw = first_present(row, "answer", "label", "gt_answer")
-        if raw is None and isinstance(row.get("conversations"), list) and len(row["conversations"]) > 1:
-            raw = row["conversations"][1].get("value")
-        if raw is None and hit is not None:
-            raw = first_present(hit, "answer", "label")
-        gold = None
-        if raw is not None:
-            gold = _letter(raw, num_options)
-            if gold is None:
-                yield InvalidRow(where, f"unknown answer format: {str(raw)[:40]!r} is not an option letter or index")
-                continue
-        category = first_present(row, "category", "question_type_id") or first_present(hit or {}, "question_type_id")
-        category = None if category is None else question_types.get(str(category), str(category))
-        source = image_source(image, options.image_dirs)
-        yield Sample(
-            qid,
-            with_suffix(text, OPTION_LETTER),
-            [] if source is None else [source],
-            gold,
-            {"num_options": num_options, "category": category, "has_image": source is not None},
-        )
-
-
-def load_scienceqa(options: LoadOptions) -> Iterator[Sample | InvalidRow]:
-    """LLaVA's ScienceQA file (``llava_test_CQM-A.json`` conversations, or a question JSONL); answers inline,
-    from the gpt turn, or from ``problems.json`` given as annotations (answer = option index)."""
-    return _load_letter_benchmark(options, default_options=5)
-
-
-def load_seed(options: LoadOptions) -> Iterator[Sample | InvalidRow]:
-    """LLaVA's ``llava-seed-bench.jsonl``; answers inline or from ``SEED-Bench.json`` given as annotations."""
-    return _load_letter_benchmark(options, default_options=4)
-
-
-def score_option_letter(records: list[dict], judge=None) -> dict[str, Any]:
-    """Accuracy of the parsed option letter (LLaVA's ScienceQA rules), overall, on questions with an image
-    (ScienceQA-IMG, the figure papers report for ScienceQA) and per category."""
-    hits, image_hits, unparsed = [], [], 0
-    categories: dict[str, list[bool]] = defaultdict(list)
-    for record in records:
-        letter = llava_option_letter(record["prediction"], record["meta"]["num_options"])
-        unparsed += letter is None
-        hit = letter == record["gold"]
-        hits.append(hit)
-        if record["meta"].get("has_image"):
-            image_hits.append(hit)
-        if record["meta"].get("category") is not None:
-            categories[record["meta"]["category"]].append(hit)
-    return {
-        "metrics": {"accuracy": ratio(sum(hits), len(hits)), "image_accuracy": ratio(sum(image_hits), len(image_hits))},
-        "by_category": {name: sum(v) / len(v) for name, v in sorted(categories.items())},
-        "unparsed": unparsed,
     }

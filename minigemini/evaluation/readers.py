@@ -209,19 +209,21 @@ def image_source(value: Any, base_dirs: Sequence[Path]) -> Any:
 
 
 class AnnotationIndex:
-    """Answers kept apart from the questions, looked up by question id (and question text / category).
+    """Answers kept apart from the questions: ``by_id`` (question id), ``by_pair`` ((image id, lower-cased
+    question), TextVQA's join key) and ``by_category`` (POPE's label files, in file order).
 
-    Understood: TextVQA ``{"data": [{image_id, question, answers}]}`` (joined on image id + question, as the
-    MGM TextVQA script does), VQAv2 ``{"annotations": [{question_id, answers: [{answer}]}]}``, SEED
-    ``{"questions": [{question_id, answer, question_type_id}], "question_type": {...}}``, GQA / ScienceQA
-    dicts keyed by id, a JSONL of ``{question_id, label|answer}``, and POPE's folder of
-    ``coco_pope_<category>.json`` files.
+    Understood: TextVQA ``{"data": [{image_id, question, answers}]}``, VQAv2 ``{"annotations": [{question_id,
+    answers: [{answer}]}]}``, SEED ``{"questions": [{question_id, answer, question_type_id, data_type}],
+    "question_type": {...}}``, GQA / ScienceQA / MM-Vet dicts keyed by id, a JSONL of ``{question_id,
+    label|answer}``, and POPE's folder of ``coco_pope_<category>.json`` files.  Which key a benchmark joins
+    on is the loader's choice (see README.md).
     """
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
         self.by_id: dict[str, Row] = {}
         self.by_pair: dict[tuple[str, str], Row] = {}
+        self.by_category: dict[str, list[Row]] = {}  # POPE: each coco_pope_<category>.json's rows, in file order
         self.extra: dict[str, Any] = {}
         if not self.path.exists():
             raise FileNotFoundError(f"annotation file not found: {self.path}")
@@ -230,7 +232,8 @@ class AnnotationIndex:
                 category = file.stem.removeprefix("coco_pope_")
                 for _, row in _iter_jsonl(file) if _looks_like_jsonl(file) else _iter_json(file):
                     if isinstance(row, dict):
-                        self._add(row, category)
+                        self._add(row)
+                        self.by_category.setdefault(category, []).append(row)
             return
         with open(self.path, encoding="utf-8") as handle:
             text = handle.read()
@@ -242,27 +245,20 @@ class AnnotationIndex:
             self.extra["question_types"] = {str(v): k for k, v in data["question_type"].items()}
         for row in _json_rows(data):
             if isinstance(row, dict):
-                self._add(row, None)
+                self._add(row)
 
-    def _add(self, row: Row, category: str | None) -> None:
+    def _add(self, row: Row) -> None:
         if isinstance(row.get("answers"), list) and row["answers"] and isinstance(row["answers"][0], dict):
             row = {**row, "answers": [a.get("answer") for a in row["answers"]]}  # VQAv2 layout
         key = first_present(row, "question_id", "questionId", "_key", "id", "pid")
         if key is not None:
             self.by_id[str(key)] = row
-            if category is not None:
-                self.by_pair[(category, str(key))] = row
         if row.get("image_id") is not None and row.get("question"):
             self.by_pair[(str(row["image_id"]), str(row["question"]).strip().lower())] = row
 
-    def lookup(self, qid: str, question: str | None = None, category: str | None = None) -> Row | None:
-        if category is not None and (category, qid) in self.by_pair:
-            return self.by_pair[(category, qid)]
-        if question is not None:
-            hit = self.by_pair.get((qid, question.strip().lower()))
-            if hit is not None:
-                return hit
-        return self.by_id.get(qid)
+    def lookup(self, qid: str) -> Row | None:
+        """The answer row of question id ``qid`` (None when the file has none)."""
+        return self.by_id.get(str(qid))
 
 
 def _looks_like_jsonl(path: Path) -> bool:
@@ -270,4 +266,3 @@ def _looks_like_jsonl(path: Path) -> bool:
         first = handle.readline().strip()
         second = handle.readline().strip()
     return first.startswith("{") and first.endswith("}") and (not second or second.startswith("{"))
-

@@ -24,8 +24,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from minigemini.evaluation.base import Benchmark, LoadOptions, unique_samples
+from minigemini.evaluation.base import Benchmark, LoadOptions, load_all
 from minigemini.evaluation.benchmarks import get_benchmark
+from minigemini.evaluation.report import status, tally
+from minigemini.evaluation.rescore import RULES_VERSION, run_questions
 from minigemini.evaluation.samples import EvalError, InvalidRow, Sample, prediction_record
 from minigemini.image_processing import ImageLoadError, load_image
 
@@ -34,6 +36,7 @@ __all__ = [
     "RunConfig",
     "load_samples",
     "parse_shard",
+    "read_all_predictions",
     "read_predictions",
     "run_benchmark",
     "score_run",
@@ -85,14 +88,8 @@ def load_samples(
     benchmark: Benchmark, options: LoadOptions, limit: int | None = None
 ) -> tuple[list[Sample], list[InvalidRow]]:
     """All samples of the benchmark (the first ``limit`` when given) and the rows that could not be read."""
-    samples: list[Sample] = []
-    invalid: list[InvalidRow] = []
-    for item in unique_samples(benchmark.load(options)):
-        if isinstance(item, InvalidRow):
-            invalid.append(item)
-        elif limit is None or len(samples) < limit:
-            samples.append(item)
-    return samples, invalid
+    samples, invalid = load_all(benchmark, options)
+    return (samples if limit is None else samples[:limit]), invalid
 
 
 def read_predictions(path: Path, repair: bool = False) -> dict[str, dict]:
@@ -119,6 +116,23 @@ def read_predictions(path: Path, repair: bool = False) -> dict[str, dict]:
     return records
 
 
+def _prefer(old: dict | None, new: dict) -> dict:
+    """Of two records of one question, an answer beats an error; otherwise the later one wins."""
+    if old is not None and "prediction" in old and "prediction" not in new:
+        return old
+    return new
+
+
+def read_all_predictions(out: Path) -> dict[str, dict]:
+    """qid -> record over every predictions*.jsonl of an output folder (shards, the merged file), an answer
+    preferred to an error: a question answered in any shard's file is answered."""
+    records: dict[str, dict] = {}
+    for path in sorted(Path(out).glob("predictions*.jsonl")):
+        for qid, record in read_predictions(path).items():
+            records[qid] = _prefer(records.get(qid), record)
+    return records
+
+
 def _write_json(path: Path, data: Any) -> None:
     """Write atomically (temporary file + rename): a reader never sees half a file."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -128,15 +142,21 @@ def _write_json(path: Path, data: Any) -> None:
     os.replace(tmp, path)
 
 
-def _manifest(config: RunConfig, samples: list[Sample], invalid: list[InvalidRow]) -> dict[str, Any]:
+def _manifest(
+    config: RunConfig, samples: list[Sample], invalid: list[InvalidRow], in_file: int, left_out_by_limit: int
+) -> dict[str, Any]:
     return {
         "benchmark": config.bench,
+        "rules_version": RULES_VERSION,
         "data": str(Path(config.data).expanduser().resolve()),
         "annotations": None if config.annotations is None else str(Path(config.annotations).expanduser().resolve()),
+        "image_dir": None if config.image_dir is None else str(Path(config.image_dir).expanduser().resolve()),
         "split": config.split,
         "limit": config.limit,
         "shard": list(config.shard),
         "model": config.model,
+        "questions_in_file": in_file,
+        "left_out_by_limit": left_out_by_limit,
         "qids": [s.qid for s in samples],
         "invalid": [row.to_json() for row in invalid],
     }
@@ -184,18 +204,20 @@ def run_benchmark(
     log = log or (lambda message: print(message, file=sys.stderr, flush=True))
     benchmark = get_benchmark(config.bench)
     options = LoadOptions.create(config.data, config.image_dir, config.annotations, config.split)
-    samples, invalid = load_samples(benchmark, options, config.limit)
+    everything, invalid = load_all(benchmark, options)
+    samples = everything if config.limit is None else everything[: config.limit]
     index, count = config.shard
     shard_samples = samples[index::count]
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     tag = _tag(config.shard)
-    manifest = _manifest(config, shard_samples, invalid)
+    manifest = _manifest(config, shard_samples, invalid, len(everything) + len(invalid), len(everything) - len(samples))
     _check_manifest(out / f"manifest{tag}.json", manifest)
     _write_json(out / f"manifest{tag}.json", manifest)
 
     predictions_path = out / f"predictions{tag}.jsonl"
-    done = read_predictions(predictions_path, repair=True)
+    read_predictions(predictions_path, repair=True)  # a line cut by an interruption goes before appending
+    done = read_all_predictions(out)  # an answer in another shard's file (a run sharded differently) counts
     finished = {qid for qid, r in done.items() if "prediction" in r or not config.retry_errors}
     todo = [s for s in shard_samples if s.qid not in finished]
     max_new_tokens = config.max_new_tokens or benchmark.max_new_tokens
@@ -274,18 +296,12 @@ def shards_complete(out: Path) -> bool:
     count = manifests[0]["shard"][1]
     if sorted(m["shard"][0] for m in manifests) != list(range(count)):
         return False
-    for manifest in manifests:
-        done = read_predictions(Path(out) / f"predictions{_tag(tuple(manifest['shard']))}.jsonl")
-        if any(qid not in done for qid in manifest["qids"]):
-            return False
-    return True
+    done = read_all_predictions(Path(out))
+    return all(qid in done for manifest in manifests for qid in manifest["qids"])
 
 
-def score_run(out: str | Path, judge=None) -> dict[str, Any]:
-    """Join the shards of the run in ``out``, score it and write ``scores.json`` (and, for a sharded run, the
-    merged ``predictions.jsonl``).  Questions without an answer are reported, never scored."""
-    out = Path(out)
-    manifests = _manifests(out)
+def _check_shards(out: Path, manifests: list[dict[str, Any]]) -> int:
+    """The shard count of the run in ``out``; an EvalError when runs are mixed or a shard has not run."""
     benchmarks = {m["benchmark"] for m in manifests}
     counts = {m["shard"][1] for m in manifests}
     if len(benchmarks) != 1 or len(counts) != 1:
@@ -295,17 +311,35 @@ def score_run(out: str | Path, judge=None) -> dict[str, Any]:
     if present != list(range(count)):
         missing = sorted(set(range(count)) - set(present))
         raise EvalError(f"{out}: shard(s) {', '.join(f'{i}/{count}' for i in missing)} have not run (no manifest)")
-    benchmark = get_benchmark(benchmarks.pop())
+    return count
 
-    positioned: list[tuple[int, str]] = []
+
+def score_run(out: str | Path, judge=None, rescore: bool = False) -> dict[str, Any]:
+    """Join the shards of the run in ``out``, score it and write ``scores.json`` (and, for a sharded run, the
+    merged ``predictions.jsonl``).  Questions without an answer are reported, never scored; every question of
+    the benchmark file is accounted for in ``counts`` (see report.py), and ``status`` says whether the score is
+    complete.  A run written by an older version, or any run with ``rescore``, is re-read from its benchmark
+    data first (rescore.py)."""
+    out = Path(out)
+    manifests = _manifests(out)
+    count = _check_shards(out, manifests)
+    benchmark = get_benchmark(manifests[0]["benchmark"])
+    questions = run_questions(benchmark, manifests, rescore=rescore)
+    order = questions.order
+    found = read_all_predictions(out)
     records: dict[str, dict] = {}
-    for manifest in manifests:
-        done = read_predictions(out / f"predictions{_tag(tuple(manifest['shard']))}.jsonl")
-        for position, qid in enumerate(manifest["qids"]):  # shards are strided: k-th of shard i is i + k*n
-            positioned.append((position * count + manifest["shard"][0], qid))
-            if qid in done:
-                records[qid] = done[qid]
-    order = [qid for _, qid in sorted(positioned)]
+    prompt_changed: list[str] = []
+    for qid in order:
+        record = found.get(qid)
+        if record is not None and questions.samples is not None:  # re-read: the current gold and meta
+            sample = questions.samples[qid]
+            if record.get("prompt") != sample.prompt:
+                prompt_changed.append(qid)
+            record = {**record, "gold": sample.gold, "meta": sample.meta}
+        if record is not None:
+            records[qid] = record
+    asked = set(order)
+    elsewhere = [qid for qid in found if qid not in asked]
     if count > 1:
         with open(out / ".predictions.jsonl.tmp", "w", encoding="utf-8") as handle:
             for qid in order:
@@ -317,32 +351,43 @@ def score_run(out: str | Path, judge=None) -> dict[str, Any]:
     errors = [records[q] for q in order if q in records and "prediction" not in records[q]]
     missing = [q for q in order if q not in records]
     labeled = [r for r in answered if r.get("gold") is not None]
-    invalid = list({json.dumps(row, sort_keys=True): row for m in manifests for row in m["invalid"]}.values())
+    invalid = questions.invalid
 
     result = benchmark.score(labeled, judge=judge) if labeled else {"metrics": {}}
     unparsed = result.pop("unparsed", 0)
+    needs_judge = len(labeled) if result.get("judge_required") else 0
+    counts = tally(
+        in_file=questions.in_file,
+        scored=len(labeled) - needs_judge,
+        unparsed=unparsed,
+        unreadable=len(invalid),
+        left_out_by_limit=questions.left_out_by_limit,
+        generation_errors=len(errors),
+        missing_predictions=len(missing),
+        without_reference=len(answered) - len(labeled),
+        needs_judge=needs_judge,
+    )
+    state, reasons = status(counts)
     scores = {
         "benchmark": benchmark.name,
+        "status": state,
+        "not_scored_because": reasons,
         "model": manifests[0].get("model"),
         "data": manifests[0].get("data"),
         "limit": manifests[0].get("limit"),
         "metrics": result.pop("metrics"),
-        "counts": {
-            "questions": len(order),
-            "scored": len(labeled),
-            "unreadable_rows": len(invalid),
-            "generation_errors": len(errors),
-            "missing_predictions": len(missing),
-            "without_reference": len(answered) - len(labeled),
-            "unparsed_answers": unparsed,
-        },
+        "counts": counts,
         **result,
         "problems": {
             "unreadable_rows": invalid[:PROBLEMS_LISTED],
             "generation_errors": [{"qid": r["qid"], "error": r.get("error")} for r in errors[:PROBLEMS_LISTED]],
             "missing_predictions": missing[:PROBLEMS_LISTED],
+            "asked_with_another_prompt": prompt_changed[:PROBLEMS_LISTED],
+            "answers_to_questions_not_in_the_run": elsewhere[:PROBLEMS_LISTED],
         },
     }
+    if questions.note:
+        scores["note"] = questions.note
     if judge is not None:
         scores["judge"] = {"base_url": judge.config.base_url, "model": judge.config.model}
     _write_json(out / "scores.json", scores)

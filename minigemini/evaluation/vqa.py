@@ -1,5 +1,5 @@
-"""Open-answer VQA: TextVQA and VQAv2 (VQA accuracy over ten human answers), GQA (exact match), and the
-project's synthetic set, all from LLaVA's question JSONL (or any row file with the same fields)."""
+"""Open-answer VQA: VQAv2 (VQA accuracy over ten human answers), GQA (exact match) and the project's synthetic
+set, from LLaVA's question JSONL (or any row file with the same fields); TextVQA's loader is ``textvqa.py``."""
 
 from __future__ import annotations
 
@@ -13,22 +13,12 @@ from minigemini.evaluation.prompts import SHORT_ANSWER, with_suffix
 from minigemini.evaluation.readers import first_present, image_source
 from minigemini.evaluation.samples import InvalidRow, Sample
 
-__all__ = ["load_vqa", "score_exact_match", "score_vqa", "textvqa_question"]
-
-_OCR_PREFIX = "Reference OCR token:"
+__all__ = ["load_vqa", "reference_answers", "score_exact_match", "score_vqa"]
 
 
-def textvqa_question(text: str) -> str:
-    """The bare question of a LLaVA TextVQA prompt (drops the OCR-token line and the instruction line),
-    which is what the MGM script joins with the annotation file on."""
-    for line in text.split("\n"):
-        line = line.strip()
-        if line and not line.startswith(_OCR_PREFIX) and line != SHORT_ANSWER:
-            return line
-    return text.strip()
-
-
-def _answers(value: Any) -> list[str] | None:
+def reference_answers(value: Any) -> list[str] | None:
+    """The reference answers of a row as a list of strings (a string, a number, a list of strings or of VQAv2's
+    ``{"answer": ...}`` dicts); None for anything else."""
     if isinstance(value, str):
         return [value]
     if isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -46,19 +36,24 @@ def _answers(value: Any) -> list[str] | None:
 
 
 def load_vqa(options: LoadOptions, suffix: str | None = SHORT_ANSWER) -> Iterator[Sample | InvalidRow]:
-    """Rows with a question id, a question and an image; answers inline (``answers``/``answer``) or from
-    ``options.annotations`` (TextVQA / VQAv2 / GQA annotation files)."""
+    """VQAv2 / GQA / the synthetic set: rows with a question id (unique: the official scripts key predictions by
+    it), a question and an image; answers inline (``answers``/``answer``) or from ``options.annotations``, joined
+    on the question id (VQAv2 annotations, GQA's questions JSON).  A question the annotation file does not have
+    is an InvalidRow."""
     for where, row, qid, text, image in llava_questions(options):
         if isinstance(row, InvalidRow):
             yield row
             continue
         raw = first_present(row, "answers", "answer", "gt_answers", "label")
         if raw is None and options.annotations is not None:
-            hit = options.annotations.lookup(qid, question=textvqa_question(text))
-            raw = None if hit is None else first_present(hit, "answers", "answer", "label")
+            hit = options.annotations.lookup(qid)
+            if hit is None:
+                yield InvalidRow(where, f"question id {qid} is not in {options.annotations.path.name}")
+                continue
+            raw = first_present(hit, "answers", "answer", "label")
         gold = None
         if raw is not None:
-            gold = _answers(raw)
+            gold = reference_answers(raw)
             if gold is None:
                 yield InvalidRow(where, f"unknown answer format {type(raw).__name__}: {str(raw)[:60]!r}")
                 continue

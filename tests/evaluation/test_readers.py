@@ -32,7 +32,8 @@ def test_llava_jsonl_rows_and_bad_rows(tmp_path):
         == "What colour is it?\nReference OCR token: STOP\nAnswer the question using a single word or phrase."
     )
     assert first.images == [str(tmp_path / "images" / "a.png")]  # found under images/
-    assert first.gold[:4] == ["red"] * 4 and first.meta == {"category": "colour"}
+    assert first.gold[:4] == ["red"] * 4
+    assert first.meta == {"category": "colour", "image_id": "q1", "question": "What colour is it?"}
     assert samples[2].images == [str(tmp_path / "gone.png")]  # missing: reported when the run loads it
     assert [(r.where, r.reason.split(" (")[0]) for r in invalid] == [
         ("questions.jsonl:4", "not valid JSON"),
@@ -122,7 +123,8 @@ def test_gqa_seed_scienceqa_annotations(tmp_path):
             ]
         )
     )
-    (tmp_path / "problems.json").write_text(json.dumps({"12": {"answer": 1, "choices": ["3", "4"]}}))
+    problems = {"11": {"answer": 0, "choices": ["cat", "trout", "frog"]}, "12": {"answer": 1, "choices": ["3", "4"]}}
+    (tmp_path / "problems.json").write_text(json.dumps(problems))
     samples, _ = load("scienceqa", tmp_path / "llava_test_CQM-A.json", annotations=tmp_path / "problems.json")
     assert [s.gold for s in samples] == ["A", "B"]
     assert samples[0].prompt.endswith("(C) frog\nAnswer with the option's letter from the given choices directly.")
@@ -154,8 +156,9 @@ def test_pope_labels_from_the_coco_pope_folder(tmp_path):
     )
     labels = tmp_path / "coco"
     labels.mkdir()
-    (labels / "coco_pope_adversarial.json").write_text(json.dumps({"question_id": 1, "label": "yes"}) + "\n")
-    (labels / "coco_pope_random.json").write_text(json.dumps({"question_id": 1, "label": "no"}) + "\n")
+    for category, text, label in (("adversarial", "dog", "yes"), ("random", "cat", "no")):
+        line = {"question_id": 1, "image": "COCO_val2014_1.jpg", "text": f"Is there a {text} in the image?"}
+        (labels / f"coco_pope_{category}.json").write_text(json.dumps({**line, "label": label}) + "\n")
     samples, invalid = load("pope", tmp_path / "llava_pope_test.jsonl", annotations=labels)
     # the same question id in two categories: the second is a duplicate id, reported, not scored twice
     assert [s.gold for s in samples] == ["yes"] and invalid[0].reason == "duplicate question id"

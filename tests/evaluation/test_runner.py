@@ -105,18 +105,21 @@ def test_llava_jsonl_run_reports_bad_input(tiny_checkpoint, tmp_path):
             "--batch-size",
             2,
         )
-        == 0
+        == 3  # a partial score
     )
     scores = scores_of(out)
     assert scores["counts"] == {
-        "questions": 3,
+        "questions_in_file": 5,
         "scored": 2,
-        "unreadable_rows": 2,
+        "unreadable": 2,
+        "unparsed": 0,
+        "left_out_by_limit": 0,
         "generation_errors": 1,
         "missing_predictions": 0,
         "without_reference": 0,
-        "unparsed_answers": 0,
+        "needs_judge": 0,
     }
+    assert scores["status"] == "partial"
     assert 0.0 <= scores["metrics"]["accuracy"] <= 1.0
     assert scores["problems"]["generation_errors"][0]["qid"] == "q3"
     assert "image file not found" in scores["problems"]["generation_errors"][0]["error"]
@@ -254,7 +257,7 @@ def test_mme_folders(tiny_checkpoint, tmp_path):
         2,
     )
     scores = scores_of(out)
-    assert scores["counts"]["scored"] == 3 and scores["counts"]["unreadable_rows"] == 2
+    assert scores["counts"]["scored"] == 3 and scores["counts"]["unreadable"] == 2
     assert set(scores["subtasks"]) == {"artwork", "code_reasoning"}
     assert scores["metrics"]["perception"] is not None and scores["metrics"]["cognition"] is not None
 
@@ -276,8 +279,8 @@ def test_mmbench_tsv(tiny_checkpoint, tmp_path):
         4,
     )
     scores = scores_of(out)
-    assert scores["counts"]["scored"] == 8 and scores["questions"] == 2 and scores["counts"]["unreadable_rows"] == 2
-    assert scores["counts"]["unparsed_answers"] <= 8
+    assert scores["counts"]["scored"] == 8 and scores["questions"] == 2 and scores["counts"]["unreadable"] == 2
+    assert scores["counts"]["unparsed"] <= 8
 
 
 def test_parquet_benchmarks(tiny_checkpoint, tmp_path):
@@ -303,7 +306,7 @@ def test_parquet_benchmarks(tiny_checkpoint, tmp_path):
         )
         scores = scores_of(out)
         assert scores["counts"]["scored"] == expected_scored, bench
-        assert scores["counts"]["unreadable_rows"] == expected_invalid, bench
+        assert scores["counts"]["unreadable"] == expected_invalid, bench
         assert scores["counts"]["generation_errors"] == 0
 
 
@@ -327,7 +330,8 @@ def test_save_to_disk_dataset(tiny_checkpoint, tmp_path):
         3,
     )
     scores = scores_of(out)
-    assert scores["counts"]["questions"] == 3 and scores["counts"]["scored"] == 3
+    assert scores["counts"]["questions_in_file"] == 4 and scores["counts"]["scored"] == 3
+    assert scores["counts"]["left_out_by_limit"] == 1 and scores["status"] == "partial"
     assert set(scores["by_category"]) == {"adversarial", "random"}
 
 
