@@ -3,10 +3,32 @@
 import re
 
 from huggingface_hub.dataclasses import strict
-from transformers import AutoConfig, PreTrainedConfig
-from transformers.configuration_utils import SubConfigSpec
+from transformers import CONFIG_MAPPING, AutoConfig, PreTrainedConfig
+
+try:  # transformers >= 5.2x declares a composite config's sub-config defaults as specs
+    from transformers.configuration_utils import SubConfigSpec
+except ImportError:  # earlier 5.x (vLLM 0.32 pins < 5.20): resolved in __post_init__, as LLaVA's config does there
+    SubConfigSpec = None
 
 PROJECTOR_PATTERN = re.compile(r"^(linear|mlp(\d+)x_gelu)$")
+
+# sub-config -> (model_type of a dict that names none, the config built when it is None: the release's shapes)
+SUB_CONFIG_DEFAULTS = {
+    "vision_config": (
+        "clip_vision_model",
+        {
+            "hidden_size": 1024,
+            "intermediate_size": 4096,
+            "num_hidden_layers": 24,
+            "num_attention_heads": 16,
+            "patch_size": 14,
+            "image_size": 336,
+            "projection_dim": 768,
+        },
+    ),
+    "vision_aux_config": ("convnext", {"hidden_sizes": [192, 384, 768, 1536], "depths": [3, 3, 27, 3], "image_size": 768}),
+    "text_config": ("llama", {}),
+}
 
 
 @strict
@@ -34,27 +56,13 @@ class MiniGeminiConfig(PreTrainedConfig):
     """
 
     model_type = "minigemini"
-    sub_configs_defaults = {
-        "vision_config": SubConfigSpec(
-            config_class=AutoConfig,
-            model_type="clip_vision_model",
-            init_kwargs={
-                "hidden_size": 1024,
-                "intermediate_size": 4096,
-                "num_hidden_layers": 24,
-                "num_attention_heads": 16,
-                "patch_size": 14,
-                "image_size": 336,
-                "projection_dim": 768,
-            },
-        ),
-        "vision_aux_config": SubConfigSpec(
-            config_class=AutoConfig,
-            model_type="convnext",
-            init_kwargs={"hidden_sizes": [192, 384, 768, 1536], "depths": [3, 3, 27, 3], "image_size": 768},
-        ),
-        "text_config": SubConfigSpec(config_class=AutoConfig, model_type="llama"),
-    }
+    if SubConfigSpec is not None:
+        sub_configs_defaults = {
+            key: SubConfigSpec(config_class=AutoConfig, model_type=model_type, init_kwargs=init_kwargs)
+            for key, (model_type, init_kwargs) in SUB_CONFIG_DEFAULTS.items()
+        }
+    else:
+        sub_configs = {key: AutoConfig for key in SUB_CONFIG_DEFAULTS}
 
     vision_config: dict | PreTrainedConfig | None = None
     vision_aux_config: dict | PreTrainedConfig | None = None
@@ -71,6 +79,14 @@ class MiniGeminiConfig(PreTrainedConfig):
     patch_info_mining: bool = True
 
     def __post_init__(self, **kwargs):
+        if SubConfigSpec is None:
+            for key, (model_type, init_kwargs) in SUB_CONFIG_DEFAULTS.items():
+                value = getattr(self, key)
+                if value is None:
+                    value = {"model_type": model_type, **init_kwargs}
+                if isinstance(value, dict):
+                    value = CONFIG_MAPPING[value.get("model_type", model_type)](**value)
+                setattr(self, key, value)
         super().__post_init__(**kwargs)
         # Several LLMs (Gemma, SmolLM2) tie their head to the embeddings; the flag lives on the text config.
         if not self.tie_word_embeddings and getattr(self.text_config, "tie_word_embeddings", False):
