@@ -19,15 +19,16 @@ class UnsupportedLanguageModelError(ValueError):
 def language_model_architectures(text_config, supported: set[str] | frozenset[str]) -> list[str]:
     """The causal-LM architecture names of `text_config` that vLLM should build (`supported`: vLLM's own names).
 
-    A text config saved by this package may carry no `architectures` (a model built from a dict): the family's causal-LM
-    class then comes from transformers' table (`llama` -> `LlamaForCausalLM`). Raises UnsupportedLanguageModelError
-    naming the family when vLLM implements none of them.
+    The config's own `architectures` first, then the family's causal-LM class from transformers' table (`llama` ->
+    `LlamaForCausalLM`): a text config saved by this package may name none (a model built from a dict), or only its
+    base model. Returns the first that vLLM implements; raises UnsupportedLanguageModelError naming the family when vLLM
+    implements none of them.
     """
     family = getattr(text_config, "model_type", None) or "unknown"
     names = [name for name in (getattr(text_config, "architectures", None) or []) if name]
-    if not names and family in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
-        names = [MODEL_FOR_CAUSAL_LM_MAPPING_NAMES[family]]
-    known = [name for name in names if name in supported]
+    if family in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and MODEL_FOR_CAUSAL_LM_MAPPING_NAMES[family] not in names:
+        names.append(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES[family])  # e.g. a text config that names its base `LlamaModel`
+    known = [name for name in names if name in supported][:1]
     if not known:
         tried = ", ".join(names) or "no causal-LM class in transformers"
         raise UnsupportedLanguageModelError(
