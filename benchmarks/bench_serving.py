@@ -34,6 +34,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,8 +44,8 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from minigemini.synthetic.smollm2 import cache_dir  # noqa: E402
-from minigemini.synthetic.world import make_scene  # noqa: E402
+from minigemini.synthetic.smollm2 import cache_dir
+from minigemini.synthetic.world import make_scene
 
 BURSTS = {"clients-1": (1, 8), "clients-4": (4, 16), "clients-16": (16, 32)}  # name: (clients, requests)
 
@@ -243,11 +244,12 @@ def main() -> None:
     parser.add_argument("--kv-cache-gib", type=int, default=2, help="VLLM_CPU_KVCACHE_SPACE")
     parser.add_argument("--mgm-args", default="--max-batch-size 16", help="extra arguments of `mgm serve`")
     parser.add_argument("--engines", default="mgm,vllm", help="which to run, of mgm,vllm")
-    parser.add_argument("--logs", type=Path, default=Path("bench-serving-logs"))
+    parser.add_argument("--logs", type=Path, help="folder for the servers' logs (default: a new temporary one)")
     parser.add_argument("--json", type=Path, help="write all results here")
     args = parser.parse_args()
 
     model = args.model or default_checkpoint()
+    args.logs = args.logs or Path(tempfile.mkdtemp(prefix="bench-serving-"))
     args.logs.mkdir(parents=True, exist_ok=True)
     vllm_dtype = {"bf16": "bfloat16", "fp32": "float32"}[args.dtype]
     engines = {
@@ -265,7 +267,7 @@ def main() -> None:
     work = {name: list(enumerate(pool[:n])) for name, (_, n) in BURSTS.items()}
     work["poisson"] = list(enumerate(pool[: args.poisson_requests]))
     print(f"model {model}, {args.dtype}, max_tokens {args.max_tokens}; vLLM args: {args.vllm_args or '(none)'}; "
-          f"mgm serve args: {args.mgm_args}", flush=True)  # fmt: skip
+          f"mgm serve args: {args.mgm_args}; server logs in {args.logs}", flush=True)  # fmt: skip
 
     results: dict[str, dict] = {name: {} for name in chosen}
     for name in chosen:  # the bursts first: their 16-client rates set the Poisson rate

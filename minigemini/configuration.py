@@ -26,7 +26,10 @@ SUB_CONFIG_DEFAULTS = {
             "projection_dim": 768,
         },
     ),
-    "vision_aux_config": ("convnext", {"hidden_sizes": [192, 384, 768, 1536], "depths": [3, 3, 27, 3], "image_size": 768}),
+    "vision_aux_config": (
+        "convnext",
+        {"hidden_sizes": [192, 384, 768, 1536], "depths": [3, 3, 27, 3], "image_size": 768},
+    ),
     "text_config": ("llama", {}),
 }
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
-__all__ = ["UnsupportedLanguageModelError", "LanguageModelCheck", "language_model_architectures"]
+__all__ = ["LanguageModelCheck", "UnsupportedLanguageModelError", "language_model_architectures"]
 
 
 class UnsupportedLanguageModelError(ValueError):

@@ -70,14 +70,14 @@ class MiniGeminiForVLLM(nn.Module, SupportsMultiModal, SupportsPP):
         config = vllm_config.model_config.hf_config
         self.config = config
         architectures = language_model_architectures(config.text_config, ModelRegistry.get_supported_archs())
-        self.configure_mm_token_handling(
-            vocab_size=config.text_config.vocab_size, mm_token_ids=[config.image_token_id]
-        )
+        self.configure_mm_token_handling(vocab_size=config.text_config.vocab_size, mm_token_ids=[config.image_token_id])
         with self._mark_tower_model(vllm_config, "image"):
             self.vision_tower = LowResEncoder(config)
             self.vision_tower_aux = HighResEncoder(config) if config.patch_info_mining else None
             self.mining = (
-                PatchInfoMining(config.vision_config.hidden_size, config.vision_aux_hidden_size, config.mining_hidden_size)
+                PatchInfoMining(
+                    config.vision_config.hidden_size, config.vision_aux_hidden_size, config.mining_hidden_size
+                )
                 if config.patch_info_mining
                 else None
             )

@@ -18,7 +18,8 @@ def main(job_file: str, out_file: str) -> None:
     from PIL import Image
     from vllm import LLM, SamplingParams
 
-    job = json.load(open(job_file))
+    with open(job_file) as file:
+        job = json.load(file)
     for run in job["runs"]:
         started = time.perf_counter()
         llm = LLM(
@@ -30,14 +31,12 @@ def main(job_file: str, out_file: str) -> None:
             limit_mm_per_prompt={"image": 2},
             seed=0,
         )
-        prompts = [
-            {
-                "prompt_token_ids": request["prompt_token_ids"],
-                **({"multi_modal_data": {"image": [Image.open(p).convert("RGB") for p in request["images"]]}}
-                   if request["images"] else {}),
-            }  # fmt: skip
-            for request in run["requests"]
-        ]
+        prompts = []
+        for request in run["requests"]:
+            prompt = {"prompt_token_ids": request["prompt_token_ids"]}
+            if request["images"]:
+                prompt["multi_modal_data"] = {"image": [Image.open(p).convert("RGB") for p in request["images"]]}
+            prompts.append(prompt)
         params = [SamplingParams(max_tokens=r["max_tokens"], temperature=0.0) for r in run["requests"]]
         outputs = llm.generate(prompts, params, use_tqdm=False)
         result["runs"][run["name"]] = [list(output.outputs[0].token_ids) for output in outputs]
@@ -49,9 +48,10 @@ def main(job_file: str, out_file: str) -> None:
         try:
             LLM(refused["model"], dtype="float32", enforce_eager=True, max_model_len=512)
             result["refused"][refused["name"]] = None
-        except Exception as error:  # what the user sees
+        except Exception as error:  # noqa: BLE001 - whatever vLLM raises is what the user sees
             result["refused"][refused["name"]] = f"{type(error).__name__}: {error}"
-    json.dump(result, open(out_file, "w"))
+    with open(out_file, "w") as file:
+        json.dump(result, file)
 
 
 if __name__ == "__main__":

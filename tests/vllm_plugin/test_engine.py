@@ -6,10 +6,13 @@ import vLLM. One engine script runs every model (a vLLM engine takes about 20 s 
 from pathlib import Path
 
 import pytest
-import torch
 from transformers import AutoTokenizer
 
-from minigemini import MiniGeminiConfig, MiniGeminiForConditionalGeneration, MiniGeminiImageProcessor, MiniGeminiProcessor
+from minigemini import (
+    MiniGeminiForConditionalGeneration,
+    MiniGeminiImageProcessor,
+    MiniGeminiProcessor,
+)
 from tests.conftest import CHATML_TEMPLATE, build_tokenizer, tiny_config
 from tests.vllm_helpers import noise_image, reference_request, run_vllm_script, save_tiny_vllm_mgm
 

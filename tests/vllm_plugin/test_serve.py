@@ -33,7 +33,9 @@ def client(exported):
 def ask(client, image_url: str, **options):
     messages = [{"role": "user", "content": [
         {"type": "image_url", "image_url": {"url": image_url}}, {"type": "text", "text": QUESTION}]}]  # fmt: skip
-    return client.chat.completions.create(model="mgm", messages=messages, max_tokens=MAX_TOKENS, temperature=0, **options)
+    return client.chat.completions.create(
+        model="mgm", messages=messages, max_tokens=MAX_TOKENS, temperature=0, **options
+    )
 
 
 @pytest.fixture(scope="module")
