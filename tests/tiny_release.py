@@ -190,8 +190,10 @@ def make_release(
     seed: int = 0,
     clip_heads: int = 1,
     extra_vocab_rows: int = 0,
+    llm_overrides: dict | None = None,
 ) -> TinyRelease:
-    """Write a tiny release checkpoint to `path` and return what the reference forward needs."""
+    """Write a tiny release checkpoint to `path` and return what the reference forward needs (`llm_overrides`: keys
+    of the LLM's config to change, e.g. a head size vLLM's CPU kernels have)."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     generator = torch.Generator().manual_seed(seed)
@@ -215,7 +217,7 @@ def make_release(
     _linear(generator, tensors, "model.mm_projector.0", LLM_HIDDEN, hidden)
     _linear(generator, tensors, "model.mm_projector.2", LLM_HIDDEN, LLM_HIDDEN)
 
-    llm_config = text_config_dict(family, vocab_size)
+    llm_config = {**text_config_dict(family, vocab_size), **(llm_overrides or {})}
     llm = AutoModelForCausalLM.from_config(AutoConfig.for_model(family, **llm_config)).eval()
     tensors.update(release_llm_tensors(llm))
     tensors = {k: v.contiguous() for k, v in tensors.items()}

@@ -105,13 +105,21 @@ def noise_image(path: Path, size: tuple[int, int], seed: int) -> Path:
     return path
 
 
-def vllm_prompt_ids(input_ids: list[int], image_token_id: int) -> list[int]:
-    """The processor's ids with each run of expanded image tokens folded back to one `<image>` (vLLM expands it)."""
+def vllm_prompt_ids(input_ids: list[int], image_token_id: int, image_seq_length: int) -> list[int]:
+    """The processor's ids with each image's `image_seq_length` expanded tokens folded back to one `<image>` (vLLM
+    expands it); two images may be adjacent (a tokenizer that drops the newline between them)."""
     folded: list[int] = []
-    for token in input_ids:
-        if token == image_token_id and folded and folded[-1] == image_token_id:
+    run = 0
+    for token in [*input_ids, None]:
+        if token == image_token_id:
+            run += 1
             continue
-        folded.append(token)
+        if run:
+            assert run % image_seq_length == 0, f"a run of {run} image tokens is not whole images"
+            folded += [image_token_id] * (run // image_seq_length)
+            run = 0
+        if token is not None:
+            folded.append(token)
     return folded
 
 
@@ -125,7 +133,7 @@ def reference_request(model, processor, question: str, images: list[Path], max_t
         output = model.generate(**inputs, max_new_tokens=max_tokens, do_sample=False)
     prompt_ids = inputs["input_ids"][0].tolist()
     return {
-        "prompt_token_ids": vllm_prompt_ids(prompt_ids, processor.image_token_id),
+        "prompt_token_ids": vllm_prompt_ids(prompt_ids, processor.image_token_id, processor.image_seq_length),
         "images": [str(path) for path in images],
         "max_tokens": max_tokens,
         "reference": output[0, len(prompt_ids) :].tolist(),

@@ -1,7 +1,7 @@
 """A real vLLM engine (vLLM's CPU build, in its own environment) serves Mini-Gemini through the plugin: its greedy
-tokens equal the project's `generate()` in fp32, for two LLM families, normal and HD, in a batch mixing a request with
-one image, one with two and one with none; an LLM family vLLM lacks is refused by name; importing minigemini does not
-import vLLM. One engine script runs every model (a vLLM engine takes about 20 s to start on this CPU)."""
+tokens equal the project's `generate()` in fp32, for two LLM families, normal and HD, and for a published-format
+checkpoint converted by `mgm convert`, in a batch mixing a request with one image, one with two and one with none; an
+LLM family vLLM lacks is refused by name; importing minigemini does not import vLLM. One engine script runs every model (a vLLM engine takes about 20 s to start on this CPU)."""
 
 from pathlib import Path
 
@@ -13,12 +13,23 @@ from minigemini import (
     MiniGeminiImageProcessor,
     MiniGeminiProcessor,
 )
+from minigemini.cli import main
 from tests.conftest import CHATML_TEMPLATE, build_tokenizer, tiny_config
+from tests.tiny_release import make_release
 from tests.vllm_helpers import noise_image, reference_request, run_vllm_script, save_tiny_vllm_mgm
 
 SCRIPT = Path(__file__).with_name("engine_script.py")
 MODELS = [("llama", False), ("llama", True), ("qwen2", False), ("qwen2", True)]
 MAX_TOKENS = 12
+
+
+def converted_release(root: Path):
+    """A tiny published-format (MGM-*) Llama checkpoint converted by `mgm convert`, heads of 32 for vLLM's kernels."""
+    release = make_release(root / "release", "llama", llm_overrides={"num_attention_heads": 1, "num_key_value_heads": 1,
+                                                                     "head_dim": 32})  # fmt: skip
+    assert main(["convert", str(release.path), str(root / "converted")]) == 0
+    model = MiniGeminiForConditionalGeneration.from_pretrained(root / "converted").eval()
+    return model, MiniGeminiProcessor.from_pretrained(root / "converted")
 
 
 def save_biogpt_mgm(path: Path) -> Path:
@@ -50,14 +61,22 @@ def engine_run(tmp_path_factory):
         ]
         references[name] = requests
         job["runs"].append({"name": name, "model": str(root / name), "requests": requests})
+    model, processor = converted_release(root)
+    questions = ["what is in this image ?", "describe the picture .", "the cat sat on the mat .", "what is in this image ?"]
+    requests = [reference_request(model, processor, q, pictures, MAX_TOKENS)
+                for q, pictures in zip(questions, [images[:1], images, [], images[1:]])]  # fmt: skip
+    references["converted-release"] = requests
+    job["runs"].append({"name": "converted-release", "model": str(root / "converted"), "requests": requests})
     job["refused"].append({"name": "biogpt", "model": str(save_biogpt_mgm(root / "biogpt"))})
     return run_vllm_script(SCRIPT, job, root, timeout=900), references
 
 
-@pytest.mark.parametrize("family, hd", MODELS, ids=[f"{f}-{'hd' if hd else 'normal'}" for f, hd in MODELS])
-def test_vllm_greedy_tokens_equal_generate_in_a_mixed_batch(engine_run, family, hd):
+NAMES = [f"{family}-{'hd' if hd else 'normal'}" for family, hd in MODELS] + ["converted-release"]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_vllm_greedy_tokens_equal_generate_in_a_mixed_batch(engine_run, name):
     result, references = engine_run
-    name = f"{family}-{'hd' if hd else 'normal'}"
     answered = result["runs"][name]
     expected = [request["reference"] for request in references[name]]
     assert [len(r["images"]) for r in references[name]] == [1, 2, 0, 1]
