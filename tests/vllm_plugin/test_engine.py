@@ -62,7 +62,12 @@ def engine_run(tmp_path_factory):
         references[name] = requests
         job["runs"].append({"name": name, "model": str(root / name), "requests": requests})
     model, processor = converted_release(root)
-    questions = ["what is in this image ?", "describe the picture .", "the cat sat on the mat .", "what is in this image ?"]
+    questions = [
+        "what is in this image ?",
+        "describe the picture .",
+        "the cat sat on the mat .",
+        "what is in this image ?",
+    ]
     requests = [reference_request(model, processor, q, pictures, MAX_TOKENS)
                 for q, pictures in zip(questions, [images[:1], images, [], images[1:]])]  # fmt: skip
     references["converted-release"] = requests
