@@ -38,7 +38,7 @@ def run(args) -> int:
         f"{config.image_seq_length} visual tokens per image",
         "HD" if config.image_grid > 1 else f"HR {config.image_size_aux}px",
         f"image_token_id={config.image_token_id}",
-        f"template={processor.chat_template}" if processor is not None else "no tokenizer found: model only",
+        f"template={processor.template_name}" if processor is not None else "no tokenizer found: model only",
     ]
     print(f"Converted {args.source} -> {args.destination} ({', '.join(parts)})")
     return 0
