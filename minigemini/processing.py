@@ -141,8 +141,10 @@ class MiniGeminiProcessor(ProcessorMixin):
         return None, (wrap_jinja_template(own) if isinstance(own, str) else None)
 
     def _prepare_tokenizer(self) -> int:
-        """Make ``<image>`` a single special token and ensure a pad token; return how many tokens were added."""
+        """Make ``<image>`` a single special token, ensure a pad token, and pad on the left (for batched generation:
+        transformers' pipelines pad on the tokenizer's side); return how many tokens were added."""
         tok = self.tokenizer
+        tok.padding_side = "left"
         added = 0
         if self.image_token not in tok.all_special_tokens:
             image_token = AddedToken(self.image_token, special=True, normalized=False, lstrip=False, rstrip=False)
