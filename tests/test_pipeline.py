@@ -117,3 +117,16 @@ def test_bad_input_gets_the_errors_of_mgm_chat(checkpoint, pipe, tmp_path):
     if pipe.processor.template_name is not None:  # the release templates know three roles (a tokenizer's may know more)
         with pytest.raises(ValueError, match="message 0 has role 'bot'"):
             pipe(text=[{"role": "bot", "content": [{"type": "text", "text": "hi"}]}], max_new_tokens=2)
+
+
+def test_batches_of_several_images_per_conversation_are_refused_clearly(pipe, images):
+    """transformers' pipeline batches by concatenating only `pixel_values`: of a second image tensor it keeps one entry
+    per conversation, so with batch_size > 1 each conversation may carry one image (README; docs/transformers.md).
+    The model then names the mismatch; without batch_size the same conversations are answered one by one."""
+    two = message({"image": images["pil"]})
+    two[0]["content"].insert(0, {"type": "image", "image": images["pil"]})
+    one = message({"image": images["pil"]})
+    with pytest.raises(ValueError, match="high-res images with .* LR view"):
+        pipe(text=[two, one], max_new_tokens=2, batch_size=2)
+    answers = pipe(text=[two, one], max_new_tokens=2, return_full_text=False)
+    assert len(answers) == 2
