@@ -18,6 +18,7 @@ After building a processor for a new model, resize the LLM embeddings to the tok
 
 from __future__ import annotations
 
+import contextvars
 import json
 import logging
 import os
@@ -51,6 +52,10 @@ _END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>", "
 # The keyword arguments of transformers' processors that this one takes (see ``__call__``).
 _PADDING = {True: "longest", "longest": "longest", False: "do_not_pad", "do_not_pad": "do_not_pad", None: "longest",
             "max_length": "max_length"}  # fmt: skip
+
+
+# ``from_pretrained``'s overrides of the saved settings, on their way to ``from_args_and_dict``.
+_OVERRIDES: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar("mgm_processor_overrides", default={})
 
 
 def _is_image_list(value: Any) -> bool:
@@ -410,17 +415,17 @@ class MiniGeminiProcessor(ProcessorMixin):
         ``chat_template=`` (a release template name or jinja) override the saved values; other keyword arguments
         go to transformers' loader (and ``AutoTokenizer.from_pretrained``)."""
         overrides = {k: kwargs.pop(k) for k in ("image_seq_length", "chat_template") if k in kwargs}
-        processor = super().from_pretrained(pretrained_model_name_or_path, **kwargs)
-        if not overrides:
-            return processor
-        template = overrides.get("chat_template")
-        return cls(
-            processor.image_processor,
-            processor.tokenizer,
-            image_seq_length=overrides.get("image_seq_length", processor.image_seq_length),
-            chat_template=template if template is not None else processor.chat_template,
-            template_name=None if template is not None else processor.template_name,
-        )
+        if "chat_template" in overrides:
+            overrides["template_name"] = None  # derived from the new template
+        token = _OVERRIDES.set(overrides)  # for from_args_and_dict: they must not reach the tokenizer's loader
+        try:
+            return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+        finally:
+            _OVERRIDES.reset(token)
+
+    @classmethod
+    def from_args_and_dict(cls, args, processor_dict: dict[str, Any], **kwargs):
+        return super().from_args_and_dict(args, {**processor_dict, **_OVERRIDES.get()}, **kwargs)
 
     def __repr__(self) -> str:
         return (

@@ -308,6 +308,16 @@ def test_save_load_round_trip_gives_identical_outputs(processor, tmp_path):
     assert (overridden.image_seq_length, overridden.template_name) == (3, "gemma")
     assert overridden.chat_template == jinja_template("gemma")
     assert overridden.tokenizer.chat_template != "gemma"  # the override is the processor's, not the tokenizer's
+    assert "image_seq_length" not in overridden.tokenizer.init_kwargs
+
+
+def test_without_processor_config_image_seq_length_must_be_given(processor, tmp_path):
+    processor.tokenizer.save_pretrained(tmp_path)
+    processor.image_processor.save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match="pass image_seq_length="):
+        MiniGeminiProcessor.from_pretrained(tmp_path)
+    loaded = MiniGeminiProcessor.from_pretrained(tmp_path, image_seq_length=SEQ, chat_template="vicuna_v1")
+    assert_same_processing(processor, loaded)
 
 
 def assert_same_processing(processor, loaded):

@@ -8,7 +8,7 @@ from minigemini.templates import TEMPLATE_NAMES
 
 
 def add_parser(subparsers) -> None:
-    """`mgm convert SRC DST [--template NAME] [--dtype DTYPE]`."""
+    """`mgm convert SRC DST [--template NAME] [--dtype DTYPE] [--with-code]`."""
     parser = subparsers.add_parser(
         "convert",
         help="convert a published Mini-Gemini (MGM) checkpoint to this package's format",
@@ -27,11 +27,17 @@ def add_parser(subparsers) -> None:
         help="chat template to store in the processor (default: chosen from the tokenizer and LLM, as released)",
     )
     add_dtype_argument(parser, help="dtype of the saved weights (default: auto, the checkpoint's own)")
+    parser.add_argument(
+        "--with-code",
+        action="store_true",
+        help="also write the model and processor code (Hub custom code: loads with trust_remote_code=True "
+        "where minigemini is not installed)",
+    )
     parser.set_defaults(func=run)
 
 
 def run(args) -> int:
-    model, processor = convert_and_save(args.source, args.destination, args.template, args.dtype)
+    model, processor = convert_and_save(args.source, args.destination, args.template, args.dtype, args.with_code)
     config = model.config
     parts = [
         f"{config.text_config.model_type} LLM",

@@ -163,6 +163,11 @@ def test_command_line_convert_with_template_and_dtype(tmp_path, capsys):
     assert json.loads((destination / "processor_config.json").read_text())["template_name"] == "chatml_direct"
     assert (destination / "chat_template.jinja").read_text() == jinja_template("chatml_direct")
     assert type(AutoProcessor.from_pretrained(destination)) is MiniGeminiProcessor  # a converted checkpoint
+    assert not list(destination.glob("*.py"))
+    args = parser.parse_args(["convert", str(release.path), str(tmp_path / "coded"), "--with-code"])
+    assert args.func(args) == 0
+    assert (tmp_path / "coded" / "modeling.py").is_file()  # Hub custom code: tests/test_remote_code.py loads it
+    assert json.loads((tmp_path / "coded" / "config.json").read_text())["auto_map"]["AutoModelForImageTextToText"]
     model = MiniGeminiForConditionalGeneration.from_pretrained(destination, dtype="auto")
     assert model.dtype == torch.bfloat16
     with pytest.raises(SystemExit):

@@ -9,7 +9,7 @@ import math
 import pytest
 import torch
 from PIL import Image
-from transformers import AutoModelForImageTextToText, AutoProcessor
+from transformers import AutoModelForImageTextToText, AutoProcessor, AutoTokenizer
 
 from datasets import Dataset
 from trl import SFTConfig, SFTTrainer  # the `trl` extra
@@ -68,3 +68,25 @@ def test_sft_trainer_fine_tunes_a_converted_model(converted, tmp_path):
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
     assert len(losses) == 3 and all(math.isfinite(loss) for loss in losses)
     assert any(not torch.equal(projector[k], v) for k, v in model.named_parameters() if k in projector)
+
+
+def test_trl_batches_lack_the_bos_the_tokenizer_adds(tmp_path):
+    """TRL's collator tokenizes with add_special_tokens=False (its templates write the BOS themselves). The release
+    templates leave the BOS to the tokenizer, as the release trained, so where the tokenizer adds one (Llama, Gemma,
+    Mistral), TRL trains on sequences without it while mgm.chat and `mgm train` have it (docs/transformers.md)."""
+    from trl.trainer.sft_trainer import DataCollatorForVisionLanguageModeling
+
+    from minigemini.processing import build_processor
+    from tests.conftest import build_tokenizer, tiny_config
+
+    processor = build_processor(tiny_config(), AutoTokenizer.from_pretrained(build_tokenizer(tmp_path)), "vicuna_v1")
+    row = dataset()[0]
+    messages = [{"role": "user", "content": [{"type": "image", "image": row["images"][0]},
+                                             {"type": "text", "text": row["messages"][0]["content"]}]},
+                row["messages"][1]]  # fmt: skip
+    ours = processor.apply_chat_template(messages, tokenize=True, return_dict=True)
+    trl_batch = DataCollatorForVisionLanguageModeling(processor)([row])
+    bos = processor.tokenizer.bos_token_id
+    assert ours["input_ids"][0, 0] == bos and trl_batch["input_ids"][0, 0] != bos
+    assert torch.equal(trl_batch["input_ids"][0], ours["input_ids"][0, 1:])
+    assert torch.equal(trl_batch["pixel_values"], ours["pixel_values"])
