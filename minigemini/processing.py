@@ -55,7 +55,7 @@ _PADDING = {True: "longest", "longest": "longest", False: "do_not_pad", "do_not_
 
 
 # ``from_pretrained``'s overrides of the saved settings, on their way to ``from_args_and_dict``.
-_OVERRIDES: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar("mgm_processor_overrides", default={})
+_OVERRIDES: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar("mgm_overrides", default=None)
 
 
 def _is_image_list(value: Any) -> bool:
@@ -355,7 +355,7 @@ class MiniGeminiProcessor(ProcessorMixin):
         """What the model's forward takes from this processor's output."""
         return ["input_ids", "attention_mask", "pixel_values", "high_res_pixel_values"]
 
-    def _get_num_multimodal_tokens(self, image_sizes: Sequence[Sequence[int]] | None = None, **kwargs) -> MultiModalData:
+    def _get_num_multimodal_tokens(self, image_sizes: Sequence[Sequence[int]] | None = None, **kwargs):
         """Placeholder tokens per image for images of ``image_sizes`` ((height, width) each): every image is
         padded to a square and resized, so always ``image_seq_length``; one ``pixel_values`` entry per image."""
         data = {}
@@ -425,7 +425,7 @@ class MiniGeminiProcessor(ProcessorMixin):
 
     @classmethod
     def from_args_and_dict(cls, args, processor_dict: dict[str, Any], **kwargs):
-        return super().from_args_and_dict(args, {**processor_dict, **_OVERRIDES.get()}, **kwargs)
+        return super().from_args_and_dict(args, {**processor_dict, **(_OVERRIDES.get() or {})}, **kwargs)
 
     def __repr__(self) -> str:
         return (

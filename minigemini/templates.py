@@ -361,8 +361,10 @@ def jinja_template(template: str | ChatTemplate) -> str:
         _JINJA_PRELUDE,
         _JINJA_ROLE_CHECK,
         f"{{%- set ns = namespace(system={lit(tpl.default_system)}, seen_user=false, last='') -%}}",
-        "{%- if messages and messages[0]['role'] == 'system' -%}"
-        "{%- set ns.system = mgm_text(messages[0]['content']) -%}{%- endif -%}",
+        (
+            "{%- if messages and messages[0]['role'] == 'system' -%}"
+            "{%- set ns.system = mgm_text(messages[0]['content']) -%}{%- endif -%}"
+        ),
     ]
     if tpl.system_prefix is not None:
         parts.append(f"{{{{ {lit(tpl.system_prefix)} ~ ns.system ~ {lit(tpl.system_suffix)} }}}}")
@@ -376,8 +378,10 @@ def jinja_template(template: str | ChatTemplate) -> str:
         "{%- set text = mgm_normalize(mgm_text(message['content'])) -%}",
         "{%- if message['role'] == 'user' -%}",
         f"{{%- set text = {user_text} -%}}",
-        f"{{%- if ns.pending -%}}{{%- set text = {lit(before)} ~ ns.system ~ {lit(after)} ~ text -%}}"
-        "{%- set ns.pending = false -%}{%- endif -%}",
+        (
+            f"{{%- if ns.pending -%}}{{%- set text = {lit(before)} ~ ns.system ~ {lit(after)} ~ text -%}}"
+            "{%- set ns.pending = false -%}{%- endif -%}"
+        ),
         f"{{{{ ({lit(later)} if ns.seen_user else {lit(tpl.user_prefix)}) ~ text ~ {lit(tpl.user_suffix)} }}}}",
         "{%- set ns.seen_user = true -%}",
         "{%- else -%}",
@@ -385,8 +389,10 @@ def jinja_template(template: str | ChatTemplate) -> str:
         "{%- endif -%}",
         "{%- set ns.last = message['role'] -%}",
         "{%- endfor -%}",
-        f"{{%- if add_generation_prompt and ns.last != 'assistant' -%}}{{{{ {lit(tpl.assistant_prefix)} }}}}"
-        "{%- endif -%}",
+        (
+            f"{{%- if add_generation_prompt and ns.last != 'assistant' -%}}{{{{ {lit(tpl.assistant_prefix)} }}}}"
+            "{%- endif -%}"
+        ),
     ]
     return "".join(parts)
 
@@ -400,16 +406,11 @@ def wrap_jinja_template(template: str) -> str:
     wrapped already is returned as it is."""
     if template.startswith(_WRAP_MARK):
         return template
-    return "".join(
-        [
-            _WRAP_MARK,
-            _JINJA_PRELUDE,
-            "{%- set mgm = namespace(messages=[]) -%}",
-            "{%- for message in messages -%}",
-            "{%- set mgm.messages = mgm.messages + [dict(message, content=mgm_normalize(mgm_text(message['content'])))]"
-            " -%}",
-            "{%- endfor -%}",
-            "{%- set messages = mgm.messages -%}",
-            template,
-        ]
+    prepare = (
+        "{%- set mgm = namespace(messages=[]) -%}"
+        "{%- for message in messages -%}"
+        "{%- set mgm.messages = mgm.messages + [dict(message, content=mgm_normalize(mgm_text(message['content'])))] -%}"
+        "{%- endfor -%}"
+        "{%- set messages = mgm.messages -%}"
     )
+    return _WRAP_MARK + _JINJA_PRELUDE + prepare + template

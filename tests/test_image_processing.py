@@ -14,7 +14,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 from PIL import Image
-
 from transformers import AutoImageProcessor
 
 from minigemini.image_processing import (

@@ -1,5 +1,6 @@
 """transformers' image-text-to-text pipeline on checkpoints this package writes: content-list messages with PIL
-images, paths and URLs, batched, normal and HD; its greedy answer is mgm.chat's, and bad input gets mgm.chat's errors."""
+images, paths and URLs, batched, normal and HD; its greedy answer is mgm.chat's, and bad input gets mgm.chat's
+errors."""
 
 from __future__ import annotations
 
@@ -54,8 +55,12 @@ def images(tmp_path_factory):
     handler.log_message = lambda *args: None
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield {"pil": gradient, "path": str(folder / "tall.png"),
-           "url": f"http://127.0.0.1:{server.server_address[1]}/wide.jpg", "url_file": str(folder / "wide.jpg")}  # fmt: skip
+    yield {
+        "pil": gradient,
+        "path": str(folder / "tall.png"),
+        "url": f"http://127.0.0.1:{server.server_address[1]}/wide.jpg",
+        "url_file": str(folder / "wide.jpg"),
+    }
     server.shutdown()
 
 

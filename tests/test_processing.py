@@ -243,7 +243,8 @@ def test_new_processor_gives_what_the_former_one_gave(tokenizer_dir):
 
 
 def test_what_engines_ask_of_a_processor(processor):
-    """vLLM's transformers backend: image_token(_id), model_input_names, _get_num_multimodal_tokens, mm_token_type_ids."""
+    """What vLLM's transformers backend reads: image_token(_id), model_input_names, _get_num_multimodal_tokens,
+    mm_token_type_ids."""
     assert processor.image_token == "<image>"
     assert processor.image_token_id == processor.tokenizer.convert_tokens_to_ids("<image>")
     assert processor.model_input_names == ["input_ids", "attention_mask", "pixel_values", "high_res_pixel_values"]

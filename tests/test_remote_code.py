@@ -12,7 +12,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
 import transformers
 from PIL import Image
@@ -79,7 +78,9 @@ def test_saved_with_its_code_it_loads_without_minigemini(tmp_path):
         assert all(module.startswith("transformers_modules.") for module in got["classes"]), got["classes"]
         model = MiniGeminiForConditionalGeneration.from_pretrained(directory).eval()
         processor = MiniGeminiProcessor.from_pretrained(directory)
-        messages = [{"role": "user", "content": [{"type": "image", "path": str(image)}, {"type": "text", "text": "What?"}]}]
+        messages = [
+            {"role": "user", "content": [{"type": "image", "path": str(image)}, {"type": "text", "text": "What?"}]}
+        ]
         inputs = processor.apply_chat_template(messages, tokenize=True, return_dict=True)
         assert got["prompt"] == processor.apply_chat_template(messages)
         assert got["inputs"].keys() == inputs.keys()

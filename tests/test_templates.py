@@ -190,15 +190,24 @@ JINJA_CASES = {
     "multi-turn": CONVERSATION,
     "multi-turn ending with the user": CONVERSATION[:3],
     "two images, content parts": [
-        {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Compare"},
-                                     {"type": "image"}, {"type": "text", "text": " these."}]},  # fmt: skip
+        {
+            "role": "user",
+            "content": [
+                {"type": "image"},
+                {"type": "text", "text": "Compare"},
+                {"type": "image"},
+                {"type": "text", "text": " these."},
+            ],
+        },
         {"role": "assistant", "content": [{"type": "text", "text": "The left one is red."}]},
         {"role": "user", "content": [{"type": "text", "text": "And a third?"}, {"type": "image"}]},
     ],
     "a system prompt": [{"role": "system", "content": "Answer in one word."}, *CONVERSATION],
     "an empty system prompt": [{"role": "system", "content": ""}, *CONVERSATION[:3]],
-    "a system prompt in parts": [{"role": "system", "content": [{"type": "text", "text": "Be brief."}]},
-                                 {"role": "user", "content": "<image>\nWhat?"}],  # fmt: skip
+    "a system prompt in parts": [
+        {"role": "system", "content": [{"type": "text", "text": "Be brief."}]},
+        {"role": "user", "content": "<image>\nWhat?"},
+    ],
     "an image in the answer text": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a <image> b"}],
     "quotes, braces and newlines": [{"role": "user", "content": 'Say "{{ x }}" and {% raw %}\n\\n it\'s fine'}],
 }

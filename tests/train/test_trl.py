@@ -8,10 +8,9 @@ import math
 
 import pytest
 import torch
+from datasets import Dataset
 from PIL import Image
 from transformers import AutoModelForImageTextToText, AutoProcessor, AutoTokenizer
-
-from datasets import Dataset
 from trl import SFTConfig, SFTTrainer  # the `trl` extra
 
 from minigemini.convert.release import convert_release_checkpoint
