@@ -250,6 +250,24 @@ def load_image(source: Any, max_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS) -
     return result
 
 
+def fetch_url(source: Any, timeout: float = 30.0) -> Any:
+    """The data behind an http(s) URL, as a file object named by the URL (as transformers' image processors and
+    pipelines fetch them); any other source unchanged.  ``load_image`` itself never fetches: the data is checked
+    there like any other, and its errors name the URL."""
+    if not (isinstance(source, str) and source.startswith(("http://", "https://"))):
+        return source
+    from huggingface_hub.utils import httpx  # the HTTP client transformers fetches images with
+
+    try:
+        response = httpx.get(source, timeout=timeout, follow_redirects=True)
+        response.raise_for_status()
+    except httpx.HTTPError as err:
+        raise ImageLoadError(f"cannot fetch image ({err}): {source}") from err
+    data = io.BytesIO(response.content)
+    data.name = source
+    return data
+
+
 # ----------------------------------------------------------------------------------------------------------
 # Processor
 # ----------------------------------------------------------------------------------------------------------
@@ -315,6 +333,7 @@ class MiniGeminiImageProcessor(BaseImageProcessor):
         **kwargs,
     ):
         kwargs.pop("image_processor_type", None)
+        kwargs.pop("size", None)  # derived from image_size_aux (the ``size`` property)
         super().__init__(**kwargs)
         self.image_size = int(image_size)
         self.image_size_aux = int(image_size_aux)
@@ -348,6 +367,12 @@ class MiniGeminiImageProcessor(BaseImageProcessor):
         return self.image_grid**2 + (1 if self.image_global else 0)
 
     @property
+    def size(self) -> dict[str, int]:
+        """transformers' ``size``: every image is padded to a square and resized to this (the HR input); the LR
+        input is its bilinear downsample to ``image_size * image_grid``."""
+        return {"height": self.image_size_aux, "width": self.image_size_aux}
+
+    @property
     def background_color(self) -> tuple[int, int, int]:
         """The padding colour: the mean, as the release computes it (truncating, not rounding)."""
         return tuple(int(m * 255) for m in self.image_mean)
@@ -373,7 +398,8 @@ class MiniGeminiImageProcessor(BaseImageProcessor):
         return torch.cat([global_view[:, None], crops], dim=1)
 
     def preprocess(self, images: Any, return_tensors: str | None = "pt") -> BatchFeature:
-        """Images (one or a list; anything ``load_image`` takes) -> pixel_values + high_res_pixel_values."""
+        """Images (one or a list; anything ``load_image`` takes, or an http(s) URL) -> pixel_values +
+        high_res_pixel_values."""
         if images is None:
             raise ValueError("images must be given (an image or a list of images)")
         if not isinstance(images, (list, tuple)):
@@ -387,7 +413,7 @@ class MiniGeminiImageProcessor(BaseImageProcessor):
         else:
             # Decoding and PIL resizing are per image; everything after is one batched tensor op.
             squares = np.stack(
-                [np.asarray(self.to_square_hr(load_image(im, self.max_image_pixels))) for im in images]
+                [np.asarray(self.to_square_hr(load_image(fetch_url(im), self.max_image_pixels))) for im in images]
             )
         mean = torch.tensor(self.image_mean, dtype=torch.float32).view(1, 3, 1, 1)
         std = torch.tensor(self.image_std, dtype=torch.float32).view(1, 3, 1, 1)
