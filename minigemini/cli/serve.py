@@ -34,8 +34,13 @@ def _log_config(level: str) -> dict:
 
 def _describe_bounds(bounds: dict[str, int | None]) -> str:
     words = {"decoding": "decoding images", "encoded": "encoded images waiting", "bodies": "request bodies"}
-    return ", ".join(f"{words[k]} <= {v / GiB:.1f} GiB" if v is not None else f"{words[k]} unbounded"
-                     for k, v in bounds.items())  # fmt: skip
+
+    def size(value: int | None) -> str:
+        if value is None:
+            return "unbounded"
+        return f"<= {value / GiB:.1f} GiB" if value >= GiB // 10 else f"<= {value / MiB:.0f} MiB"
+
+    return ", ".join(f"{words[key]} {size(value)}" for key, value in bounds.items())
 
 
 def build_server(args: argparse.Namespace):

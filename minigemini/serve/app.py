@@ -415,6 +415,8 @@ def create_app(model, processor, settings: ServerSettings | None = None, image_g
             finally:
                 if not job.done.is_set():  # the client went away: stop generating for it
                     engine.cancel(job)
+                    logger.info("POST /v1/chat/completions: the client went away while its answer was streaming; "
+                                "generation cancelled")  # fmt: skip
 
         return StreamingResponse(stream(), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})  # fmt: skip

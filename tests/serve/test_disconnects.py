@@ -38,7 +38,8 @@ def post(sock, body: dict) -> None:
                  b"Content-Length: %d\r\n\r\n%s" % (len(payload), payload))  # fmt: skip
 
 
-def test_a_non_streaming_client_that_hangs_up_stops_its_generation(model_dir, monkeypatch, caplog):
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "streaming"])
+def test_a_client_that_hangs_up_stops_its_generation(model_dir, monkeypatch, caplog, stream):
     import uvicorn
 
     caplog.set_level(logging.INFO)
@@ -53,7 +54,11 @@ def test_a_non_streaming_client_that_hangs_up_stops_its_generation(model_dir, mo
     submit, cancel = engine.submit, engine.cancel
     engine.submit = lambda request, on_done=None: jobs.append(submit(request, on_done)) or jobs[-1]
     engine.cancel = lambda job: at_cancel.append(steps[0]) or cancel(job)
-    body = {"messages": [{"role": "user", "content": "talk for a long time"}], "max_tokens": MAX_TOKENS}
+    body = {
+        "messages": [{"role": "user", "content": "talk for a long time"}],
+        "max_tokens": MAX_TOKENS,
+        "stream": stream,
+    }
     with run_in_thread(uvicorn.Server(uvicorn.Config(app, log_config=None))) as base:
         host, port = base.removeprefix("http://").split(":")
         sock = socket.create_connection((host, int(port)), timeout=30)
@@ -68,12 +73,13 @@ def test_a_non_streaming_client_that_hangs_up_stops_its_generation(model_dir, mo
         # the model is free: the next request is answered, and it is the only work done meanwhile
         before = steps[0]
         answer = httpx.post(base + "/v1/chat/completions", timeout=60,
-                            json={**body, "max_tokens": 3}).json()  # fmt: skip
+                            json={**body, "max_tokens": 3, "stream": False}).json()  # fmt: skip
         assert answer["usage"]["completion_tokens"] == 3 and answer["choices"][0]["finish_reason"] == "length"
         assert steps[0] - before == 3  # prefill + 2 decode steps for 3 tokens
         assert engine.cancelled == 1 and httpx.get(base + "/health").json()["cancelled"] == 1
     lines = [r for r in caplog.records if r.name == "minigemini.serve"]
     assert [r.levelno for r in lines] == [logging.INFO] and "generation cancelled" in lines[0].getMessage()
+    assert ("streaming" in lines[0].getMessage()) == stream
 
 
 def test_a_waiting_request_whose_client_hangs_up_leaves_the_queue(model_dir):
