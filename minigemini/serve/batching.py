@@ -164,7 +164,8 @@ class BatchingEngine:
     def _fits(self, batch: list[Job], candidate: Job) -> bool:
         if candidate.request.sampling_key() != batch[0].request.sampling_key():
             return False
-        if self.max_batch_images is not None and sum(j.images for j in batch) + candidate.images > self.max_batch_images:
+        images = sum(job.images for job in batch) + candidate.images
+        if self.max_batch_images is not None and images > self.max_batch_images:
             return False
         if self.context_limit is None:
             return True
