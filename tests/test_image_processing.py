@@ -23,6 +23,7 @@ from minigemini.image_processing import (
     ImageLoadError,
     MiniGeminiImageProcessor,
     load_image,
+    read_image_size,
 )
 
 # ------------------------------------------------------------------------------------------- helpers
@@ -417,3 +418,43 @@ def test_the_processor_fetches_urls_and_load_image_does_not(served):
         processor([f"{base}/missing.png"])
     with pytest.raises(ImageLoadError, match="URLs are not fetched by load_image"):
         load_image(f"{base}/g.png")
+
+
+def test_size_is_read_from_the_header_alone(tmp_path):
+    data = huge_bilevel_png(20000, 10000)  # 200 MP: decoding would need 200 MB
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    assert read_image_size(data) == (20000, 10000)
+    path = tmp_path / "wide.png"
+    path.write_bytes(data)
+    assert read_image_size(path) == (20000, 10000)
+    assert read_image_size(io.BytesIO(encode(Image.new("L", (7, 3)), "JPEG"))) == (7, 3)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 100_000
+    with pytest.raises(ImageLoadError, match="not a recognised image"):
+        read_image_size(b"hello")
+
+
+def _awkward_images():
+    rng = np.random.default_rng(0)
+    yield Image.fromarray(rng.integers(0, 256, (37, 53, 4), dtype=np.uint8), "RGBA")
+    yield Image.fromarray(rng.integers(0, 256, (37, 53, 2), dtype=np.uint8), "LA")
+    palette = Image.fromarray(rng.integers(0, 256, (37, 53), dtype=np.uint8), "L").convert("P")
+    palette.info["transparency"] = 5
+    yield palette
+    yield Image.fromarray(rng.integers(0, 65536, (37, 53), dtype=np.uint16))
+    wide = (rng.normal(size=(37, 53)) * 100).astype(np.float32)
+    wide[3, 4], wide[5, 6] = np.nan, np.inf
+    yield Image.fromarray(wide, "F")
+    yield Image.fromarray(rng.random((37, 53)).astype(np.float32), "F")
+    yield Image.fromarray(rng.integers(-5, 100000, (37, 53)).astype(np.int32))
+    yield Image.fromarray(np.full((37, 53), np.nan, dtype=np.float32), "F")
+
+
+def test_conversions_by_strips_equal_whole_image_conversions(monkeypatch):
+    """Alpha compositing and high-depth scaling work a strip at a time (bounded scratch memory): same pixels."""
+    from minigemini import image_processing
+
+    monkeypatch.setattr(image_processing, "_STRIP_PIXELS", 1 << 30)
+    whole = [np.asarray(load_image(image)) for image in _awkward_images()]
+    monkeypatch.setattr(image_processing, "_STRIP_PIXELS", 60)  # strips of one row and a bit
+    for image, expected in zip(_awkward_images(), whole):
+        np.testing.assert_array_equal(np.asarray(load_image(image)), expected, err_msg=image.mode)
