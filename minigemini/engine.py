@@ -18,12 +18,8 @@ import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 
 from minigemini.loading import model_device_and_dtype
-from minigemini.templates import stop_strings
 
 __all__ = ["GenerationRequest", "collate", "context_budget", "context_limit", "run_batch", "stop_settings"]
-
-# End-of-turn markers of common chat templates; used as stop tokens when the tokenizer's own template contains them.
-_END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>", "<|endoftext|>", "</s>")
 
 
 def context_limit(model) -> int | None:
@@ -49,21 +45,8 @@ def context_budget(model, prompt_length: int, max_new_tokens: int) -> int:
 
 
 def stop_settings(processor) -> tuple[list[str], set[int]]:
-    """(stop strings, stop token ids) for the processor's chat template and tokenizer."""
-    tokenizer = processor.tokenizer
-    strings = stop_strings(processor.chat_template) if processor.chat_template else []
-    ids: set[int] = set()
-    if tokenizer.eos_token_id is not None:
-        ids.add(tokenizer.eos_token_id)
-    jinja = getattr(tokenizer, "chat_template", None) or ""
-    vocab = tokenizer.get_vocab()
-    for token in _END_OF_TURN_TOKENS:
-        if token in vocab and (token in jinja or token in strings):
-            ids.add(vocab[token])
-    for text in strings:  # a stop string that is a single special token stops at token level too
-        if text in vocab and text in tokenizer.all_special_tokens:
-            ids.add(vocab[text])
-    return strings, ids
+    """(stop strings, stop token ids) for the processor's chat template and tokenizer (``processor.stop_settings``)."""
+    return processor.stop_settings()
 
 
 @dataclass(eq=False)

@@ -36,6 +36,7 @@ EXTRAS = {
     "deepspeed": "deepspeed",
     "bitsandbytes": "qlora",
     "sentencepiece": "convert",
+    "trl": "trl",
 }
 
 

@@ -37,6 +37,7 @@ __all__ = [
     "MiniGeminiImageProcessor",
     "expand_to_square",
     "load_image",
+    "read_image_size",
 ]
 
 #: Refuse images above this many pixels (width * height), checked from the header before decoding.
@@ -50,6 +51,9 @@ _SIXTEEN_BIT_MODES = {"I;16", "I;16L", "I;16B", "I;16N"}
 # PIL's own decompression-bomb check is a process-wide setting; we do our own (configurable) check and
 # switch PIL's off only while opening a header (and decoding an image that the caller explicitly allowed).
 _PIL_LIMIT_LOCK = threading.RLock()
+# Conversions that need more than a byte or two of scratch memory per pixel (high-depth scaling, alpha compositing)
+# are done a strip of this many pixels at a time, so that a large picture costs about its own size to convert.
+_STRIP_PIXELS = 1 << 20
 
 
 class ImageLoadError(ValueError):
@@ -144,29 +148,45 @@ def _scale_to_uint8(values: np.ndarray, lo: float, hi: float) -> np.ndarray:
     return np.clip(np.rint((values - lo) * (255.0 / (hi - lo))), 0, 255).astype(np.uint8)
 
 
+def _strips(size: tuple[int, int]):
+    """Boxes of horizontal strips of about ``_STRIP_PIXELS`` pixels covering an image of ``size``, top to bottom."""
+    width, height = size
+    rows = max(1, _STRIP_PIXELS // max(width, 1))
+    for top in range(0, height, rows):
+        yield (0, top, width, min(top + rows, height))
+
+
 def _high_depth_to_l(image: Image.Image) -> Image.Image:
     """Convert 16-bit / 32-bit int / float greyscale to 8-bit 'L' by scaling, not clipping (PIL clips).
 
     Rules: I;16* -> full 16-bit range (v / 257).  I (int32): max <= 255 -> already 8-bit values; values in
     [0, 65535] -> 16-bit range; otherwise min..max stretch.  F: values in [0, 1] -> x 255; values in
     [0, 255] -> as is; otherwise min..max stretch.  NaN -> black.
+    Worked strip by strip (the float64 arithmetic needs 8 bytes a pixel), so the scratch memory stays small.
     """
-    arr = np.asarray(image)
     if image.mode in _SIXTEEN_BIT_MODES:
-        out = _scale_to_uint8(arr, 0.0, 65535.0)
+        lo, hi = 0.0, 65535.0
     else:
-        finite = arr[np.isfinite(arr)] if arr.dtype.kind == "f" else arr
-        lo = float(finite.min()) if finite.size else 0.0
-        hi = float(finite.max()) if finite.size else 0.0
-        if image.mode == "F" and lo >= 0.0 and hi <= 1.0:
-            out = _scale_to_uint8(arr, 0.0, 1.0)
-        elif lo >= 0.0 and hi <= 255.0:
-            out = _scale_to_uint8(arr, 0.0, 255.0)
-        elif image.mode == "I" and lo >= 0.0 and hi <= 65535.0:
-            out = _scale_to_uint8(arr, 0.0, 65535.0)
+        low, high = np.inf, -np.inf
+        for box in _strips(image.size):
+            arr = np.asarray(image.crop(box))
+            finite = arr[np.isfinite(arr)] if arr.dtype.kind == "f" else arr
+            if finite.size:
+                low, high = min(low, float(finite.min())), max(high, float(finite.max()))
+        if low > high:  # no finite value at all
+            low = high = 0.0
+        if image.mode == "F" and low >= 0.0 and high <= 1.0:
+            lo, hi = 0.0, 1.0
+        elif low >= 0.0 and high <= 255.0:
+            lo, hi = 0.0, 255.0
+        elif image.mode == "I" and low >= 0.0 and high <= 65535.0:
+            lo, hi = 0.0, 65535.0
         else:
-            out = _scale_to_uint8(arr, lo, hi)
-    return Image.fromarray(np.ascontiguousarray(out), mode="L")
+            lo, hi = low, high
+    out = np.empty((image.height, image.width), dtype=np.uint8)
+    for box in _strips(image.size):
+        out[box[1] : box[3]] = _scale_to_uint8(np.asarray(image.crop(box)), lo, hi)
+    return Image.fromarray(out, mode="L")
 
 
 def _composite_over_white(image: Image.Image) -> Image.Image:
@@ -174,10 +194,14 @@ def _composite_over_white(image: Image.Image) -> Image.Image:
 
     The release's ``.convert("RGB")`` just drops alpha, so fully transparent pixels show whatever colour
     they store (often black); white is what image viewers and browsers show behind transparency.
+    Worked strip by strip (the RGBA copies it needs are a strip each, not the whole picture).
     """
-    rgba = image.convert("RGBA")
-    background = Image.new("RGBA", rgba.size, _WHITE + (255,))
-    return Image.alpha_composite(background, rgba).convert("RGB")
+    out = Image.new("RGB", image.size)
+    for box in _strips(image.size):
+        rgba = image.crop(box).convert("RGBA")
+        background = Image.new("RGBA", rgba.size, _WHITE + (255,))
+        out.paste(Image.alpha_composite(background, rgba).convert("RGB"), box[:2])
+    return out
 
 
 def _to_rgb(image: Image.Image, where: str) -> Image.Image:
@@ -193,6 +217,22 @@ def _to_rgb(image: Image.Image, where: str) -> Image.Image:
         return image.convert("RGB")  # L, 1, P, CMYK, YCbCr, LAB, HSV, ...
     except (ValueError, OSError) as err:
         raise ImageLoadError(f"cannot convert image mode {mode!r} to RGB ({err}): {where}") from err
+
+
+def read_image_size(source: Any) -> tuple[int, int]:
+    """(width, height) of an encoded image (path, bytes, file object or ``data:`` URL), read from its header alone.
+
+    Nothing is decoded, so a caller can refuse an image (or a set of images) by its size before paying for its
+    pixels.  The size is the stored one (EXIF orientation may swap width and height; their product and the longer
+    side do not change).  Raises ImageLoadError when the header cannot be read.
+    """
+    where = _describe(source)
+    opened = _open(source, where)
+    try:
+        return opened.width, opened.height
+    finally:
+        if opened is not source:
+            opened.close()
 
 
 def load_image(source: Any, max_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS) -> Image.Image:
@@ -248,6 +288,24 @@ def load_image(source: Any, max_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS) -
     if opened is not None and result is not opened:
         opened.close()  # release the file handle now rather than at garbage collection
     return result
+
+
+def fetch_url(source: Any, timeout: float = 30.0) -> Any:
+    """The data behind an http(s) URL, as a file object named by the URL (as transformers' image processors and
+    pipelines fetch them); any other source unchanged.  ``load_image`` itself never fetches: the data is checked
+    there like any other, and its errors name the URL."""
+    if not (isinstance(source, str) and source.startswith(("http://", "https://"))):
+        return source
+    from huggingface_hub.utils import httpx  # the HTTP client transformers fetches images with
+
+    try:
+        response = httpx.get(source, timeout=timeout, follow_redirects=True)
+        response.raise_for_status()
+    except httpx.HTTPError as err:
+        raise ImageLoadError(f"cannot fetch image ({err}): {source}") from err
+    data = io.BytesIO(response.content)
+    data.name = source
+    return data
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -315,6 +373,7 @@ class MiniGeminiImageProcessor(BaseImageProcessor):
         **kwargs,
     ):
         kwargs.pop("image_processor_type", None)
+        kwargs.pop("size", None)  # derived from image_size_aux (the ``size`` property)
         super().__init__(**kwargs)
         self.image_size = int(image_size)
         self.image_size_aux = int(image_size_aux)
@@ -348,6 +407,12 @@ class MiniGeminiImageProcessor(BaseImageProcessor):
         return self.image_grid**2 + (1 if self.image_global else 0)
 
     @property
+    def size(self) -> dict[str, int]:
+        """transformers' ``size``: every image is padded to a square and resized to this (the HR input); the LR
+        input is its bilinear downsample to ``image_size * image_grid``."""
+        return {"height": self.image_size_aux, "width": self.image_size_aux}
+
+    @property
     def background_color(self) -> tuple[int, int, int]:
         """The padding colour: the mean, as the release computes it (truncating, not rounding)."""
         return tuple(int(m * 255) for m in self.image_mean)
@@ -373,7 +438,8 @@ class MiniGeminiImageProcessor(BaseImageProcessor):
         return torch.cat([global_view[:, None], crops], dim=1)
 
     def preprocess(self, images: Any, return_tensors: str | None = "pt") -> BatchFeature:
-        """Images (one or a list; anything ``load_image`` takes) -> pixel_values + high_res_pixel_values."""
+        """Images (one or a list; anything ``load_image`` takes, or an http(s) URL) -> pixel_values +
+        high_res_pixel_values."""
         if images is None:
             raise ValueError("images must be given (an image or a list of images)")
         if not isinstance(images, (list, tuple)):
@@ -387,7 +453,7 @@ class MiniGeminiImageProcessor(BaseImageProcessor):
         else:
             # Decoding and PIL resizing are per image; everything after is one batched tensor op.
             squares = np.stack(
-                [np.asarray(self.to_square_hr(load_image(im, self.max_image_pixels))) for im in images]
+                [np.asarray(self.to_square_hr(load_image(fetch_url(im), self.max_image_pixels))) for im in images]
             )
         mean = torch.tensor(self.image_mean, dtype=torch.float32).view(1, 3, 1, 1)
         std = torch.tensor(self.image_std, dtype=torch.float32).view(1, 3, 1, 1)

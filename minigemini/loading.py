@@ -152,5 +152,5 @@ def model_device_and_dtype(model) -> tuple[torch.device, torch.dtype]:
 def describe_model(model, processor) -> str:
     """``on cpu (float32), vicuna_v1 chat template``: what a front end prints once the model is loaded."""
     device, dtype = model_device_and_dtype(model)
-    template = processor.chat_template or "the tokenizer's own"
+    template = processor.template_name or "the tokenizer's own"
     return f"on {device} ({str(dtype).replace('torch.', '')}), {template} chat template"

@@ -10,11 +10,20 @@ from transformers.cache_utils import Cache
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 from transformers.utils.generic import can_return_tuple
 
-from minigemini import release
-from minigemini.cache_compat import CACHE_NAME, cache_of, take_cache
-from minigemini.configuration import PROJECTOR_PATTERN, MiniGeminiConfig
-from minigemini.encoders import HighResEncoder, LowResEncoder, freeze_encoder
-from minigemini.mining import PatchInfoMining, mine_views
+# Relative imports: these modules also travel as a checkpoint's code (Hub custom code, saving.py), flat beside it.
+from .cache_compat import CACHE_NAME, cache_of, take_cache
+from .configuration import PROJECTOR_PATTERN, MiniGeminiConfig
+from .encoders import HighResEncoder, LowResEncoder, freeze_encoder
+from .mining import PatchInfoMining, mine_views
+from .release import (
+    RELEASE_KEY_MAPPING,
+    check_loading_info,
+    is_release_checkpoint,
+    quiet_transformers,
+    read_release_checkpoint,
+    release_config,
+    release_processor,
+)
 
 IGNORE_INDEX = -100  # label of positions without loss (cross-entropy's default); the data pipeline masks with it too
 
@@ -207,13 +216,13 @@ class MiniGeminiForConditionalGeneration(MiniGeminiPreTrainedModel, GenerationMi
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
         """transformers' `from_pretrained`; a published Mini-Gemini (MGM) release checkpoint is converted on load."""
-        if not model_args and release.is_release_checkpoint(pretrained_model_name_or_path):
+        if not model_args and is_release_checkpoint(pretrained_model_name_or_path):
             return cls.from_release_checkpoint(pretrained_model_name_or_path, **kwargs)[0]
         return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
 
     @classmethod
     def from_release_checkpoint(cls, source, chat_template: str | None = None, **from_pretrained_kwargs):
-        """Load a release checkpoint as (model, MiniGeminiProcessor or None); `minigemini.release` has the format.
+        """Load a release checkpoint as (model, MiniGeminiProcessor or None); `release.py` has the format.
 
         `chat_template` overrides the detected template; `from_pretrained_kwargs` (dtype, device_map, ...) go to
         transformers' loader. The processor is None when the directory has no tokenizer; the model then gets
@@ -222,20 +231,20 @@ class MiniGeminiForConditionalGeneration(MiniGeminiPreTrainedModel, GenerationMi
         for key in ("config", "key_mapping", "output_loading_info", "ignore_mismatched_sizes"):
             if key in from_pretrained_kwargs:
                 raise TypeError(f"{key}= cannot be given when loading a release checkpoint (it is derived from it)")
-        checkpoint = release.read_release_checkpoint(source)
-        config = release.release_config(checkpoint)
-        processor = release.release_processor(checkpoint, config, chat_template)
+        checkpoint = read_release_checkpoint(source)
+        config = release_config(checkpoint)
+        processor = release_processor(checkpoint, config, chat_template)
         # transformers' load report is replaced by the stricter check below, which raises on anything that matters.
-        with release.quiet_transformers():
+        with quiet_transformers():
             model, info = super().from_pretrained(
                 checkpoint.directory,
                 config=config,
-                key_mapping=release.RELEASE_KEY_MAPPING,
+                key_mapping=RELEASE_KEY_MAPPING,
                 output_loading_info=True,
                 ignore_mismatched_sizes=True,  # reported (and raised) by check_loading_info, with the shapes
                 **from_pretrained_kwargs,
             )
-        release.check_loading_info(info, checkpoint, config)
+        check_loading_info(info, checkpoint, config)
         # The key mapping is remembered to save back in the source layout; this package saves in its own.
         model._weight_conversions = None
         add_image_token(model, processor)

@@ -1,4 +1,4 @@
-"""MiniGeminiProcessor: text (+ images) -> model inputs, with exact ``<image>`` expansion.
+"""MiniGeminiProcessor: text (+ images) -> model inputs, with exact ``<image>`` expansion; a transformers processor.
 
 Why: the release splices images by splitting the prompt string on ``<image>`` and tokenising the pieces
 separately (tokenisation then depends on where the cut falls) and pads on the right at inference, which
@@ -6,35 +6,75 @@ breaks batched generation.  Here ``<image>`` is a real special token: the text i
 image token id is repeated ``image_seq_length`` times (exact for any tokenizer), and batches are padded on
 the left by default.
 
+It is a ``ProcessorMixin``, registered with ``AutoProcessor`` (``minigemini/__init__.py``), so transformers' doors
+reach it: ``AutoProcessor.from_pretrained``, the ``image-text-to-text`` pipeline, TRL, engines that read
+``processor_config.json`` and ``chat_template.jinja``.  Its chat template is jinja (``processor.chat_template``):
+the release template named ``processor.template_name`` written as jinja, or the tokenizer's own behind the same
+``<image>`` preparation (``templates.jinja_template`` / ``wrap_jinja_template``).
+
 After building a processor for a new model, resize the LLM embeddings to the tokenizer, because ``<image>``
 (and possibly a pad token) may have been added:  ``model.resize_token_embeddings(len(processor.tokenizer))``.
 """
 
 from __future__ import annotations
 
+import contextvars
 import json
+import logging
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 from tokenizers import AddedToken
-from transformers import AutoTokenizer, BatchFeature
+from transformers import BatchFeature
+from transformers.processing_utils import MultiModalData, ProcessorMixin
 
-from minigemini.configuration import MiniGeminiConfig
-from minigemini.image_processing import MiniGeminiImageProcessor
-from minigemini.templates import IMAGE_PLACEHOLDER, content_to_text, get_template, normalize_image_placeholders, render
+from .configuration import MiniGeminiConfig
+from .image_processing import MiniGeminiImageProcessor
+from .templates import (
+    IMAGE_PLACEHOLDER,
+    TEMPLATE_NAMES,
+    ChatTemplate,
+    get_template,
+    jinja_template,
+    stop_strings,
+    validate_messages,
+    wrap_jinja_template,
+)
 
 __all__ = ["PROCESSOR_CONFIG_NAME", "MiniGeminiProcessor", "build_processor"]
 
 PROCESSOR_CONFIG_NAME = "processor_config.json"
+
+# End-of-turn markers of common chat templates; stop tokens when the tokenizer's own template contains them.
+_END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>", "<|endoftext|>", "</s>")
+# The keyword arguments of transformers' processors that this one takes (see ``__call__``).
+_PADDING = {True: "longest", "longest": "longest", False: "do_not_pad", "do_not_pad": "do_not_pad", None: "longest",
+            "max_length": "max_length"}  # fmt: skip
+
+
+# ``from_pretrained``'s overrides of the saved settings, on their way to ``from_args_and_dict``.
+_OVERRIDES: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar("mgm_overrides", default=None)
 
 
 def _is_image_list(value: Any) -> bool:
     return isinstance(value, (list, tuple))
 
 
-class MiniGeminiProcessor:
+def _looks_like_jinja(text: str) -> bool:
+    return "{%" in text or "{{" in text
+
+
+class _DropLegacyTemplateWarning(logging.Filter):
+    """transformers warns when ``processor_config.json`` holds a ``chat_template`` key; in this package's older
+    checkpoints that key is a release template's *name*, which ``get_processor_dict`` reads as such."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Chat templates should be in a 'chat_template.jinja' file" not in record.getMessage()
+
+
+class MiniGeminiProcessor(ProcessorMixin):
     """Tokenizer + MiniGeminiImageProcessor + chat template.
 
     Args:
@@ -42,22 +82,30 @@ class MiniGeminiProcessor:
         tokenizer: any Hugging Face tokenizer; ``<image>`` is added as a special token if missing, and a pad
             token (eos, else unk, else a new ``<pad>``) if it has none.
         image_seq_length: visual tokens per image, all HD views included (e.g. 576, or 5 * 576 in HD mode).
-        chat_template: a release template name (see ``templates.TEMPLATE_NAMES``) or None to use the
-            tokenizer's own jinja chat template.
+        chat_template: a release template name (see ``templates.TEMPLATE_NAMES``), a jinja template, or None
+            for the tokenizer's own jinja template.
+        image_token: the placeholder, ``<image>`` (kept in ``processor_config.json`` for engines that read it).
+        template_name: the release template the jinja ``chat_template`` was written from (saved with the
+            checkpoint; it names the stop strings); None for a tokenizer's own or a custom template.
     """
-
-    image_token = IMAGE_PLACEHOLDER
-    model_input_names = ["input_ids", "attention_mask", "pixel_values", "high_res_pixel_values"]
 
     def __init__(
         self,
-        image_processor: MiniGeminiImageProcessor,
-        tokenizer: Any,
-        image_seq_length: int,
+        image_processor: MiniGeminiImageProcessor | None = None,
+        tokenizer: Any = None,
+        image_seq_length: int | None = None,
         chat_template: str | None = None,
+        image_token: str = IMAGE_PLACEHOLDER,
+        template_name: str | None = None,
     ):
-        if not isinstance(image_processor, MiniGeminiImageProcessor):
+        # by name: loaded as a checkpoint's code, transformers imports each Auto class's module tree separately, so
+        # AutoImageProcessor's MiniGeminiImageProcessor is a copy of the class this module imported
+        if not any(cls.__name__ == MiniGeminiImageProcessor.__name__ for cls in type(image_processor).__mro__):
             raise TypeError(f"image_processor must be a MiniGeminiImageProcessor, got {type(image_processor).__name__}")
+        if tokenizer is None:
+            raise TypeError("a tokenizer is required")
+        if image_seq_length is None:
+            raise ValueError(f"no {PROCESSOR_CONFIG_NAME} with image_seq_length; pass image_seq_length=")
         image_seq_length = int(image_seq_length)
         if image_seq_length < 1:
             raise ValueError(f"image_seq_length must be >= 1, got {image_seq_length}")
@@ -66,18 +114,42 @@ class MiniGeminiProcessor:
                 f"image_seq_length {image_seq_length} is not a multiple of the image processor's "
                 f"{image_processor.num_views} views per image"
             )
-        if chat_template is not None:
-            get_template(chat_template)  # unknown names raise, listing the known ones
-        self.image_processor = image_processor
-        self.tokenizer = tokenizer
+        if image_token != IMAGE_PLACEHOLDER:
+            raise ValueError(f"saved image_token {image_token!r} differs from {IMAGE_PLACEHOLDER!r}")
         self.image_seq_length = image_seq_length
-        self.chat_template = chat_template
+        self.image_token = image_token
+        self.template_name, jinja = self._resolve_template(chat_template, template_name, tokenizer)
+        self.tokenizer = tokenizer
         self.num_added_tokens = self._prepare_tokenizer()
         self.image_token_id = tokenizer.convert_tokens_to_ids(self.image_token)
+        super().__init__(image_processor, tokenizer, chat_template=jinja)
+
+    @staticmethod
+    def _resolve_template(chat_template: Any, template_name: str | None, tokenizer: Any) -> tuple[str | None, Any]:
+        """(release template name or None, jinja template or None) from the constructor's arguments."""
+        if template_name is not None:
+            get_template(template_name)  # unknown names raise, listing the known ones
+        if isinstance(chat_template, ChatTemplate):
+            return chat_template.name, jinja_template(chat_template)
+        if isinstance(chat_template, str) and not _looks_like_jinja(chat_template):
+            name = get_template(chat_template).name
+            return name, jinja_template(name)
+        if isinstance(chat_template, (str, dict)):
+            if template_name is None and isinstance(chat_template, str):
+                template_name = next((n for n in TEMPLATE_NAMES if jinja_template(n) == chat_template), None)
+            return template_name, chat_template
+        if chat_template is not None:
+            raise TypeError(f"chat_template must be a template name, a jinja string or None, got {chat_template!r}")
+        if template_name is not None:
+            return template_name, jinja_template(template_name)
+        own = getattr(tokenizer, "chat_template", None)
+        return None, (wrap_jinja_template(own) if isinstance(own, str) else None)
 
     def _prepare_tokenizer(self) -> int:
-        """Make ``<image>`` a single special token and ensure a pad token; return how many tokens were added."""
+        """Make ``<image>`` a single special token, ensure a pad token, and pad on the left (for batched generation:
+        transformers' pipelines pad on the tokenizer's side); return how many tokens were added."""
         tok = self.tokenizer
+        tok.padding_side = "left"
         added = 0
         if self.image_token not in tok.all_special_tokens:
             image_token = AddedToken(self.image_token, special=True, normalized=False, lstrip=False, rstrip=False)
@@ -96,24 +168,37 @@ class MiniGeminiProcessor:
 
     # ------------------------------------------------------------------------------------------ text
 
-    def apply_chat_template(self, messages: Sequence[Mapping[str, Any]], add_generation_prompt: bool = True) -> str:
-        """Messages -> prompt string, with the release template or the tokenizer's own jinja template.
+    def apply_chat_template(
+        self,
+        conversation: Sequence[Mapping[str, Any]] | Sequence[Sequence[Mapping[str, Any]]],
+        chat_template: str | None = None,
+        add_generation_prompt: bool | None = None,
+        **kwargs: Any,
+    ):
+        """transformers' ``apply_chat_template`` with this processor's jinja template; messages may carry
+        strings or ``text``/``image`` parts (``{"type": "image", "image": PIL | "url": ... | "path": ...}``).
 
-        Either way each ``<image>`` is moved to the start of its message, followed by a newline.
+        Renders exactly what ``templates.render`` renders for the release templates; each ``<image>`` moves to the
+        start of its message, followed by a newline.  ``add_generation_prompt`` defaults to True (the assistant
+        header follows a conversation that does not end with the assistant), unless ``continue_final_message``.
+        ``tokenize=True, return_dict=True`` returns the model inputs, images loaded from the messages.  Messages
+        are checked first, with the errors ``mgm.chat`` gives.
         """
-        if self.chat_template is not None:
-            return render(self.chat_template, messages, add_generation_prompt=add_generation_prompt)
-        if not getattr(self.tokenizer, "chat_template", None):
+        if add_generation_prompt is None:
+            add_generation_prompt = not kwargs.get("continue_final_message", False)
+        if chat_template is None and self.chat_template is None:
             raise ValueError(
                 "this processor has no chat_template and the tokenizer has no jinja chat template; "
                 "pass chat_template=<one of the release templates>"
             )
-        normalised = [
-            {**message, "content": normalize_image_placeholders(content_to_text(message.get("content", "")))}
-            for message in messages
-        ]
-        return self.tokenizer.apply_chat_template(
-            normalised, tokenize=False, add_generation_prompt=add_generation_prompt
+        if isinstance(chat_template, str) and not _looks_like_jinja(chat_template):
+            chat_template = jinja_template(chat_template)  # a release template's name
+        if self.template_name is not None and chat_template is None:
+            batched = bool(conversation) and not isinstance(conversation[0], Mapping)
+            for messages in conversation if batched else [conversation]:
+                validate_messages(getattr(messages, "messages", messages))
+        return super().apply_chat_template(
+            conversation, chat_template=chat_template, add_generation_prompt=add_generation_prompt, **kwargs
         )
 
     def _group_images(self, images: Any, counts: list[int]) -> list[Any]:
@@ -145,25 +230,54 @@ class MiniGeminiProcessor:
 
     def __call__(
         self,
-        text: str | Sequence[str],
+        text: str | Sequence[str] | None = None,
         images: Any = None,
-        padding_side: str = "left",
+        videos: Any = None,
+        audio: Any = None,
+        *,
+        padding_side: str | None = None,
         return_tensors: str | None = "pt",
         add_special_tokens: bool = True,
+        padding: bool | str | None = True,
+        truncation: bool | str | None = None,
+        max_length: int | None = None,
+        pad_to_multiple_of: int | None = None,
+        return_mm_token_type_ids: bool = False,
+        **kwargs: Any,
     ) -> BatchFeature:
         """Tokenise ``text`` (one string or a batch), expand each ``<image>`` to ``image_seq_length`` image
         tokens and pad to the longest sample (left by default, for generation).
 
-        ``images``: a flat list over the batch in order of appearance, or one list per sample.  Returns
-        ``input_ids`` and ``attention_mask``, plus ``pixel_values`` and ``high_res_pixel_values`` (all images
-        of the batch, in order) when there are images.  A doubled leading BOS (template text that already
-        starts with it) is collapsed to one.
+        ``images``: a flat list over the batch in order of appearance, or one list per sample (anything
+        ``load_image`` takes, and http(s) URLs).  Returns ``input_ids`` and ``attention_mask``, plus
+        ``pixel_values`` and ``high_res_pixel_values`` (all images of the batch, in order) when there are images,
+        and ``mm_token_type_ids`` (1 at image tokens) with ``return_mm_token_type_ids``.  A doubled leading BOS
+        (template text that already starts with it) is collapsed to one.
+
+        transformers' processor keywords are taken where they make sense here: ``padding`` (True/"longest",
+        "max_length", False), ``truncation`` with ``max_length`` (refused where it would cut image tokens),
+        ``pad_to_multiple_of``; ``images_kwargs``/``text_kwargs`` dicts are merged in.  ``videos``/``audio``
+        must be None.
         """
+        for key, value in {**kwargs.pop("text_kwargs", {}), **kwargs.pop("common_kwargs", {})}.items():
+            kwargs.setdefault(key, value)
+        if kwargs.pop("images_kwargs", None):
+            raise TypeError("images_kwargs are not taken: the image processor's settings are saved with it")
+        for key in ("return_attention_mask", "return_token_type_ids", "verbose"):
+            kwargs.pop(key, None)  # always returned / never returned / no effect: harmless to pass
+        padding_side = kwargs.pop("padding_side", padding_side) or "left"
+        if kwargs:
+            raise TypeError(f"unexpected arguments: {sorted(kwargs)}")
+        if videos is not None or audio is not None:
+            raise ValueError("Mini-Gemini takes text and images only, not videos or audio")
         if padding_side not in ("left", "right"):
             raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
         if return_tensors not in (None, "pt"):
             raise ValueError(f"return_tensors must be 'pt' or None, got {return_tensors!r}")
-        texts = [text] if isinstance(text, str) else list(text)
+        padding = _PADDING.get(padding) if isinstance(padding, (bool, str, type(None))) else None
+        if padding is None:
+            raise ValueError("padding must be True/'longest', 'max_length' or False/'do_not_pad'")
+        texts = [text] if isinstance(text, str) else list(text) if text is not None else []
         if not texts or not all(isinstance(t, str) for t in texts):
             raise ValueError("text must be a string or a non-empty list of strings")
 
@@ -187,13 +301,27 @@ class MiniGeminiProcessor:
                     expanded.extend([self.image_token_id] * self.image_seq_length)
                 else:
                     expanded.append(token_id)
+            if truncation and max_length is not None and len(expanded) > max_length:
+                if self.image_token_id in expanded[max_length:]:
+                    raise ValueError(
+                        f"sample {index} is {len(expanded)} tokens ({count} image(s) of {self.image_seq_length} "
+                        f"tokens included); truncating it to max_length={max_length} would cut its image tokens"
+                    )
+                expanded = expanded[:max_length]
             sequences.append(expanded)
 
         longest = max(len(s) for s in sequences)
+        if padding == "max_length" and max_length is not None:
+            longest = max(longest, max_length)
+        if padding == "do_not_pad":
+            if len({len(s) for s in sequences}) > 1 and return_tensors == "pt":
+                raise ValueError("padding=False needs samples of equal length to make tensors; pass padding=True")
+        elif pad_to_multiple_of:
+            longest = -(-longest // pad_to_multiple_of) * pad_to_multiple_of
         pad_id = self.tokenizer.pad_token_id
         input_ids, attention_mask = [], []
         for seq in sequences:
-            fill = longest - len(seq)
+            fill = longest - len(seq) if padding != "do_not_pad" else 0
             if padding_side == "left":
                 input_ids.append([pad_id] * fill + seq)
                 attention_mask.append([0] * fill + [1] * len(seq))
@@ -202,6 +330,8 @@ class MiniGeminiProcessor:
                 attention_mask.append([1] * len(seq) + [0] * fill)
 
         data: dict[str, Any] = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if return_mm_token_type_ids:
+            data["mm_token_type_ids"] = [[int(t == self.image_token_id) for t in ids] for ids in input_ids]
         if return_tensors == "pt":
             data = {k: torch.tensor(v, dtype=torch.long) for k, v in data.items()}
         if flat_images:
@@ -218,55 +348,88 @@ class MiniGeminiProcessor:
         """Passthrough to ``tokenizer.batch_decode``."""
         return self.tokenizer.batch_decode(*args, **kwargs)
 
+    # ------------------------------------------------------------------------------------------ engines
+
+    @property
+    def model_input_names(self) -> list[str]:
+        """What the model's forward takes from this processor's output."""
+        return ["input_ids", "attention_mask", "pixel_values", "high_res_pixel_values"]
+
+    def _get_num_multimodal_tokens(self, image_sizes: Sequence[Sequence[int]] | None = None, **kwargs):
+        """Placeholder tokens per image for images of ``image_sizes`` ((height, width) each): every image is
+        padded to a square and resized, so always ``image_seq_length``; one ``pixel_values`` entry per image."""
+        data = {}
+        if image_sizes is not None:
+            data = {
+                "num_image_tokens": [self.image_seq_length] * len(image_sizes),
+                "num_image_patches": [1] * len(image_sizes),
+            }
+        return MultiModalData(**data)
+
+    def stop_settings(self) -> tuple[list[str], set[int]]:
+        """(stop strings, stop token ids): the release template's end-of-turn strings, the tokenizer's eos, and
+        end-of-turn tokens that its own template uses or that a stop string is."""
+        tokenizer = self.tokenizer
+        strings = stop_strings(self.template_name) if self.template_name else []
+        ids: set[int] = set()
+        if tokenizer.eos_token_id is not None:
+            ids.add(tokenizer.eos_token_id)
+        jinja = self.chat_template if isinstance(self.chat_template, str) else ""
+        vocab = tokenizer.get_vocab()
+        for token in _END_OF_TURN_TOKENS:
+            if token in vocab and (token in jinja or token in strings):
+                ids.add(vocab[token])
+        for text in strings:  # a stop string that is a single special token stops at token level too
+            if text in vocab and text in tokenizer.all_special_tokens:
+                ids.add(vocab[text])
+        return strings, ids
+
     # ------------------------------------------------------------------------------------------ save / load
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "processor_class": type(self).__name__,
-            "image_seq_length": self.image_seq_length,
-            "chat_template": self.chat_template,
-            "image_token": self.image_token,
-        }
-
-    def save_pretrained(self, save_directory: str | os.PathLike) -> list[str]:
-        """Write tokenizer files, ``preprocessor_config.json`` and ``processor_config.json`` to a directory."""
-        os.makedirs(save_directory, exist_ok=True)
-        files = list(self.tokenizer.save_pretrained(save_directory))
-        files += list(self.image_processor.save_pretrained(save_directory))
-        path = os.path.join(save_directory, PROCESSOR_CONFIG_NAME)
-        with open(path, "w", encoding="utf-8") as f:
-            json.dump(self.to_dict(), f, indent=2, sort_keys=True)
-            f.write("\n")
-        return files + [path]
+    @classmethod
+    def get_processor_dict(cls, pretrained_model_name_or_path, **kwargs):
+        """transformers' reading of ``processor_config.json`` and ``chat_template.jinja``; this package's older
+        checkpoints (a ``chat_template`` *name* in ``processor_config.json``, the image processor in
+        ``preprocessor_config.json``) read as the same processor."""
+        logger = logging.getLogger("transformers.processing_utils")
+        legacy = _DropLegacyTemplateWarning()
+        logger.addFilter(legacy)
+        try:
+            processor_dict, rest = super().get_processor_dict(pretrained_model_name_or_path, **kwargs)
+        finally:
+            logger.removeFilter(legacy)
+        saved = os.path.join(os.fspath(pretrained_model_name_or_path), PROCESSOR_CONFIG_NAME)
+        if os.path.isfile(saved):
+            with open(saved, encoding="utf-8") as f:
+                raw = json.load(f)
+            if "chat_template" in raw:  # written before the processor was a ProcessorMixin
+                name = raw["chat_template"]
+                processor_dict["template_name"] = name if name in TEMPLATE_NAMES else None
+                # the tokenizer's own template (also in chat_template.jinja) gets the <image> preparation
+                processor_dict["chat_template"] = name if name not in TEMPLATE_NAMES else None
+        return processor_dict, rest
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs) -> MiniGeminiProcessor:
-        """Load what ``save_pretrained`` wrote.  ``image_seq_length=`` / ``chat_template=`` override the saved
-        values; other keyword arguments go to ``AutoTokenizer.from_pretrained``."""
+        """Load what ``save_pretrained`` wrote (this format or the older one).  ``image_seq_length=`` /
+        ``chat_template=`` (a release template name or jinja) override the saved values; other keyword arguments
+        go to transformers' loader (and ``AutoTokenizer.from_pretrained``)."""
         overrides = {k: kwargs.pop(k) for k in ("image_seq_length", "chat_template") if k in kwargs}
-        path = os.fspath(pretrained_model_name_or_path)
-        config: dict[str, Any] = {}
-        config_file = os.path.join(path, PROCESSOR_CONFIG_NAME)
-        if os.path.isfile(config_file):
-            with open(config_file, encoding="utf-8") as f:
-                config = json.load(f)
-        config.update(overrides)
-        if "image_seq_length" not in config:
-            raise ValueError(f"no {PROCESSOR_CONFIG_NAME} with image_seq_length in {path}; pass image_seq_length=")
-        if config.get("image_token", cls.image_token) != cls.image_token:
-            raise ValueError(f"saved image_token {config['image_token']!r} differs from {cls.image_token!r}")
-        tokenizer = AutoTokenizer.from_pretrained(path, **kwargs)
-        image_processor = MiniGeminiImageProcessor.from_pretrained(path)
-        return cls(
-            image_processor,
-            tokenizer,
-            image_seq_length=config["image_seq_length"],
-            chat_template=config.get("chat_template"),
-        )
+        if "chat_template" in overrides:
+            overrides["template_name"] = None  # derived from the new template
+        token = _OVERRIDES.set(overrides)  # for from_args_and_dict: they must not reach the tokenizer's loader
+        try:
+            return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+        finally:
+            _OVERRIDES.reset(token)
+
+    @classmethod
+    def from_args_and_dict(cls, args, processor_dict: dict[str, Any], **kwargs):
+        return super().from_args_and_dict(args, {**processor_dict, **(_OVERRIDES.get() or {})}, **kwargs)
 
     def __repr__(self) -> str:
         return (
-            f"{type(self).__name__}(image_seq_length={self.image_seq_length}, chat_template={self.chat_template!r}, "
+            f"{type(self).__name__}(image_seq_length={self.image_seq_length}, template_name={self.template_name!r}, "
             f"image_token_id={self.image_token_id}, tokenizer={type(self.tokenizer).__name__}, "
             f"image_processor={self.image_processor.to_dict()})"
         )

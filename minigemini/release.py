@@ -35,9 +35,9 @@ import torch
 from transformers import AutoConfig, AutoTokenizer, CLIPVisionConfig, ConvNextConfig
 from transformers.utils import logging as tf_logging
 
-from minigemini.configuration import MiniGeminiConfig
-from minigemini.processing import build_processor
-from minigemini.templates import get_template
+from .configuration import MiniGeminiConfig
+from .processing import build_processor
+from .templates import get_template
 
 __all__ = [
     "RELEASE_KEY_MAPPING",

@@ -1,10 +1,11 @@
 """Writing files and model directories safely: into a temporary sibling, renamed into place only when complete."""
 
+import contextlib
 import json
 import os
 import secrets
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 
@@ -81,12 +82,71 @@ def write_directory_atomically(destination: str | os.PathLike, write: Callable[[
     return destination
 
 
-def save_model_and_processor(model, processor, destination: str | os.PathLike) -> Path:
-    """save_pretrained of the model (and processor), atomically."""
+def set_generation_defaults(model, processor) -> None:
+    """Give ``model.generation_config`` the stop tokens and pad token of ``processor`` (its chat template's end of
+    turn, the tokenizer's eos), so that a plain ``generate()`` and transformers' ``image-text-to-text`` pipeline stop
+    where ``mgm.chat`` stops.  A processor without ``stop_settings`` (a bare tokenizer) leaves it as it is."""
+    if not hasattr(processor, "stop_settings"):
+        return
+    _, stop_ids = processor.stop_settings()
+    if stop_ids:
+        model.generation_config.eos_token_id = sorted(stop_ids)
+    model.generation_config.pad_token_id = processor.tokenizer.pad_token_id
+
+
+@contextlib.contextmanager
+def code_for_auto_classes(*objects) -> Iterator[None]:
+    """Within it, ``save_pretrained`` writes the package's model and processor code beside the weights, with the
+    ``auto_map`` entries (transformers' ``register_for_auto_class``) that let ``AutoModelForImageTextToText`` /
+    ``AutoProcessor.from_pretrained(dir, trust_remote_code=True)`` load the checkpoint where this package is not
+    installed.  The classes and ``objects`` (the model's config, the processor, ...) are restored afterwards, so
+    later saves are plain again."""
+    from .configuration import MiniGeminiConfig
+    from .image_processing import MiniGeminiImageProcessor
+    from .modeling import MiniGeminiForConditionalGeneration
+    from .processing import MiniGeminiProcessor
+
+    auto_classes = {
+        MiniGeminiConfig: "AutoConfig",
+        MiniGeminiForConditionalGeneration: "AutoModelForImageTextToText",
+        MiniGeminiProcessor: "AutoProcessor",
+        MiniGeminiImageProcessor: "AutoImageProcessor",
+    }
+    saved_classes = [(cls, cls.__dict__.get("_auto_class", _MISSING)) for cls in auto_classes]
+    saved_maps = [(obj, obj.__dict__.get("auto_map", _MISSING)) for obj in objects if obj is not None]
+    for cls, auto_class in auto_classes.items():
+        cls.register_for_auto_class(auto_class)
+    try:
+        yield
+    finally:
+        for cls, value in saved_classes:
+            if value is _MISSING:
+                del cls._auto_class  # back to the inherited None
+            else:
+                cls._auto_class = value
+        for obj, value in saved_maps:
+            if value is _MISSING:
+                obj.__dict__.pop("auto_map", None)
+            else:
+                obj.auto_map = value
+
+
+_MISSING = object()
+
+
+def save_model_and_processor(model, processor, destination: str | os.PathLike, with_code: bool = False) -> Path:
+    """save_pretrained of the model (and processor), atomically; the generation config gets the processor's stop
+    tokens (``set_generation_defaults``).  ``with_code=True`` also writes the code that loads it without this
+    package (``code_for_auto_classes``, transformers' ``trust_remote_code``)."""
+    set_generation_defaults(model, processor)
 
     def write(directory: Path) -> None:
         model.save_pretrained(directory)
         if processor is not None:
             processor.save_pretrained(directory)
 
-    return write_directory_atomically(destination, write)
+    if not with_code:
+        return write_directory_atomically(destination, write)
+    image_processor = getattr(processor, "image_processor", None)
+    with code_for_auto_classes(model.config, processor, image_processor):
+        return write_directory_atomically(destination, write)

@@ -29,6 +29,7 @@ Label masks should be built on the full string's tokens (e.g. with offset mappin
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -39,10 +40,13 @@ __all__ = [
     "ChatTemplate",
     "content_to_text",
     "get_template",
+    "jinja_template",
     "normalize_image_placeholders",
     "render",
     "render_segments",
     "stop_strings",
+    "validate_messages",
+    "wrap_jinja_template",
 ]
 
 #: LLaVA-1.5's instruction for short answers: in its training mix and in the benchmarks' prompts (TextVQA, GQA, ...).
@@ -229,6 +233,11 @@ def _prepare(messages: Sequence[Mapping[str, Any]]) -> tuple[str | None, list[tu
     return system, turns
 
 
+def validate_messages(messages: Sequence[Mapping[str, Any]]) -> None:
+    """Raise the ValueError ``render`` would raise for these messages (roles, system first, content parts)."""
+    _prepare(messages)
+
+
 def render_segments(
     template: str | ChatTemplate,
     messages: Sequence[Mapping[str, Any]],
@@ -288,3 +297,120 @@ def render(
 def stop_strings(template: str | ChatTemplate) -> list[str]:
     """Strings that end an assistant turn, for ``generate(stop_strings=...)``."""
     return list(get_template(template).stop)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The same templates as jinja, for transformers' ``apply_chat_template`` and the engines that read
+# ``chat_template.jinja`` (vLLM, TGI, ...).  Built from the dataclasses above, so there is one source of truth;
+# tests check that they render exactly what ``render`` renders.
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _literal(text: str) -> str:
+    """A jinja string literal for ``text`` (JSON escaping is valid jinja string syntax)."""
+    return json.dumps(text, ensure_ascii=False)
+
+
+# Message content -> text with every <image> moved first, each followed by "\n" (content_to_text and
+# normalize_image_placeholders), in jinja.
+_JINJA_PRELUDE = (
+    "{%- macro mgm_text(content) -%}"
+    "{%- if content is string -%}{{ content }}"
+    "{%- elif content is iterable and content is not mapping -%}"
+    "{%- for part in content -%}"
+    "{%- if part is mapping and part['type'] == 'text' -%}{{ part['text'] if part['text'] is defined else '' }}"
+    "{%- elif part is mapping and part['type'] == 'image' -%}" + IMAGE_PLACEHOLDER +
+    "{%- else -%}{{ raise_exception(\"unsupported message content part; use 'text' or 'image' parts\") }}"
+    "{%- endif -%}"
+    "{%- endfor -%}"
+    "{%- elif content is none or content is undefined -%}"
+    "{%- else -%}{{ raise_exception('message content must be a string or a list of parts') }}"
+    "{%- endif -%}"
+    "{%- endmacro -%}"
+    "{%- macro mgm_normalize(text) -%}"
+    "{%- set count = text.count(" + _literal(IMAGE_PLACEHOLDER) + ") -%}"
+    "{%- if count == 0 -%}{{ text }}"
+    "{%- else -%}{{ ((" + _literal(IMAGE_PLACEHOLDER + "\n") + " * count) ~ text.replace("
+    + _literal(IMAGE_PLACEHOLDER) + ", '').strip()).strip() }}"
+    "{%- endif -%}"
+    "{%- endmacro -%}"
+)
+
+# The role checks of ``_prepare`` (release templates only: a tokenizer's own template may know more roles).
+_JINJA_ROLE_CHECK = (
+    "{%- for message in messages -%}"
+    "{%- if message['role'] not in ['system', 'user', 'assistant'] -%}"
+    "{{ raise_exception('message ' ~ loop.index0 ~ ' has role ' ~ message['role'] ~ "
+    "\"; expected 'system', 'user' or 'assistant'\") }}"
+    "{%- elif message['role'] == 'system' and not loop.first -%}"
+    "{{ raise_exception('a system message must come first (found one at position ' ~ loop.index0 ~ ')') }}"
+    "{%- endif -%}"
+    "{%- endfor -%}"
+)
+
+
+def jinja_template(template: str | ChatTemplate) -> str:
+    """The release template as a jinja chat template: ``messages`` (string or ``text``/``image`` parts) and
+    ``add_generation_prompt``, rendered exactly as ``render`` renders them."""
+    tpl = get_template(template)
+    lit = _literal
+    before, _, after = (tpl.system_in_first_user or "{system}").partition("{system}")
+    later = tpl.later_user_prefix if tpl.later_user_prefix is not None else tpl.user_prefix
+    parts = [
+        f"{{#- Mini-Gemini release chat template {tpl.name!r} (minigemini.templates) -#}}",
+        _JINJA_PRELUDE,
+        _JINJA_ROLE_CHECK,
+        f"{{%- set ns = namespace(system={lit(tpl.default_system)}, seen_user=false, last='') -%}}",
+        (
+            "{%- if messages and messages[0]['role'] == 'system' -%}"
+            "{%- set ns.system = mgm_text(messages[0]['content']) -%}{%- endif -%}"
+        ),
+    ]
+    if tpl.system_prefix is not None:
+        parts.append(f"{{{{ {lit(tpl.system_prefix)} ~ ns.system ~ {lit(tpl.system_suffix)} }}}}")
+    pending = "ns.system != ''" if tpl.system_in_first_user is not None else "false"
+    parts.append(f"{{%- set ns.pending = {pending} -%}}")
+    user_text = (
+        f"{lit(IMAGE_PLACEHOLDER)} * text.count({lit(IMAGE_PLACEHOLDER)})" if tpl.user_images_only else "text"
+    )
+    parts += [
+        "{%- for message in messages if message['role'] != 'system' -%}",
+        "{%- set text = mgm_normalize(mgm_text(message['content'])) -%}",
+        "{%- if message['role'] == 'user' -%}",
+        f"{{%- set text = {user_text} -%}}",
+        (
+            f"{{%- if ns.pending -%}}{{%- set text = {lit(before)} ~ ns.system ~ {lit(after)} ~ text -%}}"
+            "{%- set ns.pending = false -%}{%- endif -%}"
+        ),
+        f"{{{{ ({lit(later)} if ns.seen_user else {lit(tpl.user_prefix)}) ~ text ~ {lit(tpl.user_suffix)} }}}}",
+        "{%- set ns.seen_user = true -%}",
+        "{%- else -%}",
+        f"{{{{ {lit(tpl.assistant_prefix)} ~ {lit(tpl.assistant_lead)} ~ text ~ {lit(tpl.assistant_suffix)} }}}}",
+        "{%- endif -%}",
+        "{%- set ns.last = message['role'] -%}",
+        "{%- endfor -%}",
+        (
+            f"{{%- if add_generation_prompt and ns.last != 'assistant' -%}}{{{{ {lit(tpl.assistant_prefix)} }}}}"
+            "{%- endif -%}"
+        ),
+    ]
+    return "".join(parts)
+
+
+_WRAP_MARK = "{#- minigemini: messages prepared for the template below (minigemini.templates) -#}"
+
+
+def wrap_jinja_template(template: str) -> str:
+    """A tokenizer's own jinja template behind the same preparation: content parts become text and each
+    ``<image>`` moves to the start of its message (as the release trains), before ``template`` renders.  A template
+    wrapped already is returned as it is."""
+    if template.startswith(_WRAP_MARK):
+        return template
+    prepare = (
+        "{%- set mgm = namespace(messages=[]) -%}"
+        "{%- for message in messages -%}"
+        "{%- set mgm.messages = mgm.messages + [dict(message, content=mgm_normalize(mgm_text(message['content'])))] -%}"
+        "{%- endfor -%}"
+        "{%- set messages = mgm.messages -%}"
+    )
+    return _WRAP_MARK + _JINJA_PRELUDE + prepare + template

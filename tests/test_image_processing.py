@@ -14,6 +14,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from transformers import AutoImageProcessor
 
 from minigemini.image_processing import (
     DEFAULT_MAX_IMAGE_PIXELS,
@@ -22,6 +23,7 @@ from minigemini.image_processing import (
     ImageLoadError,
     MiniGeminiImageProcessor,
     load_image,
+    read_image_size,
 )
 
 # ------------------------------------------------------------------------------------------- helpers
@@ -184,6 +186,17 @@ def test_save_load_round_trip(tmp_path):
     for key in ("pixel_values", "high_res_pixel_values"):
         assert torch.equal(processor(array)[key], loaded(array)[key])
     assert MiniGeminiImageProcessor.from_pretrained(tmp_path, image_grid=1).num_views == 1
+
+
+def test_transformers_auto_class_and_size(tmp_path):
+    """Registered with AutoImageProcessor (minigemini/__init__.py): transformers finds it by the class name it saved."""
+    processor = MiniGeminiImageProcessor(image_size=8, image_size_aux=24, image_grid=2, image_global=True)
+    processor.save_pretrained(tmp_path)
+    loaded = AutoImageProcessor.from_pretrained(tmp_path)
+    assert type(loaded) is MiniGeminiImageProcessor and loaded.to_dict() == processor.to_dict()
+    assert loaded.size == {"height": 24, "width": 24}  # every image is padded square and resized to the HR size
+    assert "size" not in processor.to_dict()  # derived, not saved
+    assert processor(gradient())["high_res_pixel_values"].shape[-2:] == (24, 24)
 
 
 def test_invalid_settings_raise():
@@ -370,3 +383,78 @@ def test_pixel_limit_is_configurable_and_applies_to_every_source():
         warnings.simplefilter("error")
         with pytest.raises(ImageLoadError, match="10000x10000"):
             load_image(huge_bilevel_png(10000, 10000))
+
+
+# ------------------------------------------------------------------------------------------- URLs
+
+
+@pytest.fixture
+def served(tmp_path):
+    """A folder served over HTTP on the loopback interface."""
+    import functools
+    import http.server
+    import threading
+
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    handler.log_message = lambda *args: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield tmp_path, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def test_the_processor_fetches_urls_and_load_image_does_not(served):
+    folder, base = served
+    Image.fromarray(gradient()).save(folder / "g.png")
+    (folder / "notes.txt").write_text("not a picture")
+    processor = MiniGeminiImageProcessor(image_size=8, image_size_aux=16)
+    from_url = processor([f"{base}/g.png"])
+    from_file = processor([str(folder / "g.png")])
+    for key in from_file:
+        assert torch.equal(from_url[key], from_file[key]), key
+    with pytest.raises(ImageLoadError, match=r"not a recognised image format .*notes\.txt"):
+        processor([f"{base}/notes.txt"])  # the error names the URL
+    with pytest.raises(ImageLoadError, match=r"cannot fetch image .*404.*missing\.png"):
+        processor([f"{base}/missing.png"])
+    with pytest.raises(ImageLoadError, match="URLs are not fetched by load_image"):
+        load_image(f"{base}/g.png")
+
+
+def test_size_is_read_from_the_header_alone(tmp_path):
+    data = huge_bilevel_png(20000, 10000)  # 200 MP: decoding would need 200 MB
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    assert read_image_size(data) == (20000, 10000)
+    path = tmp_path / "wide.png"
+    path.write_bytes(data)
+    assert read_image_size(path) == (20000, 10000)
+    assert read_image_size(io.BytesIO(encode(Image.new("L", (7, 3)), "JPEG"))) == (7, 3)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 100_000
+    with pytest.raises(ImageLoadError, match="not a recognised image"):
+        read_image_size(b"hello")
+
+
+def _awkward_images():
+    rng = np.random.default_rng(0)
+    yield Image.fromarray(rng.integers(0, 256, (37, 53, 4), dtype=np.uint8), "RGBA")
+    yield Image.fromarray(rng.integers(0, 256, (37, 53, 2), dtype=np.uint8), "LA")
+    palette = Image.fromarray(rng.integers(0, 256, (37, 53), dtype=np.uint8), "L").convert("P")
+    palette.info["transparency"] = 5
+    yield palette
+    yield Image.fromarray(rng.integers(0, 65536, (37, 53), dtype=np.uint16))
+    wide = (rng.normal(size=(37, 53)) * 100).astype(np.float32)
+    wide[3, 4], wide[5, 6] = np.nan, np.inf
+    yield Image.fromarray(wide, "F")
+    yield Image.fromarray(rng.random((37, 53)).astype(np.float32), "F")
+    yield Image.fromarray(rng.integers(-5, 100000, (37, 53)).astype(np.int32))
+    yield Image.fromarray(np.full((37, 53), np.nan, dtype=np.float32), "F")
+
+
+def test_conversions_by_strips_equal_whole_image_conversions(monkeypatch):
+    """Alpha compositing and high-depth scaling work a strip at a time (bounded scratch memory): same pixels."""
+    from minigemini import image_processing
+
+    monkeypatch.setattr(image_processing, "_STRIP_PIXELS", 1 << 30)
+    whole = [np.asarray(load_image(image)) for image in _awkward_images()]
+    monkeypatch.setattr(image_processing, "_STRIP_PIXELS", 60)  # strips of one row and a bit
+    for image, expected in zip(_awkward_images(), whole):
+        np.testing.assert_array_equal(np.asarray(load_image(image)), expected, err_msg=image.mode)

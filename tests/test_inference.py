@@ -85,6 +85,6 @@ def test_a_published_release_checkpoint_loads_for_chat(tmp_path):
 
     tiny_release.make_release(tmp_path / "release", "llama")
     model, processor = load_pretrained(tmp_path / "release")
-    assert processor.chat_template == "vicuna_v1"
+    assert processor.template_name == "vicuna_v1"
     answer = chat(model, solid((255, 0, 0)), "What is it?", processor, max_new_tokens=3)
     assert isinstance(answer, str)

@@ -8,12 +8,13 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from transformers import AutoTokenizer
+from transformers import AutoImageProcessor, AutoProcessor, AutoTokenizer
 
 from minigemini.image_processing import MiniGeminiImageProcessor
 from minigemini.processing import MiniGeminiProcessor
-from minigemini.templates import render
+from minigemini.templates import jinja_template, render, wrap_jinja_template
 from tests.conftest import build_tokenizer
+from tests.legacy_processing import LegacyMiniGeminiProcessor
 
 SEQ = 7  # visual tokens per image in these tests
 
@@ -142,6 +143,7 @@ def test_text_already_starting_with_bos_gets_one_bos(processor, tokenizer):
 
 def test_apply_chat_template_release_and_tokenizer_templates(processor, tokenizer):
     messages = [{"role": "user", "content": "What is this <image>?"}]
+    assert processor.template_name == "vicuna_v1" and processor.chat_template == jinja_template("vicuna_v1")
     assert processor.apply_chat_template(messages) == render("vicuna_v1", messages)
     assert processor.apply_chat_template(messages).endswith("USER: <image>\nWhat is this ? ASSISTANT:")
 
@@ -150,13 +152,134 @@ def test_apply_chat_template_release_and_tokenizer_templates(processor, tokenize
         "{% if add_generation_prompt %}<|assistant|>{% endif %}"
     )
     own = MiniGeminiProcessor(small_image_processor(), tokenizer, image_seq_length=SEQ, chat_template=None)
+    assert own.template_name is None and own.chat_template == wrap_jinja_template(tokenizer.chat_template)
     assert own.apply_chat_template(messages) == "<|user|><image>\nWhat is this ?\n<|assistant|>"
     assert own.apply_chat_template(messages, add_generation_prompt=False) == "<|user|><image>\nWhat is this ?\n"
+    parts = [{"role": "user", "content": [{"type": "text", "text": "What is this"}, {"type": "image"}]}]
+    assert own.apply_chat_template(parts) == "<|user|><image>\nWhat is this\n<|assistant|>"
     tokenizer.chat_template = None
+    bare = MiniGeminiProcessor(small_image_processor(), tokenizer, image_seq_length=SEQ, chat_template=None)
     with pytest.raises(ValueError, match="no jinja chat template"):
-        own.apply_chat_template(messages)
+        bare.apply_chat_template(messages)
     with pytest.raises(ValueError, match="unknown chat template 'vicuna'"):
         MiniGeminiProcessor(small_image_processor(), tokenizer, image_seq_length=SEQ, chat_template="vicuna")
+
+
+@pytest.mark.parametrize(
+    "messages, error",
+    [
+        ([{"role": "bot", "content": "hi"}], "message 0 has role 'bot'"),
+        ([{"role": "user", "content": "hi"}, {"role": "system", "content": "x"}], "a system message must come first"),
+        ([{"role": "user", "content": [{"type": "video"}]}], "unsupported message content part"),
+    ],
+)
+def test_bad_messages_get_the_errors_of_mgm_chat(processor, messages, error):
+    with pytest.raises(ValueError, match=error):
+        render("vicuna_v1", messages)
+    with pytest.raises(ValueError, match=error):
+        processor.apply_chat_template(messages)
+    with pytest.raises(ValueError, match=error):
+        processor.apply_chat_template(messages, tokenize=True, return_dict=True)
+
+
+def test_apply_chat_template_tokenizes_with_the_images_of_the_messages(processor, tmp_path):
+    red = solid((255, 0, 0))
+    path = tmp_path / "blue.png"
+    solid((0, 0, 255)).save(path)
+    messages = [
+        {"role": "user", "content": [{"type": "image", "image": red}, {"type": "text", "text": "Which colour?"}]},
+        {"role": "assistant", "content": "Red."},
+        {"role": "user", "content": [{"type": "text", "text": "And this one?"}, {"type": "image", "path": str(path)}]},
+    ]
+    out = processor.apply_chat_template(messages, tokenize=True, return_dict=True)
+    prompt = processor.apply_chat_template(messages)
+    assert prompt.count("<image>\n") == 2 and prompt.endswith("ASSISTANT:")
+    expected = processor(prompt, images=[red, str(path)])
+    assert out.keys() == expected.keys()
+    for key in expected:
+        assert torch.equal(out[key], expected[key]), key
+    assert out["high_res_pixel_values"].mean((2, 3)).argmax(1).tolist() == [0, 2]  # red, then blue
+    # a batch of conversations, left-padded
+    batch = processor.apply_chat_template([messages[:1], [{"role": "user", "content": "No image."}]], tokenize=True,
+                                          return_dict=True)  # fmt: skip
+    assert batch["input_ids"].shape[0] == 2 and batch["pixel_values"].shape[0] == 1
+    assert batch["attention_mask"][1, 0] == 0
+
+
+def test_new_processor_gives_what_the_former_one_gave(tokenizer_dir):
+    """Prompts and tensors of the ProcessorMixin processor equal those of the processor it replaced."""
+    gradient = np.arange(5 * 7 * 3, dtype=np.uint8).reshape(5, 7, 3)
+    images = [solid((255, 0, 0)), gradient, solid((0, 90, 200))]
+    conversations = [
+        [{"role": "user", "content": "What is in <image> this picture?"}],
+        [
+            {"role": "system", "content": "Answer briefly."},
+            {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Colour?"}]},
+            {"role": "assistant", "content": "Red."},
+            {"role": "user", "content": "<image>\nAnd here?"},
+        ],
+        [{"role": "user", "content": "No image at all."}],
+    ]
+    chatml = "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    for template, hd in [("vicuna_v1", False), ("llama_3", True), ("gemma", False), (None, False), (None, True)]:
+        tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+        tokenizer.chat_template = chatml
+        legacy_tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+        legacy_tokenizer.chat_template = chatml
+        image_kwargs = {"image_grid": 2, "image_global": True} if hd else {}
+        seq = 5 * 4 if hd else SEQ
+        new = MiniGeminiProcessor(small_image_processor(**image_kwargs), tokenizer, seq, chat_template=template)
+        old = LegacyMiniGeminiProcessor(small_image_processor(**image_kwargs), legacy_tokenizer, seq, template)
+        for generation_prompt in (True, False):
+            prompts = [new.apply_chat_template(c, add_generation_prompt=generation_prompt) for c in conversations]
+            assert prompts == [old.apply_chat_template(c, add_generation_prompt=generation_prompt)
+                               for c in conversations]  # fmt: skip
+        for side in ("left", "right"):
+            a = new(prompts, images=[[images[0]], images[1:], []], padding_side=side)
+            b = old(prompts, images=[[images[0]], images[1:], []], padding_side=side)
+            assert a.keys() == b.keys()
+            for key in a:
+                assert torch.equal(a[key], b[key]), (template, hd, side, key)
+
+
+def test_what_engines_ask_of_a_processor(processor):
+    """What vLLM's transformers backend reads: image_token(_id), model_input_names, _get_num_multimodal_tokens,
+    mm_token_type_ids."""
+    assert processor.image_token == "<image>"
+    assert processor.image_token_id == processor.tokenizer.convert_tokens_to_ids("<image>")
+    assert processor.model_input_names == ["input_ids", "attention_mask", "pixel_values", "high_res_pixel_values"]
+    counts = processor._get_num_multimodal_tokens(image_sizes=[(480, 640), (10, 10)])
+    assert counts.num_image_tokens == [SEQ, SEQ] and counts.num_image_patches == [1, 1]
+    assert "num_image_tokens" not in processor._get_num_multimodal_tokens()
+    assert processor.image_processor.size == {"height": 16, "width": 16}
+    out = processor(["<image>\nhi", "hello there"], images=[solid((1, 2, 3))], return_mm_token_type_ids=True)
+    assert torch.equal(out["mm_token_type_ids"], (out["input_ids"] == processor.image_token_id).long())
+    assert int(out["mm_token_type_ids"].sum()) == SEQ
+
+
+def test_transformers_processor_keywords(processor, tokenizer):
+    texts = ["hi", "USER: <image>\nWhat is in this picture? ASSISTANT:"]
+    image = [solid((0, 0, 0))]
+    plain = processor(texts, images=image)
+    lengths = plain["attention_mask"].sum(1).tolist()
+    # TRL's collator: padding=True, padding_side="right", truncation with max_length, add_special_tokens=False
+    right = processor(text=texts, images=image, padding=True, padding_side="right", truncation=True,
+                      max_length=lengths[1] - 2, pad_to_multiple_of=None, add_special_tokens=False)  # fmt: skip
+    assert right["input_ids"].shape[1] == lengths[1] - 2 and right["attention_mask"][0, -1] == 0
+    with pytest.raises(ValueError, match="would cut its image tokens"):
+        processor(texts, images=image, truncation=True, max_length=3)
+    multiple = processor(texts, images=image, pad_to_multiple_of=8)
+    assert multiple["input_ids"].shape[1] % 8 == 0 and multiple["attention_mask"].sum(1).tolist() == lengths
+    fixed = processor(texts, images=image, padding="max_length", max_length=lengths[1] + 3)
+    assert fixed["input_ids"].shape[1] == lengths[1] + 3
+    nested = processor(texts, images=image, text_kwargs={"padding_side": "right"})
+    assert nested["attention_mask"][0, -1] == 0
+    with pytest.raises(ValueError, match="equal length"):
+        processor(texts, images=image, padding=False)
+    with pytest.raises(ValueError, match="not videos or audio"):
+        processor(texts[0], videos=[np.zeros((2, 4, 4, 3), np.uint8)])
+    with pytest.raises(TypeError, match="unexpected arguments: \\['colour'\\]"):
+        processor(texts[0], colour="red")
 
 
 def test_decode_passthrough(processor, tokenizer):
@@ -167,18 +290,42 @@ def test_decode_passthrough(processor, tokenizer):
 
 def test_save_load_round_trip_gives_identical_outputs(processor, tmp_path):
     processor.save_pretrained(tmp_path)
-    for name in ("tokenizer.json", "tokenizer_config.json", "preprocessor_config.json", "processor_config.json"):
+    for name in ("tokenizer.json", "tokenizer_config.json", "processor_config.json", "chat_template.jinja"):
         assert (tmp_path / name).is_file(), name
     config = json.loads((tmp_path / "processor_config.json").read_text())
-    assert config["image_seq_length"] == SEQ and config["chat_template"] == "vicuna_v1"
+    assert config["image_seq_length"] == SEQ and config["template_name"] == "vicuna_v1"
+    assert config["processor_class"] == "MiniGeminiProcessor" and "chat_template" not in config
+    assert config["image_processor"]["image_processor_type"] == "MiniGeminiImageProcessor"
+    assert (tmp_path / "chat_template.jinja").read_text() == jinja_template("vicuna_v1")
 
-    loaded = MiniGeminiProcessor.from_pretrained(tmp_path)
-    assert (loaded.image_seq_length, loaded.chat_template) == (SEQ, "vicuna_v1")
+    for loaded in (MiniGeminiProcessor.from_pretrained(tmp_path), AutoProcessor.from_pretrained(tmp_path)):
+        assert type(loaded) is MiniGeminiProcessor
+        assert (loaded.image_seq_length, loaded.template_name) == (SEQ, "vicuna_v1")
+        assert loaded.chat_template == processor.chat_template
+        assert_same_processing(processor, loaded)
+    assert type(AutoImageProcessor.from_pretrained(tmp_path)) is MiniGeminiImageProcessor
+
+    overridden = MiniGeminiProcessor.from_pretrained(tmp_path, image_seq_length=3, chat_template="gemma")
+    assert (overridden.image_seq_length, overridden.template_name) == (3, "gemma")
+    assert overridden.chat_template == jinja_template("gemma")
+    assert overridden.tokenizer.chat_template != "gemma"  # the override is the processor's, not the tokenizer's
+    assert "image_seq_length" not in overridden.tokenizer.init_kwargs
+
+
+def test_without_processor_config_image_seq_length_must_be_given(processor, tmp_path):
+    processor.tokenizer.save_pretrained(tmp_path)
+    processor.image_processor.save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match="pass image_seq_length="):
+        MiniGeminiProcessor.from_pretrained(tmp_path)
+    loaded = MiniGeminiProcessor.from_pretrained(tmp_path, image_seq_length=SEQ, chat_template="vicuna_v1")
+    assert_same_processing(processor, loaded)
+
+
+def assert_same_processing(processor, loaded):
     assert loaded.num_added_tokens == 0 and len(loaded.tokenizer) == len(processor.tokenizer)
     assert loaded.image_token_id == processor.image_token_id
     assert loaded.tokenizer.pad_token_id == processor.tokenizer.pad_token_id
     assert loaded.image_processor.to_dict() == processor.image_processor.to_dict()
-
     messages = [{"role": "user", "content": "<image>\nWhat is in this picture?"}]
     texts = [processor.apply_chat_template(messages), "Describe the image."]
     gradient = np.arange(5 * 7 * 3, dtype=np.uint8).reshape(5, 7, 3)
@@ -189,5 +336,29 @@ def test_save_load_round_trip_gives_identical_outputs(processor, tmp_path):
     for key in a:
         assert torch.equal(a[key], b[key]), key
 
-    overridden = MiniGeminiProcessor.from_pretrained(tmp_path, image_seq_length=3, chat_template="gemma")
-    assert (overridden.image_seq_length, overridden.chat_template) == (3, "gemma")
+
+@pytest.mark.parametrize("template", ["vicuna_v1", None])
+def test_a_checkpoint_in_the_former_format_loads(tokenizer_dir, tmp_path, capfd, template):
+    """What this package wrote before the processor was a ProcessorMixin: preprocessor_config.json for the image
+    processor, and a processor_config.json whose chat_template is a release template's name (or null)."""
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    if template is None:
+        tokenizer.chat_template = "{% for m in messages %}[{{ m['role'] }}] {{ m['content'] }}\n{% endfor %}"
+    processor = MiniGeminiProcessor(small_image_processor(), tokenizer, image_seq_length=SEQ, chat_template=template)
+    processor.tokenizer.save_pretrained(tmp_path)
+    processor.image_processor.save_pretrained(tmp_path)
+    former = {"chat_template": template, "image_seq_length": SEQ, "image_token": "<image>",
+              "processor_class": "MiniGeminiProcessor"}  # fmt: skip
+    (tmp_path / "processor_config.json").write_text(json.dumps(former, indent=2, sort_keys=True) + "\n")
+    assert (tmp_path / "preprocessor_config.json").is_file()
+
+    for loaded in (MiniGeminiProcessor.from_pretrained(tmp_path), AutoProcessor.from_pretrained(tmp_path)):
+        assert type(loaded) is MiniGeminiProcessor and loaded.template_name == template
+        assert loaded.chat_template == processor.chat_template  # the tokenizer's own gets the <image> preparation
+        assert_same_processing(processor, loaded)
+    assert "Chat templates should be in" not in capfd.readouterr().err
+    # saved again, it is in today's format
+    resaved = tmp_path / "resaved"
+    MiniGeminiProcessor.from_pretrained(tmp_path).save_pretrained(resaved)
+    assert "chat_template" not in json.loads((resaved / "processor_config.json").read_text())
+    assert_same_processing(processor, AutoProcessor.from_pretrained(resaved))

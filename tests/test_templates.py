@@ -1,16 +1,22 @@
-"""The release's chat templates, written out by hand from the published mgm/conversation.py formats."""
+"""The release's chat templates, written out by hand from the published mgm/conversation.py formats; their jinja
+twins (chat_template.jinja) render the same."""
 
 from __future__ import annotations
 
 import pytest
+from jinja2 import TemplateError
+from transformers.utils.chat_template_utils import render_jinja_template
 
 from minigemini.templates import (
     IMAGE_PLACEHOLDER,
     TEMPLATE_NAMES,
+    content_to_text,
+    jinja_template,
     normalize_image_placeholders,
     render,
     render_segments,
     stop_strings,
+    wrap_jinja_template,
 )
 
 # The image is written mid-sentence on purpose: the renderer must move it first, followed by "\n".
@@ -173,3 +179,72 @@ def test_errors():
         render("gemma", [{"role": "tool", "content": "x"}])
     with pytest.raises(ValueError, match="system message must come first"):
         render("gemma", [{"role": "user", "content": "x"}, {"role": "system", "content": "y"}])
+
+
+# ------------------------------------------------------------------------------------------- jinja
+
+# What engines render from chat_template.jinja: each release template, every way a conversation can look.
+JINJA_CASES = {
+    "one question with an image": [{"role": "user", "content": "What is in <image> this picture?"}],
+    "text only": [{"role": "user", "content": "Hello there."}],
+    "multi-turn": CONVERSATION,
+    "multi-turn ending with the user": CONVERSATION[:3],
+    "two images, content parts": [
+        {
+            "role": "user",
+            "content": [
+                {"type": "image"},
+                {"type": "text", "text": "Compare"},
+                {"type": "image"},
+                {"type": "text", "text": " these."},
+            ],
+        },
+        {"role": "assistant", "content": [{"type": "text", "text": "The left one is red."}]},
+        {"role": "user", "content": [{"type": "text", "text": "And a third?"}, {"type": "image"}]},
+    ],
+    "a system prompt": [{"role": "system", "content": "Answer in one word."}, *CONVERSATION],
+    "an empty system prompt": [{"role": "system", "content": ""}, *CONVERSATION[:3]],
+    "a system prompt in parts": [
+        {"role": "system", "content": [{"type": "text", "text": "Be brief."}]},
+        {"role": "user", "content": "<image>\nWhat?"},
+    ],
+    "an image in the answer text": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a <image> b"}],
+    "quotes, braces and newlines": [{"role": "user", "content": 'Say "{{ x }}" and {% raw %}\n\\n it\'s fine'}],
+}
+
+
+@pytest.mark.parametrize("case", JINJA_CASES)
+@pytest.mark.parametrize("name", TEMPLATE_NAMES)
+def test_jinja_renders_what_the_python_template_renders(name, case):
+    messages = JINJA_CASES[case]
+    for generation_prompt in (True, False):
+        rendered, _ = render_jinja_template(
+            conversations=[messages], chat_template=jinja_template(name), add_generation_prompt=generation_prompt
+        )
+        assert rendered[0] == render(name, messages, add_generation_prompt=generation_prompt), (case, generation_prompt)
+
+
+def test_jinja_refuses_what_the_python_template_refuses():
+    bad = [
+        ([{"role": "tool", "content": "x"}], "role 'tool'|role tool"),
+        ([{"role": "user", "content": "x"}, {"role": "system", "content": "y"}], "system message must come first"),
+        ([{"role": "user", "content": [{"type": "video"}]}], "unsupported message content part"),
+    ]
+    for messages, error in bad:
+        with pytest.raises(ValueError, match=error):
+            render("vicuna_v1", messages)
+        with pytest.raises(TemplateError, match=error):
+            render_jinja_template(conversations=[messages], chat_template=jinja_template("vicuna_v1"))
+
+
+def test_a_tokenizers_own_template_gets_the_same_image_preparation():
+    own = "{% for m in messages %}[{{ m['role'] }}] {{ m['content'] }}\n{% endfor %}"
+    messages = JINJA_CASES["two images, content parts"]
+    rendered, _ = render_jinja_template(conversations=[messages], chat_template=wrap_jinja_template(own))
+    prepared = [{**m, "content": normalize_image_placeholders(content_to_text(m["content"]))} for m in messages]
+    expected, _ = render_jinja_template(conversations=[prepared], chat_template=own)
+    assert rendered[0] == expected[0]
+    assert rendered[0].startswith("[user] <image>\n<image>\nCompare these.\n")
+    assert wrap_jinja_template(wrap_jinja_template(own)) == wrap_jinja_template(own)
+    tool = [{"role": "tool", "content": "42"}]  # a tokenizer's template may know more roles than the release's
+    assert render_jinja_template(conversations=[tool], chat_template=wrap_jinja_template(own))[0][0] == "[tool] 42\n"

@@ -54,7 +54,7 @@ def run(args) -> int:
         dtype=args.dtype,
     )
     config = model.config
-    template = processor.chat_template or "the tokenizer's own"
+    template = processor.template_name or "the tokenizer's own"
     print(
         f"Wrote an untrained Mini-Gemini to {args.out}: {config.vision_config.model_type} "
         f"{config.vision_config.image_size}px + ConvNeXt {config.image_size_aux}px + {config.text_config.model_type} "

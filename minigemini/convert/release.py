@@ -40,14 +40,15 @@ def convert_release_checkpoint(
     return convert_and_save(source, destination, chat_template, dtype)[0]
 
 
-def convert_and_save(source, destination, chat_template=None, dtype="auto"):
-    """`convert_release_checkpoint` returning (model, processor): what `mgm convert` runs."""
+def convert_and_save(source, destination, chat_template=None, dtype="auto", with_code: bool = False):
+    """`convert_release_checkpoint` returning (model, processor): what `mgm convert` runs.  `with_code`: the
+    checkpoint also carries the code that loads it without this package (`saving.save_model_and_processor`)."""
     if destination is not None:
         destination = check_new_directory(destination)  # before the (long) load
     dtype = "auto" if dtype is None or dtype == "auto" else parse_dtype(dtype)
     model, processor = load_release_checkpoint(source, chat_template=chat_template, dtype=dtype)
     if destination is not None:
-        save_model_and_processor(model, processor, destination)
+        save_model_and_processor(model, processor, destination, with_code=with_code)
     return model, processor
 
 

@@ -26,7 +26,7 @@ def _as_list(images: Any) -> list:
 
 
 def _stops(processor) -> list[str]:
-    template = getattr(processor, "chat_template", None)
+    template = getattr(processor, "template_name", None)
     if template:
         return [s for s in stop_strings(template) if s]
     eos = getattr(processor.tokenizer, "eos_token", None)

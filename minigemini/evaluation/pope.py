@@ -95,9 +95,9 @@ def load_pope(options: LoadOptions) -> Iterator[Sample | InvalidRow]:
                 yield InvalidRow(where, problem)
                 continue
         elif raw is None and options.annotations is not None:
-            hit = options.annotations.lookup(qid)
-            if hit is None:
-                yield InvalidRow(where, f"question id {qid} is not in {options.annotations.path.name}")
+            hit = options.annotations.find(qid, where)
+            if isinstance(hit, InvalidRow):
+                yield hit
                 continue
             raw = first_present(hit, "label", "answer")
         gold = None

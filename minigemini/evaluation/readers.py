@@ -260,6 +260,11 @@ class AnnotationIndex:
         """The answer row of question id ``qid`` (None when the file has none)."""
         return self.by_id.get(str(qid))
 
+    def find(self, qid: str, where: str, what: str = "question id") -> Row | InvalidRow:
+        """The answer row of ``qid``, or the unreadable row that says this file has none."""
+        hit = self.lookup(qid)
+        return InvalidRow(where, f"{what} {qid} is not in {self.path.name}") if hit is None else hit
+
 
 def _looks_like_jsonl(path: Path) -> bool:
     with open(path, encoding="utf-8") as handle:

@@ -78,9 +78,9 @@ def load_scienceqa(options: LoadOptions) -> Iterator[Sample | InvalidRow]:
             continue
         hit = None
         if options.annotations is not None:
-            hit = options.annotations.lookup(qid)
-            if hit is None:
-                yield InvalidRow(where, f"problem {qid} is not in {options.annotations.path.name}")
+            hit = options.annotations.find(qid, where, "problem")
+            if isinstance(hit, InvalidRow):
+                yield hit
                 continue
         choices = (hit or {}).get("choices") or row.get("choices")
         num_options = len(choices) if isinstance(choices, list) else (count_options(text) or len(_OPTIONS))

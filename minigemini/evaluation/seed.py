@@ -47,9 +47,9 @@ def load_seed(options: LoadOptions) -> Iterator[Sample | InvalidRow]:
             continue
         hit = None
         if options.annotations is not None:
-            hit = options.annotations.lookup(qid)
-            if hit is None:
-                yield InvalidRow(where, f"question id {qid} is not in {options.annotations.path.name}")
+            hit = options.annotations.find(qid, where)
+            if isinstance(hit, InvalidRow):
+                yield hit
                 continue
         num_options = count_options(text) or 4
         raw = first_present(row, "answer", "label") or first_present(hit or {}, "answer")

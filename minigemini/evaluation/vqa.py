@@ -46,9 +46,9 @@ def load_vqa(options: LoadOptions, suffix: str | None = SHORT_ANSWER) -> Iterato
             continue
         raw = first_present(row, "answers", "answer", "gt_answers", "label")
         if raw is None and options.annotations is not None:
-            hit = options.annotations.lookup(qid)
-            if hit is None:
-                yield InvalidRow(where, f"question id {qid} is not in {options.annotations.path.name}")
+            hit = options.annotations.find(qid, where)
+            if isinstance(hit, InvalidRow):
+                yield hit
                 continue
             raw = first_present(hit, "answers", "answer", "label")
         gold = None

@@ -1,8 +1,13 @@
-"""Serving Mini-Gemini: ``mgm chat`` (terminal), ``mgm serve`` (OpenAI-compatible HTTP API), ``mgm web`` (Gradio).
+"""Serving Mini-Gemini: ``mgm serve`` (OpenAI-compatible HTTP API), ``mgm chat`` (terminal), ``mgm web`` (Gradio).
 
-- ``common.py``   model / text-to-image options shared by the three commands
-- ``chat.py``     the terminal chat
-- ``engine.py``   the request queue that batches concurrent requests on one model instance
-- ``server.py``   FastAPI app: /v1/chat/completions (+ SSE streaming), /v1/images/generations, /v1/models, /health
-- ``web.py``      Gradio multimodal chat
+- ``app.py``          FastAPI app: /v1/chat/completions (+ SSE streaming), /v1/images/generations, /v1/models, /health
+- ``schemas.py``      request models and the OpenAI-shaped error
+- ``images.py``       a request's images: sources, bytes, header sizes, decoding
+- ``limits.py``       what a request may cost (pixels, characters) and the memory figure the bounds add up to
+- ``middleware.py``   request-body limits and the API key
+- ``connections.py``  header and body read deadlines (uvicorn's h11 protocol, subclassed)
+- ``settings.py``     what an instance allows
+- ``batching.py``     the queue that batches concurrent requests on one model instance
+- ``terminal.py``     the terminal chat
+- ``web.py``          Gradio multimodal chat
 """

@@ -13,9 +13,15 @@ Endpoints:
   text-to-image backend.
 - ``GET /v1/models``, ``GET /health`` (queue length and batching counters), ``GET /openapi.json`` (the schema).
 
-With ``--api-key KEY`` (or ``MGM_API_KEY``) every ``/v1`` request needs ``Authorization: Bearer KEY`` (else 401);
-``/health`` and ``/openapi.json`` stay open.  At most ``--max-queue`` requests wait for the model: more get 429 at
-once (OpenAI's ``rate_limit_exceeded``), never a hang.
+With ``MGM_API_KEY`` (or ``--api-key KEY``) every ``/v1`` request needs ``Authorization: Bearer KEY`` (else 401);
+``/health`` and ``/openapi.json`` stay open.  At most ``--max-queue`` requests (``--max-queued-images`` images) wait
+for the model: more get 429 at once (OpenAI's ``rate_limit_exceeded``), never a hang.
+
+Hostile clients cost bounded work (``docs/serving.md``): a request whose images would decode to more than
+``--max-request-pixels`` is refused from their headers; at most ``--decode-slots`` requests decode images at once,
+each image shrunk to the model's input size before the next one is decoded; a prompt with more characters than the
+context could hold is refused before it is tokenised; a client that goes away stops its generation within one decode
+step (streaming or not) and costs one INFO log line.
 
 All requests share one model: a worker thread batches concurrent chat requests into left-padded ``generate`` calls
 (``engine.py``).  Bad input -- malformed JSON or base64, unreadable or oversized images, refused sources, more images
@@ -36,7 +42,9 @@ from typing import Any
 from minigemini.engine import GenerationRequest, context_budget
 from minigemini.generation import extract_image_prompt, request_image
 from minigemini.serve.batching import BatchingEngine, Job, QueueFull
+from minigemini.serve.connections import TIMED_OUT
 from minigemini.serve.images import ImageFetcher
+from minigemini.serve.limits import PixelBudget, character_limit
 from minigemini.serve.middleware import APIKeyCheck, BodyLimit
 from minigemini.serve.schemas import APIError, request_models, validation_message
 from minigemini.serve.settings import ServerSettings
@@ -45,6 +53,22 @@ from minigemini.templates import IMAGE_PLACEHOLDER
 __all__ = ["create_app"]
 
 logger = logging.getLogger("minigemini.serve")
+
+
+class ClientGone(Exception):
+    """The client disconnected before its answer was ready; the work done for it has been dropped."""
+
+
+async def _client_gone(receive) -> None:
+    """Return once the client has disconnected.  Await it after the body was read: a request's next ASGI message is
+    then ``http.disconnect``, which the server sends when the connection drops (or after the response)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+def _resolve(future, value) -> None:
+    if not future.done():
+        future.set_result(value)
 
 
 def _text_of(content, param: str, images: list | None) -> str:
@@ -78,19 +102,35 @@ def create_app(model, processor, settings: ServerSettings | None = None, image_g
 
     from fastapi import FastAPI, Request
     from fastapi.exceptions import RequestValidationError
-    from fastapi.responses import JSONResponse, StreamingResponse
+    from fastapi.responses import JSONResponse, Response, StreamingResponse
     from pydantic import ValidationError
     from starlette.concurrency import run_in_threadpool
     from starlette.exceptions import HTTPException as StarletteHTTPException
+    from starlette.requests import ClientDisconnect
 
     settings = settings or ServerSettings()
     engine = engine or BatchingEngine(model, processor, max_batch_size=max_batch_size, batch_wait=batch_wait,
-                                      max_queue=settings.max_queue)  # fmt: skip
+                                      max_queue=settings.max_queue,
+                                      max_queued_images=settings.max_queued_images,
+                                      max_batch_images=settings.max_batch_images)  # fmt: skip
     fetcher = ImageFetcher(settings)
     ChatCompletionRequest, ImageGenerationRequest = request_models()
+    image_processor = getattr(processor, "image_processor", None)
+    # Each image is shrunk to the model's input (the processor's own padded, resized square, which the processor then
+    # takes as it is) before the next one is decoded, and counted as that padded square in the pixel budget.
+    shrink = getattr(image_processor, "to_square_hr", None)
+    square = bool(getattr(image_processor, "pad_to_square", True))
+    max_characters = character_limit(engine.context_limit, processor.tokenizer)
+    decode_slots: list[asyncio.Semaphore] = []  # made on the server's event loop (a new one per lifespan)
+
+    def decode_slot() -> asyncio.Semaphore:
+        if not decode_slots:
+            decode_slots.append(asyncio.Semaphore(settings.decode_slots))
+        return decode_slots[0]
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
+        decode_slots.clear()
         engine.start()
         try:
             yield
@@ -101,7 +141,7 @@ def create_app(model, processor, settings: ServerSettings | None = None, image_g
     app.state.engine = engine
     app.state.settings = settings
     app.state.image_generator = image_generator
-    app.add_middleware(BodyLimit, limit=settings.max_request_bytes)
+    app.add_middleware(BodyLimit, limit=settings.max_request_bytes, total=settings.max_inflight_bytes)
     if settings.api_key:
         app.add_middleware(APIKeyCheck, key=settings.api_key)  # outermost: unauthenticated bodies are not even read
 
@@ -120,6 +160,18 @@ def create_app(model, processor, settings: ServerSettings | None = None, image_g
         return JSONResponse(APIError(error.status_code, str(error.detail), type=kind).body(),
                             status_code=error.status_code)  # fmt: skip
 
+    @app.exception_handler(ClientGone)
+    async def client_gone(request, error: ClientGone):
+        logger.info("%s %s: the client went away %s", request.method, request.url.path, error)
+        return Response(status_code=499)  # nobody reads it: the connection is gone
+
+    @app.exception_handler(ClientDisconnect)
+    async def client_disconnect(request, error):
+        if not request.scope.get(TIMED_OUT):  # else the server closed it for being slow, and said so
+            logger.info("%s %s: the client disconnected before sending the whole request body", request.method,
+                        request.url.path)  # fmt: skip
+        return Response(status_code=499)
+
     @app.exception_handler(Exception)
     async def internal_error(request, error):
         logger.exception("unhandled error")
@@ -133,11 +185,15 @@ def create_app(model, processor, settings: ServerSettings | None = None, image_g
             if media not in ("application/json", "*/*", "") and not media.endswith("+json"):
                 raise APIError(415, f"the request body must be JSON (Content-Type: application/json), not {media}",
                                code="unsupported_media_type")  # fmt: skip
-        raw = await request.body()
+        raw = bytearray()  # not request.body(), which keeps the bytes until the response: only the parsed body stays
+        async for chunk in request.stream():
+            raw += chunk
         try:
             data = json.loads(raw)
         except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
             raise APIError(400, "the request body is not valid JSON", code="invalid_json") from None
+        finally:
+            del raw
         if not isinstance(data, dict):
             raise APIError(400, "the request body must be a JSON object", code="invalid_json")
         try:
@@ -155,8 +211,12 @@ def create_app(model, processor, settings: ServerSettings | None = None, image_g
             "batches": engine.batches,
             "largest_batch": engine.largest_batch,
             "max_batch_size": engine.max_batch_size,
+            "max_batch_images": engine.max_batch_images,
             "max_queue": engine.max_queue,
+            "queued_images": engine.queued_images(),
+            "max_queued_images": engine.max_queued_images,
             "rejected": engine.rejected,
+            "cancelled": engine.cancelled,
         }
 
     @app.get("/v1/models")
@@ -164,11 +224,12 @@ def create_app(model, processor, settings: ServerSettings | None = None, image_g
         return {"object": "list", "data": [
             {"id": settings.model_name, "object": "model", "created": 0, "owned_by": "minigemini"}]}  # fmt: skip
 
-    def queue_full() -> APIError:
-        return APIError(429, f"the server is busy: {engine.max_queue} requests are already waiting; retry later",
-                        type="rate_limit_exceeded", code="queue_full")  # fmt: skip
+    def queue_full(reason: str) -> APIError:
+        return APIError(429, f"the server is busy: {reason}; retry later", type="rate_limit_exceeded",
+                        code="queue_full")  # fmt: skip
 
-    async def prepare(body) -> GenerationRequest:
+    async def prepare(body, gone: asyncio.Future) -> GenerationRequest:
+        """Check the request against the server's limits, cheapest checks first, then decode and encode it."""
         if body.n != 1:
             raise APIError(400, "n must be 1 on this server", param="n")
         requested = body.max_completion_tokens or body.max_tokens or settings.default_max_tokens
@@ -176,47 +237,76 @@ def create_app(model, processor, settings: ServerSettings | None = None, image_g
             param = "max_completion_tokens" if body.max_completion_tokens else "max_tokens"
             raise APIError(400, f"{param} is {requested}, above this server's limit of {settings.max_tokens_limit}",
                            param=param, code="max_tokens_too_large")  # fmt: skip
-        if engine.full():  # refuse before reading images and encoding: the answer is 429 anyway
-            raise queue_full()
+        if busy := engine.full():  # refuse before reading images and encoding: the answer is 429 anyway
+            raise queue_full(busy)
         messages: list[dict[str, str]] = []
-        images: list = []
+        sources: list = []  # (url, param) of every image, in order
         last_user = None
         for index, message in enumerate(body.messages):
             param = f"messages[{index}]"
             role = "system" if message.role == "developer" else message.role
-            sources: list | None = [] if role == "user" else None
-            text = _text_of(message.content, param, sources)
-            if sources:
-                if len(images) + len(sources) > settings.max_images:
+            found: list | None = [] if role == "user" else None
+            text = _text_of(message.content, param, found)
+            if found:
+                if len(sources) + len(found) > settings.max_images:
                     raise APIError(400, f"too many images: this server takes at most {settings.max_images} per "
                                    "request", param=param, code="too_many_images")  # fmt: skip
-                fetched = [await fetcher.fetch(url, where) for url, where in sources]
-                images.extend(fetched)
-                text = IMAGE_PLACEHOLDER * len(fetched) + text
+                sources.extend(found)
+                text = IMAGE_PLACEHOLDER * len(found) + text
             if role == "user":
-                last_user = (len(messages), len(images) - len(sources or []), len(images))
+                last_user = (len(messages), len(sources) - len(found or []), len(sources))
             messages.append({"role": role, "content": text})
         if last_user is None or messages[-1]["role"] != "user":
             raise APIError(400, "the last message must be a user message", param="messages")
+        characters = sum(len(m["content"]) for m in messages)
+        if max_characters is not None and characters > max_characters:
+            raise APIError(400, f"the messages hold {characters:,} characters, more than the model's context of "
+                           f"{engine.context_limit} tokens can take ({max_characters:,} characters at most); shorten "
+                           "the conversation", param="messages", code="context_length_exceeded")  # fmt: skip
+        if sources and (busy := engine.full(images=len(sources))):
+            raise queue_full(busy)
+        encoded, pixels = [], PixelBudget(settings.max_request_pixels, square)
+        for url, where in sources:  # bytes and header sizes only: the budget refuses before anything is decoded
+            raw = await fetcher.fetch(url, where)
+            width, height = await run_in_threadpool(fetcher.size, raw, where)
+            pixels.add(width, height, where)
+            encoded.append((raw, where))
         position, first_image, end_image = last_user
-        if body.ocr and end_image > first_image:
-            from minigemini.ocr import add_ocr_hint
-
-            try:
-                messages[position]["content"] = await run_in_threadpool(
-                    add_ocr_hint, messages[position]["content"], images[first_image:end_image]
-                )
-            except ImportError as error:
-                raise APIError(400, f"OCR is not available on this server: {error}", param="ocr") from None
-        if body.generate_image:
-            messages[position]["content"] = request_image(messages[position]["content"])
+        ocr_images = range(first_image, end_image) if body.ocr else range(0)
 
         def encode():
+            pictures, ocr = [], []
+            for index, (raw, where) in enumerate(encoded):
+                picture = fetcher.decode(raw, where)
+                if index in ocr_images:
+                    from minigemini.ocr import ocr_tokens
+
+                    ocr.extend(ocr_tokens(picture))
+                pictures.append(shrink(picture) if shrink is not None else picture)
+                del picture  # the full-size picture goes before the next one is decoded
+            if ocr_images:
+                from minigemini.ocr import ocr_hint
+
+                hint = ocr_hint(ocr)
+                if hint:
+                    messages[position]["content"] += "\n" + hint
+            if body.generate_image:
+                messages[position]["content"] = request_image(messages[position]["content"])
             prompt = processor.apply_chat_template(messages)
-            return processor(text=prompt, images=images or None)
+            return processor(text=prompt, images=pictures or None)
 
         try:
-            inputs = await run_in_threadpool(encode)
+            if encoded:
+                async with decode_slot():
+                    if gone.done():  # it waited for a slot and its client gave up meanwhile
+                        raise ClientGone("before its images were decoded")
+                    inputs = await run_in_threadpool(encode)
+            else:
+                inputs = await run_in_threadpool(encode)
+        except ImportError as error:
+            if not body.ocr:
+                raise
+            raise APIError(400, f"OCR is not available on this server: {error}", param="ocr") from None
         except ValueError as error:
             raise APIError(400, str(error), param="messages") from None
         try:
@@ -237,16 +327,26 @@ def create_app(model, processor, settings: ServerSettings | None = None, image_g
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request):
         body = await read_json(request, ChatCompletionRequest)
-        generation = await prepare(body)
-        loop = asyncio.get_running_loop()
-        events: asyncio.Queue = asyncio.Queue()
-        generation.on_text = lambda piece: loop.call_soon_threadsafe(events.put_nowait, ("text", piece))
+        gone = asyncio.ensure_future(_client_gone(request.receive))
         try:
-            job = engine.submit(
-                generation, on_done=lambda job: loop.call_soon_threadsafe(events.put_nowait, ("done", job))
-            )
-        except QueueFull:
-            raise queue_full() from None
+            return await answer(body, gone)
+        finally:
+            gone.cancel()
+
+    async def answer(body, gone: asyncio.Future):
+        generation = await prepare(body, gone)
+        loop = asyncio.get_running_loop()
+        finished = loop.create_future()
+        events: asyncio.Queue = asyncio.Queue()
+        if body.stream:
+            generation.on_text = lambda piece: loop.call_soon_threadsafe(events.put_nowait, ("text", piece))
+            on_done = lambda job: loop.call_soon_threadsafe(events.put_nowait, ("done", job))
+        else:
+            on_done = lambda job: loop.call_soon_threadsafe(_resolve, finished, job)
+        try:
+            job = engine.submit(generation, on_done=on_done)
+        except QueueFull as error:
+            raise queue_full(str(error)) from None
         created, completion_id = int(time.time()), f"chatcmpl-{uuid.uuid4().hex[:24]}"
 
         def usage(job: Job) -> dict[str, int]:
@@ -258,14 +358,16 @@ def create_app(model, processor, settings: ServerSettings | None = None, image_g
             return "length" if generation.finish_reason == "length" else "stop"
 
         if not body.stream:
+            # The framework only notices a disconnect while streaming, so watch for it here: a client that hangs up
+            # stops its generation at the next token instead of leaving the model working for nobody.
             try:
-                while True:
-                    kind, _ = await events.get()
-                    if kind == "done":
-                        break
+                await asyncio.wait({finished, gone}, return_when=asyncio.FIRST_COMPLETED)
             except asyncio.CancelledError:
-                generation.cancelled.set()
+                engine.cancel(job)
                 raise
+            if not finished.done():
+                engine.cancel(job)
+                raise ClientGone("while its answer was being generated; generation cancelled")
             if job.error is not None:
                 raise APIError(500, f"generation failed: {job.error}", type="server_error")
             message: dict[str, Any] = {"role": "assistant", "content": generation.text}
@@ -312,7 +414,9 @@ def create_app(model, processor, settings: ServerSettings | None = None, image_g
                 yield "data: [DONE]\n\n"
             finally:
                 if not job.done.is_set():  # the client went away: stop generating for it
-                    generation.cancelled.set()
+                    engine.cancel(job)
+                    logger.info("POST /v1/chat/completions: the client went away while its answer was streaming; "
+                                "generation cancelled")  # fmt: skip
 
         return StreamingResponse(stream(), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})  # fmt: skip

@@ -5,6 +5,11 @@ waiting request that can share its ``generate`` call (same sampling settings, an
 context) up to ``max_batch_size``, and runs one left-padded batched ``generate`` (``engine.run_batch``).  Each
 request's ``on_text`` receives its own streamed text; ``Job.done`` is set when its answer is final.  Requests
 waiting while a batch runs are gathered into the next one.
+
+Bounds: ``max_queue`` requests and ``max_queued_images`` images (their encoded tensors are the queue's memory) may
+wait; ``submit`` refuses more at once (``QueueFull``).  A batch takes at most ``max_batch_images`` images (its first
+request whatever it holds), since the vision encoders see a batch's images all at once.  ``cancel`` drops a waiting request from the queue, or stops a
+running one at its next token.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ logger = logging.getLogger(__name__)
 
 
 class QueueFull(RuntimeError):
-    """``submit`` refused a request: ``max_queue`` requests are already waiting."""
+    """``submit`` refused a request: ``max_queue`` requests (or ``max_queued_images`` images) are already waiting."""
 
 
 @dataclass(eq=False)
@@ -34,17 +39,32 @@ class Job:
     done: threading.Event = field(default_factory=threading.Event)
     error: BaseException | None = None
     batch_size: int = 0  # how many requests shared the generate call that answered this one
+    images: int = 0  # images in the request (its pixel tensors are what a waiting job costs in memory)
+
+
+def _image_count(request) -> int:
+    pixel_values = (getattr(request, "inputs", None) or {}).get("pixel_values")
+    return 0 if pixel_values is None else int(pixel_values.shape[0])
 
 
 class BatchingEngine:
     def __init__(self, model, processor, max_batch_size: int = 8, batch_wait: float = 0.005,
-                 max_queue: int | None = 64):  # fmt: skip
+                 max_queue: int | None = 64, max_queued_images: int | None = None,
+                 max_batch_images: int | None = None):  # fmt: skip
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
         if max_queue is not None and max_queue < 1:
             raise ValueError(f"max_queue must be >= 1 (or None: unbounded), got {max_queue}")
+        if max_queued_images is not None and max_queued_images < 1:
+            raise ValueError(f"max_queued_images must be >= 1 (or None: unbounded), got {max_queued_images}")
+        if max_batch_images is not None and max_batch_images < 1:
+            raise ValueError(f"max_batch_images must be >= 1 (or None: unbounded), got {max_batch_images}")
+        self.max_batch_images = max_batch_images
         self.max_queue = max_queue
+        self.max_queued_images = max_queued_images
         self.rejected = 0  # requests refused because the queue was full
+        self.cancelled = 0  # requests cancelled (their client went away) before or while generating
+        self._queued_images = 0
         self.model = model
         self.processor = processor
         self.max_batch_size = max_batch_size
@@ -82,22 +102,52 @@ class BatchingEngine:
 
     # ------------------------------------------------------------------------------------------- requests
 
-    def full(self) -> bool:
+    def queued_images(self) -> int:
         with self._condition:
-            return self.max_queue is not None and len(self._queue) >= self.max_queue
+            return self._queued_images
+
+    def _refusal(self, images: int) -> str | None:
+        if self.max_queue is not None and len(self._queue) >= self.max_queue:
+            return f"{len(self._queue)} requests are already waiting (the limit is {self.max_queue})"
+        if self.max_queued_images is not None and self._queued_images + images > self.max_queued_images:
+            return (f"{self._queued_images} images are already waiting and this request brings {images} "
+                    f"(the limit is {self.max_queued_images})")  # fmt: skip
+        return None
+
+    def full(self, images: int = 0) -> str | None:
+        """Why a request with ``images`` images would be refused now (None: it would be queued)."""
+        with self._condition:
+            return self._refusal(images)
 
     def submit(self, request: GenerationRequest, on_done=None) -> Job:
-        """Queue ``request``; raises ``QueueFull`` at once when ``max_queue`` requests are already waiting."""
-        job = Job(request, on_done)
+        """Queue ``request``; raises ``QueueFull`` at once when the queue is full (requests or images)."""
+        job = Job(request, on_done, images=_image_count(request))
         with self._condition:
             if self._closed:
                 raise RuntimeError("the engine is closed")
-            if self.max_queue is not None and len(self._queue) >= self.max_queue:
+            refusal = self._refusal(job.images)
+            if refusal is not None:
                 self.rejected += 1
-                raise QueueFull(f"{len(self._queue)} requests are already waiting (the limit is {self.max_queue})")
+                raise QueueFull(refusal)
             self._queue.append(job)
+            self._queued_images += job.images
             self._condition.notify()
         return job
+
+    def cancel(self, job: Job) -> None:
+        """Stop generating for ``job``: a waiting job leaves the queue now, a running one stops at its next token."""
+        job.request.cancelled.set()
+        with self._condition:
+            if job.done.is_set():
+                return
+            self.cancelled += 1
+            try:
+                self._queue.remove(job)
+            except ValueError:
+                return  # running: the batch drops the row at its next step
+            self._queued_images -= job.images
+        job.request.finish_reason = "cancelled"
+        self._finish(job)
 
     def generate(self, request: GenerationRequest, timeout: float | None = None) -> GenerationRequest:
         """Submit and wait (for callers on ordinary threads); re-raises a generation error."""
@@ -114,6 +164,9 @@ class BatchingEngine:
     def _fits(self, batch: list[Job], candidate: Job) -> bool:
         if candidate.request.sampling_key() != batch[0].request.sampling_key():
             return False
+        images = sum(job.images for job in batch) + candidate.images
+        if self.max_batch_images is not None and images > self.max_batch_images:
+            return False
         if self.context_limit is None:
             return True
         requests = [job.request for job in batch] + [candidate.request]
@@ -129,6 +182,8 @@ class BatchingEngine:
         if self.batch_wait > 0:
             time.sleep(self.batch_wait)
         with self._condition:
+            if not self._queue:  # every waiting job was cancelled meanwhile
+                return []
             batch = [self._queue.popleft()]
             kept: collections.deque[Job] = collections.deque()
             while self._queue:
@@ -138,6 +193,7 @@ class BatchingEngine:
                 else:
                     kept.append(job)
             self._queue = kept
+            self._queued_images -= sum(job.images for job in batch)
         return batch
 
     def _finish(self, job: Job) -> None:

@@ -1,4 +1,8 @@
-"""Images of a chat request: base64 data URLs, remote URLs and local files, under the server's rules."""
+"""Images of a chat request: base64 data URLs, remote URLs and local files, under the server's rules.
+
+Three steps, so that a request is refused before its pixels are paid for: ``fetch`` (the encoded bytes, within the
+byte limits), ``size`` (width and height from the header alone, within the per-image pixel limit) and ``decode``.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ import binascii
 import os
 from urllib.parse import unquote, urlparse
 
-from minigemini.image_processing import ImageLoadError, load_image
+from minigemini.image_processing import ImageLoadError, load_image, read_image_size
 from minigemini.serve.schemas import APIError
 from minigemini.serve.settings import ServerSettings
 
@@ -15,19 +19,37 @@ __all__ = ["ImageFetcher"]
 
 
 class ImageFetcher:
-    """Turns an ``image_url`` into a PIL image under the server's rules (which sources, how large)."""
+    """Turns an ``image_url`` into bytes, a size and a picture under the server's rules (which sources, how large)."""
 
     def __init__(self, settings: ServerSettings):
         self.settings = settings
         root = settings.allow_local_files
         self.root = os.path.realpath(root) if root is not None else None
 
-    def _decode(self, raw: bytes, param: str):
+    def _too_large(self, raw: bytes, param: str) -> None:
         if len(raw) > self.settings.max_image_bytes:
             raise APIError(
                 400, f"{param}: image is {len(raw):,} bytes, above this server's limit of "
                 f"{self.settings.max_image_bytes:,}", param=param, code="image_too_large",
             )  # fmt: skip
+
+    def size(self, raw: bytes, param: str) -> tuple[int, int]:
+        """(width, height) from the header, nothing decoded; 400 for non-images and images above the pixel limit."""
+        self._too_large(raw, param)
+        try:
+            width, height = read_image_size(raw)
+        except ImageLoadError as error:
+            raise APIError(400, f"{param}: {error}", param=param, code="invalid_image") from None
+        limit = self.settings.max_image_pixels
+        if limit is not None and width * height > limit:
+            raise APIError(400, f"{param}: image is too large: {width}x{height} = {width * height:,} pixels exceeds "
+                           f"this server's limit of {limit:,} pixels per image", param=param,
+                           code="invalid_image")  # fmt: skip
+        return width, height
+
+    def decode(self, raw: bytes, param: str):
+        """The RGB picture (``load_image``); 400 for data that does not decode."""
+        self._too_large(raw, param)
         try:
             return load_image(raw, max_pixels=self.settings.max_image_pixels)
         except ImageLoadError as error:
@@ -92,15 +114,14 @@ class ImageFetcher:
             raise APIError(400, f"{param}: fetching the image failed ({type(error).__name__})", param=param,
                            code="invalid_image_url") from None  # fmt: skip
 
-    async def fetch(self, url: str, param: str):
+    async def fetch(self, url: str, param: str) -> bytes:
+        """The encoded image bytes behind ``url`` (not decoded: see ``size`` and ``decode``)."""
         from starlette.concurrency import run_in_threadpool
 
         if url.startswith("data:"):
-            raw = self._data_url(url, param)
-        elif url.startswith(("http://", "https://")):
-            raw = await self._remote(url, param)
-        elif "://" in url and not url.startswith("file://"):
+            return self._data_url(url, param)
+        if url.startswith(("http://", "https://")):
+            return await self._remote(url, param)
+        if "://" in url and not url.startswith("file://"):
             raise APIError(400, f"{param}: unsupported URL scheme", param=param, code="invalid_image_url")
-        else:
-            raw = await run_in_threadpool(self._local, url, param)
-        return await run_in_threadpool(self._decode, raw, param)
+        return await run_in_threadpool(self._local, url, param)

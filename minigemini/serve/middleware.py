@@ -1,4 +1,5 @@
-"""ASGI middleware of `mgm serve`: the request-body limit (413) and the API key (401)."""
+"""ASGI middleware of `mgm serve`: the request-body limits (413, and 429 when the bodies in progress hold too
+much) and the API key (401)."""
 
 from __future__ import annotations
 
@@ -11,10 +12,16 @@ __all__ = ["APIKeyCheck", "BodyLimit", "send_error"]
 
 
 class BodyLimit:
-    """ASGI middleware: requests whose body exceeds ``limit`` bytes get 413 (declared or streamed size)."""
+    """ASGI middleware: requests whose body exceeds ``limit`` bytes get 413 (declared or streamed size).
 
-    def __init__(self, app, limit: int):
-        self.app, self.limit = app, limit
+    With ``total``, the bodies of all requests in progress together may hold at most ``total`` bytes (a body is held
+    until its response is done: the app keeps it, parsed); a request that would go beyond gets 429, so that many
+    concurrent large uploads cannot add up to more memory than that.
+    """
+
+    def __init__(self, app, limit: int, total: int | None = None):
+        self.app, self.limit, self.total = app, limit, total
+        self.held = 0  # bytes of the bodies of the requests in progress
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -24,18 +31,35 @@ class BodyLimit:
                              code="request_too_large")  # fmt: skip
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
             return await send_error(send, too_large)
+        if declared is not None and declared.isdigit() and self._busy(int(declared)):
+            return await send_error(send, self._busy_error())
         received = 0
 
         async def limited_receive():
             nonlocal received
             message = await receive()
             if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.limit:
+                size = len(message.get("body", b""))
+                if received + size > self.limit:
                     raise too_large
+                if self._busy(size):
+                    raise self._busy_error()
+                received += size
+                self.held += size
             return message
 
-        await self.app(scope, limited_receive, send)
+        try:
+            await self.app(scope, limited_receive, send)
+        finally:
+            self.held -= received
+
+    def _busy(self, size: int) -> bool:
+        return self.total is not None and self.held + size > self.total
+
+    def _busy_error(self) -> APIError:
+        return APIError(429, f"the server is busy: the requests in progress hold {self.held:,} bytes of request "
+                        f"bodies (the limit is {self.total:,}); retry later", type="rate_limit_exceeded",
+                        code="server_busy")  # fmt: skip
 
 
 async def send_error(send, error: APIError, headers: list[tuple[bytes, bytes]] = ()) -> None:

@@ -70,7 +70,7 @@ def _sharded(config: TrainConfig) -> bool:
 
 def build_dataset(config: TrainConfig, processor: MiniGeminiProcessor) -> SupervisedDataset:
     """The training data with the stage's template and image preprocessing (stage 1: no padding to square)."""
-    template = processor.chat_template if config.template == MODEL_TEMPLATE else config.template
+    template = processor.template_name if config.template == MODEL_TEMPLATE else config.template
     image_processor = processor.image_processor
     if config.pad_to_square is not None and config.pad_to_square != image_processor.pad_to_square:
         image_processor = copy.deepcopy(image_processor)

@@ -11,6 +11,7 @@ from PIL import Image
 from transformers import (
     AutoConfig,
     AutoModelForCausalLM,
+    AutoProcessor,
     CLIPConfig,
     CLIPModel,
     ConvNextConfig,
@@ -75,10 +76,11 @@ def test_init_from_transformers_directories_loads_and_generates(parts, tmp_path)
     init_model(root / "clip", root / "convnext", root / "llm", out)
     model = MiniGeminiForConditionalGeneration.from_pretrained(out).eval()
     processor = MiniGeminiProcessor.from_pretrained(out)
+    assert type(AutoProcessor.from_pretrained(out)) is MiniGeminiProcessor  # an `mgm init` checkpoint
     config = model.config
     assert config.image_size_aux == 128  # 4 LR tokens per side x 8 cells x stride 4, as the release's 24 -> 768
     assert config.image_token_id == processor.image_token_id == len(parts["tokenizer"])
-    assert processor.chat_template == "vicuna_v1"
+    assert processor.template_name == "vicuna_v1"
     state = model.state_dict()
     for key, value in parts["clip"].vision_model.state_dict().items():
         assert torch.equal(state[f"model.vision_tower.model.{key}"], value), key
@@ -118,7 +120,7 @@ def test_siglip_hd_model(parts, tmp_path):
     assert config.vision_feature_select_strategy == "full"  # SigLIP has no CLS token to drop
     assert (config.image_grid, config.image_global, config.image_size_aux) == (2, True, 256)
     assert processor.image_processor.image_mean == [0.5] * 3
-    assert processor.chat_template == "plain"
+    assert processor.template_name == "plain"
     inputs = processor("<image>", images=[_image(1)])
     assert inputs["pixel_values"].shape == (1, 5, 3, 32, 32)
     with torch.no_grad():

@@ -14,13 +14,14 @@ import pytest
 import torch
 from PIL import Image
 from safetensors import safe_open
-from transformers import AutoConfig, AutoModelForCausalLM
+from transformers import AutoConfig, AutoModelForCausalLM, AutoProcessor
 
 from minigemini import MiniGeminiForConditionalGeneration
 from minigemini.cli import convert
 from minigemini.convert.release import convert_release_checkpoint, load_release_checkpoint, load_stage1_projector
 from minigemini.processing import MiniGeminiProcessor
 from minigemini.release import RELEASE_KEY_MAPPING, is_release_checkpoint, rename_release_key
+from minigemini.templates import jinja_template
 from tests.tiny_release import (
     IMAGE_TOKEN_INDEX,
     make_release,
@@ -145,9 +146,9 @@ def test_from_pretrained_loads_a_release_directory(tmp_path):
 def test_chat_template_follows_the_llm(tmp_path, family, tokenizer, expected):
     release = make_release(tmp_path / "release", family, tokenizer=tokenizer)
     _, processor = load_release_checkpoint(release.path)
-    assert processor.chat_template == expected
+    assert processor.template_name == expected
     _, processor = load_release_checkpoint(release.path, chat_template="plain")
-    assert processor.chat_template == "plain"
+    assert processor.template_name == "plain"
 
 
 def test_command_line_convert_with_template_and_dtype(tmp_path, capsys):
@@ -159,7 +160,14 @@ def test_command_line_convert_with_template_and_dtype(tmp_path, capsys):
                               "--dtype", "bfloat16"])
     assert args.func(args) == 0
     assert "template=chatml_direct" in capsys.readouterr().out
-    assert json.loads((destination / "processor_config.json").read_text())["chat_template"] == "chatml_direct"
+    assert json.loads((destination / "processor_config.json").read_text())["template_name"] == "chatml_direct"
+    assert (destination / "chat_template.jinja").read_text() == jinja_template("chatml_direct")
+    assert type(AutoProcessor.from_pretrained(destination)) is MiniGeminiProcessor  # a converted checkpoint
+    assert not list(destination.glob("*.py"))
+    args = parser.parse_args(["convert", str(release.path), str(tmp_path / "coded"), "--with-code"])
+    assert args.func(args) == 0
+    assert (tmp_path / "coded" / "modeling.py").is_file()  # Hub custom code: tests/test_remote_code.py loads it
+    assert json.loads((tmp_path / "coded" / "config.json").read_text())["auto_map"]["AutoModelForImageTextToText"]
     model = MiniGeminiForConditionalGeneration.from_pretrained(destination, dtype="auto")
     assert model.dtype == torch.bfloat16
     with pytest.raises(SystemExit):

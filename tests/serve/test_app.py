@@ -367,3 +367,51 @@ def test_a_full_queue_answers_429_at_once(model_dir):
         assert response.status_code == 200
     with pytest.raises(ValueError, match="max_queue"):
         BatchingEngine(model, processor, max_queue=0)
+
+
+def test_the_command_line_wires_the_limits_and_keeps_the_key_out_of_sight(model_dir, monkeypatch, capsys):
+    """The hostile-client limits reach the app and uvicorn; MGM_API_KEY never shows in --help, and a key given on
+    the command line (visible in ps) gets a warning."""
+    import logging
+
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    for name in ("minigemini", "uvicorn", "uvicorn.error", "uvicorn.access"):  # build_server configures logging
+        logger = logging.getLogger(name)
+        for attribute in ("handlers", "level", "propagate"):
+            monkeypatch.setattr(logger, attribute, list(logger.handlers) if attribute == "handlers" else
+                                getattr(logger, attribute))  # fmt: skip
+    monkeypatch.setenv("MGM_API_KEY", "env-secret-123")
+    parser = argparse.ArgumentParser()
+    serve_cli.add_parser(parser.add_subparsers())
+    with pytest.raises(SystemExit):
+        parser.parse_args(["serve", "--help"])
+    help_text = capsys.readouterr().out
+    assert "env-secret-123" not in help_text and "MGM_API_KEY" in help_text
+    for flag in ("--max-request-pixels", "--decode-slots", "--max-queued-images", "--max-batch-images",
+                 "--max-inflight-mb", "--header-timeout", "--body-timeout"):  # fmt: skip
+        assert flag in help_text
+    args = parser.parse_args([
+        "serve", "--model", str(model_dir), "--device", "cpu", "--image-generator", "synthetic",
+        "--max-request-pixels", "1000", "--decode-slots", "3", "--max-queued-images", "9", "--max-inflight-mb", "40",
+        "--max-batch-images", "5",
+        "--header-timeout", "3", "--body-timeout", "0", "--log-level", "info",
+    ])  # fmt: skip
+    server = serve_cli.build_server(args)
+    out = capsys.readouterr().out
+    assert "--api-key" not in out  # the key came from the environment
+    assert "memory for requests, besides the model: decoding images <= " in out
+    app = server.config.app
+    settings = app.state.settings
+    assert (settings.api_key, settings.max_request_pixels, settings.decode_slots, settings.max_queued_images,
+            settings.max_inflight_bytes) == ("env-secret-123", 1000, 3, 9, 40 << 20)  # fmt: skip
+    assert app.state.engine.max_queued_images == 9 and app.state.engine.max_batch_images == 5
+    protocol = server.config.http
+    assert issubclass(protocol, H11Protocol) and protocol is not H11Protocol
+    assert server.config.log_config["loggers"]["minigemini"]["level"] == "INFO"
+    args = parser.parse_args(["serve", "--model", str(model_dir), "--device", "cpu", "--image-generator", "synthetic",
+                              "--api-key", "typed-in"])  # fmt: skip
+    serve_cli.build_server(args)
+    assert "--api-key is visible to every user of this machine (ps); set MGM_API_KEY instead" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="--decode-slots"):
+        serve_cli.build_server(parser.parse_args(["serve", "--model", str(model_dir), "--decode-slots", "0"]))

@@ -58,3 +58,26 @@ def test_default_model_sees_colours_in_held_out_scenes(default_model):
     right = sum(vqa_accuracy(a, [q.answer]) for q, a in zip(questions, answers))
     # measured on the held-out benchmark: 98 % (README); chance among the 10 colours is 10 %
     assert right >= 8, list(zip([q.answer for q in questions], answers))
+
+
+def test_default_model_saved_as_a_plain_checkpoint_answers_through_transformers(default_model, tmp_path):
+    """Saved as a plain checkpoint, the default model reaches transformers' doors: AutoProcessor gives its processor
+    (SmolLM2's own template behind the <image> preparation) and the image-text-to-text pipeline answers as mgm.chat."""
+    from transformers import AutoProcessor, pipeline
+
+    from minigemini.cli.demo import bundled_image_path
+    from minigemini.processing import MiniGeminiProcessor
+    from minigemini.saving import save_model_and_processor
+
+    model, processor = default_model
+    directory = save_model_and_processor(model, processor, tmp_path / "default")
+    loaded = AutoProcessor.from_pretrained(directory)
+    assert type(loaded) is MiniGeminiProcessor and loaded.template_name is None
+    assert loaded.chat_template == processor.chat_template
+    pipe = pipeline("image-text-to-text", model=str(directory), dtype=torch.bfloat16)
+    image = bundled_image_path()
+    messages = [{"role": "user", "content": [{"type": "image", "path": str(image)},
+                                             {"type": "text", "text": "Describe the image."}]}]  # fmt: skip
+    answer = pipe(text=messages, max_new_tokens=40, return_full_text=False)[0]["generated_text"]
+    expected = chat(model, image, "Describe the image.", processor, max_new_tokens=40)
+    assert answer.strip() == expected and expected.endswith("background.")

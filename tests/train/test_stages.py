@@ -8,7 +8,7 @@ import os
 import pytest
 import torch
 from safetensors.torch import load_file
-from transformers import TrainerCallback
+from transformers import AutoProcessor, TrainerCallback
 
 from minigemini import MiniGeminiForConditionalGeneration, MiniGeminiProcessor
 from minigemini.data import ModalityLengthGroupedSampler
@@ -127,8 +127,9 @@ def test_stage_one_reduces_the_loss_skips_bad_records_and_saves_a_loadable_model
     assert sorted(p for p in os.listdir(cfg.output) if p.startswith("checkpoint-")) == ["checkpoint-8"]  # limit 1
     for folder in (cfg.output, os.path.join(cfg.output, "checkpoint-8")):
         model = MiniGeminiForConditionalGeneration.from_pretrained(folder)
-        processor = MiniGeminiProcessor.from_pretrained(folder)
-        assert processor.chat_template == "vicuna_v1"  # the model's template, not stage 1's plain
+        processor = AutoProcessor.from_pretrained(folder)  # a trained checkpoint, through transformers' door
+        assert type(processor) is MiniGeminiProcessor
+        assert processor.template_name == "vicuna_v1"  # the model's template, not stage 1's plain
         assert model.config.image_token_id == processor.image_token_id
 
 
@@ -140,7 +141,7 @@ def test_each_stage_renders_its_template_or_the_models_own_when_asked(workspace,
     cfg = config(workspace, "templates", stage=stage, data=[workspace["stage1"]], template=template)
     cfg.validate()
     processor = MiniGeminiProcessor.from_pretrained(workspace["model"])
-    assert processor.chat_template == "vicuna_v1"
+    assert processor.template_name == "vicuna_v1"
     assert build_dataset(cfg, processor).encoder.template == expected
 
 

@@ -1,0 +1,98 @@
+"""Slow clients: deadlines for reading a request's headers and its body.
+
+uvicorn closes idle keep-alive connections (``timeout_keep_alive``) but has no deadline for *reading* a request: a
+client that sends its headers or its body a byte at a time (slow-loris), or connects and sends nothing, holds its
+connection open for ever.  Headers are parsed before the ASGI app is called, so an ASGI middleware cannot see them;
+the deadlines live in the HTTP protocol instead, a subclass of uvicorn's own h11 protocol (``deadline_protocol``,
+passed as ``uvicorn.Config(http=...)``):
+
+- headers: from the connection's first moment (or the first byte of the next request on a kept-alive connection)
+  until the request's headers are complete, at most ``header_timeout`` seconds;
+- body: from the end of the headers until the whole body has arrived, at most ``body_timeout`` seconds.
+
+A request that misses its deadline is answered ``408 Request Timeout`` (unless a response was already sent), the
+connection is closed and one INFO line is logged (uvicorn's ``uvicorn.error`` logger).  When the app was still reading
+the body, it sees a disconnect; the request's scope then carries ``TIMED_OUT`` so that the app does not log it again.
+"""
+
+from __future__ import annotations
+
+__all__ = ["TIMED_OUT", "deadline_protocol"]
+
+#: Scope key set on a request whose connection was closed because its body arrived too slowly.
+TIMED_OUT = "minigemini.timed_out"
+
+
+def _timeout_response(reason: str) -> bytes:
+    body = f"request timeout: {reason}\n".encode()
+    head = (b"HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain; charset=utf-8\r\nconnection: close\r\n"
+            b"content-length: %d\r\n\r\n" % len(body))  # fmt: skip
+    return head + body
+
+
+def deadline_protocol(header_timeout: float | None, body_timeout: float | None) -> type:
+    """uvicorn's h11 HTTP/1.1 protocol with header and body read deadlines in seconds (None: no deadline)."""
+    import h11
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class DeadlineH11Protocol(H11Protocol):
+        _timer = None
+        _phase: str | None = None
+
+        def _arm(self, phase: str) -> None:
+            self._disarm()
+            timeout = header_timeout if phase == "headers" else body_timeout
+            if timeout is not None:
+                self._phase = phase
+                self._timer = self.loop.call_later(timeout, self._expired, phase, timeout)
+
+        def _disarm(self) -> None:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer, self._phase = None, None
+
+        def _follow(self) -> None:
+            """Move the deadline along with the client's side of the h11 state machine."""
+            state = self.conn.their_state
+            if state is h11.SEND_BODY:
+                if self._phase != "body":
+                    self._arm("body")
+            elif state is not h11.IDLE:  # the request is complete (or the connection is done): no read pending
+                self._disarm()
+
+        def connection_made(self, transport) -> None:
+            super().connection_made(transport)
+            self._arm("headers")
+
+        def connection_lost(self, exc) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+        def data_received(self, data: bytes) -> None:
+            if self._phase is None and self.conn.their_state is h11.IDLE:
+                self._arm("headers")  # the first bytes of the next request on a kept-alive connection
+            super().data_received(data)
+            self._follow()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            if self.conn.their_state is h11.IDLE:
+                self._disarm()  # between requests: uvicorn's keep-alive timeout applies
+            else:
+                self._follow()
+
+        def _expired(self, phase: str, timeout: float) -> None:
+            self._timer, self._phase = None, None
+            if self.transport.is_closing():
+                return
+            reason = f"the request {'headers' if phase == 'headers' else 'body'} did not arrive within {timeout:g} s"
+            cycle = self.cycle if phase == "body" else None
+            if cycle is None or not cycle.response_started:
+                self.transport.write(_timeout_response(reason))
+            if cycle is not None:
+                cycle.scope[TIMED_OUT] = True  # type: ignore[literal-required]
+            client = f"{self.client[0]}:{self.client[1]}" if self.client else "client"
+            self.logger.info("%s - closed a slow connection: %s", client, reason)
+            self.transport.close()
+
+    return DeadlineH11Protocol
