@@ -23,7 +23,9 @@ def test_the_export_loads_with_the_default_models_weights_and_processor(tmp_path
     assert all(torch.equal(exported[key], expected[key]) for key in expected)
     assert processor.image_seq_length == reference_processor.image_seq_length == 64
     assert processor.image_token_id == model.config.image_token_id
-    assert processor.tokenizer.chat_template == reference_processor.tokenizer.chat_template  # SmolLM2's own
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "<image>\nWhat is it?"}]
+    prompt = processor.apply_chat_template(messages)
+    assert prompt == reference_processor.apply_chat_template(messages) and "<|im_start|>" in prompt  # SmolLM2's own
     assert json.loads((out / "config.json").read_text())["architectures"] == ["MiniGeminiForConditionalGeneration"]
 
 
