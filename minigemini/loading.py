@@ -95,9 +95,10 @@ def load_pretrained(
     """Load a saved Mini-Gemini and its processor; returns ``(model, processor)`` in eval mode on ``device``.
 
     ``path``: a directory saved by this package, ``"default"`` (the trained default model of
-    ``default_model.py``), or a published MGM release checkpoint (converted on load by
-    ``MiniGeminiForConditionalGeneration.from_release_checkpoint``).  ``chat_template`` overrides the processor's (a release template name, e.g.
-    ``"vicuna_v1"``).  4/8-bit loading quantises the LLM only and needs bitsandbytes and CUDA.
+    ``synthetic/default_model.py``), or a published MGM release checkpoint (converted on load by
+    ``MiniGeminiForConditionalGeneration.from_release_checkpoint``).  ``chat_template`` overrides the processor's (a
+    release template name, e.g. ``"vicuna_v1"``).  4/8-bit loading quantises the LLM only and needs bitsandbytes and
+    CUDA.
     """
     path = os.fspath(path)
     device = resolve_device(device)

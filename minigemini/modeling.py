@@ -369,4 +369,10 @@ def add_image_token(model, processor=None) -> int:
     return token_id
 
 
-__all__ = ["MiniGeminiForConditionalGeneration", "MiniGeminiModel", "MiniGeminiPreTrainedModel", "IGNORE_INDEX", "add_image_token"]
+__all__ = [
+    "IGNORE_INDEX",
+    "MiniGeminiForConditionalGeneration",
+    "MiniGeminiModel",
+    "MiniGeminiPreTrainedModel",
+    "add_image_token",
+]

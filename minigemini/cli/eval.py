@@ -79,7 +79,8 @@ def add_parser(subparsers) -> None:
     merge.add_argument(
         "--rescore",
         action="store_true",
-        help="re-read the benchmark data with this version's loaders before scoring (runs of older versions always are)",
+        help="re-read the benchmark data with this version's loaders before scoring "
+        "(runs of older versions always are)",
     )
     _add_allow_partial(merge)
     _add_judge_arguments(merge)

@@ -27,7 +27,8 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--recipe",
         help="YAML recipe (recipes/stage1.yaml, recipes/stage2.yaml, ...), or `synthetic`: the default model's whole "
-        "recipe (minigemini/synthetic/recipe/recipe.yaml: world, encoders, read, init, align, stage 1, chat, stage 2, drill)",
+        "recipe (minigemini/synthetic/recipe/recipe.yaml: world, encoders, read, init, align, stage 1, chat, stage 2, "
+        "drill)",
     )
     parser.add_argument(
         "--variant",

@@ -82,6 +82,3 @@ def load_stage1_projector(model, path: str | os.PathLike) -> list[str]:
         raise ValueError(f"{path} does not fit this model: {summarise(wrong)}")
     model.load_state_dict(renamed, strict=False)
     return sorted(renamed)
-
-
-# ----------------------------------------------------------------------------------------------------- command line

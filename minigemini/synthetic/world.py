@@ -50,6 +50,8 @@ __all__ = [
     "describe_spec",
     "make_picture_request",
     "make_scene",
+    "scene_dialogue",
+    "scene_drill",
     "scene_seeds",
     "spec_matches",
 ]
@@ -435,7 +437,7 @@ def spec_matches(wanted: SceneSpec, description: str) -> bool:
 # ----------------------------------------------------------------------------------------------- writing a world
 
 
-def _dialogue(scene: Scene, rng: random.Random, max_questions: int) -> list[dict[str, str]]:
+def scene_dialogue(scene: Scene, rng: random.Random, max_questions: int) -> list[dict[str, str]]:
     questions = rng.sample(scene.questions, min(len(scene.questions), max_questions))
     turns: list[tuple[str, str]] = [(q.text, q.answer) for q in questions]
     describe = ("Describe the image.", scene.caption)
@@ -443,7 +445,7 @@ def _dialogue(scene: Scene, rng: random.Random, max_questions: int) -> list[dict
     return _conversation(turns)
 
 
-def _drill(scene: Scene, types: tuple[str, ...]) -> list[dict[str, str]]:
+def scene_drill(scene: Scene, types: tuple[str, ...]) -> list[dict[str, str]]:
     """Every question of ``types`` the scene has, in one short dialogue (empty when it has none)."""
     return _conversation([(q.text, q.answer) for q in scene.questions if q.type in types])
 

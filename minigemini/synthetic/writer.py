@@ -12,10 +12,10 @@ from minigemini.synthetic.fonts import dejavu_font
 from minigemini.synthetic.world import (
     QUESTION_TYPES,
     WorldOptions,
-    _dialogue,
-    _drill,
     make_picture_request,
     make_scene,
+    scene_dialogue,
+    scene_drill,
     scene_seeds,
 )
 
@@ -74,9 +74,9 @@ def write_world(
         })  # fmt: skip
         instructions.append({
             "id": f"dialogue-{index:06d}", "image": name, "source": f"synthetic-{scene.kind}",
-            "conversations": _dialogue(scene, rng, max_questions),
+            "conversations": scene_dialogue(scene, rng, max_questions),
         })  # fmt: skip
-        drill = _drill(scene, drills)
+        drill = scene_drill(scene, drills)
         if drill:
             drill_records.append({"id": f"drill-{index:06d}", "image": name, "source": f"synthetic-{scene.kind}",
                                   "conversations": drill})  # fmt: skip

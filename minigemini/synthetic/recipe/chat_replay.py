@@ -23,7 +23,7 @@ SOURCE = "chat-replay"
 
 @dataclass
 class ChatReplayConfig:
-    prompts: str  # a text file, one prompt per line, '#' comments (the recipe's default: minigemini/synthetic/recipe/chat_prompts.txt)
+    prompts: str  # a text file, one prompt per line, '#' comments (the recipe's default: chat_prompts.txt beside it)
     max_new_tokens: int = 64
     batch_size: int = 32
     repeats: int = 1  # each record written this many times: its weight against the image dialogues

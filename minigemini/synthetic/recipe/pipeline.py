@@ -1,12 +1,12 @@
 """`mgm train --recipe synthetic`: the default model's whole recipe, step by step, each step resumable.
 
-world -> encoders (CLIP-style) -> read (the HR tower names drawn strings; optional) -> init (SmolLM2 + towers) ->
-align (visual tokens towards word embeddings) -> stage 1 -> chat (the LLM's own answers to plain prompts; optional)
--> stage 2 on the dialogues and those answers -> drill (stage 2 going on in its adapter, the world's drills added;
-optional) (-> export).  The recipe file
-(``minigemini/synthetic/recipe/recipe.yaml``) holds the settings of every step; a step whose output exists is skipped, and an
-interrupted training stage continues from its last checkpoint.  Variants (``--variant``) share the world and the
-encoders: ``mining`` (the default model), ``lr_only`` (the LLaVA-style baseline), ``hd`` (token extension).
+world -> encoders (CLIP-style) -> read (the HR tower names drawn strings; optional) -> init (SmolLM2 + towers) -> align
+(visual tokens towards word embeddings) -> stage 1 -> chat (the LLM's own answers to plain prompts; optional) -> stage 2
+on the dialogues and those answers -> drill (stage 2 going on in its adapter, the world's drills added; optional) (->
+export). The recipe file (``recipe.yaml`` beside this module) holds the settings of every step; a step whose output
+exists is skipped, and an interrupted training stage continues from its last checkpoint. Variants (``--variant``) share
+the world and the encoders: ``mining`` (the default model), ``lr_only`` (the LLaVA-style baseline), ``hd`` (token
+extension).
 """
 
 from __future__ import annotations
