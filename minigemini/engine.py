@@ -19,7 +19,7 @@ from transformers import StoppingCriteria, StoppingCriteriaList
 
 from minigemini.loading import model_device_and_dtype
 
-__all__ = ["GenerationRequest", "collate", "context_budget", "context_limit", "run_batch", "stop_settings"]
+__all__ = ["GenerationRequest", "collate", "context_budget", "context_limit", "run_batch"]
 
 
 def context_limit(model) -> int | None:
@@ -42,11 +42,6 @@ def context_budget(model, prompt_length: int, max_new_tokens: int) -> int:
             f"tokens; shorten the conversation or use fewer images"
         )
     return min(max_new_tokens, room)
-
-
-def stop_settings(processor) -> tuple[list[str], set[int]]:
-    """(stop strings, stop token ids) for the processor's chat template and tokenizer (``processor.stop_settings``)."""
-    return processor.stop_settings()
 
 
 @dataclass(eq=False)
@@ -195,7 +190,7 @@ def run_batch(model, processor, requests: Sequence[GenerationRequest]) -> Sequen
     if len(keys) > 1:
         raise ValueError(f"requests in one batch must share sampling settings, got {sorted(keys)}")
     tokenizer = processor.tokenizer
-    template_stops, stop_ids = stop_settings(processor)
+    template_stops, stop_ids = processor.stop_settings()
     batch = collate(requests, tokenizer.pad_token_id)
     longest = batch["input_ids"].shape[1]
     max_new_tokens = context_budget(model, longest, max(r.max_new_tokens for r in requests))
