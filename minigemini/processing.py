@@ -43,7 +43,7 @@ from .templates import (
     wrap_jinja_template,
 )
 
-__all__ = ["PROCESSOR_CONFIG_NAME", "MiniGeminiProcessor", "build_processor"]
+__all__ = ["PROCESSOR_CONFIG_NAME", "MiniGeminiProcessor", "build_processor", "image_processor_for_config"]
 
 PROCESSOR_CONFIG_NAME = "processor_config.json"
 
@@ -435,13 +435,18 @@ class MiniGeminiProcessor(ProcessorMixin):
         )
 
 
-def build_processor(config: MiniGeminiConfig, tokenizer: Any, chat_template: str | None, **image_kwargs):
-    """A MiniGeminiProcessor matching `config` (LR/HR sizes, HD grid, visual tokens per image); adds `<image>`."""
-    image_processor = MiniGeminiImageProcessor(
+def image_processor_for_config(config: MiniGeminiConfig, **image_kwargs) -> MiniGeminiImageProcessor:
+    """The MiniGeminiImageProcessor matching `config`: LR and HR sizes, HD grid and global view."""
+    return MiniGeminiImageProcessor(
         image_size=config.vision_config.image_size,
         image_size_aux=config.image_size_aux,
         image_grid=config.image_grid,
         image_global=config.image_global,
         **image_kwargs,
     )
+
+
+def build_processor(config: MiniGeminiConfig, tokenizer: Any, chat_template: str | None, **image_kwargs):
+    """A MiniGeminiProcessor matching `config` (LR/HR sizes, HD grid, visual tokens per image); adds `<image>`."""
+    image_processor = image_processor_for_config(config, **image_kwargs)
     return MiniGeminiProcessor(image_processor, tokenizer, config.image_seq_length, chat_template=chat_template)

@@ -29,6 +29,7 @@ from vllm.multimodal.processing import (
 
 from minigemini.configuration import MiniGeminiConfig
 from minigemini.image_processing import MiniGeminiImageProcessor
+from minigemini.processing import image_processor_for_config
 from minigemini.templates import IMAGE_PLACEHOLDER
 
 __all__ = ["MiniGeminiDummyInputsBuilder", "MiniGeminiMultiModalProcessor", "MiniGeminiProcessingInfo"]
@@ -46,13 +47,7 @@ class MiniGeminiProcessingInfo(BaseProcessingInfo):
         saved = dict(self.ctx.get_hf_image_processor_config() or {})
         if saved:
             return MiniGeminiImageProcessor.from_dict(saved)
-        config = self.get_hf_config()
-        return MiniGeminiImageProcessor(
-            image_size=config.vision_config.image_size,
-            image_size_aux=config.image_size_aux,
-            image_grid=config.image_grid,
-            image_global=config.image_global,
-        )
+        return image_processor_for_config(self.get_hf_config())
 
     def get_hf_processor(self, **kwargs: object) -> MiniGeminiImageProcessor:
         # vLLM's tokenizer does the text; the image processor is the only "HF processor" this model needs.
