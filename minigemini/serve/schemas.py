@@ -20,6 +20,12 @@ class APIError(Exception):
     def body(self) -> dict[str, Any]:
         return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
 
+    def response(self, headers: dict[str, str] | None = None):
+        """The one rendering of every error the server answers (routes, exception handlers and middleware alike)."""
+        from starlette.responses import JSONResponse
+
+        return JSONResponse(self.body(), status_code=self.status, headers=headers)
+
 
 def request_models():
     """Pydantic request models (built lazily: pydantic is a dependency of the serve extra only)."""
