@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from minigemini.errors import UserError
 from minigemini.modeling import MiniGeminiForConditionalGeneration
 from minigemini.precision import cpu_inference_dtype, parse_dtype
 from minigemini.processing import PROCESSOR_CONFIG_NAME, MiniGeminiProcessor
@@ -19,9 +20,11 @@ from minigemini.release import is_release_checkpoint
 
 __all__ = [
     "DEFAULT_MODEL_NAME",
+    "as_processor",
     "default_dtype",
     "describe_model",
     "load_pretrained",
+    "model_and_processor",
     "model_device_and_dtype",
     "resolve_device",
 ]
@@ -133,16 +136,41 @@ def load_cached(path: str, device: str | None, dtype: str | None):
     return load_pretrained(path, device=device, dtype=dtype)
 
 
-def model_and_processor(model: Any, processor: Any, device: str | None = None, dtype: str | None = None):
+@functools.lru_cache(maxsize=4)
+def _load_processor(path: str) -> MiniGeminiProcessor:
+    return MiniGeminiProcessor.from_pretrained(path)
+
+
+def as_processor(processor: Any, argument: str = "processor"):
+    """A processor (anything with ``apply_chat_template``) as it is, or a directory holding one (loaded once, cached);
+    anything else is refused with one line naming ``argument``."""
+    if isinstance(processor, (str, os.PathLike)):
+        path = os.fspath(processor)
+        if not os.path.isfile(os.path.join(path, PROCESSOR_CONFIG_NAME)):
+            raise UserError(f"{argument}: {path} is not a directory holding a Mini-Gemini processor "
+                            f"({PROCESSOR_CONFIG_NAME})")  # fmt: skip
+        return _load_processor(os.path.abspath(path))
+    if not callable(getattr(processor, "apply_chat_template", None)):
+        raise UserError(f"{argument} must be a MiniGeminiProcessor or a directory holding one, "
+                        f"not {type(processor).__name__}")  # fmt: skip
+    return processor
+
+
+def model_and_processor(model: Any, processor: Any = None, device: str | None = None, dtype: str | None = None):
+    """``(model, processor)`` from what a user passes: ``model`` a loaded Mini-Gemini or a directory (loaded once and
+    cached, on ``device``/``dtype``); ``processor`` a processor, a directory holding one, or None (the model's own).
+    Anything else is refused with one line naming the argument."""
     if isinstance(model, (str, os.PathLike)):
-        loaded, loaded_processor = load_cached(os.fspath(model), device, dtype)
-        return loaded, processor or loaded_processor
+        model, own = load_cached(os.fspath(model), device, dtype)
+        return model, own if processor is None else as_processor(processor)
+    if not (isinstance(model, torch.nn.Module) and callable(getattr(model, "generate", None))):
+        raise UserError(f"model must be a Mini-Gemini model or a directory holding one, not {type(model).__name__}")
     if processor is None:
         source = getattr(model, "name_or_path", None) or getattr(model.config, "_name_or_path", None)
         if not source or not os.path.isdir(source):
-            raise ValueError("pass processor= (the model was not loaded from a directory that holds one)")
-        processor = MiniGeminiProcessor.from_pretrained(source)
-    return model, processor
+            raise UserError("pass processor= (the model was not loaded from a directory that holds one)")
+        processor = source
+    return model, as_processor(processor)
 
 
 def model_device_and_dtype(model) -> tuple[torch.device, torch.dtype]:

@@ -37,6 +37,7 @@ import contextlib
 import logging
 from typing import Any
 
+from minigemini.loading import model_and_processor
 from minigemini.serve.batching import BatchingEngine
 from minigemini.serve.connections import TIMED_OUT
 from minigemini.serve.middleware import APIKeyCheck, BodyLimit
@@ -62,6 +63,7 @@ def create_app(model, processor, settings: ServerSettings | None = None, image_g
     from minigemini.serve.chat import ClientGone
     from minigemini.serve.routes import router
 
+    model, processor = model_and_processor(model, processor)  # loaded ones, or directories
     settings = settings or ServerSettings()
     engine = engine or BatchingEngine(model, processor, max_batch_size=max_batch_size, batch_wait=batch_wait,
                                       max_queue=settings.max_queue, max_queued_images=settings.max_queued_images,
