@@ -1,7 +1,8 @@
 """Loading a model for inference: device, the one dtype vocabulary, quantisation, and ``load_pretrained``.
 
-``load_pretrained`` reads a directory saved by this package, a published MGM release checkpoint (converted on load) or
-``"default"`` (the committed default model); every command and the Python API load through it.
+``load_pretrained`` reads a directory saved by this package or a published MGM release checkpoint (converted on load);
+every command and the Python API load through it.  It knows no synthetic world: ``mgm ... --model default`` is the
+command line's name for a plain checkpoint that ``synthetic.default_model.default_checkpoint`` writes once.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from minigemini.processing import PROCESSOR_CONFIG_NAME, MiniGeminiProcessor
 from minigemini.release import is_release_checkpoint
 
 __all__ = [
-    "DEFAULT_MODEL_NAME",
     "as_processor",
     "default_dtype",
     "describe_model",
@@ -83,10 +83,6 @@ def quantization_config(load_in_4bit: bool, load_in_8bit: bool, device: torch.de
     return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=skip)
 
 
-#: The name ``load_pretrained`` (and ``--model``) reads as the committed default model.
-DEFAULT_MODEL_NAME = "default"
-
-
 def load_pretrained(
     path: str | os.PathLike,
     device: str | torch.device | None = None,
@@ -97,8 +93,7 @@ def load_pretrained(
 ):
     """Load a saved Mini-Gemini and its processor; returns ``(model, processor)`` in eval mode on ``device``.
 
-    ``path``: a directory saved by this package, ``"default"`` (the trained default model of
-    ``synthetic/default_model.py``), or a published MGM release checkpoint (converted on load by
+    ``path``: a directory saved by this package, or a published MGM release checkpoint (converted on load by
     ``MiniGeminiForConditionalGeneration.from_release_checkpoint``).  ``chat_template`` overrides the processor's (a
     release template name, e.g. ``"vicuna_v1"``).  4/8-bit loading quantises the LLM only and needs bitsandbytes and
     CUDA.
@@ -106,11 +101,6 @@ def load_pretrained(
     path = os.fspath(path)
     device = resolve_device(device)
     dtype = parse_dtype(dtype) or default_dtype(device)
-    if path == DEFAULT_MODEL_NAME:
-        from minigemini.synthetic.default_model import load_default_model
-
-        model, processor = load_default_model(dtype=dtype)
-        return model.to(device).eval(), processor
     if not os.path.isdir(path):
         raise FileNotFoundError(f"model directory not found: {path}")
     kwargs: dict[str, Any] = {"dtype": dtype}
