@@ -18,6 +18,7 @@ from starlette.responses import StreamingResponse
 from minigemini.engine import GenerationRequest, context_budget
 from minigemini.generation import extract_image_prompt, request_image
 from minigemini.serve.batching import Job, QueueFull
+from minigemini.serve.images import RETURN_MEMORY_PIXELS, return_memory
 from minigemini.serve.limits import PixelBudget
 from minigemini.serve.schemas import APIError
 from minigemini.serve.state import ServerState
@@ -124,6 +125,9 @@ async def prepare(server: ServerState, body, gone: asyncio.Future) -> Generation
                 ocr.extend(ocr_tokens(picture))
             pictures.append(server.shrink(picture) if server.shrink is not None else picture)
             del picture  # the full-size picture goes before the next one is decoded
+        encoded.clear()
+        if pixels.used >= RETURN_MEMORY_PIXELS:
+            return_memory()  # the full-size pictures' pages, else resident at their peak until the process ends
         if ocr_images:
             from minigemini.ocr import ocr_hint
 
