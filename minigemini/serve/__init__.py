@@ -8,7 +8,7 @@
 - ``images.py``       a request's images: sources, bytes, header sizes, decoding
 - ``limits.py``       what a request may cost (pixels, characters) and the memory figure the bounds add up to
 - ``middleware.py``   request-body limits and the API key
-- ``connections.py``  header and body read deadlines (uvicorn's h11 protocol, subclassed)
+- ``connections.py``  uvicorn's h11 protocol, subclassed: read deadlines, absolute-form targets, its own errors as JSON
 - ``settings.py``     what an instance allows
 - ``batching.py``     the queue that batches concurrent requests on one model instance
 - ``terminal.py``     the terminal chat

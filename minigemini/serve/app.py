@@ -13,8 +13,8 @@ Endpoints:
   text-to-image backend.
 - ``GET /v1/models``, ``GET /health`` (queue length and batching counters), ``GET /openapi.json`` (the schema).
 
-With ``MGM_API_KEY`` (or ``--api-key KEY``) every ``/v1`` request needs ``Authorization: Bearer KEY`` (else 401);
-``/health`` and ``/openapi.json`` stay open.  At most ``--max-queue`` requests (``--max-queued-images`` images) wait
+With ``MGM_API_KEY`` (or ``--api-key KEY``) every request needs one ``Authorization: Bearer KEY`` header (else 401;
+two such headers: 400) but ``/health`` and ``/openapi.json``, which stay open.  At most ``--max-queue`` requests (``--max-queued-images`` images) wait
 for the model: more get 429 at once (OpenAI's ``rate_limit_exceeded``), never a hang.
 
 Hostile clients cost bounded work (``docs/serving.md``): a request whose images would decode to more than

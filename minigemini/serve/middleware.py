@@ -1,5 +1,5 @@
 """ASGI middleware of `mgm serve`: the request-body limits (413, and 429 when the bodies in progress hold too
-much) and the API key (401)."""
+much) and the API key (401, and 400 for more than one Authorization header)."""
 
 from __future__ import annotations
 
