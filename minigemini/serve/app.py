@@ -14,8 +14,9 @@ Endpoints:
 - ``GET /v1/models``, ``GET /health`` (queue length and batching counters), ``GET /openapi.json`` (the schema).
 
 With ``MGM_API_KEY`` (or ``--api-key KEY``) every request needs one ``Authorization: Bearer KEY`` header (else 401;
-two such headers: 400) but ``/health`` and ``/openapi.json``, which stay open.  At most ``--max-queue`` requests (``--max-queued-images`` images) wait
-for the model: more get 429 at once (OpenAI's ``rate_limit_exceeded``), never a hang.
+two such headers: 400) but ``/health`` and ``/openapi.json``, which stay open.  At most ``--max-queue`` requests
+(``--max-queued-images`` images) wait for the model: more get 429 at once (OpenAI's ``rate_limit_exceeded``), never a
+hang.
 
 Hostile clients cost bounded work (``docs/serving.md``): a request whose images would decode to more than
 ``--max-request-pixels`` is refused from their headers; at most ``--decode-slots`` requests decode images at once,
