@@ -131,17 +131,17 @@ def _load_processor(path: str) -> MiniGeminiProcessor:
     return MiniGeminiProcessor.from_pretrained(path)
 
 
-def as_processor(processor: Any, argument: str = "processor"):
+def as_processor(processor: Any):
     """A processor (anything with ``apply_chat_template``) as it is, or a directory holding one (loaded once, cached);
-    anything else is refused with one line naming ``argument``."""
+    anything else is refused with one line naming the argument."""
     if isinstance(processor, (str, os.PathLike)):
         path = os.fspath(processor)
         if not os.path.isfile(os.path.join(path, PROCESSOR_CONFIG_NAME)):
-            raise UserError(f"{argument}: {path} is not a directory holding a Mini-Gemini processor "
+            raise UserError(f"processor: {path} is not a directory holding a Mini-Gemini processor "
                             f"({PROCESSOR_CONFIG_NAME})")  # fmt: skip
         return _load_processor(os.path.abspath(path))
     if not callable(getattr(processor, "apply_chat_template", None)):
-        raise UserError(f"{argument} must be a MiniGeminiProcessor or a directory holding one, "
+        raise UserError(f"processor must be a MiniGeminiProcessor or a directory holding one, "
                         f"not {type(processor).__name__}")  # fmt: skip
     return processor
 
