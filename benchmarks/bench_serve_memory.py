@@ -1,6 +1,7 @@
 """Peak memory of `mgm serve` under worst-case image requests, against the bound its limits document.
 
     python benchmarks/bench_serve_memory.py [--clients 4] [--side 4000]      (from the repository root)
+    python benchmarks/bench_serve_memory.py --resident                        (part 3 only)
 
 Part 1, per image kind (each in a fresh process): the peak memory one counted pixel costs on the server's path
 (header size, decode, conversion to RGB, shrink to the model's input square at release size, HR 768) against
@@ -15,6 +16,12 @@ uvicorn on 127.0.0.1; the server's VmHWM minus its idle VmRSS):
 - ``issue-39``: the request of issue 39 (8 greyscale PNGs of 7000x7000, 0.5 MB): refused from the headers, at once;
 - ``largest-body``: one request near the body limit (a PNG whose header is refused, followed by 19 MiB of noise, so
   that no pixel is decoded): its peak in bodies, against ``limits.BODY_COPIES``.
+
+Each scenario also reports the server's resident memory (VmRSS) a second after its answers, above idle.
+
+Part 3 (``--resident``, alone): what stays resident after large images: one 49 MP picture (7000x7000 RGB PNG, and the
+costliest kind at the 50 MP limit, int32 TIFF) per request, three requests one after another, VmRSS above idle after
+each (the server returns the C heap's free pages after a large decode: ``serve.images.return_memory``).
 """
 
 from __future__ import annotations
@@ -160,8 +167,9 @@ def data_url(raw: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(raw).decode()
 
 
-def scenario(model_dir: str, workdir: Path, bodies: list[dict]) -> dict:
-    """Start a server, send ``bodies`` at once, return statuses, wall time and the server's peak above idle."""
+def scenario(model_dir: str, workdir: Path, bodies: list[dict], rounds: int = 1) -> dict:
+    """Start a server, send ``bodies`` at once (``rounds`` times, one round after another); return statuses, wall
+    time, the server's peak above idle and its resident memory above idle a second after each round."""
     import httpx
 
     port_file = workdir / "port"
@@ -187,6 +195,7 @@ def scenario(model_dir: str, workdir: Path, bodies: list[dict]) -> dict:
         idle = status_kib(server.pid, "VmRSS")
         statuses: list[int] = []
         errors: list[str] = []
+        resident: list[int] = []
         barrier = threading.Barrier(len(bodies))
 
         def send(body):
@@ -197,18 +206,35 @@ def scenario(model_dir: str, workdir: Path, bodies: list[dict]) -> dict:
                 errors.append(response.json()["error"]["code"])
 
         start = time.perf_counter()
-        threads = [threading.Thread(target=send, args=(body,)) for body in bodies]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        wall = time.perf_counter() - start
+        for _ in range(rounds):
+            threads = [threading.Thread(target=send, args=(body,)) for body in bodies]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            time.sleep(1.0)
+            resident.append(round((status_kib(server.pid, "VmRSS") - idle) / 1024))
+        wall = time.perf_counter() - start - rounds
         peak = status_kib(server.pid, "VmHWM")
     finally:
         server.terminate()
         server.wait(30)
     return {"statuses": sorted(statuses), "errors": sorted(set(errors)), "wall_s": round(wall, 2),
-            "idle_rss_mib": round(idle / 1024), "peak_above_idle_mib": round((peak - idle) / 1024)}  # fmt: skip
+            "idle_rss_mib": round(idle / 1024), "peak_above_idle_mib": round((peak - idle) / 1024),
+            "resident_after_mib": resident if rounds > 1 else resident[0]}  # fmt: skip
+
+
+def resident_after_large_images(workdir: Path) -> dict:
+    """Part 3: resident memory above idle after each of three requests with one large picture, one at a time."""
+    from tests.serving_helpers import save_tiny_mgm
+
+    model_dir = str(save_tiny_mgm(workdir / "model"))
+    results = {}
+    for kind, side in (("rgb-png", 7000), ("int32-tiff", 7071)):
+        body = chat_body(encode(make_image(KINDS[kind][0], side, side, constant=True), kind))
+        results[f"1 x {side}x{side} {kind}"] = run = scenario(model_dir, workdir, [body], rounds=3)
+        print(f"  {kind}: {run}", file=sys.stderr)
+    return results
 
 
 def chat_body(*images: bytes) -> dict:
@@ -254,6 +280,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, default=4, help="concurrent worst-case requests in part 2")
     parser.add_argument("--side", type=int, default=4000, help="side of the square pictures of part 1")
+    parser.add_argument("--resident", action="store_true", help="part 3 only: resident memory after large images")
     parser.add_argument("--one-image", help=argparse.SUPPRESS)
     parser.add_argument("--serve", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -262,6 +289,10 @@ def main() -> None:
         return
     if args.serve:
         serve(*args.serve)
+        return
+    if args.resident:
+        with tempfile.TemporaryDirectory() as tmp:
+            print(json.dumps(resident_after_large_images(Path(tmp)), indent=2))
         return
     from minigemini.serve.limits import BYTES_PER_DECODED_PIXEL
 

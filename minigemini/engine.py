@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 
-from minigemini.loading import model_device_and_dtype
+from minigemini.loading import model_and_processor, model_device_and_dtype
 
 __all__ = ["GenerationRequest", "collate", "context_budget", "context_limit", "run_batch"]
 
@@ -182,10 +182,12 @@ def collate(requests: Sequence[GenerationRequest], pad_token_id: int) -> dict[st
 def run_batch(model, processor, requests: Sequence[GenerationRequest]) -> Sequence[GenerationRequest]:
     """Generate for all ``requests`` in one left-padded ``generate`` call (they must share ``sampling_key``).
 
-    Fills each request's ``text``, ``finish_reason`` and ``completion_tokens``; returns ``requests``.
+    Fills each request's ``text``, ``finish_reason`` and ``completion_tokens``; returns ``requests``.  ``model`` and
+    ``processor``: loaded ones or directories (``loading.model_and_processor``).
     """
     if not requests:
         return requests
+    model, processor = model_and_processor(model, processor)
     keys = {r.sampling_key() for r in requests}
     if len(keys) > 1:
         raise ValueError(f"requests in one batch must share sampling settings, got {sorted(keys)}")

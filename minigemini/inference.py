@@ -13,7 +13,7 @@ from typing import Any
 
 from minigemini.engine import GenerationRequest, context_budget, run_batch
 from minigemini.image_processing import load_image
-from minigemini.loading import model_and_processor
+from minigemini.loading import as_processor, model_and_processor
 from minigemini.templates import IMAGE_PLACEHOLDER
 
 __all__ = ["Conversation", "batch_chat", "batch_generate", "chat"]
@@ -63,6 +63,8 @@ class Conversation:
         return system + list(self.messages)
 
     def encode(self, processor):
+        """The processor's inputs for the whole history; ``processor``: a processor or a directory holding one."""
+        processor = as_processor(processor)
         prompt = processor.apply_chat_template(self.to_messages())
         return processor(text=prompt, images=[load_image(image) for image in self.images] or None)
 
@@ -82,7 +84,7 @@ def chat(
     """Answer one question about an image (or several, or none): ``chat("path/to/mgm", "cat.jpg", "What is it?")``.
 
     ``model``: a loaded ``MiniGeminiForConditionalGeneration`` or a directory (loaded once and cached, with its
-    processor, on ``device``/``dtype``).  ``image``: anything ``load_image`` accepts, a list of them, or None.
+    processor, on ``device``/``dtype``); ``processor``: a processor, a directory holding one, or None (the model's).  ``image``: anything ``load_image`` accepts, a list of them, or None.
     """
     model, processor = model_and_processor(model, processor, device, dtype)
     conversation = Conversation()

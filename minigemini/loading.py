@@ -1,7 +1,8 @@
 """Loading a model for inference: device, the one dtype vocabulary, quantisation, and ``load_pretrained``.
 
-``load_pretrained`` reads a directory saved by this package, a published MGM release checkpoint (converted on load) or
-``"default"`` (the committed default model); every command and the Python API load through it.
+``load_pretrained`` reads a directory saved by this package or a published MGM release checkpoint (converted on load);
+every command and the Python API load through it.  It knows no synthetic world: ``mgm ... --model default`` is the
+command line's name for a plain checkpoint that ``synthetic.default_model.default_checkpoint`` writes once.
 """
 
 from __future__ import annotations
@@ -12,16 +13,18 @@ from typing import Any
 
 import torch
 
+from minigemini.errors import UserError
 from minigemini.modeling import MiniGeminiForConditionalGeneration
 from minigemini.precision import cpu_inference_dtype, parse_dtype
 from minigemini.processing import PROCESSOR_CONFIG_NAME, MiniGeminiProcessor
 from minigemini.release import is_release_checkpoint
 
 __all__ = [
-    "DEFAULT_MODEL_NAME",
+    "as_processor",
     "default_dtype",
     "describe_model",
     "load_pretrained",
+    "model_and_processor",
     "model_device_and_dtype",
     "resolve_device",
 ]
@@ -80,10 +83,6 @@ def quantization_config(load_in_4bit: bool, load_in_8bit: bool, device: torch.de
     return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=skip)
 
 
-#: The name ``load_pretrained`` (and ``--model``) reads as the committed default model.
-DEFAULT_MODEL_NAME = "default"
-
-
 def load_pretrained(
     path: str | os.PathLike,
     device: str | torch.device | None = None,
@@ -94,8 +93,7 @@ def load_pretrained(
 ):
     """Load a saved Mini-Gemini and its processor; returns ``(model, processor)`` in eval mode on ``device``.
 
-    ``path``: a directory saved by this package, ``"default"`` (the trained default model of
-    ``synthetic/default_model.py``), or a published MGM release checkpoint (converted on load by
+    ``path``: a directory saved by this package, or a published MGM release checkpoint (converted on load by
     ``MiniGeminiForConditionalGeneration.from_release_checkpoint``).  ``chat_template`` overrides the processor's (a
     release template name, e.g. ``"vicuna_v1"``).  4/8-bit loading quantises the LLM only and needs bitsandbytes and
     CUDA.
@@ -103,11 +101,6 @@ def load_pretrained(
     path = os.fspath(path)
     device = resolve_device(device)
     dtype = parse_dtype(dtype) or default_dtype(device)
-    if path == DEFAULT_MODEL_NAME:
-        from minigemini.synthetic.default_model import load_default_model
-
-        model, processor = load_default_model(dtype=dtype)
-        return model.to(device).eval(), processor
     if not os.path.isdir(path):
         raise FileNotFoundError(f"model directory not found: {path}")
     kwargs: dict[str, Any] = {"dtype": dtype}
@@ -133,16 +126,41 @@ def load_cached(path: str, device: str | None, dtype: str | None):
     return load_pretrained(path, device=device, dtype=dtype)
 
 
-def model_and_processor(model: Any, processor: Any, device: str | None = None, dtype: str | None = None):
+@functools.lru_cache(maxsize=4)
+def _load_processor(path: str) -> MiniGeminiProcessor:
+    return MiniGeminiProcessor.from_pretrained(path)
+
+
+def as_processor(processor: Any):
+    """A processor (anything with ``apply_chat_template``) as it is, or a directory holding one (loaded once, cached);
+    anything else is refused with one line naming the argument."""
+    if isinstance(processor, (str, os.PathLike)):
+        path = os.fspath(processor)
+        if not os.path.isfile(os.path.join(path, PROCESSOR_CONFIG_NAME)):
+            raise UserError(f"processor: {path} is not a directory holding a Mini-Gemini processor "
+                            f"({PROCESSOR_CONFIG_NAME})")  # fmt: skip
+        return _load_processor(os.path.abspath(path))
+    if not callable(getattr(processor, "apply_chat_template", None)):
+        raise UserError(f"processor must be a MiniGeminiProcessor or a directory holding one, "
+                        f"not {type(processor).__name__}")  # fmt: skip
+    return processor
+
+
+def model_and_processor(model: Any, processor: Any = None, device: str | None = None, dtype: str | None = None):
+    """``(model, processor)`` from what a user passes: ``model`` a loaded Mini-Gemini or a directory (loaded once and
+    cached, on ``device``/``dtype``); ``processor`` a processor, a directory holding one, or None (the model's own).
+    Anything else is refused with one line naming the argument."""
     if isinstance(model, (str, os.PathLike)):
-        loaded, loaded_processor = load_cached(os.fspath(model), device, dtype)
-        return loaded, processor or loaded_processor
+        model, own = load_cached(os.fspath(model), device, dtype)
+        return model, own if processor is None else as_processor(processor)
+    if not (isinstance(model, torch.nn.Module) and callable(getattr(model, "generate", None))):
+        raise UserError(f"model must be a Mini-Gemini model or a directory holding one, not {type(model).__name__}")
     if processor is None:
         source = getattr(model, "name_or_path", None) or getattr(model.config, "_name_or_path", None)
         if not source or not os.path.isdir(source):
-            raise ValueError("pass processor= (the model was not loaded from a directory that holds one)")
-        processor = MiniGeminiProcessor.from_pretrained(source)
-    return model, processor
+            raise UserError("pass processor= (the model was not loaded from a directory that holds one)")
+        processor = source
+    return model, as_processor(processor)
 
 
 def model_device_and_dtype(model) -> tuple[torch.device, torch.dtype]:

@@ -88,3 +88,35 @@ def test_a_published_release_checkpoint_loads_for_chat(tmp_path):
     assert processor.template_name == "vicuna_v1"
     answer = chat(model, solid((255, 0, 0)), "What is it?", processor, max_new_tokens=3)
     assert isinstance(answer, str)
+
+
+def test_a_processor_or_a_model_is_an_object_or_a_directory_everywhere(model_dir, loaded, tmp_path):
+    """chat, batch_chat, Conversation, the engine and the evaluation's generation take a processor as an object or a
+    directory; anything else is refused with one line naming the argument."""
+    from minigemini.engine import GenerationRequest, run_batch
+    from minigemini.errors import UserError
+    from minigemini.evaluation import generate_answers
+    from minigemini.inference import Conversation
+
+    model, processor = loaded
+    image, question = solid((0, 0, 255)), "What colour is this?"
+    expected = chat(model, image, question, processor, max_new_tokens=4)
+    for given in (str(model_dir), model_dir):
+        assert chat(model, image, question, processor=given, max_new_tokens=4) == expected
+        assert batch_chat(model, [(image, question)], given, max_new_tokens=4, progress=False) == [expected]
+        conversation = Conversation()
+        conversation.add_user(question, [image])
+        [request] = run_batch(model, given, [GenerationRequest(conversation.encode(given), max_new_tokens=4)])
+        assert request.text == expected
+        assert generate_answers(model, given, [(image, question)], max_new_tokens=4) == [expected]
+    refusals = [
+        (lambda: chat(model, image, question, processor=42), "processor must be a MiniGeminiProcessor or a directory"),
+        (lambda: chat(model, image, question, processor=str(tmp_path)), f"processor: {tmp_path} is not a directory"),
+        (lambda: chat(object(), image, question, processor), "model must be a Mini-Gemini model or a directory"),
+        (lambda: Conversation().encode(None), "processor must be a MiniGeminiProcessor"),
+        (lambda: generate_answers(model, 3.5, [(image, question)]), "not float"),
+    ]
+    for call, message in refusals:
+        with pytest.raises(UserError, match=message) as error:
+            call()
+        assert "\n" not in str(error.value)

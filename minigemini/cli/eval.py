@@ -182,10 +182,11 @@ def run_command(args) -> int:
     shard = parse_shard(args.shard) if args.shard else shard_from_env()
     if args.batch_size < 1:
         raise EvalError("--batch-size must be >= 1")
+    from minigemini.cli.options import model_directory
     from minigemini.evaluation.answering import load_model_and_processor
 
     model, processor = load_model_and_processor(
-        args.model, device=args.device, dtype=args.dtype, chat_template=args.chat_template
+        model_directory(args.model), device=args.device, dtype=args.dtype, chat_template=args.chat_template
     )
     config = RunConfig(
         bench=benchmark.name,
@@ -210,4 +211,3 @@ def run_command(args) -> int:
         return 0
     scores = score_run(out, judge=judge)
     return _report(scores, out, args.allow_partial)
-

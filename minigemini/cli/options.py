@@ -30,10 +30,14 @@ def add_dtype_argument(parser, default: str | None = "auto", help: str = "", aut
     parser.add_argument("--dtype", type=choice, default=default, metavar=metavar, help=help)
 
 
+#: The name ``--model`` reads as the default model (``synthetic.default_model.default_checkpoint``).
+DEFAULT_MODEL_NAME = "default"
+
+
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("model")
     group.add_argument(
-        "--model", default="default",
+        "--model", default=DEFAULT_MODEL_NAME,
         help="a Mini-Gemini directory (model + processor), or `default`: the model trained on the synthetic world",
     )  # fmt: skip
     group.add_argument("--device", default="auto", help="auto (CUDA, else MPS, else CPU), cpu, cuda, cuda:1, mps")
@@ -66,12 +70,21 @@ def add_text_to_image_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--image-steps", type=int, default=None, help="diffusion steps (default: the pipeline's)")
 
 
+def model_directory(model: str) -> str:
+    """``--model``'s directory: the default model's plain checkpoint (written once into the cache) for ``default``."""
+    if model != DEFAULT_MODEL_NAME:
+        return model
+    from minigemini.synthetic.default_model import default_checkpoint
+
+    return str(default_checkpoint())
+
+
 def load_model(args: argparse.Namespace):
     """(model, processor) from the common options; a readable error for a missing directory or bad device."""
     from minigemini.loading import load_pretrained
 
     return load_pretrained(
-        args.model,
+        model_directory(args.model),
         device=args.device,
         dtype=args.dtype,
         load_in_4bit=args.load_4bit,

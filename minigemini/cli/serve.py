@@ -116,8 +116,8 @@ def add_parser(subparsers) -> None:
     net.add_argument("--max-queue", type=int, default=64,
                      help="requests that may wait for the model; more get 429 at once (0: unbounded)")  # fmt: skip
     net.add_argument("--api-key", default=os.environ.get("MGM_API_KEY"), metavar="KEY",
-                     help="require 'Authorization: Bearer KEY' on /v1 requests (default: $MGM_API_KEY, which other "
-                     "users cannot see in ps, unlike this flag)")  # fmt: skip
+                     help="require 'Authorization: Bearer KEY' (all but /health and /openapi.json; default: "
+                     "$MGM_API_KEY, which other users cannot see in ps, unlike this flag)")  # fmt: skip
     net.add_argument("--allow-local-files", default=None, metavar="DIR", help="let requests read images inside DIR")
     net.add_argument("--allow-remote-urls", action="store_true", help="let requests fetch http(s) image URLs")
     net.add_argument("--max-request-mb", type=float, default=32.0, help="request body limit")

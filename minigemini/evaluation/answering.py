@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from minigemini.loading import model_and_processor
 from minigemini.templates import IMAGE_PLACEHOLDER, stop_strings
 
 __all__ = ["generate_answers", "load_model_and_processor"]
@@ -55,10 +56,12 @@ def generate_answers(
     """Greedy answers for a batch of ``(images, question)`` pairs.
 
     images: None, one image or a list (anything ``load_image`` takes); the question must not contain
-    ``<image>`` itself.  ``stop``: extra strings that end an answer (lmms-eval's ``until``).
+    ``<image>`` itself.  ``stop``: extra strings that end an answer (lmms-eval's ``until``).  ``model`` and
+    ``processor``: loaded ones or directories (``loading.model_and_processor``).
     """
     if not batch:
         return []
+    model, processor = model_and_processor(model, processor)
     prompts, images = [], []
     for sample_images, question in batch:
         sample_images = _as_list(sample_images)

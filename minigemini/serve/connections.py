@@ -13,21 +13,55 @@ passed as ``uvicorn.Config(http=...)``):
 A request that misses its deadline is answered ``408 Request Timeout`` (unless a response was already sent), the
 connection is closed and one INFO line is logged (uvicorn's ``uvicorn.error`` logger).  When the app was still reading
 the body, it sees a disconnect; the request's scope then carries ``TIMED_OUT`` so that the app does not log it again.
+
+Two more things the protocol does before any ASGI code runs:
+
+- a request in absolute form (``GET http://host:port/v1/models HTTP/1.1``, RFC 9112 section 3.2.2) is served as the
+  path it names, with the host it names (uvicorn's h11 protocol would route the whole URL as a path); every middleware
+  (the API key's included) sees the path, as for the origin form;
+- the answers the protocol writes itself (408 here, uvicorn's 400 for a malformed request) are OpenAI-shaped JSON
+  errors like the app's.
 """
 
 from __future__ import annotations
 
-__all__ = ["TIMED_OUT", "deadline_protocol"]
+from http import HTTPStatus
+from urllib.parse import unquote, urlsplit
+
+from minigemini.serve.schemas import APIError
+
+__all__ = ["TIMED_OUT", "deadline_protocol", "origin_form"]
 
 #: Scope key set on a request whose connection was closed because its body arrived too slowly.
 TIMED_OUT = "minigemini.timed_out"
 
 
-def _timeout_response(reason: str) -> bytes:
-    body = f"request timeout: {reason}\n".encode()
-    head = (b"HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain; charset=utf-8\r\nconnection: close\r\n"
-            b"content-length: %d\r\n\r\n" % len(body))  # fmt: skip
-    return head + body
+def _closing_response(error: APIError) -> bytes:
+    """A whole HTTP/1.1 response that closes the connection, for the protocol to write itself."""
+    response = error.response()
+    head = f"HTTP/1.1 {error.status} {HTTPStatus(error.status).phrase}\r\n".encode()
+    for name, value in response.raw_headers:
+        head += name + b": " + value + b"\r\n"
+    return head + b"connection: close\r\n\r\n" + response.body
+
+
+def origin_form(app):
+    """ASGI wrapper: a request whose target is in absolute form (``http://host/path``) gets the path and the host
+    it names; other targets pass as they are."""
+
+    async def serve(scope, receive, send):
+        root = scope.get("root_path", "")
+        raw = scope.get("raw_path", b"")[len(root) :] if scope["type"] == "http" else b"/"
+        if not raw.startswith(b"/"):
+            target = urlsplit(raw.decode("latin-1"))
+            if target.scheme.lower() in ("http", "https") and target.netloc:
+                path = target.path or "/"
+                headers = [(k, v) for k, v in scope["headers"] if k != b"host"] + [(b"host", target.netloc.encode())]
+                scope = {**scope, "path": root + unquote(path), "raw_path": (root + path).encode("latin-1"),
+                         "headers": headers}  # fmt: skip
+        return await app(scope, receive, send)
+
+    return serve
 
 
 def deadline_protocol(header_timeout: float | None, body_timeout: float | None) -> type:
@@ -38,6 +72,14 @@ def deadline_protocol(header_timeout: float | None, body_timeout: float | None) 
     class DeadlineH11Protocol(H11Protocol):
         _timer = None
         _phase: str | None = None
+
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            self.app = origin_form(self.app)
+
+        def send_400_response(self, msg: str) -> None:
+            self.transport.write(_closing_response(APIError(400, msg, code="invalid_http_request")))
+            self.transport.close()
 
         def _arm(self, phase: str) -> None:
             self._disarm()
@@ -88,7 +130,7 @@ def deadline_protocol(header_timeout: float | None, body_timeout: float | None) 
             reason = f"the request {'headers' if phase == 'headers' else 'body'} did not arrive within {timeout:g} s"
             cycle = self.cycle if phase == "body" else None
             if cycle is None or not cycle.response_started:
-                self.transport.write(_timeout_response(reason))
+                self.transport.write(_closing_response(APIError(408, f"request timeout: {reason}", code="timeout")))
             if cycle is not None:
                 cycle.scope[TIMED_OUT] = True  # type: ignore[literal-required]
             client = f"{self.client[0]}:{self.client[1]}" if self.client else "client"

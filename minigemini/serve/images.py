@@ -2,20 +2,50 @@
 
 Three steps, so that a request is refused before its pixels are paid for: ``fetch`` (the encoded bytes, within the
 byte limits), ``size`` (width and height from the header alone, within the per-image pixel limit) and ``decode``.
+After a large decode, ``return_memory`` gives the freed pages back to the system.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import ctypes
+import functools
 import os
+import sys
 from urllib.parse import unquote, urlparse
 
 from minigemini.image_processing import ImageLoadError, load_image, read_image_size
 from minigemini.serve.schemas import APIError
 from minigemini.serve.settings import ServerSettings
 
-__all__ = ["ImageFetcher"]
+__all__ = ["RETURN_MEMORY_PIXELS", "ImageFetcher", "return_memory"]
+
+#: Counted pixels a request's images must reach for ``return_memory`` to run after they are decoded (a 2000x2000
+#: picture decodes to 12 MB; below that, what glibc keeps is small and soon reused).
+RETURN_MEMORY_PIXELS = 4_000_000
+
+
+@functools.cache
+def _malloc_trim():
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        trim = ctypes.CDLL(None).malloc_trim  # glibc only (musl has none)
+    except (OSError, AttributeError):
+        return None
+    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
+    return trim
+
+
+def return_memory() -> bool:
+    """Give the C heap's free pages back to the system (glibc's ``malloc_trim``); False where there is nothing to call.
+
+    A freed large picture otherwise stays resident: after glibc frees one memory-mapped block it raises its mmap
+    threshold (up to 32 MiB), so the next pictures' blocks come from the heap, whose free pages it keeps.
+    """
+    trim = _malloc_trim()
+    return bool(trim is not None and trim(0))
 
 
 class ImageFetcher:

@@ -1,14 +1,16 @@
 """ASGI middleware of `mgm serve`: the request-body limits (413, and 429 when the bodies in progress hold too
-much) and the API key (401)."""
+much) and the API key (401, and 400 for more than one Authorization header)."""
 
 from __future__ import annotations
 
 import hmac
-import json
 
 from minigemini.serve.schemas import APIError
 
-__all__ = ["APIKeyCheck", "BodyLimit", "send_error"]
+__all__ = ["OPEN_PATHS", "APIKeyCheck", "BodyLimit"]
+
+#: What stays open when the server has an API key; every other path needs the key (even one that is not served).
+OPEN_PATHS = ("/health", "/openapi.json")
 
 
 class BodyLimit:
@@ -30,9 +32,9 @@ class BodyLimit:
         too_large = APIError(413, f"request body is larger than this server's limit of {self.limit:,} bytes",
                              code="request_too_large")  # fmt: skip
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            return await send_error(send, too_large)
+            return await too_large.response()(scope, receive, send)
         if declared is not None and declared.isdigit() and self._busy(int(declared)):
-            return await send_error(send, self._busy_error())
+            return await self._busy_error().response()(scope, receive, send)
         received = 0
 
         async def limited_receive():
@@ -62,28 +64,27 @@ class BodyLimit:
                         code="server_busy")  # fmt: skip
 
 
-async def send_error(send, error: APIError, headers: list[tuple[bytes, bytes]] = ()) -> None:
-    body = json.dumps(error.body()).encode()
-    await send({"type": "http.response.start", "status": error.status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                            *headers]})  # fmt: skip
-    await send({"type": "http.response.body", "body": body})
-
-
 class APIKeyCheck:
-    """ASGI middleware: ``/v1`` requests need ``Authorization: Bearer <key>`` (401 otherwise); the rest stays open."""
+    """ASGI middleware: every request but those of ``OPEN_PATHS`` needs ``Authorization: Bearer <key>`` (401
+    otherwise).  A request with more than one Authorization header is refused (400): a proxy that reads the first
+    and a server that reads the last would disagree about who is asking."""
 
     def __init__(self, app, key: str):
         self.app, self.key = app, key.encode()
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or not (scope.get("path", "") + "/").startswith("/v1/"):
+        if scope["type"] != "http" or scope.get("path") in OPEN_PATHS:
             return await self.app(scope, receive, send)
-        header = dict(scope.get("headers") or ()).get(b"authorization", b"")
-        scheme, _, token = header.partition(b" ")
+        headers = [value for name, value in scope.get("headers") or () if name.lower() == b"authorization"]
+        if len(headers) > 1:
+            error = APIError(400, f"the request carries {len(headers)} Authorization headers; send exactly one",
+                             code="invalid_api_key")  # fmt: skip
+            return await error.response()(scope, receive, send)
+        scheme, _, token = (headers[0] if headers else b"").partition(b" ")
         if scheme.lower() == b"bearer" and hmac.compare_digest(token.strip(), self.key):
             return await self.app(scope, receive, send)
-        message = ("missing API key: send it as 'Authorization: Bearer KEY'" if not header
-                   else "incorrect API key provided")  # fmt: skip
-        error = APIError(401, message, type="invalid_request_error", code="invalid_api_key")
-        await send_error(send, error, [(b"www-authenticate", b"Bearer")])
+        message = (
+            "missing API key: send it as 'Authorization: Bearer KEY'" if not headers else "incorrect API key provided"
+        )
+        error = APIError(401, message, code="invalid_api_key")
+        await error.response({"www-authenticate": "Bearer"})(scope, receive, send)

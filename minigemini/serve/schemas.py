@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any, Literal
 
 __all__ = ["APIError", "request_models", "validation_message"]
@@ -19,6 +20,12 @@ class APIError(Exception):
 
     def body(self) -> dict[str, Any]:
         return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+    def response(self, headers: dict[str, str] | None = None):
+        """The one rendering of every error the server answers (routes, exception handlers and middleware alike)."""
+        from starlette.responses import JSONResponse
+
+        return JSONResponse(self.body(), status_code=self.status, headers=headers)
 
 
 def request_models():
@@ -44,13 +51,17 @@ def request_models():
         include_usage: bool = False
 
     class ChatCompletionRequest(BaseModel):
-        model_config = ConfigDict(extra="ignore")
+        # Python's JSON reader takes NaN and Infinity (and 1e999 as infinity): no float field accepts them.
+        model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
         model: str | None = None
         messages: list[Message] = Field(min_length=1)
         max_tokens: int | None = Field(default=None, ge=1)
         max_completion_tokens: int | None = Field(default=None, ge=1)
         temperature: float | None = Field(default=None, ge=0, le=2)
         top_p: float | None = Field(default=None, gt=0, le=1)
+        # accepted for OpenAI clients that always send them, checked against OpenAI's range; not applied
+        frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
+        presence_penalty: float | None = Field(default=None, ge=-2, le=2)
         n: int = 1
         stream: bool = False
         stream_options: StreamOptions | None = None
@@ -76,4 +87,8 @@ def validation_message(error) -> tuple[str, str | None]:
     first = error.errors()[0]
     location = ".".join(str(part) for part in first.get("loc", ()) if part != "body")
     message = first.get("msg", "invalid value")
+    if first.get("type") == "finite_number":
+        message = (
+            f"{json.dumps(first.get('input'), default=str)} is not a number this field accepts; give a finite number"
+        )
     return (f"{location}: {message}" if location else message), (location or None)

