@@ -30,6 +30,7 @@ from minigemini.precision import resolve_precision
 from minigemini.processing import MiniGeminiProcessor
 from minigemini.train.callbacks import JsonlLogCallback, ProgressBarCallback
 from minigemini.train.config import MODEL_TEMPLATE, TrainConfig
+from minigemini.train.engines import on_accelerator, start_deepspeed_comm
 from minigemini.train.stages import configure_trainable, parameter_counts, upcast_trainable
 from minigemini.train.trainer import MiniGeminiTrainer
 
@@ -166,7 +167,6 @@ def prepare_for_stage(model, config: TrainConfig):
 
 
 def build_training_arguments(config: TrainConfig, accumulation_steps: int) -> TrainingArguments:
-    on_accelerator = torch.cuda.is_available() or torch.backends.mps.is_available()
     return TrainingArguments(
         output_dir=config.output,
         per_device_train_batch_size=config.per_device_batch_size,
@@ -192,7 +192,7 @@ def build_training_arguments(config: TrainConfig, accumulation_steps: int) -> Tr
         include_num_input_tokens_seen="non_padding",
         restore_callback_states_from_checkpoint=True,  # DataTotals: a resumed run reports the whole run's samples
         report_to=config.report_to,
-        use_cpu=not on_accelerator,
+        use_cpu=not on_accelerator(),
         ddp_find_unused_parameters=False,  # every trainable parameter is kept in the graph (see MiniGeminiTrainer)
         deepspeed=config.deepspeed,
         fsdp=config.fsdp or "",
@@ -285,6 +285,8 @@ def train(config: TrainConfig, callbacks: list | None = None) -> TrainResult:
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     # Before the model: with ZeRO-3 the arguments make from_pretrained load the weights already partitioned.
     args = build_training_arguments(config, accumulation)
+    if config.deepspeed:
+        start_deepspeed_comm()
 
     model = load_model(config, processor)
     model = prepare_for_stage(model, config)

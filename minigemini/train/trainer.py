@@ -23,6 +23,7 @@ from transformers.trainer_callback import ExportableState
 
 from minigemini.data.collator import DATA_STATS_KEY
 from minigemini.data.sampler import ModalityLengthGroupedSampler
+from minigemini.train.engines import enable_fsdp_on_cpu
 from minigemini.train.stages import is_multimodal_parameter
 
 __all__ = ["DataTotals", "MiniGeminiTrainer"]
@@ -86,6 +87,11 @@ class MiniGeminiTrainer(Trainer):
         self.sampler_kind = sampler
         super().__init__(*args, **kwargs)
         self.add_callback(DataTotals())
+
+    def create_accelerator_and_postprocess(self) -> None:
+        super().create_accelerator_and_postprocess()
+        if enable_fsdp_on_cpu(self.accelerator, self.args):
+            self.is_fsdp_enabled = True
 
     # ------------------------------------------------------------------------------------------ data
 
