@@ -13,12 +13,20 @@ The Trainer and accelerate drive every engine; two gaps keep them from running o
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 
 import torch
 
-__all__ = ["enable_fsdp_on_cpu", "fsdp_requested", "on_accelerator", "start_deepspeed_comm"]
+__all__ = [
+    "consolidate_final_save",
+    "enable_fsdp_on_cpu",
+    "fsdp_requested",
+    "fsdp_settings",
+    "on_accelerator",
+    "start_deepspeed_comm",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -63,3 +71,25 @@ def start_deepspeed_comm() -> None:
 
     if not deepspeed.comm.is_initialized():
         deepspeed.init_distributed(dist_backend=dist.get_backend(), auto_mpi_discovery=False)
+
+
+def fsdp_settings(fsdp: str | None, fsdp_config: str | None) -> dict | None:
+    """The Trainer's ``fsdp_config`` for ``--fsdp``: the JSON file's settings; checkpoints sharded (one file per rank,
+    no gather) unless it says otherwise.  The final model is consolidated all the same (``consolidate_final_save``)."""
+    if not fsdp:
+        return None
+    settings = {}
+    if fsdp_config:
+        with open(fsdp_config, encoding="utf-8") as f:
+            settings = json.load(f)
+    if "state_dict_type" not in settings and "fsdp_state_dict_type" not in settings:
+        settings["state_dict_type"] = "SHARDED_STATE_DICT"
+    return settings
+
+
+def consolidate_final_save(trainer) -> None:
+    """Before the final ``save_model``: FSDP gathers the full state dict (checkpoints stay sharded), so the output is
+    a plain ``save_pretrained`` folder.  DeepSpeed consolidates by itself (ZeRO-3: ``stage3_gather_16bit_weights_on_
+    model_save`` in the config, checked before training)."""
+    if trainer.is_fsdp_enabled:
+        trainer.accelerator.state.fsdp_plugin.set_state_dict_type("FULL_STATE_DICT")

@@ -30,7 +30,7 @@ from minigemini.precision import resolve_precision
 from minigemini.processing import MiniGeminiProcessor
 from minigemini.train.callbacks import JsonlLogCallback, ProgressBarCallback
 from minigemini.train.config import MODEL_TEMPLATE, TrainConfig
-from minigemini.train.engines import on_accelerator, start_deepspeed_comm
+from minigemini.train.engines import consolidate_final_save, fsdp_settings, on_accelerator, start_deepspeed_comm
 from minigemini.train.stages import configure_trainable, parameter_counts, upcast_trainable
 from minigemini.train.trainer import MiniGeminiTrainer
 
@@ -64,9 +64,13 @@ def world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
-def _sharded(config: TrainConfig) -> bool:
-    """Parameters sharded by FSDP or DeepSpeed (they want one dtype and keep their own fp32 masters)."""
-    return bool(config.deepspeed or config.fsdp) or os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true"
+def _load_dtype(config: TrainConfig) -> torch.dtype:
+    """Half precision for what stays frozen (trainable parameters are upcast after), except: FSDP keeps fp32
+    parameters (its mixed-precision policy casts for compute); DeepSpeed casts the whole model to its half type and
+    keeps its own fp32 master weights, so everything loads in that type and nothing is upcast."""
+    half = _HALF.get(config.precision)
+    fsdp = config.fsdp or os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true"
+    return torch.float32 if half is None or fsdp else half
 
 
 def build_dataset(config: TrainConfig, processor: MiniGeminiProcessor) -> SupervisedDataset:
@@ -97,8 +101,7 @@ def load_model(config: TrainConfig, processor: MiniGeminiProcessor) -> MiniGemin
     """Load the starting checkpoint (an adapter's base): half precision for what stays frozen, unless sharding or fp32
     is asked for."""
     half = _HALF.get(config.precision)
-    dtype = half if half is not None and not _sharded(config) else torch.float32
-    kwargs: dict[str, Any] = {"dtype": dtype}
+    kwargs: dict[str, Any] = {"dtype": _load_dtype(config)}
     if config.bits != 16:
         from minigemini.train.lora import quantization_config
 
@@ -145,7 +148,7 @@ def prepare_for_stage(model, config: TrainConfig):
     if adapter is not None:
         from minigemini.train.lora import continue_lora
 
-        model = continue_lora(model, adapter)
+        model = continue_lora(model, adapter, adapter_fp32=not config.deepspeed)
         kept = model.peft_config["default"]
         if (kept.r, kept.lora_alpha) != (config.lora_r, config.lora_alpha):
             logger.warning(
@@ -160,8 +163,15 @@ def prepare_for_stage(model, config: TrainConfig):
             for name, on in (("vision_tower", config.tune_vision), ("vision_tower_aux", config.tune_vision_aux))
             if on
         )
-        model = apply_lora(model, config.lora_r, config.lora_alpha, config.lora_dropout, extra_modules_to_save=extra)
-    if next(model.parameters()).dtype != torch.float32 or config.bits != 16:
+        model = apply_lora(
+            model,
+            config.lora_r,
+            config.lora_alpha,
+            config.lora_dropout,
+            extra_modules_to_save=extra,
+            adapter_fp32=not config.deepspeed,
+        )
+    if (next(model.parameters()).dtype != torch.float32 and not config.deepspeed) or config.bits != 16:
         upcast_trainable(model)
     return model
 
@@ -196,7 +206,7 @@ def build_training_arguments(config: TrainConfig, accumulation_steps: int) -> Tr
         ddp_find_unused_parameters=False,  # every trainable parameter is kept in the graph (see MiniGeminiTrainer)
         deepspeed=config.deepspeed,
         fsdp=config.fsdp or "",
-        fsdp_config=config.fsdp_config,
+        fsdp_config=fsdp_settings(config.fsdp, config.fsdp_config),
         disable_tqdm=True,
     )
 
@@ -314,6 +324,7 @@ def train(config: TrainConfig, callbacks: list | None = None) -> TrainResult:
         trainer.remove_callback(default)
 
     output = trainer.train(resume_from_checkpoint=resume_from)
+    consolidate_final_save(trainer)
     trainer.save_model(config.output)
 
     totals = trainer.data_totals()

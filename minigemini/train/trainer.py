@@ -120,7 +120,19 @@ class MiniGeminiTrainer(Trainer):
                 totals.skipped.update(dict(stats["skipped"]))
         if self.full_logits is not None and self.model.training:
             inputs = {**inputs, "full_logits": self.full_logits}
+        if self.model.training and not self._touch_trainable and "high_res_pixel_values" not in inputs:
+            inputs = {**inputs, **self._no_images()}  # the model runs its encoders on a blank image, weighted 0
         return super()._prepare_inputs(inputs)
+
+    def _no_images(self) -> dict:
+        """Empty image tensors (0 images) of the model's shapes: see MiniGeminiModel.forward."""
+        config = self.accelerator.unwrap_model(self.model).config
+        size, views = config.vision_config.image_size, config.num_views
+        lr_shape = (0, 3, size, size) if views == 1 else (0, views, 3, size, size)
+        return {
+            "pixel_values": torch.zeros(lr_shape),
+            "high_res_pixel_values": torch.zeros(0, 3, config.image_size_aux, config.image_size_aux),
+        }
 
     # ------------------------------------------------------------------------------------------ optimisation
 
