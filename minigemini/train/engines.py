@@ -19,12 +19,19 @@ import os
 
 import torch
 
+from minigemini.errors import UserError
+
 __all__ = [
+    "check_deepspeed_config",
+    "check_resume_engine",
+    "checkpoint_engine",
     "consolidate_final_save",
     "enable_fsdp_on_cpu",
+    "engine_name",
     "fsdp_requested",
     "fsdp_settings",
     "on_accelerator",
+    "read_deepspeed_config",
     "start_deepspeed_comm",
 ]
 
@@ -93,3 +100,75 @@ def consolidate_final_save(trainer) -> None:
     model_save`` in the config, checked before training)."""
     if trainer.is_fsdp_enabled:
         trainer.accelerator.state.fsdp_plugin.set_state_dict_type("FULL_STATE_DICT")
+
+
+# ---------------------------------------------------------------------------------------------- checks before training
+
+
+def engine_name(deepspeed_config: dict | None, fsdp: bool) -> str:
+    """A run's engine in words: "DeepSpeed ZeRO-3", "FSDP" or "DDP" (one process included)."""
+    if deepspeed_config is not None:
+        return f"DeepSpeed ZeRO-{int(deepspeed_config.get('zero_optimization', {}).get('stage', 0))}"
+    return "FSDP" if fsdp else "DDP"
+
+
+def read_deepspeed_config(path: str) -> dict:
+    try:
+        with open(path, encoding="utf-8") as f:
+            values = json.load(f)
+    except FileNotFoundError:
+        raise UserError(f"DeepSpeed config not found: {path}") from None
+    except ValueError as error:
+        raise UserError(f"DeepSpeed config {path} is not valid JSON: {error}") from None
+    if not isinstance(values, dict):
+        raise UserError(f"DeepSpeed config {path} must be a JSON object")
+    return values
+
+
+def check_deepspeed_config(path: str, values: dict, batch: dict[str, int]) -> None:
+    """The batch sizes a DeepSpeed config states (other than "auto") must be the recipe's; ZeRO-3 must gather the
+    weights when saving, so the final model is a plain folder."""
+    for key, expected in batch.items():
+        value = values.get(key, "auto")
+        if value != "auto" and value != expected:
+            raise UserError(
+                f"{path}: {key} is {value} but the recipe makes it {expected} (global batch = per-device batch x "
+                f'processes x accumulation): set it to "auto" or change the recipe'
+            )
+    zero = values.get("zero_optimization", {})
+    if zero.get("stage") == 3 and not zero.get("stage3_gather_16bit_weights_on_model_save", False):
+        raise UserError(
+            f"{path}: ZeRO-3 needs stage3_gather_16bit_weights_on_model_save: true, else the final model is left as "
+            "partitions (recipes/distributed/zero3.json has it)"
+        )
+
+
+def checkpoint_engine(checkpoint: str) -> tuple[str, int]:
+    """The engine and number of processes that wrote a Trainer checkpoint, from its files: DeepSpeed writes
+    ``global_step*/`` (ZeRO-3: one ``zero_pp_rank_*_model_states.pt`` per rank), FSDP ``pytorch_model_fsdp*``, and
+    each process its own ``rng_state_<rank>.pth`` (one process: ``rng_state.pth``)."""
+    names = os.listdir(checkpoint)
+    steps = [n for n in names if n.startswith("global_step") and os.path.isdir(os.path.join(checkpoint, n))]
+    if steps:
+        inner = os.listdir(os.path.join(checkpoint, steps[0]))
+        stage3 = any(n.startswith("zero_pp_rank_") and n.endswith("_model_states.pt") for n in inner)
+        engine = "DeepSpeed ZeRO-3" if stage3 else "DeepSpeed ZeRO-2"
+    elif any(n.startswith("pytorch_model_fsdp") for n in names):
+        engine = "FSDP"
+    else:
+        engine = "DDP"
+    ranks = [n for n in names if n.startswith("rng_state_") and n.endswith(".pth")]
+    return engine, len(ranks) or 1
+
+
+def check_resume_engine(checkpoint: str, engine: str, processes: int) -> None:
+    """Refuse to resume a checkpoint written by another engine or number of processes (its optimizer state, shards and
+    data order would not fit)."""
+    written, world = checkpoint_engine(checkpoint)
+    if engine.startswith("DeepSpeed ZeRO-") and engine[-1] in "012":
+        engine = "DeepSpeed ZeRO-2"  # ZeRO-1 and -2 write the same layout
+    if (written, world) != (engine, processes):
+        raise UserError(
+            f"--resume: {checkpoint} was written by {written} on {world} process(es), this run is {engine} on "
+            f"{processes}: resume with the same engine and number of processes, or train into a new --output"
+        )

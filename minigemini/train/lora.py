@@ -127,9 +127,7 @@ def continue_lora(model: nn.Module, adapter_dir: str, adapter_fp32: bool = True)
     ``modules_to_save`` (mining, projector, tuned towers) train on from where they stopped and save as one adapter
     again -- so a further stage on new data still exports as the committed form (one adapter beside the LLM)."""
     peft = _require_peft()
-    return peft.PeftModel.from_pretrained(
-        model, adapter_dir, is_trainable=True, autocast_adapter_dtype=adapter_fp32
-    )
+    return peft.PeftModel.from_pretrained(model, adapter_dir, is_trainable=True, autocast_adapter_dtype=adapter_fp32)
 
 
 def load_lora(adapter_dir: str, base: str | None = None, **from_pretrained_kwargs: Any):

@@ -24,13 +24,22 @@ from transformers.trainer_callback import PrinterCallback, ProgressCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from minigemini.data import MiniGeminiCollator, SupervisedDataset
-from minigemini.errors import UserError
+from minigemini.errors import UserError, require
 from minigemini.modeling import MiniGeminiForConditionalGeneration
 from minigemini.precision import resolve_precision
 from minigemini.processing import MiniGeminiProcessor
 from minigemini.train.callbacks import JsonlLogCallback, ProgressBarCallback
 from minigemini.train.config import MODEL_TEMPLATE, TrainConfig
-from minigemini.train.engines import consolidate_final_save, fsdp_settings, on_accelerator, start_deepspeed_comm
+from minigemini.train.engines import (
+    check_deepspeed_config,
+    check_resume_engine,
+    consolidate_final_save,
+    engine_name,
+    fsdp_settings,
+    on_accelerator,
+    read_deepspeed_config,
+    start_deepspeed_comm,
+)
 from minigemini.train.stages import configure_trainable, parameter_counts, upcast_trainable
 from minigemini.train.trainer import MiniGeminiTrainer
 
@@ -211,13 +220,21 @@ def build_training_arguments(config: TrainConfig, accumulation_steps: int) -> Tr
     )
 
 
-def _check_launch(config: TrainConfig) -> str | None:
+def _check_launch(config: TrainConfig, accumulation: int) -> str | None:
     """Fail early on a launch that cannot work; returns the checkpoint to resume from (with --resume)."""
+    fsdp = bool(config.fsdp) or os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true"
+    deepspeed_config = None
     if config.deepspeed:
-        if not os.path.isfile(config.deepspeed):
-            raise FileNotFoundError(f"DeepSpeed config not found: {config.deepspeed}")
-        if importlib.util.find_spec("deepspeed") is None:
-            raise UserError("--deepspeed needs the deepspeed package (pip install deepspeed) on a CUDA machine")
+        if fsdp:
+            raise UserError("choose DeepSpeed or FSDP, not both (--deepspeed under an FSDP accelerate config)")
+        deepspeed_config = read_deepspeed_config(config.deepspeed)
+        batch = {
+            "train_batch_size": config.global_batch_size,
+            "train_micro_batch_size_per_gpu": config.per_device_batch_size,
+            "gradient_accumulation_steps": accumulation,
+        }
+        check_deepspeed_config(config.deepspeed, deepspeed_config, batch)
+        require("deepspeed")
     if config.lora and importlib.util.find_spec("peft") is None:
         raise UserError("--lora needs the peft package: pip install peft")
     if lora_to_continue(config) is not None and not config.lora:
@@ -249,6 +266,7 @@ def _check_launch(config: TrainConfig) -> str | None:
     if not complete:
         detail = f" (incomplete: {', '.join(incomplete)})" if incomplete else ""
         raise FileNotFoundError(f"--resume: no complete checkpoint-* folder in {config.output} to resume from{detail}")
+    check_resume_engine(complete[-1], engine_name(deepspeed_config, fsdp), world_size())
     return complete[-1]
 
 
@@ -285,11 +303,11 @@ def train(config: TrainConfig, callbacks: list | None = None) -> TrainResult:
     """
     config.validate()
     config = dataclasses.replace(config, precision=resolve_precision(config.precision))
-    resume_from = _check_launch(config)
+    accumulation = config.accumulation_steps(world_size())
+    resume_from = _check_launch(config, accumulation)
     started = time.time()
     processor = MiniGeminiProcessor.from_pretrained(config.processor or config.model)
     dataset = build_dataset(config, processor)  # bad data fails here, before the model is loaded
-    accumulation = config.accumulation_steps(world_size())
     if config.dataloader_workers > 0:
         # the scan above used the tokenizer's threads; say so before the DataLoader forks its workers
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
