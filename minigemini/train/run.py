@@ -121,6 +121,9 @@ def load_model(config: TrainConfig, processor: MiniGeminiProcessor) -> MiniGemin
     adapter = lora_to_continue(config)
     start = config.model if adapter is None else adapter_base(adapter)
     model = MiniGeminiForConditionalGeneration.from_pretrained(os.path.abspath(start), **kwargs)
+    # Loaded under ZeRO-3 (partitioned while loading), transformers also keeps the legacy renamings it checked the
+    # file against and would save the trained model back under those old names: this package's names stay.
+    model._weight_conversions = []
     vocab = model.config.text_config.vocab_size
     if len(processor.tokenizer) > vocab:
         raise ValueError(

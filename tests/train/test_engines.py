@@ -189,7 +189,7 @@ def test_a_sigkilled_rank_resumes_from_sharded_checkpoints_as_an_uninterrupted_r
 
     checkpoint = os.path.join(output, f"checkpoint-{step}")
     if name == "fsdp":  # one shard per rank, never gathered
-        assert sorted(os.listdir(os.path.join(checkpoint, "pytorch_model_fsdp_0"))) == ["__0_0.distcp", "__1_0.distcp"]
+        assert {"__0_0.distcp", "__1_0.distcp"} <= set(os.listdir(os.path.join(checkpoint, "pytorch_model_fsdp_0")))
     else:
         shards = os.listdir(os.path.join(checkpoint, f"global_step{step}"))
         assert {f"zero_pp_rank_{r}_mp_rank_00_model_states.pt" for r in (0, 1)} <= set(shards)
@@ -249,7 +249,7 @@ def test_accelerate_launch_with_the_fsdp_recipe_config(workspace, single):
 
     output = str(workspace["root"] / "accelerate-fsdp")
     command = [
-        os.path.join(os.path.dirname(os.path.realpath(__import__("sys").executable)), "accelerate"), "launch",
+        __import__("sys").executable, "-m", "accelerate.commands.launch",
         "--config_file", str(DISTRIBUTED / "fsdp.yaml"), "--num_processes", "2", "--mixed_precision", "no",
         "--main_process_port", str(free_port()), "-m", "minigemini.train",
     ]  # fmt: skip
