@@ -30,6 +30,7 @@ __all__ = [
     "engine_name",
     "fsdp_requested",
     "fsdp_settings",
+    "launch_alone",
     "on_accelerator",
     "read_deepspeed_config",
     "start_deepspeed_comm",
@@ -66,6 +67,20 @@ def enable_fsdp_on_cpu(accelerator, args) -> bool:
     PartialState._shared_state["distributed_type"] = DistributedType.FSDP  # as accelerate does it on a GPU
     logger.info("FSDP%d on CPU over gloo (accelerate enables FSDP on GPUs only)", plugin.fsdp_version)
     return True
+
+
+def launch_alone() -> None:
+    """``mgm train --deepspeed`` without a launcher: the environment of a world of one process (as the ``deepspeed``
+    launcher would set it), else DeepSpeed looks for MPI to find its rank."""
+    if "RANK" in os.environ or "LOCAL_RANK" in os.environ:
+        return
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    values = {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "LOCAL_WORLD_SIZE": "1"}
+    os.environ.update({**values, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
 
 
 def start_deepspeed_comm() -> None:

@@ -36,6 +36,7 @@ from minigemini.train.engines import (
     consolidate_final_save,
     engine_name,
     fsdp_settings,
+    launch_alone,
     on_accelerator,
     read_deepspeed_config,
     start_deepspeed_comm,
@@ -315,6 +316,8 @@ def train(config: TrainConfig, callbacks: list | None = None) -> TrainResult:
         # the scan above used the tokenizer's threads; say so before the DataLoader forks its workers
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     # Before the model: with ZeRO-3 the arguments make from_pretrained load the weights already partitioned.
+    if config.deepspeed:
+        launch_alone()
     args = build_training_arguments(config, accumulation)
     if config.deepspeed:
         start_deepspeed_comm()

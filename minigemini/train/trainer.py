@@ -137,6 +137,13 @@ class MiniGeminiTrainer(Trainer):
     # ------------------------------------------------------------------------------------------ optimisation
 
     def create_optimizer(self, model=None):
+        optimizer = self._create_optimizer(model)
+        if self.is_fsdp_enabled and not getattr(optimizer, "_mgm_zero_grads", False):
+            optimizer.register_step_pre_hook(_zero_missing_grads)
+            optimizer._mgm_zero_grads = True
+        return optimizer
+
+    def _create_optimizer(self, model=None):
         if self.optimizer is not None or self.projector_lr is None:
             return super().create_optimizer(model)
         opt_model = self.model if model is None else model
@@ -190,3 +197,13 @@ class MiniGeminiTrainer(Trainer):
         included (call on every rank): {"samples": n, "skipped": {reason: count}}."""
         totals = self._data_totals.totals()
         return {"samples": totals["samples"], "skipped": dict(Counter(totals["skipped"].values()))}
+
+
+def _zero_missing_grads(optimizer, args, kwargs) -> None:
+    """Under FSDP, a trainable parameter that got no gradient (the mining layer's key LayerNorm bias never does: the
+    softmax over a window ignores it) gets a zero one, so every parameter has optimizer state: a sharded checkpoint
+    then holds the state of each, as resuming it expects (DDP gets the same zeros from ``compute_loss``)."""
+    for group in optimizer.param_groups:
+        for parameter in group["params"]:
+            if parameter.grad is None:
+                parameter.grad = torch.zeros_like(parameter)
