@@ -1,10 +1,12 @@
 """The engines side by side: one process, DDP, FSDP, ZeRO-2 and ZeRO-3 (2 processes over gloo on CPU), same model.
 
-    python benchmarks/bench_distributed.py                 # from the repository root; about 4 minutes on 2 cores
-    python benchmarks/bench_distributed.py --layers 4      # a smaller LLM
+    python benchmarks/bench_distributed.py                     # from the repository root; about 5 minutes on 2 cores
+    python benchmarks/bench_distributed.py --precision fp32    # the recipes train in bf16 (mixed precision)
+    python benchmarks/bench_distributed.py --layers 4          # a smaller LLM
 
-Each engine trains the same stage-2 run (LLM trained in full, towers frozen; fp32; global batch 4) with `mgm train`'s
-own code path (`minigemini.train.train` under torchrun).  Per rank, at the last optimizer step (gradients present):
+Each engine trains the same stage-2 run (LLM trained in full, towers frozen; global batch 4) with `mgm train`'s own
+code path (`minigemini.train.train` under torchrun).  Per rank, at the last optimizer step (DeepSpeed steps inside its
+backward, so there its gradients are the buffers it keeps between steps):
 
 - model states: every tensor the model and the optimizer hold there -- parameters (FSDP: the local shard; ZeRO-3: the
   partition), gradients, the optimizer's state and, under DeepSpeed, the ZeRO optimizer's own tensors (fp32 partitions,
@@ -158,7 +160,7 @@ def run_engine(name: str, engine: dict | None, workspace: dict, root: Path, args
     settings = {
         "stage": 2, "model": workspace["model"], "data": [workspace["data"]], "image_folder": [workspace["images"]],
         "output": str(output), "global_batch_size": 4, "per_device_batch_size": 4 if engine is None else 2,
-        "learning_rate": 1e-4, "max_steps": args.steps, "precision": "fp32", "gradient_checkpointing": False,
+        "learning_rate": 1e-4, "max_steps": args.steps, "precision": args.precision, "gradient_checkpointing": False,
         "warmup_ratio": 0.0, "dataloader_workers": 0, "save_steps": 10_000, "progress": False, **(engine or {}),
     }  # fmt: skip
     plan = root / f"{output.name}.json"
@@ -184,6 +186,7 @@ def main() -> None:
     parser.add_argument("--hidden", type=int, default=512, help="LLM hidden size")
     parser.add_argument("--layers", type=int, default=8, help="LLM layers")
     parser.add_argument("--steps", type=int, default=6)
+    parser.add_argument("--precision", choices=("bf16", "fp32"), default="bf16")
     parser.add_argument("--engines", nargs="+", default=list(ENGINES), choices=list(ENGINES))
     args = parser.parse_args()
     if args.worker:
@@ -195,7 +198,9 @@ def main() -> None:
         workspace = build_workspace(root, args)
         rows = {name: run_engine(name, ENGINES[name], workspace, root, args) for name in args.engines}
     params = rows[args.engines[0]][0]["parameters"]
-    print(f"\nstage 2, fp32, {params / 1e6:.1f} M parameters, global batch 4, {args.steps} steps, 2-core CPU\n")
+    print(
+        f"\nstage 2, {args.precision}, {params / 1e6:.1f} M parameters, global batch 4, {args.steps} steps, 2-core CPU\n"
+    )
     print("| engine | processes | samples/s | model states per rank (MiB) | vs DDP | peak RSS per rank (MiB) |")
     print("| --- | --- | --- | --- | --- | --- |")
     ddp = max(r["model_states"] for r in rows["DDP"]) if "DDP" in rows else None

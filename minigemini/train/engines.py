@@ -1,6 +1,6 @@
-"""The distributed engines on a machine without an accelerator: DDP, FSDP and DeepSpeed ZeRO over gloo on CPU.
+"""The distributed engines around the Trainer: what each needs beyond the Trainer's and accelerate's own handling.
 
-The Trainer and accelerate drive every engine; two gaps keep them from running on a CPU, closed here:
+On a machine without an accelerator (DDP, FSDP and DeepSpeed ZeRO over gloo on CPU), two gaps are closed here:
 
 - accelerate turns FSDP on only for GPU-like devices: with ``use_cpu`` (the Trainer's choice on a CPU) a ``--fsdp``
   run, or an ``accelerate launch --config_file fsdp.yaml`` one, would silently train as plain DDP.  torch's FSDP2
@@ -9,6 +9,11 @@ The Trainer and accelerate drive every engine; two gaps keep them from running o
 - under ZeRO-3 ``from_pretrained`` partitions the weights while loading (``deepspeed.zero.Init``) and sizes its batch
   check by ``deepspeed.comm``'s world, which on a CPU nobody has started yet (accelerate starts it on GPUs only):
   ``start_deepspeed_comm`` attaches it to the gloo process group the Trainer's arguments started.
+
+Everywhere: FSDP checkpoints are sharded and the final model gathered (``fsdp_settings``, ``consolidate_final_save``);
+``mgm train --deepspeed`` runs without a launcher (``launch_alone``); and a launch that cannot work is refused before
+anything is written: DeepSpeed batch sizes against the recipe, ZeRO-3 without consolidation, a checkpoint from another
+engine or world size (``check_deepspeed_config``, ``check_resume_engine``).
 """
 
 from __future__ import annotations
