@@ -108,8 +108,7 @@ def lora_to_continue(config: TrainConfig) -> str | None:
 
 
 def load_model(config: TrainConfig, processor: MiniGeminiProcessor) -> MiniGeminiForConditionalGeneration:
-    """Load the starting checkpoint (an adapter's base): half precision for what stays frozen, unless sharding or fp32
-    is asked for."""
+    """Load the starting checkpoint (an adapter's base) in the dtype the precision and engine want (``_load_dtype``)."""
     half = _HALF.get(config.precision)
     kwargs: dict[str, Any] = {"dtype": _load_dtype(config)}
     if config.bits != 16:
