@@ -19,12 +19,13 @@ from __future__ import annotations
 import io
 import json
 import os
+from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
-from minigemini import MiniGeminiForConditionalGeneration, cli
+from minigemini import MiniGeminiConfig, MiniGeminiForConditionalGeneration, MiniGeminiProcessor, cli
 from minigemini.train import TrainConfig, train
 from minigemini.train.lora import merge_lora
 from tests.serving_helpers import free_port
@@ -51,6 +52,12 @@ ACCUMULATING = ("fsdp", "zero2")
 def workspace(tmp_path_factory):
     root = tmp_path_factory.mktemp("engines")
     model = make_model_dir(root / "model")
+    # attention heads of 32: the smallest head size vLLM's CPU attention has kernels for (the consolidated model runs
+    # on vLLM below)
+    config = MiniGeminiConfig.from_pretrained(model)
+    config.text_config.update({"num_attention_heads": 2, "num_key_value_heads": 1, "head_dim": 32})
+    torch.manual_seed(0)
+    MiniGeminiForConditionalGeneration(config).save_pretrained(model)
     names = write_images(root / "images", 4)
     # 16 image samples and 4 text-only ones: under ZeRO-3 / FSDP a rank whose batch has no image must still run the
     # encoders (the model does, on a blank image weighted 0) or the ranks' collectives fall out of step.
@@ -94,7 +101,18 @@ def single(workspace):
 
 @pytest.fixture(scope="module", params=list(ENGINES))
 def engine(request, workspace):
-    name = request.param
+    return launched(workspace, request.param)
+
+
+def launched(workspace, name) -> dict:
+    """One launch of an engine (once per module): its stage-1, stage-2 and LoRA runs' output folders."""
+    done = workspace.setdefault("launched", {})
+    if name not in done:
+        done[name] = launch(workspace, name)
+    return done[name]
+
+
+def launch(workspace, name) -> dict:
     selected = ENGINES[name]
     # FSDP and ZeRO-2 reach the global batch of 4 through accumulation (1 x 2 processes x 2 steps), the others at once
     stage1_batch = 1 if name in ACCUMULATING else 2
@@ -168,6 +186,26 @@ def test_consolidated_model_loads_in_transformers_and_mgm_chat(engine, workspace
     monkeypatch.setattr("sys.stdin", io.StringIO("Describe the image.\n"))
     assert cli.main(["chat", "--model", folder, "--image", image, "--max-new-tokens", "2"]) == 0
     assert f"Mini-Gemini {folder}" in capsys.readouterr().out
+
+
+def test_the_model_gathered_from_zero3_partitions_runs_on_vllm(workspace, tmp_path):
+    """The vLLM plugin serves ZeRO-3's consolidated stage-1 output: its greedy tokens equal the project's generate()."""
+    from tests.vllm_helpers import noise_image, reference_request, run_vllm_script, vllm_python
+
+    vllm_python()  # the vLLM environment (make vllm-venv)
+    folder = launched(workspace, "zero3")["stage1"]
+    model = MiniGeminiForConditionalGeneration.from_pretrained(folder, dtype=torch.float32).eval()
+    processor = MiniGeminiProcessor.from_pretrained(folder)
+    images = [noise_image(tmp_path / f"image{i}.png", size, seed=i) for i, size in enumerate([(40, 30), (24, 52)])]
+    requests = [
+        reference_request(model, processor, "What is in this picture?", images[:1], 8),
+        reference_request(model, processor, "Say hi.", [], 8),
+        reference_request(model, processor, "What is in this picture?", images[1:], 8),
+    ]
+    job = {"runs": [{"name": "zero3", "model": folder, "requests": requests}], "refused": []}
+    script = os.path.join(os.path.dirname(os.path.dirname(__file__)), "vllm_plugin", "engine_script.py")
+    result = run_vllm_script(Path(script), job, tmp_path, timeout=600)
+    assert result["runs"]["zero3"] == [request["reference"] for request in requests]
 
 
 def test_lora_adapter_saves_and_merges(engine, workspace):
@@ -279,7 +317,7 @@ def test_accelerate_launch_with_the_fsdp_recipe_config(workspace, single):
 # ------------------------------------------------------------------------------------------------------ bad launches
 
 
-def launch(workspace, tmp_path, *extra) -> list[str]:
+def train_args(workspace, tmp_path, *extra) -> list[str]:
     return [
         "train", "--stage", "1", "--model", workspace["model"], "--data", workspace["data"],
         "--image-folder", workspace["images"], "--output", str(tmp_path / "out"), "--global-batch-size", "4",
@@ -297,13 +335,13 @@ def refused(capsys, tmp_path, args) -> str:
 
 
 def test_deepspeed_and_fsdp_together_are_refused(workspace, tmp_path, capsys):
-    args = launch(workspace, tmp_path, "--deepspeed", str(DISTRIBUTED / "zero2.json"), "--fsdp", "full_shard")
+    args = train_args(workspace, tmp_path, "--deepspeed", str(DISTRIBUTED / "zero2.json"), "--fsdp", "full_shard")
     assert "choose DeepSpeed or FSDP, not both" in refused(capsys, tmp_path, args)
 
 
 def test_missing_deepspeed_names_the_extra(workspace, tmp_path, capsys, monkeypatch):
     monkeypatch.setitem(__import__("sys").modules, "deepspeed", None)  # import deepspeed fails as if not installed
-    err = refused(capsys, tmp_path, launch(workspace, tmp_path, "--deepspeed", str(DISTRIBUTED / "zero2.json")))
+    err = refused(capsys, tmp_path, train_args(workspace, tmp_path, "--deepspeed", str(DISTRIBUTED / "zero2.json")))
     assert 'pip install "minigemini[deepspeed]"' in err
 
 
@@ -311,11 +349,11 @@ def test_deepspeed_batch_sizes_that_contradict_the_recipe_are_refused(workspace,
     config = json.loads((DISTRIBUTED / "zero2.json").read_text())
     config["train_batch_size"] = 8
     (tmp_path / "ds.json").write_text(json.dumps(config))
-    err = refused(capsys, tmp_path, launch(workspace, tmp_path, "--deepspeed", str(tmp_path / "ds.json")))
+    err = refused(capsys, tmp_path, train_args(workspace, tmp_path, "--deepspeed", str(tmp_path / "ds.json")))
     assert "train_batch_size is 8 but the recipe makes it 4" in err
 
 
 def test_a_world_size_the_batch_does_not_divide_is_refused(workspace, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "3")  # as torchrun --nproc_per_node 3 would set it
-    err = refused(capsys, tmp_path, launch(workspace, tmp_path))
+    err = refused(capsys, tmp_path, train_args(workspace, tmp_path))
     assert "global batch 4 is not a multiple of per-device batch 2 x 3 process(es)" in err
