@@ -3,8 +3,10 @@
 
 One launch per engine trains, in the same two processes: stage 1 in fp32 for 10 steps (compared with one process:
 losses, which tensors trained, the weights), stage 2 in full in bf16 with gradient checkpointing and accumulation, and
-stage 2 with LoRA.  The sharded engines are killed (SIGKILL, one rank) and resumed; two "nodes" of one process meet
-through torchrun's c10d rendezvous; bad launches stop with one line before anything is written.
+stage 2 with LoRA.  The final models are plain folders (transformers' pipeline and `mgm chat` load each; the one
+gathered from ZeRO-3 partitions runs on vLLM).  The sharded engines are killed (SIGKILL, one rank) and resumed; two
+"nodes" of one process meet through torchrun's c10d rendezvous; bad launches stop with one line before anything is
+written.
 
 Loss tolerance (fp32): 1e-5 absolute on losses near 5.7.  One process sums a batch's gradient in one order, two
 processes each sum half and all-reduce (ZeRO: reduce-scatter; FSDP: reduce-scatter of flat shards), so the sums differ
