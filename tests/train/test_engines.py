@@ -11,9 +11,10 @@ written.
 Loss tolerance (fp32): 1e-5 absolute on losses near 5.7.  One process sums a batch's gradient in one order, two
 processes each sum half and all-reduce (ZeRO: reduce-scatter; FSDP: reduce-scatter of flat shards), so the sums differ
 in the last bits (fp32 epsilon 1.2e-7 relative); Adam's update is normalised, so that difference moves the weights by
-about lr x 1e-7 per step and the loss by far less than 1e-5 in 10 steps (measured: 0 to 9.5e-7, i.e. at most 2 units in the last place of an fp32 near 5.7).  Consecutive
-losses differ by 1e-3 to 3e-2, so a wrong batch, a rank's lost gradient or a parameter trained that should not be is
-far outside it.  FSDP and ZeRO-2 reach the global batch through gradient accumulation, the other engines at once.
+about lr x 1e-7 per step and the loss by far less than 1e-5 in 10 steps (measured: 0 to 9.5e-7, at most 2 units in
+the last place of an fp32 near 5.7).  Consecutive losses differ by 1e-3 to 3e-2, so a wrong batch, a rank's lost
+gradient or a parameter trained that should not be is far outside it.  FSDP and ZeRO-2 reach the global batch through
+gradient accumulation, the other engines at once.
 """
 
 from __future__ import annotations
