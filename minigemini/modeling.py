@@ -172,7 +172,16 @@ class MiniGeminiModel(MiniGeminiPreTrainedModel):
         image_features = None
         placeholder_mask = self.get_placeholder_mask(input_ids, inputs_embeds)
         num_placeholders = int(placeholder_mask.sum())
-        if pixel_values is not None:
+        if pixel_values is not None and high_res_pixel_values.shape[0] == 0:
+            # No image in this batch, under an engine that shards the encoders (ZeRO-3, FSDP: the trainer passes
+            # empty tensors): the encoders run on one blank image, weighted 0, so that every process gathers and
+            # reduces the same parameters in the same order.
+            blank = self.get_image_features(
+                pixel_values.new_zeros((1, *pixel_values.shape[1:])),
+                high_res_pixel_values.new_zeros((1, *high_res_pixel_values.shape[1:])),
+            )
+            inputs_embeds = inputs_embeds + 0.0 * blank.sum().to(inputs_embeds.dtype)
+        elif pixel_values is not None:
             image_features = self.get_image_features(pixel_values, high_res_pixel_values)
             num_images, tokens_per_image = image_features.shape[:2]
             if num_placeholders != num_images * tokens_per_image:

@@ -136,3 +136,27 @@ def test_the_synthetic_recipes_tower_steps_train_on_the_gpu(tmp_path, monkeypatc
     assert seen and set(seen) == {("cuda",) * 4}
     weights = load_file(str(output))
     assert weights and all(w.device.type == "cpu" and torch.isfinite(w.float()).all() for w in weights.values())
+
+
+@pytest.mark.parametrize("engine", ["fsdp", "zero2", "zero3"])
+def test_each_engine_on_the_gpu_trains_as_one_plain_process(engine, tmp_path):
+    """On a GPU the engines take accelerate's and DeepSpeed's own CUDA paths (NCCL; none of the CPU shims of
+    minigemini/train/engines.py): one process under each trains stage 1 with a plain run's losses."""
+    from tests.train.engine_helpers import ENGINES, losses, run_plan, torchrun, write_plan
+
+    if engine.startswith("zero"):
+        pytest.importorskip("deepspeed", reason="the GPU environment has no deepspeed")
+    model_dir = make_model_dir(tmp_path / "model")
+    names = write_images(tmp_path / "images", 4)
+    data = write_jsonl(tmp_path / "data.jsonl", caption_records(names) * 4 + [conversation("Say hi.", "Hi!")] * 4)
+    base = {"stage": 1, "model": model_dir, "data": [data], "image_folder": [str(tmp_path / "images")],
+            "global_batch_size": 4, "per_device_batch_size": 4, "learning_rate": 1e-3, "max_steps": 10,
+            "precision": "fp32", "gradient_checkpointing": False, "warmup_ratio": 0.0, "dataloader_workers": 0,
+            "seed": 0, "save_steps": 100, "progress": False}  # fmt: skip
+    plain = train(TrainConfig.from_sources(None, {**base, "output": str(tmp_path / "plain")}))
+    run = {**base, "output": str(tmp_path / engine), **ENGINES[engine]}
+    plan = write_plan(tmp_path / "plan.json", [run])
+    run_plan(plan, tmp_path / "engine.log", launcher=torchrun("--standalone", "--nproc_per_node", "1"))
+    got, expected = losses(run["output"]), losses(plain.output)
+    assert sorted(got) == sorted(expected) == list(range(1, 11))
+    assert max(abs(got[s] - expected[s]) for s in got) <= 1e-4, (got, expected)

@@ -4,6 +4,7 @@
     torchrun --nproc_per_node 8 -m minigemini.train --recipe recipes/stage2.yaml ...          # DDP
     accelerate launch --config_file recipes/distributed/fsdp.yaml -m minigemini.train ...    # FSDP
     torchrun --nproc_per_node 8 -m minigemini.train ... --deepspeed recipes/distributed/zero3.json
+    several machines: docs/distributed.md
 
 Precedence: stage defaults < --recipe < flags < --set KEY=VALUE.
 """
@@ -103,9 +104,16 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--save-total-limit", type=int)
     run.add_argument("--logging-steps", type=int)
     run.add_argument("--dataloader-workers", type=int)
-    run.add_argument("--deepspeed", help="DeepSpeed JSON config (recipes/distributed/zero2.json, zero3.json)")
-    run.add_argument("--fsdp", help='FSDP options, e.g. "full_shard auto_wrap" (or use accelerate launch)')
-    run.add_argument("--fsdp-config", help="FSDP JSON config")
+    run.add_argument(
+        "--deepspeed", help="DeepSpeed JSON config (recipes/distributed/zero2.json, zero2_offload.json, zero3.json)"
+    )
+    run.add_argument(
+        "--fsdp",
+        help='FSDP2 options, e.g. "full_shard auto_wrap" (or accelerate launch with recipes/distributed/fsdp.yaml)',
+    )
+    run.add_argument(
+        "--fsdp-config", help="FSDP JSON config (Trainer fsdp_config keys; checkpoints sharded by default)"
+    )
     run.add_argument(
         "--resume", action="store_true", default=None, help="continue from the last checkpoint in --output"
     )

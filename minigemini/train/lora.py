@@ -62,8 +62,11 @@ def apply_lora(
     alpha: int = 256,
     dropout: float = 0.05,
     extra_modules_to_save: tuple[str, ...] = (),
+    adapter_fp32: bool = True,
 ):
-    """Wrap ``model`` in a PEFT model: LoRA on the LLM's linears, mining + projector (+ extras) trained in full."""
+    """Wrap ``model`` in a PEFT model: LoRA on the LLM's linears, mining + projector (+ extras) trained in full.
+
+    ``adapter_fp32=False`` keeps the adapter in the model's dtype (DeepSpeed wants one dtype; its masters are fp32)."""
     peft = _require_peft()
     config = peft.LoraConfig(
         r=r,
@@ -73,7 +76,7 @@ def apply_lora(
         target_modules=lora_target_modules(model),
         modules_to_save=list(MULTIMODAL_MODULES) + list(extra_modules_to_save),
     )
-    return peft.get_peft_model(model, config)
+    return peft.get_peft_model(model, config, autocast_adapter_dtype=adapter_fp32)
 
 
 def check_quantization_available(bits: int) -> None:
@@ -119,12 +122,12 @@ def adapter_base(adapter_dir: str) -> str:
     return _base_path(adapter_dir, None)
 
 
-def continue_lora(model: nn.Module, adapter_dir: str):
+def continue_lora(model: nn.Module, adapter_dir: str, adapter_fp32: bool = True):
     """``model`` (the adapter's base) with the adapter loaded trainable: its LoRA (at its own rank and alpha) and its
     ``modules_to_save`` (mining, projector, tuned towers) train on from where they stopped and save as one adapter
     again -- so a further stage on new data still exports as the committed form (one adapter beside the LLM)."""
     peft = _require_peft()
-    return peft.PeftModel.from_pretrained(model, adapter_dir, is_trainable=True)
+    return peft.PeftModel.from_pretrained(model, adapter_dir, is_trainable=True, autocast_adapter_dtype=adapter_fp32)
 
 
 def load_lora(adapter_dir: str, base: str | None = None, **from_pretrained_kwargs: Any):

@@ -24,12 +24,23 @@ from transformers.trainer_callback import PrinterCallback, ProgressCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from minigemini.data import MiniGeminiCollator, SupervisedDataset
-from minigemini.errors import UserError
+from minigemini.errors import UserError, require
 from minigemini.modeling import MiniGeminiForConditionalGeneration
 from minigemini.precision import resolve_precision
 from minigemini.processing import MiniGeminiProcessor
 from minigemini.train.callbacks import JsonlLogCallback, ProgressBarCallback
 from minigemini.train.config import MODEL_TEMPLATE, TrainConfig
+from minigemini.train.engines import (
+    check_deepspeed_config,
+    check_resume_engine,
+    consolidate_final_save,
+    engine_name,
+    fsdp_settings,
+    launch_alone,
+    on_accelerator,
+    read_deepspeed_config,
+    start_deepspeed_comm,
+)
 from minigemini.train.stages import configure_trainable, parameter_counts, upcast_trainable
 from minigemini.train.trainer import MiniGeminiTrainer
 
@@ -63,9 +74,13 @@ def world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
-def _sharded(config: TrainConfig) -> bool:
-    """Parameters sharded by FSDP or DeepSpeed (they want one dtype and keep their own fp32 masters)."""
-    return bool(config.deepspeed or config.fsdp) or os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true"
+def _load_dtype(config: TrainConfig) -> torch.dtype:
+    """Half precision for what stays frozen (trainable parameters are upcast after), except: FSDP keeps fp32
+    parameters (its mixed-precision policy casts for compute); DeepSpeed casts the whole model to its half type and
+    keeps its own fp32 master weights, so everything loads in that type and nothing is upcast."""
+    half = _HALF.get(config.precision)
+    fsdp = config.fsdp or os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true"
+    return torch.float32 if half is None or fsdp else half
 
 
 def build_dataset(config: TrainConfig, processor: MiniGeminiProcessor) -> SupervisedDataset:
@@ -93,11 +108,9 @@ def lora_to_continue(config: TrainConfig) -> str | None:
 
 
 def load_model(config: TrainConfig, processor: MiniGeminiProcessor) -> MiniGeminiForConditionalGeneration:
-    """Load the starting checkpoint (an adapter's base): half precision for what stays frozen, unless sharding or fp32
-    is asked for."""
+    """Load the starting checkpoint (an adapter's base) in the dtype the precision and engine want (``_load_dtype``)."""
     half = _HALF.get(config.precision)
-    dtype = half if half is not None and not _sharded(config) else torch.float32
-    kwargs: dict[str, Any] = {"dtype": dtype}
+    kwargs: dict[str, Any] = {"dtype": _load_dtype(config)}
     if config.bits != 16:
         from minigemini.train.lora import quantization_config
 
@@ -108,6 +121,9 @@ def load_model(config: TrainConfig, processor: MiniGeminiProcessor) -> MiniGemin
     adapter = lora_to_continue(config)
     start = config.model if adapter is None else adapter_base(adapter)
     model = MiniGeminiForConditionalGeneration.from_pretrained(os.path.abspath(start), **kwargs)
+    # Loaded under ZeRO-3 (partitioned while loading), transformers also keeps the legacy renamings it checked the
+    # file against and would save the trained model back under those old names: this package's names stay.
+    model._weight_conversions = []
     vocab = model.config.text_config.vocab_size
     if len(processor.tokenizer) > vocab:
         raise ValueError(
@@ -144,7 +160,7 @@ def prepare_for_stage(model, config: TrainConfig):
     if adapter is not None:
         from minigemini.train.lora import continue_lora
 
-        model = continue_lora(model, adapter)
+        model = continue_lora(model, adapter, adapter_fp32=not config.deepspeed)
         kept = model.peft_config["default"]
         if (kept.r, kept.lora_alpha) != (config.lora_r, config.lora_alpha):
             logger.warning(
@@ -159,14 +175,20 @@ def prepare_for_stage(model, config: TrainConfig):
             for name, on in (("vision_tower", config.tune_vision), ("vision_tower_aux", config.tune_vision_aux))
             if on
         )
-        model = apply_lora(model, config.lora_r, config.lora_alpha, config.lora_dropout, extra_modules_to_save=extra)
-    if next(model.parameters()).dtype != torch.float32 or config.bits != 16:
+        model = apply_lora(
+            model,
+            config.lora_r,
+            config.lora_alpha,
+            config.lora_dropout,
+            extra_modules_to_save=extra,
+            adapter_fp32=not config.deepspeed,
+        )
+    if (next(model.parameters()).dtype != torch.float32 and not config.deepspeed) or config.bits != 16:
         upcast_trainable(model)
     return model
 
 
 def build_training_arguments(config: TrainConfig, accumulation_steps: int) -> TrainingArguments:
-    on_accelerator = torch.cuda.is_available() or torch.backends.mps.is_available()
     return TrainingArguments(
         output_dir=config.output,
         per_device_train_batch_size=config.per_device_batch_size,
@@ -192,22 +214,30 @@ def build_training_arguments(config: TrainConfig, accumulation_steps: int) -> Tr
         include_num_input_tokens_seen="non_padding",
         restore_callback_states_from_checkpoint=True,  # DataTotals: a resumed run reports the whole run's samples
         report_to=config.report_to,
-        use_cpu=not on_accelerator,
+        use_cpu=not on_accelerator(),
         ddp_find_unused_parameters=False,  # every trainable parameter is kept in the graph (see MiniGeminiTrainer)
         deepspeed=config.deepspeed,
         fsdp=config.fsdp or "",
-        fsdp_config=config.fsdp_config,
+        fsdp_config=fsdp_settings(config.fsdp, config.fsdp_config),
         disable_tqdm=True,
     )
 
 
-def _check_launch(config: TrainConfig) -> str | None:
+def _check_launch(config: TrainConfig, accumulation: int) -> str | None:
     """Fail early on a launch that cannot work; returns the checkpoint to resume from (with --resume)."""
+    fsdp = bool(config.fsdp) or os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true"
+    deepspeed_config = None
     if config.deepspeed:
-        if not os.path.isfile(config.deepspeed):
-            raise FileNotFoundError(f"DeepSpeed config not found: {config.deepspeed}")
-        if importlib.util.find_spec("deepspeed") is None:
-            raise UserError("--deepspeed needs the deepspeed package (pip install deepspeed) on a CUDA machine")
+        if fsdp:
+            raise UserError("choose DeepSpeed or FSDP, not both (--deepspeed under an FSDP accelerate config)")
+        deepspeed_config = read_deepspeed_config(config.deepspeed)
+        batch = {
+            "train_batch_size": config.global_batch_size,
+            "train_micro_batch_size_per_gpu": config.per_device_batch_size,
+            "gradient_accumulation_steps": accumulation,
+        }
+        check_deepspeed_config(config.deepspeed, deepspeed_config, batch)
+        require("deepspeed")
     if config.lora and importlib.util.find_spec("peft") is None:
         raise UserError("--lora needs the peft package: pip install peft")
     if lora_to_continue(config) is not None and not config.lora:
@@ -239,6 +269,7 @@ def _check_launch(config: TrainConfig) -> str | None:
     if not complete:
         detail = f" (incomplete: {', '.join(incomplete)})" if incomplete else ""
         raise FileNotFoundError(f"--resume: no complete checkpoint-* folder in {config.output} to resume from{detail}")
+    check_resume_engine(complete[-1], engine_name(deepspeed_config, fsdp), world_size())
     return complete[-1]
 
 
@@ -275,16 +306,20 @@ def train(config: TrainConfig, callbacks: list | None = None) -> TrainResult:
     """
     config.validate()
     config = dataclasses.replace(config, precision=resolve_precision(config.precision))
-    resume_from = _check_launch(config)
+    accumulation = config.accumulation_steps(world_size())
+    resume_from = _check_launch(config, accumulation)
     started = time.time()
     processor = MiniGeminiProcessor.from_pretrained(config.processor or config.model)
     dataset = build_dataset(config, processor)  # bad data fails here, before the model is loaded
-    accumulation = config.accumulation_steps(world_size())
     if config.dataloader_workers > 0:
         # the scan above used the tokenizer's threads; say so before the DataLoader forks its workers
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     # Before the model: with ZeRO-3 the arguments make from_pretrained load the weights already partitioned.
+    if config.deepspeed:
+        launch_alone()
     args = build_training_arguments(config, accumulation)
+    if config.deepspeed:
+        start_deepspeed_comm()
 
     model = load_model(config, processor)
     model = prepare_for_stage(model, config)
@@ -312,6 +347,7 @@ def train(config: TrainConfig, callbacks: list | None = None) -> TrainResult:
         trainer.remove_callback(default)
 
     output = trainer.train(resume_from_checkpoint=resume_from)
+    consolidate_final_save(trainer)
     trainer.save_model(config.output)
 
     totals = trainer.data_totals()

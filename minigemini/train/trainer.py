@@ -23,6 +23,7 @@ from transformers.trainer_callback import ExportableState
 
 from minigemini.data.collator import DATA_STATS_KEY
 from minigemini.data.sampler import ModalityLengthGroupedSampler
+from minigemini.train.engines import enable_fsdp_on_cpu
 from minigemini.train.stages import is_multimodal_parameter
 
 __all__ = ["DataTotals", "MiniGeminiTrainer"]
@@ -87,6 +88,11 @@ class MiniGeminiTrainer(Trainer):
         super().__init__(*args, **kwargs)
         self.add_callback(DataTotals())
 
+    def create_accelerator_and_postprocess(self) -> None:
+        super().create_accelerator_and_postprocess()
+        if enable_fsdp_on_cpu(self.accelerator, self.args):
+            self.is_fsdp_enabled = True
+
     # ------------------------------------------------------------------------------------------ data
 
     def _get_train_sampler(self, train_dataset=None):
@@ -114,11 +120,30 @@ class MiniGeminiTrainer(Trainer):
                 totals.skipped.update(dict(stats["skipped"]))
         if self.full_logits is not None and self.model.training:
             inputs = {**inputs, "full_logits": self.full_logits}
+        if self.model.training and not self._touch_trainable and "high_res_pixel_values" not in inputs:
+            inputs = {**inputs, **self._no_images()}  # the model runs its encoders on a blank image, weighted 0
         return super()._prepare_inputs(inputs)
+
+    def _no_images(self) -> dict:
+        """Empty image tensors (0 images) of the model's shapes: see MiniGeminiModel.forward."""
+        config = self.accelerator.unwrap_model(self.model).config
+        size, views = config.vision_config.image_size, config.num_views
+        lr_shape = (0, 3, size, size) if views == 1 else (0, views, 3, size, size)
+        return {
+            "pixel_values": torch.zeros(lr_shape),
+            "high_res_pixel_values": torch.zeros(0, 3, config.image_size_aux, config.image_size_aux),
+        }
 
     # ------------------------------------------------------------------------------------------ optimisation
 
     def create_optimizer(self, model=None):
+        optimizer = self._create_optimizer(model)
+        if self.is_fsdp_enabled and not getattr(optimizer, "_mgm_zero_grads", False):
+            optimizer.register_step_pre_hook(_zero_missing_grads)
+            optimizer._mgm_zero_grads = True
+        return optimizer
+
+    def _create_optimizer(self, model=None):
         if self.optimizer is not None or self.projector_lr is None:
             return super().create_optimizer(model)
         opt_model = self.model if model is None else model
@@ -172,3 +197,13 @@ class MiniGeminiTrainer(Trainer):
         included (call on every rank): {"samples": n, "skipped": {reason: count}}."""
         totals = self._data_totals.totals()
         return {"samples": totals["samples"], "skipped": dict(Counter(totals["skipped"].values()))}
+
+
+def _zero_missing_grads(optimizer, args, kwargs) -> None:
+    """Under FSDP, a trainable parameter that got no gradient (the mining layer's key LayerNorm bias never does: the
+    softmax over a window ignores it) gets a zero one, so every parameter has optimizer state: a sharded checkpoint
+    then holds the state of each, as resuming it expects (DDP gets the same zeros from ``compute_loss``)."""
+    for group in optimizer.param_groups:
+        for parameter in group["params"]:
+            if parameter.grad is None:
+                parameter.grad = torch.zeros_like(parameter)
