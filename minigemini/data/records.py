@@ -212,7 +212,9 @@ def _to_record(obj: Any, source: str, image_folders: Sequence[str]) -> Record:
         if isinstance(image, bytes):
             resolved.append(image)
             continue
-        found = None if image is None else resolve_image(image, image_folders)
+        if image is None:
+            raise _Skip("missing_image", "the row has no image bytes")
+        found = resolve_image(image, image_folders)
         if found is None:
             raise _Skip("missing_image", f"{image} not found under {list(image_folders)}")
         resolved.append(found)
