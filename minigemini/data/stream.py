@@ -44,12 +44,12 @@ from minigemini.data.records import DataError, Record, SkipCounter, check_record
 from minigemini.data.shards import Broken, Shard, open_shards, read_shard, row_to_record
 from minigemini.image_processing import ImageLoadError, MiniGeminiImageProcessor
 
-__all__ = ["ShardStream", "StreamLoader", "buffer_shuffle"]
+__all__ = ["BufferShuffle", "ShardStream", "StreamLoader"]
 
 logger = logging.getLogger(__name__)
 
 
-class buffer_shuffle:  # noqa: N801 (used like a generator function)
+class BufferShuffle:
     """Positions ``0..total-1`` through a shuffle buffer of ``size``: each new position replaces a random one of the
     buffer, which is emitted (webdataset's and ``datasets``' scheme).  ``pending`` (positions read, not yet emitted)
     and ``pushed`` describe the state after any number of ``next`` calls."""
@@ -154,8 +154,8 @@ class ShardStream(IterableDataset):
         self.batch_size, self.num_workers, self.accumulation_steps = batch_size, num_workers, accumulation_steps
         if world_size is None:
             initialized = torch.distributed.is_available() and torch.distributed.is_initialized()
-            world_size = torch.distributed.get_world_size() if initialized else int(os.environ.get("WORLD_SIZE", 1))
-            rank = torch.distributed.get_rank() if initialized else int(os.environ.get("RANK", 0))
+            world_size = torch.distributed.get_world_size() if initialized else int(os.environ.get("WORLD_SIZE", "1"))
+            rank = torch.distributed.get_rank() if initialized else int(os.environ.get("RANK", "0"))
         self.rank, self.world_size = int(rank or 0), int(world_size)
         self.seed, self.buffer_size, self.length_group = seed, buffer_size, length_group
         self.epoch = 0
@@ -215,9 +215,9 @@ class ShardStream(IterableDataset):
         order = np.random.default_rng([self.seed, epoch]).permutation(len(self.shards))
         return [self.shards[i] for i in order[reader :: self.readers]]
 
-    def _positions(self, reader: int, epoch: int, shards: list[Shard]) -> buffer_shuffle:
+    def _positions(self, reader: int, epoch: int, shards: list[Shard]) -> BufferShuffle:
         total = sum(s.rows for s in shards)
-        return buffer_shuffle(total, self.buffer_size, np.random.default_rng([self.seed, epoch, reader, 1]))
+        return BufferShuffle(total, self.buffer_size, np.random.default_rng([self.seed, epoch, reader, 1]))
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         info = get_worker_info()

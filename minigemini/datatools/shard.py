@@ -115,7 +115,7 @@ def _write_parquet(rows: list[dict[str, Any]], staging: Path) -> None:
 def _write_tar(rows: list[dict[str, Any]], staging: Path, first_key: int) -> None:
     import webdataset
 
-    with webdataset.TarWriter(str(staging)) as writer:
+    with webdataset.TarWriter(str(staging), mtime=0) as writer:  # the same input, the same bytes
         for number, row in enumerate(rows):
             record = {k: row[k] for k in ("id", "conversations", "system", "source") if row[k] is not None}
             record["images"] = row["image_names"]
