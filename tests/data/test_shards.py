@@ -51,10 +51,11 @@ def stream(path, processor, **kwargs):
 def sources_of(dataset, epoch=0, **loader):
     """Each micro-batch of one epoch as its samples' sources (skipped ones as 'reason:source')."""
     dataset.set_epoch(epoch)
-    collate = lambda items: [
-        it["source"] if "skip_reason" not in it else f"{it['skip_reason']}:{it['source']}" for it in items
-    ]  # noqa: E731, E501
-    return list(dataset.loader(collate_fn=collate, **loader))
+    return list(dataset.loader(collate_fn=lambda items: [label(item) for item in items], **loader))
+
+
+def label(item):
+    return item["source"] if "skip_reason" not in item else f"{item['skip_reason']}:{item['source']}"
 
 
 @pytest.mark.parametrize("fmt", ["parquet", "webdataset"])
@@ -179,7 +180,7 @@ def test_bad_shards_are_named_skips_or_one_clear_error(tmp_path, shards, process
     iterator = iter(dataset)
     next(iterator)
     (pq_dir / victim).unlink()
-    rest = [it["source"] if "skip_reason" not in it else f"{it['skip_reason']}:{it['source']}" for it in iterator]
+    rest = [label(item) for item in iterator]
     lost = [s for s in rest if s.startswith("unreadable_shard:")]
     assert lost and all(victim in s for s in lost) and len(rest) == len(order) - 1
 
