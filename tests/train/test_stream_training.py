@@ -4,7 +4,11 @@ weights; skipped samples are counted by reason in the summary."""
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -12,7 +16,7 @@ import torch
 from minigemini.datatools.shard import write_shards
 from minigemini.train import train
 from minigemini.train.trainer import MiniGeminiTrainer
-from tests.train.test_kill import CountSteps, start_and_kill
+from tests.train.test_kill import ROOT, CountSteps, start_and_kill
 from tests.train.test_stages import config, weights, workspace  # noqa: F401  (workspace is a fixture)
 from tests.training_helpers import caption_records, conversation, write_images, write_jsonl
 
@@ -69,5 +73,61 @@ def test_killed_streamed_training_resumes_with_exactly_the_uninterrupted_samples
     assert resumed.summary["samples_seen"] == reference.summary["samples_seen"]
 
     want, got = weights(reference.output), weights(resumed.output)
+    for name, tensor in want.items():
+        torch.testing.assert_close(got[name], tensor, rtol=0, atol=1e-5, msg=name)
+
+
+# `mgm train` under torchrun, writing each rank's micro-batches (their sample sources) to seen-RANK.jsonl in argv[1].
+RECORDING_TRAIN = """
+import json, os, sys
+from minigemini.train.trainer import MiniGeminiTrainer
+prepare = MiniGeminiTrainer._prepare_inputs
+def recording(self, inputs):
+    if self.model.training and "data_stats" in inputs:
+        with open(os.path.join(sys.argv[1], f"seen-{os.environ['RANK']}.jsonl"), "a") as f:
+            f.write(json.dumps(inputs["data_stats"].get("sources", [])) + "\\n")
+    return prepare(self, inputs)
+MiniGeminiTrainer._prepare_inputs = recording
+from minigemini.cli import main
+sys.exit(main(["train", *sys.argv[2:]]))
+"""
+
+
+def torchrun_train(cfg, log_dir):
+    os.makedirs(log_dir, exist_ok=True)
+    recipe, script = os.path.join(log_dir, "recipe.json"), os.path.join(log_dir, "train.py")
+    with open(recipe, "w", encoding="utf-8") as f:
+        json.dump({k: v for k, v in cfg.to_dict().items() if v is not None}, f)
+    with open(script, "w", encoding="utf-8") as f:
+        f.write(RECORDING_TRAIN)
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", script,
+               log_dir, "--recipe", recipe]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false",
+           "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}  # fmt: skip
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=False)
+    assert done.returncode == 0, done.stderr[-4000:]
+    seen = []
+    for rank in (0, 1):
+        with open(os.path.join(log_dir, f"seen-{rank}.jsonl"), encoding="utf-8") as f:
+            seen.append([json.loads(line) for line in f])
+    return seen
+
+
+def test_two_ranks_two_workers_resume_mid_epoch_with_the_same_samples(workspace, shards):  # noqa: F811
+    """DDP (2 ranks x 2 workers, 4 readers of the 4 shards): resumed from the mid-epoch checkpoint, each rank trains on
+    exactly the micro-batches it trained on in the uninterrupted run, to the same weights."""
+    common = {**COMMON, "data": [shards], "image_folder": [], "per_device_batch_size": 1, "max_steps": 4,
+              "save_total_limit": 3}  # fmt: skip
+    root = workspace["root"]
+    full = torchrun_train(config(workspace, "ddp_full", **common), str(root / "ddp_full_log"))
+    accumulation = 2  # global batch 4 = 1 a micro-batch x 2 ranks x 2
+    assert [len(rank) for rank in full] == [4 * accumulation] * 2
+    shard_sets = [{s.split("#")[0] for batch in rank for s in batch} for rank in full]
+    assert shard_sets[0] and shard_sets[1] and not shard_sets[0] & shard_sets[1]  # each rank reads its own shards
+
+    shutil.copytree(root / "ddp_full" / "checkpoint-2", root / "ddp_resumed" / "checkpoint-2")
+    resumed = torchrun_train(config(workspace, "ddp_resumed", resume=True, **common), str(root / "ddp_resumed_log"))
+    assert resumed == [rank[2 * accumulation :] for rank in full]
+    want, got = weights(root / "ddp_full"), weights(root / "ddp_resumed")
     for name, tensor in want.items():
         torch.testing.assert_close(got[name], tensor, rtol=0, atol=1e-5, msg=name)
