@@ -242,7 +242,7 @@ class ShardStream(IterableDataset):
         taken = chunk_start
         while taken < self.quota:
             size = min(group, self.quota - taken)
-            chunk = [self._encode(rows, position) for position in (next(positions) for _ in range(size))]
+            chunk = self._encode([self._parse(rows, next(positions)) for _ in range(size)])
             if self.length_group:
                 chunk = self._group(chunk, np.random.default_rng([self.seed, epoch, reader, 2, taken]))
             first = skip - taken if taken < skip else 0
@@ -250,8 +250,8 @@ class ShardStream(IterableDataset):
                 yield self._item(encoded)
             taken += size
 
-    def _encode(self, rows: _Rows, position: int) -> dict[str, Any]:
-        """A planned position as {"source", "record", "ids", "labels"} or {"source", "skip_reason"}."""
+    def _parse(self, rows: _Rows, position: int) -> dict[str, Any]:
+        """A planned position as {"source", "record"} or {"source", "skip_reason"}."""
         shard, row = rows.shard_of(position)
         source = f"{shard.name}#{row}"
         raw = rows.get(position)
@@ -260,11 +260,21 @@ class ShardStream(IterableDataset):
         record = check_record(row_to_record(raw, shard), source, [])
         if not isinstance(record, Record):
             return self._skipped(record[0], source, record[1])
-        ids, labels = self.encoder.encode(record.messages)
-        kept = fit_to_length(ids, labels, self.max_length, self.image_token_id)
-        if isinstance(kept, str):
-            return self._skipped("too_long", source, kept)
-        return {"source": source, "record": record, "ids": kept[0], "labels": kept[1]}
+        return {"source": source, "record": record}
+
+    def _encode(self, chunk: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Token ids and labels for the chunk's records (one tokenizer call), or a ``too_long`` skip."""
+        usable = [sample for sample in chunk if "record" in sample]
+        encoded = self.encoder.encode_batch([sample["record"].messages for sample in usable]) if usable else []
+        for sample, (ids, labels) in zip(usable, encoded):
+            kept = fit_to_length(ids, labels, self.max_length, self.image_token_id)
+            if isinstance(kept, str):
+                source = sample.pop("source")
+                sample.pop("record")
+                sample.update(self._skipped("too_long", source, kept))
+            else:
+                sample["ids"], sample["labels"] = kept
+        return chunk
 
     def _skipped(self, reason: str, source: str, detail: str) -> dict[str, Any]:
         self.skips.add(reason, source, detail)  # this worker's log; the trainer counts the items

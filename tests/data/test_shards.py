@@ -184,6 +184,10 @@ def test_bad_shards_are_named_skips_or_one_clear_error(tmp_path, shards, process
     lost = [s for s in rest if s.startswith("unreadable_shard:")]
     assert lost and all(victim in s for s in lost) and len(rest) == len(order) - 1
 
+    # a sample whose cut would drop its image tokens: a too_long skip in its place
+    short = [s for batch in sources_of(stream(str(shards / "parquet"), processor, max_length=12)) for s in batch]
+    assert short and all(s.startswith("too_long:") for s in short if "#0" in s or "#1" in s)
+
     # a shard without the conversation column, or a manifest whose count disagrees: one clear error
     bare = tmp_path / "bare"
     bare.mkdir()
