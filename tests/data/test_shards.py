@@ -201,3 +201,11 @@ def test_bad_shards_are_named_skips_or_one_clear_error(tmp_path, shards, process
     (wrong / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(DataError, match="says shard-00000.parquet has 5 samples; the file has 4"):
         stream(str(wrong), processor)
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "webdataset"])
+def test_stats_reads_shards_as_it_reads_json(shards, source, fmt, capsys):
+    assert data_main(["stats", str(shards / fmt), "--verify-images"]) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith("38 records") and "by modality: image 36, text 2" in printed
+    assert "36 referenced, 36 unique, 0 missing, 0 unreadable" in printed
