@@ -199,7 +199,8 @@ def _table_rows(shard: Shard, start: int) -> Iterator[dict[str, Any]]:
         while first < file.num_row_groups and skip >= file.metadata.row_group(first).num_rows:
             skip -= file.metadata.row_group(first).num_rows
             first += 1
-        batches = file.iter_batches(batch_size=64, row_groups=range(first, file.num_row_groups))
+        # one thread: DataLoader workers are the parallelism (pyarrow's pool in each of them would oversubscribe)
+        batches = file.iter_batches(batch_size=64, row_groups=range(first, file.num_row_groups), use_threads=False)
     else:
         batches, skip = _arrow_table(shard.path).slice(start).to_batches(max_chunksize=64), 0
     for batch in batches:
