@@ -209,3 +209,21 @@ def test_stats_reads_shards_as_it_reads_json(shards, source, fmt, capsys):
     printed = capsys.readouterr().out
     assert printed.startswith("38 records") and "by modality: image 36, text 2" in printed
     assert "36 referenced, 36 unique, 0 missing, 0 unreadable" in printed
+
+
+def test_a_hugging_face_dataset_by_name_streams_from_its_arrow_files(tmp_path, shards, processor, monkeypatch):
+    import datasets
+
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)  # no hub here: fail at once, not after retries
+    folder = tmp_path / "hub_copy"  # what load_dataset(NAME) finds: Parquet files (a local folder stands in here)
+    folder.mkdir()
+    for shard in sorted((shards / "parquet").glob("*.parquet")):
+        shutil.copy(shard, folder)
+    dataset = stream(f"hf:{folder}", processor)
+    assert all(s.format == "arrow" and str(tmp_path / "cache") in s.path for s in dataset.shards)
+    assert dataset.num_samples == 38
+    seen = [s for batch in sources_of(dataset) for s in batch]
+    assert len(seen) == 38 and not any(":" in s for s in seen)  # every row a usable sample, images decoded
+    with pytest.raises(DataError, match="cannot load the dataset"):
+        stream("hf:no/such-dataset-here", processor)
