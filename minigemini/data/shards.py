@@ -64,11 +64,9 @@ class Broken:
 
 
 def is_shard_source(source: str) -> bool:
-    """True for a folder, a shard file, a glob or ``hf:NAME``; False for a LLaVA ``.json``/``.jsonl`` file."""
+    """True for a folder, a shard file (or a glob of them) or ``hf:NAME``; False for LLaVA ``.json``/``.jsonl``."""
     source = os.fspath(source)
-    if source.startswith(_HF_PREFIX) or os.path.isdir(source) or glob.has_magic(source):
-        return True
-    return os.path.splitext(source)[1].lower() in FORMATS
+    return source.startswith(_HF_PREFIX) or os.path.isdir(source) or os.path.splitext(source)[1].lower() in FORMATS
 
 
 def _format_of(path: str) -> str:
@@ -155,9 +153,11 @@ def open_shards(sources: str | Sequence[str], skips: SkipCounter | None = None) 
             found = _from_manifest(source)
         else:
             if os.path.isdir(source):
-                paths = sorted(p for p in glob.glob(os.path.join(source, "*")) if os.path.splitext(p)[1] in FORMATS)
+                paths = sorted(
+                    p for p in glob.glob(os.path.join(source, "*")) if os.path.splitext(p)[1].lower() in FORMATS
+                )
             elif glob.has_magic(source):
-                paths = sorted(glob.glob(source))
+                paths = sorted(p for p in glob.glob(source) if os.path.splitext(p)[1].lower() in FORMATS)
             else:
                 paths = [source] if os.path.isfile(source) else []
             if not paths:
