@@ -29,7 +29,9 @@ logger = logging.getLogger(__name__)
 _SCAN_BATCH = 512
 
 
-def fit_to_length(ids: np.ndarray, labels: np.ndarray, max_length: int, image_token_id: int):
+def fit_to_length(
+    ids: np.ndarray, labels: np.ndarray, max_length: int, image_token_id: int
+) -> tuple[np.ndarray, np.ndarray] | str:
     """The max_length rule: (ids, labels) kept or truncated (image tokens intact, something supervised left), or the
     reason a cut cannot keep the sample (a string)."""
     if len(ids) <= max_length:

@@ -53,7 +53,8 @@ class Shard:
 
     @property
     def name(self) -> str:
-        return os.path.basename(self.path)
+        """``folder/file``: names samples (``name#row``) uniquely across sources whose shard files share names."""
+        return os.path.join(os.path.basename(os.path.dirname(self.path)), os.path.basename(self.path))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,7 +87,9 @@ def _count(path: str, fmt: str, skips: SkipCounter) -> int:
         for _ in _tar_samples(path):
             rows += 1
     except Exception as err:  # noqa: BLE001 (tarfile, OSError, ...: any of them means the rest is unreadable)
-        skips.add("unreadable_shard", f"{os.path.basename(path)}#{rows}", f"unreadable after {rows} samples: {err}")
+        skips.add(
+            "unreadable_shard", f"{Shard(path, fmt, rows).name}#{rows}", f"unreadable after {rows} samples: {err}"
+        )
     return rows
 
 
