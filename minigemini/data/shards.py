@@ -75,12 +75,14 @@ def _format_of(path: str) -> str:
 
 
 def _count(path: str, fmt: str, skips: SkipCounter) -> int:
-    if fmt == "parquet":
+    if fmt in ("parquet", "arrow"):
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
-        return pq.ParquetFile(path).metadata.num_rows
-    if fmt == "arrow":
-        return _arrow_table(path).num_rows
+        try:
+            return pq.ParquetFile(path).metadata.num_rows if fmt == "parquet" else _arrow_table(path).num_rows
+        except (OSError, pa.ArrowException) as err:
+            raise DataError(f"{path} is not a readable {fmt} shard: {err}") from None
     # a tar without a manifest: count its samples once; a broken one counts what can be read and says so
     rows = 0
     try:
@@ -112,24 +114,20 @@ def _from_manifest(folder: str) -> list[Shard]:
     try:
         with open(path, encoding="utf-8") as f:
             manifest = json.load(f)
-        entries = manifest["shards"]
+        entries = [(str(entry["file"]), int(entry["samples"]), entry.get("bytes")) for entry in manifest["shards"]]
         fmt = manifest["format"]
-    except (OSError, ValueError, KeyError, TypeError) as err:
-        raise DataError(f"{path} is not a readable shard manifest ({err})") from None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+        raise DataError(f"{path} is not a readable shard manifest ({type(err).__name__}: {err})") from None
     shards = []
-    for entry in entries:
-        file = os.path.join(folder, entry["file"])
+    for name, samples, size in entries:
+        file = os.path.join(folder, name)
         if not os.path.isfile(file):
-            raise DataError(f"{path} lists {entry['file']}, which is not in {folder}")
-        size = os.path.getsize(file)
-        if "bytes" in entry and size != entry["bytes"]:
-            raise DataError(f"{path} says {entry['file']} has {entry['bytes']} bytes; the file has {size}")
-        shard = Shard(file, fmt, int(entry["samples"]))
-        if fmt != "webdataset":
-            counted = _count(file, fmt, SkipCounter())
-            if counted != shard.rows:
-                raise DataError(f"{path} says {entry['file']} has {shard.rows} samples; the file has {counted}")
-        shards.append(shard)
+            raise DataError(f"{path} lists {name}, which is not in {folder}")
+        if size is not None and os.path.getsize(file) != size:
+            raise DataError(f"{path} says {name} has {size} bytes; the file has {os.path.getsize(file)}")
+        if fmt != "webdataset" and (counted := _count(file, fmt, SkipCounter())) != samples:
+            raise DataError(f"{path} says {name} has {samples} samples; the file has {counted}")
+        shards.append(Shard(file, fmt, samples))
     return shards
 
 

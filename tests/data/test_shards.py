@@ -227,3 +227,14 @@ def test_a_hugging_face_dataset_by_name_streams_from_its_arrow_files(tmp_path, s
     assert len(seen) == 38 and not any(":" in s for s in seen)  # every row a usable sample, images decoded
     with pytest.raises(DataError, match="cannot load the dataset"):
         stream("hf:no/such-dataset-here", processor)
+
+
+def test_an_unreadable_parquet_file_or_manifest_is_one_clear_error(tmp_path, processor):
+    (tmp_path / "broken.parquet").write_bytes(b"PAR1 not really")
+    with pytest.raises(DataError, match="broken.parquet is not a readable parquet shard"):
+        stream(str(tmp_path / "broken.parquet"), processor)
+    folder = tmp_path / "with_manifest"
+    folder.mkdir()
+    (folder / "manifest.json").write_text(json.dumps({"format": "parquet", "shards": [{"file": "a.parquet"}]}))
+    with pytest.raises(DataError, match="is not a readable shard manifest"):
+        stream(str(folder), processor)
