@@ -31,6 +31,7 @@ EXTRAS = {
     "yaml": "train",
     "datasets": "eval",
     "pyarrow": "eval",
+    "webdataset": "train",
     "gguf": "demo",
     "lmms_eval": "lmms",
     "deepspeed": "deepspeed",

@@ -17,7 +17,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("data", nargs="+", help="LLaVA-format .json / .jsonl file(s)")
+    parser.add_argument("data", nargs="+", help="LLaVA-format .json / .jsonl file(s), or shards (mgm data shard)")
     parser.add_argument(
         "--image-folder", nargs="+", help="root(s) of relative image paths (default: the data's folder)"
     )

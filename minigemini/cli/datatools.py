@@ -4,6 +4,7 @@ mgm data mix recipes/data/stage2.yaml --root /datasets/mgm        # assemble a m
 mgm data ocr docvqa.json --image-folder images/ -o docvqa_ocr.json  # append "Reference OCR token: ..."
 mgm data gen recaption --input laion_gpt4v.json --base-url http://localhost:8000/v1 --model M -o gen.json
 mgm data stats train.json --image-folder images/ --tokenizer MODEL_DIR
+mgm data shard train.json --image-folder images/ -o shards/ --format parquet   # streamed training data
 mgm data synth --output data/world --scenes 8000                  # the offline synthetic world
 """
 
@@ -21,6 +22,7 @@ DATA_SUBCOMMANDS = (
     "minigemini.cli.data_ocr",
     "minigemini.cli.data_gen",
     "minigemini.cli.data_stats",
+    "minigemini.cli.data_shard",
     "minigemini.cli.data_synth",
 )
 
@@ -28,7 +30,7 @@ DATA_SUBCOMMANDS = (
 def add_parser(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "data",
-        help="build and inspect training data: mix, ocr, gen, stats, synth",
+        help="build and inspect training data: mix, ocr, gen, stats, shard, synth",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -50,7 +50,9 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
         help="starting model directory (save_pretrained: mgm init / mgm convert / stage 1 output), or a LoRA "
         "adapter folder (a --lora stage's output) whose adapter trains on with --lora",
     )
-    io.add_argument("--data", nargs="+", help="LLaVA-format .json / .jsonl conversation files")
+    io.add_argument(
+        "--data", nargs="+", help="LLaVA-format .json / .jsonl files, or shards (mgm data shard; hf:NAME): streamed"
+    )
     io.add_argument("--image-folder", nargs="+", help="root folder(s) for relative image paths (first match wins)")
     io.add_argument("--output", help="output directory: checkpoints, final model + processor, logs")
     io.add_argument("--processor", help="processor directory (default: the model directory)")

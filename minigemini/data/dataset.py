@@ -22,11 +22,34 @@ from minigemini.data.records import DataError, Record, read_records
 from minigemini.image_processing import ImageLoadError, MiniGeminiImageProcessor
 from minigemini.modeling import IGNORE_INDEX
 
-__all__ = ["SupervisedDataset"]
+__all__ = ["SupervisedDataset", "fit_to_length", "image_tensors"]
 
 logger = logging.getLogger(__name__)
 
 _SCAN_BATCH = 512
+
+
+def fit_to_length(
+    ids: np.ndarray, labels: np.ndarray, max_length: int, image_token_id: int
+) -> tuple[np.ndarray, np.ndarray] | str:
+    """The max_length rule: (ids, labels) kept or truncated (image tokens intact, something supervised left), or the
+    reason a cut cannot keep the sample (a string)."""
+    if len(ids) <= max_length:
+        return ids, labels
+    image_positions = np.flatnonzero(ids == image_token_id)
+    images_fit = len(image_positions) == 0 or image_positions[-1] < max_length
+    supervised_left = bool((labels[1:max_length] != IGNORE_INDEX).any())
+    if not (images_fit and supervised_left):
+        why = "the image tokens" if not images_fit else "every answer"
+        return f"{len(ids)} tokens > {max_length}; a cut would drop {why}"
+    return ids[:max_length], labels[:max_length]
+
+
+def image_tensors(image_processor: MiniGeminiImageProcessor, images: list) -> dict[str, Any]:
+    """``pixel_values`` and ``high_res_pixel_values`` of a sample's images (paths or encoded bytes); raises
+    ImageLoadError or OSError for an image that cannot be decoded."""
+    pixels = image_processor(images, return_tensors="pt")
+    return {"pixel_values": pixels["pixel_values"], "high_res_pixel_values": pixels["high_res_pixel_values"]}
 
 
 class SupervisedDataset(Dataset):
@@ -91,21 +114,14 @@ class SupervisedDataset(Dataset):
 
     def _fit(self, ids: np.ndarray, labels: np.ndarray, record: Record, count: bool = True):
         """Apply the max_length rule: keep, truncate (image tokens intact, something supervised left) or skip."""
-        if len(ids) <= self.max_length:
-            return ids, labels
-        image_positions = np.flatnonzero(ids == self.image_token_id)
-        images_fit = len(image_positions) == 0 or image_positions[-1] < self.max_length
-        supervised_left = bool((labels[1 : self.max_length] != IGNORE_INDEX).any())
-        if not (images_fit and supervised_left):
+        kept = fit_to_length(ids, labels, self.max_length, self.image_token_id)
+        if isinstance(kept, str):
             if count:
-                why = "the image tokens" if not images_fit else "every answer"
-                self.skips.add(
-                    "too_long", record.source, f"{len(ids)} tokens > {self.max_length}; a cut would drop {why}"
-                )
+                self.skips.add("too_long", record.source, kept)
             return None
-        if count:
+        if count and len(kept[0]) < len(ids):
             self.num_truncated += 1
-        return ids[: self.max_length], labels[: self.max_length]
+        return kept
 
     # ------------------------------------------------------------------------------------------ sizes
 
@@ -130,12 +146,10 @@ class SupervisedDataset(Dataset):
         item: dict[str, Any] = {"input_ids": torch.from_numpy(ids), "labels": torch.from_numpy(labels)}
         if record.images:
             try:
-                pixels = self.image_processor(record.images, return_tensors="pt")
+                item.update(image_tensors(self.image_processor, record.images))
             except (ImageLoadError, OSError) as err:
                 if record.source not in self._warned:  # once per process, not once per epoch
                     self._warned.add(record.source)
                     logger.warning("skipping %s (unreadable_image): %s", record.source, err)
                 return {"skip_reason": "unreadable_image", "source": record.source}
-            item["pixel_values"] = pixels["pixel_values"]
-            item["high_res_pixel_values"] = pixels["high_res_pixel_values"]
         return item

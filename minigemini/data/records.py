@@ -22,12 +22,21 @@ import json
 import logging
 import os
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from minigemini.templates import IMAGE_PLACEHOLDER
 
-__all__ = ["SKIP_REASONS", "DataError", "Record", "SkipCounter", "read_records", "resolve_image"]
+__all__ = [
+    "SKIP_REASONS",
+    "DataError",
+    "Record",
+    "SkipCounter",
+    "check_record",
+    "iter_records",
+    "read_records",
+    "resolve_image",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +49,7 @@ SKIP_REASONS = {
     "missing_image": "an image file was not found under the image folders",
     "unreadable_image": "an image file could not be decoded",
     "too_long": "longer than max_length and truncation would cut image tokens or every answer",
+    "unreadable_shard": "its shard is missing, truncated or corrupt from this sample on",
 }
 
 _ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
@@ -51,11 +61,12 @@ class DataError(ValueError):
 
 @dataclasses.dataclass
 class Record:
-    """One usable conversation: chat messages (``role``/``content``) and resolved image paths, in text order."""
+    """One usable conversation: chat messages (``role``/``content``) and its images in text order (resolved paths, or
+    the encoded bytes of a shard's row)."""
 
     messages: list[dict[str, str]]
-    images: list[str]
-    source: str  # "file:line" (JSONL) or "file#record" (JSON array), for messages
+    images: list[str | bytes]
+    source: str  # "file:line" (JSONL), "file#record" (JSON array) or "shard#row", for messages
     id: str | None = None
 
 
@@ -138,38 +149,47 @@ def _iter_raw(path: str) -> Iterable[tuple[str, Any, str | None]]:
                 yield f"{name}:{line_number}", None, err.msg
 
 
-def _to_record(obj: Any, source: str, image_folders: Sequence[str], skips: SkipCounter) -> Record | None:
+class _Skip(Exception):
+    def __init__(self, reason: str, detail: str = ""):
+        super().__init__(reason, detail)
+        self.reason, self.detail = reason, detail
+
+
+def check_record(obj: Any, source: str, image_folders: Sequence[str]) -> Record | tuple[str, str]:
+    """``obj`` as a Record, or (skip reason, detail).  Images are paths (resolved under ``image_folders``) or encoded
+    bytes (a shard's row; ``None`` there means the image is missing)."""
+    try:
+        return _to_record(obj, source, image_folders)
+    except _Skip as skip:
+        return skip.reason, skip.detail
+
+
+def _to_record(obj: Any, source: str, image_folders: Sequence[str]) -> Record:
     if not isinstance(obj, dict):
-        skips.add("bad_record", source, f"expected an object, got {type(obj).__name__}")
-        return None
+        raise _Skip("bad_record", f"expected an object, got {type(obj).__name__}")
     conversations = obj.get("conversations")
     if not isinstance(conversations, list):
-        skips.add("bad_record", source, "no 'conversations' list")
-        return None
+        raise _Skip("bad_record", "no 'conversations' list")
     images = obj.get("image", obj.get("images"))
     if images is None:
         images = []
     elif isinstance(images, str):
         images = [images]
-    if not isinstance(images, list) or not all(isinstance(i, str) and i for i in images):
-        skips.add("bad_record", source, "'image' must be a path or a list of paths")
-        return None
+    if not isinstance(images, list) or not all(i is None or (isinstance(i, (str, bytes)) and i) for i in images):
+        raise _Skip("bad_record", "'image' must be a path or a list of paths")
 
     system = obj.get("system")
     if system is not None and not isinstance(system, str):
-        skips.add("bad_record", source, "'system' must be a string")
-        return None
+        raise _Skip("bad_record", "'system' must be a string")
     messages: list[dict[str, str]] = []
     for turn_index, turn in enumerate(conversations):
         role = _ROLES.get(turn.get("from", turn.get("role"))) if isinstance(turn, dict) else None
         value = turn.get("value", turn.get("content")) if isinstance(turn, dict) else None
         if role is None or not isinstance(value, str):
-            skips.add("bad_record", source, f"turn {turn_index} needs 'from' (human/gpt) and a string 'value'")
-            return None
+            raise _Skip("bad_record", f"turn {turn_index} needs 'from' (human/gpt) and a string 'value'")
         if role == "system":
             if turn_index != 0 or system is not None:
-                skips.add("bad_record", source, "a system turn must come first (and only once)")
-                return None
+                raise _Skip("bad_record", "a system turn must come first (and only once)")
             system = value
             continue
         if not messages and role == "assistant":
@@ -178,29 +198,57 @@ def _to_record(obj: Any, source: str, image_folders: Sequence[str], skips: SkipC
 
     answers = [m for m in messages if m["role"] == "assistant" and m["content"].strip()]
     if not any(m["role"] == "user" for m in messages) or not answers:
-        skips.add("empty_conversation", source)
-        return None
+        raise _Skip("empty_conversation")
     if any(IMAGE_PLACEHOLDER in m["content"] for m in messages if m["role"] == "assistant"):
-        skips.add("image_count_mismatch", source, f"{IMAGE_PLACEHOLDER} in an assistant turn")
-        return None
+        raise _Skip("image_count_mismatch", f"{IMAGE_PLACEHOLDER} in an assistant turn")
     placeholders = sum(m["content"].count(IMAGE_PLACEHOLDER) for m in messages)
     if images and placeholders == 0:
         messages[0] = {"role": "user", "content": (IMAGE_PLACEHOLDER + "\n") * len(images) + messages[0]["content"]}
     elif placeholders != len(images):
-        skips.add("image_count_mismatch", source, f"{placeholders} {IMAGE_PLACEHOLDER} for {len(images)} image(s)")
-        return None
+        raise _Skip("image_count_mismatch", f"{placeholders} {IMAGE_PLACEHOLDER} for {len(images)} image(s)")
 
     resolved = []
     for image in images:
+        if isinstance(image, bytes):
+            resolved.append(image)
+            continue
+        if image is None:
+            raise _Skip("missing_image", "the row has no image bytes")
         found = resolve_image(image, image_folders)
         if found is None:
-            skips.add("missing_image", source, f"{image} not found under {list(image_folders)}")
-            return None
+            raise _Skip("missing_image", f"{image} not found under {list(image_folders)}")
         resolved.append(found)
     if system is not None:
         messages.insert(0, {"role": "system", "content": system})
     record_id = obj.get("id")
     return Record(messages=messages, images=resolved, source=source, id=None if record_id is None else str(record_id))
+
+
+def iter_records(
+    data_files: str | Sequence[str],
+    image_folders: str | Sequence[str] | None = None,
+    skips: SkipCounter | None = None,
+) -> Iterator[Record]:
+    """Each usable record of ``data_files``, one at a time (skips are counted in ``skips``); see ``read_records``."""
+    files = [data_files] if isinstance(data_files, (str, os.PathLike)) else list(data_files)
+    if not files:
+        raise DataError("no data files given")
+    folders = [image_folders] if isinstance(image_folders, (str, os.PathLike)) else list(image_folders or [])
+    skips = skips if skips is not None else SkipCounter()
+    for path in files:
+        path = os.fspath(path)
+        if not os.path.isfile(path):
+            raise DataError(f"data file not found: {path}")
+        roots = [os.fspath(f) for f in folders] or [os.path.dirname(os.path.abspath(path))]
+        for source, obj, error in _iter_raw(path):
+            if error is not None:
+                skips.add("bad_json", source, error)
+                continue
+            record = check_record(obj, source, roots)
+            if isinstance(record, Record):
+                yield record
+            else:
+                skips.add(record[0], source, record[1])
 
 
 def read_records(
@@ -213,22 +261,5 @@ def read_records(
     ``image_folders``: roots that relative image paths are looked up in, first match wins (default: the data
     file's own folder).  Raises ``DataError`` for a missing or unparsable file; records are never fatal.
     """
-    files = [data_files] if isinstance(data_files, (str, os.PathLike)) else list(data_files)
-    if not files:
-        raise DataError("no data files given")
-    folders = [image_folders] if isinstance(image_folders, (str, os.PathLike)) else list(image_folders or [])
     skips = skips if skips is not None else SkipCounter()
-    records: list[Record] = []
-    for path in files:
-        path = os.fspath(path)
-        if not os.path.isfile(path):
-            raise DataError(f"data file not found: {path}")
-        roots = [os.fspath(f) for f in folders] or [os.path.dirname(os.path.abspath(path))]
-        for source, obj, error in _iter_raw(path):
-            if error is not None:
-                skips.add("bad_json", source, error)
-                continue
-            record = _to_record(obj, source, roots, skips)
-            if record is not None:
-                records.append(record)
-    return records, skips
+    return list(iter_records(data_files, image_folders, skips)), skips

@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from minigemini.data.jsonio import iter_raw
-from minigemini.data.records import DataError, SkipCounter, _to_record
+from minigemini.data.records import DataError, Record, SkipCounter, check_record
 from minigemini.templates import IMAGE_PLACEHOLDER
 
 __all__ = ["MixResult", "Recipe", "Source", "image_problem", "load_recipe", "mix"]
@@ -327,8 +327,9 @@ def _prepare(obj, where, spec, image_root, out_folder, verify_images, skips, dro
     if images:
         item.pop("images", None)
         item["image"] = images[0] if len(images) == 1 and not isinstance(obj.get("image"), list) else images
-    record = _to_record(item, where, [image_root], skips)  # records.py's rules: the mix trains as it validates
-    if record is None:
+    record = check_record(item, where, [image_root])  # records.py's rules: the mix trains as it validates
+    if not isinstance(record, Record):
+        skips.add(record[0], where, record[1])
         return None
     if verify_images:
         for path in record.images:

@@ -1,4 +1,5 @@
-"""`mgm data stats FILE...`: what a training file holds, before hours of training find out.
+"""`mgm data stats FILE...`: what a training file (or a folder of shards: `mgm data shard`) holds, before hours of
+training find out.
 
 Counts by source (the ``source`` field that ``mgm data mix`` writes; ``(untagged)`` otherwise) and by modality
 (text-only, one image, several images), generation samples (``<GEN>``) and OCR-augmented ones; length percentiles
@@ -18,6 +19,7 @@ import numpy as np
 
 from minigemini.data.jsonio import iter_raw
 from minigemini.data.records import DataError, resolve_image
+from minigemini.data.shards import Broken, is_shard_source, open_shards, read_shard, row_to_record
 from minigemini.datatools.mix import image_problem, images_of
 from minigemini.datatools.problems import Problems
 from minigemini.generation import GEN_TAG
@@ -40,6 +42,29 @@ def _texts(obj: dict[str, Any]) -> list[str] | None:
             return None
         texts.append(value)
     return texts
+
+
+def _shard_rows(source: str, problems: Problems):
+    """(where, object, None) for every row of a shard source (images as bytes); unreadable rows are problems."""
+    for shard in open_shards(source):
+        for row, raw in read_shard(shard):
+            if isinstance(raw, Broken):
+                problems.add("unreadable_shard", f"{shard.name}#{row}: {raw.detail}")
+            else:
+                yield f"{shard.name}#{row}", row_to_record(raw, shard), None
+
+
+def _embedded_problem(image: bytes | None, decode: bool) -> str | None:
+    if image is None:
+        return "missing_image"
+    if decode:
+        from minigemini.image_processing import ImageLoadError, load_image
+
+        try:
+            load_image(image)
+        except (ImageLoadError, OSError):
+            return "unreadable_image"
+    return None
 
 
 def load_tokenizer(name: str):
@@ -71,14 +96,17 @@ def compute_stats(
     images_checked: dict[str, str | None] = {}
     referenced = 0
     for path in data_files:
-        if not os.path.isfile(path):
-            raise DataError(f"data file not found: {path}")
         folders = list(image_folders or []) or [os.path.dirname(os.path.abspath(path))]
-        try:
-            rows = list(iter_raw(path))
-        except DataError as err:
-            problems.add("unreadable_file", f"{path}: {err}")
-            continue
+        if is_shard_source(path):
+            rows = _shard_rows(path, problems)  # read lazily, as training reads them
+        elif not os.path.isfile(path):
+            raise DataError(f"data file not found: {path}")
+        else:
+            try:
+                rows = list(iter_raw(path))
+            except DataError as err:
+                problems.add("unreadable_file", f"{path}: {err}")
+                continue
         for where, obj, error in rows:
             if error is not None:
                 problems.add("bad_json", f"{where}: {error}")
@@ -99,8 +127,13 @@ def compute_stats(
             ocr += OCR_PREFIX.strip() in joined
             texts.append(joined.replace(IMAGE_PLACEHOLDER, ""))  # image tokens are counted per image
             image_counts.append(len(images))
-            for image in images:
+            for number, image in enumerate(images):
                 referenced += 1
+                if image is None or isinstance(image, bytes):  # inside a shard's row
+                    problem = images_checked[f"{where}/{number}"] = _embedded_problem(image, verify_images)
+                    if problem:
+                        problems.add(problem, f"{where}: image {number}")
+                    continue
                 image = str(image)
                 resolved = resolve_image(image, folders)
                 key = resolved or f"?{image}"

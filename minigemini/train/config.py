@@ -92,6 +92,7 @@ class TrainConfig:
     seed: int = 42
     sampler: str | None = None
     length_group_steps: int = 1  # modality_length: steps whose samples are sorted by length together (less padding)
+    shuffle_buffer: int = 1000  # shard data: samples each DataLoader worker shuffles among (data/stream.py)
     # runtime
     save_steps: int = 1000
     save_total_limit: int | None = 1

@@ -24,6 +24,8 @@ from transformers.trainer_callback import PrinterCallback, ProgressCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from minigemini.data import MiniGeminiCollator, SupervisedDataset
+from minigemini.data.shards import is_shard_source
+from minigemini.data.stream import ShardStream
 from minigemini.errors import UserError, require
 from minigemini.modeling import MiniGeminiForConditionalGeneration
 from minigemini.precision import resolve_precision
@@ -83,13 +85,37 @@ def _load_dtype(config: TrainConfig) -> torch.dtype:
     return torch.float32 if half is None or fsdp else half
 
 
-def build_dataset(config: TrainConfig, processor: MiniGeminiProcessor) -> SupervisedDataset:
+def streamed(config: TrainConfig) -> bool:
+    """Shards (folders, Parquet/Arrow/tar files, ``hf:NAME``) are streamed; LLaVA JSON files are read whole."""
+    shards = [is_shard_source(path) for path in config.data]
+    if any(shards) and not all(shards):
+        raise UserError("--data mixes JSON files and shards: convert the JSON with `mgm data shard` first")
+    return any(shards)
+
+
+def build_dataset(config: TrainConfig, processor: MiniGeminiProcessor) -> SupervisedDataset | ShardStream:
     """The training data with the stage's template and image preprocessing (stage 1: no padding to square)."""
     template = processor.template_name if config.template == MODEL_TEMPLATE else config.template
     image_processor = processor.image_processor
     if config.pad_to_square is not None and config.pad_to_square != image_processor.pad_to_square:
         image_processor = copy.deepcopy(image_processor)
         image_processor.pad_to_square = config.pad_to_square
+    if streamed(config):
+        accumulation = config.accumulation_steps(world_size())
+        grouped = config.sampler == "modality_length"
+        return ShardStream(
+            config.data,
+            processor,
+            template=template,
+            max_length=config.max_length,
+            image_processor=image_processor,
+            batch_size=config.per_device_batch_size,
+            num_workers=config.dataloader_workers,
+            accumulation_steps=accumulation,
+            seed=config.seed,
+            buffer_size=config.shuffle_buffer,
+            length_group=accumulation * config.length_group_steps if grouped else 0,
+        )
     return SupervisedDataset(
         config.data,
         processor,
@@ -213,6 +239,7 @@ def build_training_arguments(config: TrainConfig, accumulation_steps: int) -> Tr
         remove_unused_columns=False,
         include_num_input_tokens_seen="non_padding",
         restore_callback_states_from_checkpoint=True,  # DataTotals: a resumed run reports the whole run's samples
+        ignore_data_skip=streamed(config),  # a ShardStream resumes by itself, without reading what it skips
         report_to=config.report_to,
         use_cpu=not on_accelerator(),
         ddp_find_unused_parameters=False,  # every trainable parameter is kept in the graph (see MiniGeminiTrainer)
@@ -362,7 +389,7 @@ def train(config: TrainConfig, callbacks: list | None = None) -> TrainResult:
         "lora": config.lora,
         "steps": trainer.state.global_step,
         "epochs": trainer.state.epoch,
-        "dataset_samples": len(dataset),
+        "dataset_samples": getattr(dataset, "num_samples", len(dataset)),
         "samples_seen": totals["samples"],
         "skipped": dict(sorted(skipped.items())),
         "skipped_total": sum(skipped.values()),

@@ -1,6 +1,7 @@
 """MiniGeminiTrainer: the Hugging Face Trainer with the few things Mini-Gemini training needs.
 
 - ``_get_train_sampler``: modality + length grouped batches (``data.sampler``), or sequential / random;
+- ``get_train_dataloader``: a ShardStream's own loader (every rank reads its own shards), resumed by ``StreamResume``;
 - ``create_optimizer``: a separate learning rate for the mining layer and the projector (``projector_lr``);
 - ``_prepare_inputs``: takes the collator's ``data_stats`` (samples, runtime skips) out of the batch and counts them
   (in ``DataTotals``, a callback whose counts travel in checkpoints, so a resumed run reports the whole run's);
@@ -23,10 +24,11 @@ from transformers.trainer_callback import ExportableState
 
 from minigemini.data.collator import DATA_STATS_KEY
 from minigemini.data.sampler import ModalityLengthGroupedSampler
+from minigemini.data.stream import ShardStream
 from minigemini.train.engines import enable_fsdp_on_cpu
 from minigemini.train.stages import is_multimodal_parameter
 
-__all__ = ["DataTotals", "MiniGeminiTrainer"]
+__all__ = ["DataTotals", "MiniGeminiTrainer", "StreamResume"]
 
 
 class DataTotals(TrainerCallback, ExportableState):
@@ -61,6 +63,18 @@ class DataTotals(TrainerCallback, ExportableState):
         return {"args": {}, "attributes": {"carried": self._at_checkpoint}}
 
 
+class StreamResume(TrainerCallback):
+    """Tells a ShardStream how many micro-batches this rank has trained on (none, or those of the checkpoint resumed
+    from), before the DataLoader starts its workers; the stream then starts exactly there (the Trainer's own skipping,
+    which reads and discards, is off: ``ignore_data_skip``)."""
+
+    def __init__(self, stream: ShardStream):
+        self.stream = stream
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.stream.resume(state.global_step * args.gradient_accumulation_steps)
+
+
 class MiniGeminiTrainer(Trainer):
     """Trainer with Mini-Gemini's sampler, projector learning rate and data accounting.
 
@@ -87,6 +101,8 @@ class MiniGeminiTrainer(Trainer):
         self.sampler_kind = sampler
         super().__init__(*args, **kwargs)
         self.add_callback(DataTotals())
+        if isinstance(self.train_dataset, ShardStream):
+            self.add_callback(StreamResume(self.train_dataset))
 
     def create_accelerator_and_postprocess(self) -> None:
         super().create_accelerator_and_postprocess()
@@ -94,6 +110,13 @@ class MiniGeminiTrainer(Trainer):
             self.is_fsdp_enabled = True
 
     # ------------------------------------------------------------------------------------------ data
+
+    def get_train_dataloader(self):
+        if not isinstance(self.train_dataset, ShardStream):
+            return super().get_train_dataloader()
+        # Not through accelerate's prepare, which would have every rank read the whole stream (or rank 0 read it for
+        # all): each rank's stream already reads its own shards.  The Trainer moves the batches to the device.
+        return self.train_dataset.loader(self.data_collator, pin_memory=self.args.dataloader_pin_memory)
 
     def _get_train_sampler(self, train_dataset=None):
         dataset = self.train_dataset if train_dataset is None else train_dataset

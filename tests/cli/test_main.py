@@ -12,7 +12,8 @@ def test_every_command_is_registered():
     parser = cli.build_parser()
     commands = parser._subparsers._group_actions[0].choices
     assert set(commands) == set(cli.SUBCOMMANDS)
-    assert set(commands["data"]._subparsers._group_actions[0].choices) == {"mix", "ocr", "gen", "stats", "synth"}
+    data_commands = {"mix", "ocr", "gen", "stats", "shard", "synth"}
+    assert set(commands["data"]._subparsers._group_actions[0].choices) == data_commands
 
 
 @pytest.mark.parametrize(
