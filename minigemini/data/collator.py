@@ -18,7 +18,8 @@ from minigemini.modeling import IGNORE_INDEX
 __all__ = ["DATA_STATS_KEY", "MiniGeminiCollator"]
 
 #: Batch key with {"samples": int, "skipped": [(source, reason), ...]} (and "sources" of the samples kept, when the
-#: items name them, as a ShardStream's do); not a model input.
+#: items name them, and "truncated", the samples cut to max_length, when marked: a ShardStream's do); not a model
+#: input.
 DATA_STATS_KEY = "data_stats"
 
 
@@ -61,6 +62,9 @@ class MiniGeminiCollator:
             batch["pixel_values"] = torch.cat([f["pixel_values"] for f in with_images])
             batch["high_res_pixel_values"] = torch.cat([f["high_res_pixel_values"] for f in with_images])
         batch[DATA_STATS_KEY] = {"samples": num_samples, "skipped": skipped}
+        truncated = sum(bool(f.get("truncated")) for f in features if "skip_reason" not in f)
+        if truncated:  # marked by a ShardStream, which cuts samples as it reads (a SupervisedDataset counts up front)
+            batch[DATA_STATS_KEY]["truncated"] = truncated
         if num_samples and "source" in kept[0]:
             batch[DATA_STATS_KEY]["sources"] = [f["source"] for f in kept]
         return batch

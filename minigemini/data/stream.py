@@ -160,7 +160,6 @@ class ShardStream(IterableDataset):
         self.seed, self.buffer_size, self.length_group = seed, buffer_size, length_group
         self.epoch = 0
         self.resume_batches = 0  # micro-batches of this rank already trained on (all epochs)
-        self.num_truncated = 0  # counted in the workers; not known here
 
         self.readers = self.world_size * max(1, num_workers)
         if len(self.shards) < self.readers:
@@ -273,6 +272,7 @@ class ShardStream(IterableDataset):
                 sample.pop("record")
                 sample.update(self._skipped("too_long", source, kept))
             else:
+                sample["truncated"] = len(kept[0]) < len(ids)
                 sample["ids"], sample["labels"] = kept
         return chunk
 
@@ -303,6 +303,8 @@ class ShardStream(IterableDataset):
             except (ImageLoadError, OSError) as err:
                 return self._skipped("unreadable_image", record.source, str(err))
         item["source"] = record.source
+        if encoded["truncated"]:
+            item["truncated"] = True  # counted by the collator, as skips are: the workers' counters stay in them
         return item
 
     def loader(self, collate_fn, **kwargs) -> StreamLoader:

@@ -32,7 +32,8 @@ __all__ = ["DataTotals", "MiniGeminiTrainer", "StreamResume"]
 
 
 class DataTotals(TrainerCallback, ExportableState):
-    """Samples trained on and records skipped while loading, carried through checkpoints.
+    """Samples trained on, records skipped while loading and (streamed data) samples truncated, carried through
+    checkpoints.
 
     Each checkpoint stores the totals over all processes (``state``); resuming, the Trainer builds a new instance with
     them as ``carried`` (``restore_callback_states_from_checkpoint``), so the summary counts the whole run.
@@ -40,17 +41,24 @@ class DataTotals(TrainerCallback, ExportableState):
 
     def __init__(self):
         self.samples = 0  # this process, this run
+        self.truncated = 0  # this process, this run: samples a ShardStream cut to max_length
         self.skipped: dict[str, str] = {}  # source -> reason (a bad image is counted once, not once per epoch)
-        self.carried: dict = {"samples": 0, "skipped": {}}  # all processes, up to the checkpoint resumed from
+        # all processes, up to the checkpoint resumed from
+        self.carried: dict = {"samples": 0, "skipped": {}, "truncated": 0}
         self._at_checkpoint = self.carried
 
     def totals(self) -> dict:
-        """{"samples": n, "skipped": {source: reason}} over all processes and the run so far (call on every rank)."""
-        gathered = gather_object([(self.samples, self.skipped)])  # one pair per process
+        """{"samples": n, "skipped": {source: reason}, "truncated": n} over all processes and the run so far (call on
+        every rank)."""
+        gathered = gather_object([(self.samples, self.skipped, self.truncated)])  # one triple per process
         skipped = dict(self.carried["skipped"])
-        for _, part in gathered:
+        for _, part, _ in gathered:
             skipped.update(part)
-        return {"samples": self.carried["samples"] + sum(n for n, _ in gathered), "skipped": skipped}
+        return {
+            "samples": self.carried["samples"] + sum(n for n, _, _ in gathered),
+            "skipped": skipped,
+            "truncated": self.carried.get("truncated", 0) + sum(t for _, _, t in gathered),
+        }
 
     # The Trainer sets should_save in its own (first) callback's hooks, then saves after every callback has run.
     def on_step_end(self, args, state, control, **kwargs):
@@ -141,6 +149,7 @@ class MiniGeminiTrainer(Trainer):
                 totals = self._data_totals
                 totals.samples += int(stats["samples"])
                 totals.skipped.update(dict(stats["skipped"]))
+                totals.truncated += int(stats.get("truncated", 0))
         if self.full_logits is not None and self.model.training:
             inputs = {**inputs, "full_logits": self.full_logits}
         if self.model.training and not self._touch_trainable and "high_res_pixel_values" not in inputs:
@@ -217,9 +226,9 @@ class MiniGeminiTrainer(Trainer):
 
     def data_totals(self) -> dict:
         """Samples trained on and records skipped while loading, over all processes and the whole run, resumed parts
-        included (call on every rank): {"samples": n, "skipped": {reason: count}}."""
+        included (call on every rank): {"samples": n, "skipped": {reason: count}, "truncated": n (streamed data)}."""
         totals = self._data_totals.totals()
-        return {"samples": totals["samples"], "skipped": dict(Counter(totals["skipped"].values()))}
+        return {**totals, "skipped": dict(Counter(totals["skipped"].values()))}
 
 
 def _zero_missing_grads(optimizer, args, kwargs) -> None:

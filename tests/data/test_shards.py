@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from minigemini import MiniGeminiProcessor
-from minigemini.data import DataError
+from minigemini.data import DataError, MiniGeminiCollator
 from minigemini.data.shards import open_shards
 from minigemini.data.stream import ShardStream
 from minigemini.datatools.shard import write_shards
@@ -145,6 +145,23 @@ def test_length_groups_hold_one_modality(shards, processor):
     batches = sources_of(stream(str(shards / "parquet"), processor, length_group=19, buffer_size=40))
     text_only = {"parquet/shard-00009.parquet#0", "parquet/shard-00009.parquet#1"}  # records 36, 39 (37, 38 left out)
     assert text_only in [set(batch) for batch in batches] and sum(len(b) for b in batches) == 38
+
+
+def test_samples_cut_to_max_length_are_counted_by_the_collator(shards, processor):
+    """A streamed sample cut to max_length (image tokens and an answer kept) is marked; the collator counts it in the
+    batch's data_stats, which the trainer adds up for the run's summary."""
+    path = str(shards / "parquet")
+    lengths = {item["source"]: len(item["input_ids"]) for batch in stream(path, processor).loader(collate_fn=list)
+               for item in batch}  # fmt: skip
+    longest = max(lengths.values())
+    cut = sorted(lengths.values())[-3]  # the two longest samples are over it, unless they tie with the third
+    over = [source for source, n in lengths.items() if n > cut]
+    assert over and longest > cut
+    collator = MiniGeminiCollator(pad_token_id=processor.tokenizer.pad_token_id)
+    batches = list(stream(path, processor, max_length=cut).loader(collate_fn=collator))
+    assert sum(b["data_stats"].get("truncated", 0) for b in batches) == len(over)
+    assert max(b["input_ids"].shape[1] for b in batches) == cut
+    assert sum(b["data_stats"]["samples"] for b in batches) == len(lengths)  # cut, not skipped
 
 
 def test_bad_shards_are_named_skips_or_one_clear_error(tmp_path, shards, processor):
