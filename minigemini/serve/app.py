@@ -41,7 +41,7 @@ from typing import Any
 from minigemini.loading import model_and_processor
 from minigemini.serve.batching import BatchingEngine
 from minigemini.serve.connections import TIMED_OUT
-from minigemini.serve.middleware import APIKeyCheck, BodyLimit
+from minigemini.serve.middleware import OPEN_PATHS, APIKeyCheck, BodyLimit
 from minigemini.serve.schemas import APIError, validation_message
 from minigemini.serve.settings import ServerSettings
 from minigemini.serve.state import ServerState
@@ -145,7 +145,7 @@ def openapi(app, server: ServerState) -> dict[str, Any]:
     if server.settings.api_key:
         schema["components"]["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
         for path, item in schema["paths"].items():
-            if path.startswith("/v1/"):
+            if path not in OPEN_PATHS:
                 for operation in item.values():
                     operation["security"] = [{"bearer": []}]
     app.openapi_schema = schema
