@@ -44,7 +44,7 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from minigemini.synthetic.smollm2 import cache_dir
+from minigemini.synthetic.default_model import default_checkpoint
 from minigemini.synthetic.world import make_scene
 
 BURSTS = {"clients-1": (1, 8), "clients-4": (4, 16), "clients-16": (16, 32)}  # name: (clients, requests)
@@ -218,17 +218,6 @@ def run_workloads(engine: Engine, log: Path, work, names: list[str], rate: float
                   f"p99 {r['ttft_p99']:6.2f} s  latency p50 {r['latency_p50']:6.2f} s p99 {r['latency_p99']:6.2f} s  "
                   f"({r['errors']} errors, {time.perf_counter() - started:.0f} s)", flush=True)  # fmt: skip
     return results
-
-
-def default_checkpoint() -> Path:
-    """The default model as one checkpoint (exported once into the cache)."""
-    directory = cache_dir() / "default-mgm-export"
-    if not (directory / "config.json").is_file():
-        from minigemini.cli import main
-
-        if main(["export-default", "--output", str(directory)]) != 0:
-            raise SystemExit("exporting the default model failed")
-    return directory
 
 
 def main() -> None:

@@ -170,7 +170,7 @@ def without_lora(directory: Path, llm_dir: str | Path | None, hd: bool):
     return model, processor
 
 
-def default_checkpoint(hd: bool = False, cache: str | Path | None = None) -> Path:
+def default_checkpoint(cache: str | Path | None = None) -> Path:
     """The committed default model as one plain checkpoint directory (LoRA merged, fp32, processor included), written
     once into ``cache`` (default: ``$MGM_CACHE`` or ``~/.cache/minigemini``) under a name that changes with the
     committed weights; ``load_pretrained`` and ``from_pretrained`` load it like any saved model."""
@@ -183,11 +183,11 @@ def default_checkpoint(hd: bool = False, cache: str | Path | None = None) -> Pat
     digest = hashlib.sha256()
     for path in sorted(p for p in DEFAULT_MODEL_DIR.rglob("*") if p.is_file()):
         digest.update(path.relative_to(DEFAULT_MODEL_DIR).as_posix().encode() + b"\0" + path.read_bytes())
-    target = Path(cache or cache_dir()) / f"default-model-{digest.hexdigest()[:12]}{'-hd' if hd else ''}"
+    target = Path(cache or cache_dir()) / f"default-model-{digest.hexdigest()[:12]}"
     if not (target / "config.json").is_file():
         require("peft", "gguf", "accelerate", extra="demo")  # LoRA merge; SmolLM2 comes as a GGUF file
-        print(f"Writing the default model{' (HD)' if hd else ''} as a plain checkpoint to {target} (once)...")
-        model, processor = load_default_model(hd=hd)
+        print(f"Writing the default model as a plain checkpoint to {target} (once)...")
+        model, processor = load_default_model()
         try:
             save_model_and_processor(model, processor, target)
         except FileExistsError:  # another process wrote it meanwhile
