@@ -27,6 +27,7 @@ import torch
 from minigemini.errors import UserError
 
 __all__ = [
+    "accelerate_fsdp",
     "check_deepspeed_config",
     "check_resume_engine",
     "checkpoint_engine",
@@ -48,9 +49,14 @@ def on_accelerator() -> bool:
     return torch.cuda.is_available() or torch.backends.mps.is_available()
 
 
+def accelerate_fsdp() -> bool:
+    """Launched by ``accelerate launch`` with an FSDP config (the launcher sets ACCELERATE_USE_FSDP)."""
+    return os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true"
+
+
 def fsdp_requested(args) -> bool:
     """FSDP asked for by the Trainer's ``fsdp`` option or by ``accelerate launch`` with an FSDP config."""
-    return args.fsdp_plugin_args is not None or os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true"
+    return args.fsdp_plugin_args is not None or accelerate_fsdp()
 
 
 def enable_fsdp_on_cpu(accelerator, args) -> bool:

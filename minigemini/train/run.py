@@ -33,6 +33,7 @@ from minigemini.processing import MiniGeminiProcessor
 from minigemini.train.callbacks import JsonlLogCallback, ProgressBarCallback
 from minigemini.train.config import MODEL_TEMPLATE, TrainConfig
 from minigemini.train.engines import (
+    accelerate_fsdp,
     check_deepspeed_config,
     check_resume_engine,
     consolidate_final_save,
@@ -81,7 +82,7 @@ def _load_dtype(config: TrainConfig) -> torch.dtype:
     parameters (its mixed-precision policy casts for compute); DeepSpeed casts the whole model to its half type and
     keeps its own fp32 master weights, so everything loads in that type and nothing is upcast."""
     half = _HALF.get(config.precision)
-    fsdp = config.fsdp or os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true"
+    fsdp = bool(config.fsdp) or accelerate_fsdp()
     return torch.float32 if half is None or fsdp else half
 
 
@@ -252,7 +253,7 @@ def build_training_arguments(config: TrainConfig, accumulation_steps: int) -> Tr
 
 def _check_launch(config: TrainConfig, accumulation: int) -> str | None:
     """Fail early on a launch that cannot work; returns the checkpoint to resume from (with --resume)."""
-    fsdp = bool(config.fsdp) or os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true"
+    fsdp = bool(config.fsdp) or accelerate_fsdp()
     deepspeed_config = None
     if config.deepspeed:
         if fsdp:
