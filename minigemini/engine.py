@@ -19,7 +19,7 @@ from transformers import StoppingCriteria, StoppingCriteriaList
 
 from minigemini.loading import model_and_processor, model_device_and_dtype
 
-__all__ = ["GenerationRequest", "collate", "context_budget", "context_limit", "run_batch"]
+__all__ = ["ContextTooLong", "GenerationRequest", "collate", "context_budget", "context_limit", "run_batch"]
 
 
 def context_limit(model) -> int | None:
@@ -27,17 +27,21 @@ def context_limit(model) -> int | None:
     return getattr(text_config, "max_position_embeddings", None)
 
 
+class ContextTooLong(ValueError):
+    """The prompt (visual tokens included) leaves no room in the model's context to answer."""
+
+
 def context_budget(model, prompt_length: int, max_new_tokens: int) -> int:
     """New tokens allowed after a ``prompt_length``-token prompt: ``max_new_tokens`` capped by the context.
 
-    Raises ValueError when the prompt (visual tokens included) leaves no room to answer.
+    Raises ContextTooLong (a ValueError) when the prompt (visual tokens included) leaves no room to answer.
     """
     limit = context_limit(model)
     if limit is None:
         return max_new_tokens
     room = limit - prompt_length
     if room < 1:
-        raise ValueError(
+        raise ContextTooLong(
             f"the prompt is {prompt_length} tokens (visual tokens included) but the model's context is {limit} "
             f"tokens; shorten the conversation or use fewer images"
         )

@@ -1,22 +1,27 @@
-"""The one-call Python API: ``mgm.chat``, ``mgm.batch_chat`` (``batch_generate``) and ``Conversation``.
+"""The one-call Python API: ``mgm.chat``, ``mgm.batch_chat`` (``batch_generate``) and ``Conversation``, the chat turn
+that every front end (``mgm serve``, ``mgm web``, ``mgm chat``) builds the same way.
 
 - ``chat(model, image, question)``: the one-liner (``model`` may be a directory; its processor is loaded with it).
 - ``batch_chat(model, pairs)``: many (image, question) pairs, left-padded batches, a tqdm bar, answers in input order
   (``batch_generate``: the same, each answer with its finish reason and token count).
-- ``Conversation``: multi-turn history with images attached to any user turn.
+- ``Conversation``: multi-turn history with images attached to any user turn.  One turn is ``add_user`` (the images,
+  the OCR hint, the `` <GEN>`` picture request), ``request`` (encoding and the context budget: a
+  ``GenerationRequest`` for ``run_batch`` or the batching engine), then ``draw`` (the answer's ``<h>`` prompt and
+  its picture).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from minigemini.engine import GenerationRequest, context_budget, run_batch
+from minigemini.generation import extract_image_prompt, request_image
 from minigemini.image_processing import load_image
 from minigemini.loading import as_processor, model_and_processor
 from minigemini.templates import IMAGE_PLACEHOLDER
 
-__all__ = ["Conversation", "batch_chat", "batch_generate", "chat"]
+__all__ = ["Conversation", "batch_chat", "batch_generate", "chat", "draw"]
 
 
 def _as_list(images: Any) -> list[Any]:
@@ -39,13 +44,50 @@ class Conversation:
         self.messages: list[dict[str, str]] = []
         self.images: list[Any] = []
 
-    def add_user(self, text: str, images: Iterable[Any] = ()) -> None:
-        images = list(images)
-        self.messages.append({"role": "user", "content": IMAGE_PLACEHOLDER * len(images) + text})
-        self.images.extend(images)
+    def add_user(
+        self,
+        text: str,
+        images: Iterable[Any] = (),
+        *,
+        ocr: bool = False,
+        generate_image: bool = False,
+        load: Callable[[Any], Any] | None = None,
+        keep: Callable[[Any], Any] | None = None,
+    ) -> str:
+        """Add a user turn with its images; returns the OCR hint added to it ("" when none).
+
+        ``ocr``: a line with the text found in the images (``Reference OCR token: ...``) follows the text.
+        ``generate_image``: the turn asks for a picture the paper's way (`` <GEN>`` last).  Images are taken one after
+        another: ``load`` makes each a picture (default: stored as given, loaded by ``encode``), OCR reads it, and
+        ``keep`` gives what is stored of it (the server shrinks it to the model's input before the next is decoded).
+        Nothing is added when an image or the OCR fails (ValueError, or ImportError without the OCR extra).
+        """
+        pictures, tokens = [], []
+        for image in images:
+            picture = load(image) if load is not None else image
+            if ocr:
+                from minigemini.ocr import ocr_tokens
+
+                tokens.extend(ocr_tokens(picture))
+            pictures.append(keep(picture) if keep is not None else picture)
+            del picture  # a full-size picture goes before the next one is loaded
+        hint = ""
+        if tokens:
+            from minigemini.ocr import ocr_hint
+
+            hint = ocr_hint(tokens)
+        text = f"{text}\n{hint}" if hint else text
+        text = request_image(text) if generate_image else text
+        self.messages.append({"role": "user", "content": IMAGE_PLACEHOLDER * len(pictures) + text})
+        self.images.extend(pictures)
+        return hint
 
     def add_assistant(self, text: str) -> None:
         self.messages.append({"role": "assistant", "content": text})
+
+    def add_system(self, text: str) -> None:
+        """A system message at this point of the history (``system`` is the one that goes first)."""
+        self.messages.append({"role": "system", "content": text})
 
     def pop_user(self) -> None:
         """Undo the last ``add_user`` (e.g. when its turn failed), images included."""
@@ -68,6 +110,33 @@ class Conversation:
         prompt = processor.apply_chat_template(self.to_messages())
         return processor(text=prompt, images=[load_image(image) for image in self.images] or None)
 
+    def request(
+        self,
+        model: Any,
+        processor: Any,
+        max_new_tokens: int = 256,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        stop: Sequence[str] = (),
+        on_text: Callable[[str], None] | None = None,
+    ) -> GenerationRequest:
+        """The next answer's ``GenerationRequest``: the whole history encoded, ``max_new_tokens`` capped by the
+        context.  Raises ValueError for an image or prompt the processor refuses, ``ContextTooLong`` (a ValueError)
+        when the prompt leaves no room to answer."""
+        inputs = self.encode(processor)
+        budget = context_budget(model, inputs["input_ids"].shape[1], max_new_tokens)
+        return GenerationRequest(inputs, budget, temperature, top_p, stop=list(stop), on_text=on_text)
+
+
+def draw(answer: str, image_generator: Callable[..., Any] | None, **options: Any) -> tuple[str | None, Any]:
+    """The picture an answer asks for: ``(prompt, picture)``, the ``<h>`` prompt by the caption rule
+    (``generation.extract_image_prompt``) drawn by ``image_generator(prompt, **options)``; ``(None, None)`` without a
+    prompt, ``(prompt, None)`` without a generator."""
+    prompt = extract_image_prompt(answer)
+    if prompt is None or image_generator is None:
+        return prompt, None
+    return prompt, image_generator(prompt, **options)
+
 
 def chat(
     model: Any,
@@ -89,13 +158,7 @@ def chat(
     model, processor = model_and_processor(model, processor, device, dtype)
     conversation = Conversation()
     conversation.add_user(question, _as_list(image))
-    inputs = conversation.encode(processor)
-    request = GenerationRequest(
-        inputs=inputs,
-        max_new_tokens=context_budget(model, inputs["input_ids"].shape[1], max_new_tokens),
-        temperature=temperature,
-        top_p=top_p,
-    )
+    request = conversation.request(model, processor, max_new_tokens, temperature, top_p)
     run_batch(model, processor, [request])
     return request.text
 
@@ -139,13 +202,12 @@ def batch_generate(
                 try:
                     conversation = Conversation()
                     conversation.add_user(question, _as_list(image))
-                    inputs = conversation.encode(processor)
-                    budget = context_budget(model, inputs["input_ids"].shape[1], max_new_tokens)
+                    request = conversation.request(model, processor, max_new_tokens, temperature, top_p)
                 except ValueError as error:
                     if errors == "raise":
                         raise ValueError(f"pair {index}: {error}") from error
                     continue
-                requests.append(GenerationRequest(inputs, budget, temperature, top_p))
+                requests.append(request)
                 indices.append(index)
             if requests:
                 run_batch(model, processor, requests)

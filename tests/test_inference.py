@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from minigemini import loading, precision
-from minigemini.inference import batch_chat, chat
+from minigemini.engine import ContextTooLong
+from minigemini.inference import Conversation, batch_chat, chat, draw
 from minigemini.loading import load_pretrained, parse_dtype, resolve_device
 from tests.serving_helpers import save_tiny_mgm, solid
 
@@ -45,6 +46,38 @@ def test_batch_chat_keeps_input_order_and_matches_single_answers(loaded, capsys)
     singles = [chat(model, image, question, processor, max_new_tokens=5) for image, question in pairs]
     assert answers == singles
     assert "5/5" in capsys.readouterr().err  # the tqdm bar
+
+
+def test_one_chat_turn_ocr_then_gen_then_the_request(loaded, monkeypatch):
+    """The turn every front end builds: each image loaded, read by OCR, kept (one after another); the hint, then
+    <GEN>; then the request within the context; then the picture of the answer's <h> prompt."""
+    from minigemini import ocr
+
+    model, processor = loaded
+    seen = []
+    monkeypatch.setattr(ocr, "ocr_tokens", lambda picture: seen.append(("ocr", picture)) or [f"t{picture}"])
+    conversation = Conversation(system="Be brief.")
+    load = lambda image: seen.append(("load", image)) or image * 10
+    keep = lambda picture: seen.append(("keep", picture)) or solid((picture, 0, 0))
+    hint = conversation.add_user("What is written?", [1, 2], ocr=True, generate_image=True, load=load, keep=keep)
+    assert hint == "Reference OCR token: t10, t20"
+    assert seen == [("load", 1), ("ocr", 10), ("keep", 10), ("load", 2), ("ocr", 20), ("keep", 20)]
+    assert conversation.messages[-1]["content"].endswith("What is written?\nReference OCR token: t10, t20 <GEN>")
+    assert [image.getpixel((0, 0)) for image in conversation.images] == [(10, 0, 0), (20, 0, 0)]
+    request = conversation.request(model, processor, max_new_tokens=5, temperature=0.5, stop=["x"])
+    assert request.inputs["pixel_values"].shape[0] == 2 and request.max_new_tokens == 5
+    assert (request.temperature, request.top_p, list(request.stop)) == (0.5, 1.0, ["x"])
+    assert conversation.add_user("no images", ocr=True) == ""  # nothing to read: no hint
+    with pytest.raises(ContextTooLong):
+        conversation.add_user("word " * 5000)
+        conversation.request(model, processor)
+    drawn = []
+    assert draw("Sure <h>a red fox</h>", lambda prompt, **options: drawn.append(options) or prompt.upper(), seed=3) == (
+        "a red fox",
+        "A RED FOX",
+    )
+    assert drawn == [{"seed": 3}] and draw("no prompt", str.upper) == (None, None)
+    assert draw("<h>a fox</h>", None) == ("a fox", None)
 
 
 def test_batch_chat_bad_image(loaded, tmp_path):

@@ -23,8 +23,15 @@ def build_web(args: argparse.Namespace):
 
 
 def launch_options(args: argparse.Namespace) -> dict[str, Any]:
-    return {"server_name": args.host, "server_port": args.port, "share": False, "ssr_mode": False,
-            "theme": local_theme(), "show_error": True, "quiet": False}  # fmt: skip
+    return {
+        "server_name": args.host,
+        "server_port": args.port,
+        "share": False,
+        "ssr_mode": False,
+        "theme": local_theme(),
+        "show_error": True,
+        "quiet": False,
+    }
 
 
 def run_web(args: argparse.Namespace) -> int:
@@ -42,9 +49,10 @@ def run_web(args: argparse.Namespace) -> int:
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
-        "web", help="Gradio web chat: image upload, streamed answers, generated pictures",
+        "web",
+        help="Gradio web chat: image upload, streamed answers, generated pictures",
         description=__doc__.split("\n\n")[0],
-    )  # fmt: skip
+    )
     add_model_arguments(parser)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=7860)

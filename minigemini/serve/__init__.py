@@ -2,9 +2,11 @@
 
 - ``app.py``          the FastAPI app: routes, middleware, one error shape, the engine's lifespan, the schema
 - ``routes.py``       the routes: /v1/chat/completions, /v1/images/generations, /v1/models, /health
-- ``chat.py``         one chat completion: limits, decoding, queueing, the answer (whole or SSE), disconnects
+- ``chat.py``         one chat completion: limits, decoding into the library's chat turn, queueing, the answer
+                      (whole or SSE), disconnects
 - ``state.py``        what the routes share (``app.state.server``): model, processor, settings, engine
-- ``schemas.py``      request models and the OpenAI-shaped error
+- ``protocol.py``     the OpenAI wire format: request, reply, stream-chunk and error models (pydantic)
+- ``errors.py``       ``APIError``, the one error factory (whole replies, streams, middleware, the protocol)
 - ``images.py``       a request's images: sources, bytes, header sizes, decoding
 - ``limits.py``       what a request may cost (pixels, characters) and the memory figure the bounds add up to
 - ``middleware.py``   request-body limits and the API key

@@ -41,8 +41,8 @@ from typing import Any
 from minigemini.loading import model_and_processor
 from minigemini.serve.batching import BatchingEngine
 from minigemini.serve.connections import TIMED_OUT
+from minigemini.serve.errors import APIError, validation_message
 from minigemini.serve.middleware import OPEN_PATHS, APIKeyCheck, BodyLimit
-from minigemini.serve.schemas import APIError, validation_message
 from minigemini.serve.settings import ServerSettings
 from minigemini.serve.state import ServerState
 
@@ -51,24 +51,32 @@ __all__ = ["create_app"]
 logger = logging.getLogger("minigemini.serve")
 
 
-def create_app(model, processor, settings: ServerSettings | None = None, image_generator=None,
-               max_batch_size: int = 8, batch_wait: float = 0.005, engine: BatchingEngine | None = None):  # fmt: skip
+def create_app(
+    model,
+    processor,
+    settings: ServerSettings | None = None,
+    image_generator=None,
+    max_batch_size: int = 8,
+    batch_wait: float = 0.005,
+    engine: BatchingEngine | None = None,
+):
     """The FastAPI app.  Its ``ServerState`` (``app.state.server``, the engine at ``app.state.engine``) starts and
     stops with the app's lifespan."""
     from fastapi import FastAPI
-    from fastapi.exceptions import RequestValidationError
-    from starlette.exceptions import HTTPException as StarletteHTTPException
-    from starlette.requests import ClientDisconnect
-    from starlette.responses import Response
 
-    from minigemini.serve.chat import ClientGone
     from minigemini.serve.routes import router
 
     model, processor = model_and_processor(model, processor)  # loaded ones, or directories
     settings = settings or ServerSettings()
-    engine = engine or BatchingEngine(model, processor, max_batch_size=max_batch_size, batch_wait=batch_wait,
-                                      max_queue=settings.max_queue, max_queued_images=settings.max_queued_images,
-                                      max_batch_images=settings.max_batch_images)  # fmt: skip
+    engine = engine or BatchingEngine(
+        model,
+        processor,
+        max_batch_size=max_batch_size,
+        batch_wait=batch_wait,
+        max_queue=settings.max_queue,
+        max_queued_images=settings.max_queued_images,
+        max_batch_images=settings.max_batch_images,
+    )
     server = ServerState(model, processor, settings, engine, image_generator)
 
     @contextlib.asynccontextmanager
@@ -84,7 +92,22 @@ def create_app(model, processor, settings: ServerSettings | None = None, image_g
     app.include_router(router)
     app.add_middleware(BodyLimit, limit=settings.max_request_bytes, total=settings.max_inflight_bytes)
     if settings.api_key:
-        app.add_middleware(APIKeyCheck, key=settings.api_key)  # outermost: unauthenticated bodies are not even read
+        # outside the body limit: the bodies of unauthenticated requests are not even read
+        app.add_middleware(APIKeyCheck, key=settings.api_key)
+
+    answer_errors(app)
+    app.openapi = lambda: openapi(app, settings)
+    return app
+
+
+def answer_errors(app) -> None:
+    """Every error the app meets answered in the one shape (``APIError``); a client gone gets one INFO line."""
+    from fastapi.exceptions import RequestValidationError
+    from starlette.exceptions import HTTPException as StarletteHTTPException
+    from starlette.requests import ClientDisconnect
+    from starlette.responses import Response
+
+    from minigemini.serve.chat import ClientGone
 
     @app.exception_handler(APIError)
     async def api_error(request, error: APIError):
@@ -108,41 +131,64 @@ def create_app(model, processor, settings: ServerSettings | None = None, image_g
     @app.exception_handler(ClientDisconnect)
     async def client_disconnect(request, error):
         if not request.scope.get(TIMED_OUT):  # else the server closed it for being slow, and said so
-            logger.info("%s %s: the client disconnected before sending the whole request body", request.method,
-                        request.url.path)  # fmt: skip
+            logger.info(
+                "%s %s: the client disconnected before sending the whole request body", request.method, request.url.path
+            )
         return Response(status_code=499)
 
-    @app.exception_handler(Exception)
-    async def internal_error(request, error):
-        logger.exception("unhandled error")
-        return APIError(500, "internal server error", type="server_error").response()
-
-    app.openapi = lambda: openapi(app, server)
-    return app
+    app.add_middleware(InternalErrors)  # outermost: an error anywhere below is answered and logged once
 
 
-def openapi(app, server: ServerState) -> dict[str, Any]:
-    """FastAPI's schema plus the JSON request bodies (the handlers read them raw to answer errors OpenAI's way)."""
+class InternalErrors:
+    """ASGI middleware: an unexpected error is logged once, with its traceback, and answered 500 ``server_error``.
+
+    (An ``Exception`` handler of the app answers too, but Starlette then re-raises the error for the server to log:
+    every traceback twice.)  After the response has started nothing can be answered: the error goes on to the server.
+    """
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        started = False
+
+        async def watch(message):
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watch)
+        except Exception:
+            if started or scope["type"] != "http":
+                raise
+            logger.exception("%s %s: unhandled error", scope.get("method"), scope.get("path"))
+            await APIError(500, "internal server error", type="server_error").response()(scope, receive, send)
+
+
+def openapi(app, settings: ServerSettings) -> dict[str, Any]:
+    """FastAPI's schema, the request bodies' definitions moved to the components (the routes read their bodies
+    themselves, ``routes.json_body``), and the API key where it is needed."""
     if app.openapi_schema:
         return app.openapi_schema
     from fastapi.openapi.utils import get_openapi
 
-    schema = get_openapi(title=app.title, version=app.version, routes=app.routes,
-                         description="OpenAI-compatible API of a Mini-Gemini model")  # fmt: skip
+    schema = get_openapi(
+        title=app.title,
+        version=app.version,
+        routes=app.routes,
+        description="OpenAI-compatible API of a Mini-Gemini model",
+    )
     components = schema.setdefault("components", {}).setdefault("schemas", {})
-    error = {"description": "an OpenAI-shaped error", "content": {"application/json": {"schema": {
-        "type": "object", "required": ["error"], "properties": {"error": {"type": "object"}}}}}}  # fmt: skip
-    bodies = {"/v1/chat/completions": server.ChatCompletionRequest,
-              "/v1/images/generations": server.ImageGenerationRequest}  # fmt: skip
-    for path, model_class in bodies.items():
-        body_schema = model_class.model_json_schema(ref_template="#/components/schemas/{model}")
-        components.update(body_schema.pop("$defs", {}))
-        components[model_class.__name__] = body_schema
-        operation = schema["paths"][path]["post"]
-        operation["requestBody"] = {"required": True, "content": {"application/json": {
-            "schema": {"$ref": f"#/components/schemas/{model_class.__name__}"}}}}  # fmt: skip
-        operation.setdefault("responses", {}).update({str(code): error for code in (400, 401, 413, 415, 429)})
-    if server.settings.api_key:
+    for item in schema["paths"].values():
+        for operation in item.values():
+            content = operation.get("requestBody", {}).get("content", {}).get("application/json", {})
+            body = content.get("schema", {})
+            if "title" in body and "$ref" not in body:
+                components.update(body.pop("$defs", {}))
+                components[body["title"]] = body
+                content["schema"] = {"$ref": f"#/components/schemas/{body['title']}"}
+    if settings.api_key:
         schema["components"]["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
         for path, item in schema["paths"].items():
             if path not in OPEN_PATHS:

@@ -48,9 +48,16 @@ def _image_count(request) -> int:
 
 
 class BatchingEngine:
-    def __init__(self, model, processor, max_batch_size: int = 8, batch_wait: float = 0.005,
-                 max_queue: int | None = 64, max_queued_images: int | None = None,
-                 max_batch_images: int | None = None):  # fmt: skip
+    def __init__(
+        self,
+        model,
+        processor,
+        max_batch_size: int = 8,
+        batch_wait: float = 0.005,
+        max_queue: int | None = 64,
+        max_queued_images: int | None = None,
+        max_batch_images: int | None = None,
+    ):
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
         if max_queue is not None and max_queue < 1:
@@ -106,18 +113,19 @@ class BatchingEngine:
         with self._condition:
             return self._queued_images
 
-    def _refusal(self, images: int) -> str | None:
+    def _check(self, images: int) -> None:
         if self.max_queue is not None and len(self._queue) >= self.max_queue:
-            return f"{len(self._queue)} requests are already waiting (the limit is {self.max_queue})"
+            raise QueueFull(f"{len(self._queue)} requests are already waiting (the limit is {self.max_queue})")
         if self.max_queued_images is not None and self._queued_images + images > self.max_queued_images:
-            return (f"{self._queued_images} images are already waiting and this request brings {images} "
-                    f"(the limit is {self.max_queued_images})")  # fmt: skip
-        return None
+            raise QueueFull(
+                f"{self._queued_images} images are already waiting and this request brings {images} "
+                f"(the limit is {self.max_queued_images})"
+            )
 
-    def full(self, images: int = 0) -> str | None:
-        """Why a request with ``images`` images would be refused now (None: it would be queued)."""
+    def check(self, images: int = 0) -> None:
+        """Raise ``QueueFull`` (saying why) when a request with ``images`` images would be refused now."""
         with self._condition:
-            return self._refusal(images)
+            self._check(images)
 
     def submit(self, request: GenerationRequest, on_done=None) -> Job:
         """Queue ``request``; raises ``QueueFull`` at once when the queue is full (requests or images)."""
@@ -125,10 +133,11 @@ class BatchingEngine:
         with self._condition:
             if self._closed:
                 raise RuntimeError("the engine is closed")
-            refusal = self._refusal(job.images)
-            if refusal is not None:
+            try:
+                self._check(job.images)
+            except QueueFull:
                 self.rejected += 1
-                raise QueueFull(refusal)
+                raise
             self._queue.append(job)
             self._queued_images += job.images
             self._condition.notify()

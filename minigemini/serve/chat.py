@@ -1,30 +1,44 @@
-"""One chat completion of `mgm serve`: a request checked against the limits, its images decoded in a slot, queued for
-the batching engine, answered whole or streamed as server-sent events, and stopped when its client goes away."""
+"""One chat completion of `mgm serve` (vLLM's ``serving_chat.py``): a request checked against the limits, its images
+fetched and measured, then decoded in a slot into the library's chat turn (``inference.Conversation``), queued for the
+batching engine, answered whole (``Completion.reply``) or streamed as server-sent events (``Completion.stream``), and
+stopped when its client goes away."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
 import io
-import json
 import logging
 import time
 import uuid
-from typing import Any
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import StreamingResponse
 
-from minigemini.engine import GenerationRequest, context_budget
-from minigemini.generation import extract_image_prompt, request_image
+from minigemini.engine import ContextTooLong, GenerationRequest
+from minigemini.inference import Conversation, draw
 from minigemini.serve.batching import Job, QueueFull
+from minigemini.serve.errors import APIError
 from minigemini.serve.images import RETURN_MEMORY_PIXELS, return_memory
 from minigemini.serve.limits import PixelBudget
-from minigemini.serve.schemas import APIError
+from minigemini.serve.protocol import (
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    ChatCompletionResponse,
+    ChatMessage,
+    Choice,
+    ChunkChoice,
+    Delta,
+    Picture,
+    Usage,
+    sse,
+)
 from minigemini.serve.state import ServerState
 from minigemini.templates import IMAGE_PLACEHOLDER
 
-__all__ = ["ClientGone", "answer", "client_gone", "make_picture", "png_base64"]
+__all__ = ["ClientGone", "Completion", "answer", "client_gone", "make_picture", "png_base64", "prepare"]
 
 logger = logging.getLogger("minigemini.serve")
 
@@ -40,134 +54,284 @@ async def client_gone(receive) -> None:
         pass
 
 
-def queue_full(reason: str) -> APIError:
-    return APIError(429, f"the server is busy: {reason}; retry later", type="rate_limit_exceeded", code="queue_full")
+def queue_full(error: QueueFull) -> APIError:
+    return APIError(429, f"the server is busy: {error}; retry later", type="rate_limit_exceeded", code="queue_full")
 
 
-def text_of(content, param: str, images: list | None) -> str:
-    """Message content -> text; image parts are collected into ``images`` as (url, param) (None: not allowed)."""
-    if content is None:
-        return ""
-    if isinstance(content, str):
-        return content
+def generation_failed(error: BaseException) -> APIError:
+    return APIError(500, f"generation failed: {error}", type="server_error")
+
+
+# ----------------------------------------------------------------------------------------------------- the request
+
+
+@dataclass
+class MessageParts:
+    """One message of the request: its role, its text, and its images (``image_url`` and param, then their bytes)."""
+
+    role: str
+    text: str
+    images: list[tuple] = field(default_factory=list)
+
+    @property
+    def characters(self) -> int:
+        return len(IMAGE_PLACEHOLDER) * len(self.images) + len(self.text)
+
+
+def read_message(message, param: str) -> MessageParts:
+    """A request message -> ``MessageParts``; image parts are allowed in user messages only."""
+    role = "system" if message.role == "developer" else message.role
+    parts = MessageParts(role, "")
+    if message.content is None or isinstance(message.content, str):
+        parts.text = message.content or ""
+        return parts
     texts = []
-    for index, part in enumerate(content):
+    for index, part in enumerate(message.content):
         where = f"{param}.content[{index}]"
         if part.type == "text":
             texts.append(part.text or "")
-        elif part.type == "image_url":
-            if images is None:
-                raise APIError(400, f"{where}: only user messages may carry images", param=where)
-            url = part.image_url if isinstance(part.image_url, str) else getattr(part.image_url, "url", None)
-            if not url:
-                raise APIError(400, f"{where}: image_url.url is missing", param=where)
-            images.append((url, f"{where}.image_url"))
+        elif part.type != "image_url":
+            raise APIError(
+                400, f"{where}: unsupported content part type {part.type!r} (use text or image_url)", param=where
+            )
+        elif role != "user":
+            raise APIError(400, f"{where}: only user messages may carry images", param=where)
+        elif not part.url:
+            raise APIError(400, f"{where}: image_url.url is missing", param=where)
         else:
-            raise APIError(400, f"{where}: unsupported content part type {part.type!r} (use text or image_url)",
-                           param=where)  # fmt: skip
-    return "\n".join(t for t in texts if t)
+            parts.images.append((part.url, f"{where}.image_url"))
+    parts.text = "\n".join(t for t in texts if t)
+    return parts
 
 
-async def prepare(server: ServerState, body, gone: asyncio.Future) -> GenerationRequest:
-    """Check the request against the server's limits, cheapest checks first, then decode and encode it."""
-    settings, engine, processor = server.settings, server.engine, server.processor
-    if body.n != 1:
-        raise APIError(400, "n must be 1 on this server", param="n")
+def read_messages(server: ServerState, body: ChatCompletionRequest) -> list[MessageParts]:
+    """The messages, within the server's image and character limits; the last one must be the user's."""
+    messages, images = [], 0
+    for index, message in enumerate(body.messages):
+        parts = read_message(message, f"messages[{index}]")
+        images += len(parts.images)
+        if images > server.settings.max_images:
+            raise APIError(
+                400,
+                f"too many images: this server takes at most {server.settings.max_images} per request",
+                param=f"messages[{index}]",
+                code="too_many_images",
+            )
+        messages.append(parts)
+    if messages[-1].role != "user":
+        raise APIError(400, "the last message must be a user message", param="messages")
+    characters = sum(parts.characters for parts in messages)
+    if server.max_characters is not None and characters > server.max_characters:
+        raise APIError(
+            400,
+            f"the messages hold {characters:,} characters, more than the model's context of "
+            f"{server.engine.context_limit} tokens can take ({server.max_characters:,} characters at most); "
+            "shorten the conversation",
+            param="messages",
+            code="context_length_exceeded",
+        )
+    return messages
+
+
+def requested_tokens(server: ServerState, body: ChatCompletionRequest) -> int:
+    """The answer's ``max_tokens``, within the server's limit."""
+    settings = server.settings
     requested = body.max_completion_tokens or body.max_tokens or settings.default_max_tokens
     if requested > settings.max_tokens_limit:
         param = "max_completion_tokens" if body.max_completion_tokens else "max_tokens"
-        raise APIError(400, f"{param} is {requested}, above this server's limit of {settings.max_tokens_limit}",
-                       param=param, code="max_tokens_too_large")  # fmt: skip
-    if busy := engine.full():  # refuse before reading images and encoding: the answer is 429 anyway
-        raise queue_full(busy)
-    messages: list[dict[str, str]] = []
-    sources: list = []  # (url, param) of every image, in order
-    last_user = None
-    for index, message in enumerate(body.messages):
-        param = f"messages[{index}]"
-        role = "system" if message.role == "developer" else message.role
-        found: list | None = [] if role == "user" else None
-        text = text_of(message.content, param, found)
-        if found:
-            if len(sources) + len(found) > settings.max_images:
-                raise APIError(400, f"too many images: this server takes at most {settings.max_images} per request",
-                               param=param, code="too_many_images")  # fmt: skip
-            sources.extend(found)
-            text = IMAGE_PLACEHOLDER * len(found) + text
-        if role == "user":
-            last_user = (len(messages), len(sources) - len(found or []), len(sources))
-        messages.append({"role": role, "content": text})
-    if last_user is None or messages[-1]["role"] != "user":
-        raise APIError(400, "the last message must be a user message", param="messages")
-    characters = sum(len(m["content"]) for m in messages)
-    if server.max_characters is not None and characters > server.max_characters:
-        raise APIError(400, f"the messages hold {characters:,} characters, more than the model's context of "
-                       f"{engine.context_limit} tokens can take ({server.max_characters:,} characters at most); "
-                       "shorten the conversation", param="messages", code="context_length_exceeded")  # fmt: skip
-    if sources and (busy := engine.full(images=len(sources))):
-        raise queue_full(busy)
-    encoded, pixels = [], PixelBudget(settings.max_request_pixels, server.square)
-    for url, where in sources:  # bytes and header sizes only: the budget refuses before anything is decoded
-        raw = await server.fetcher.fetch(url, where)
-        width, height = await run_in_threadpool(server.fetcher.size, raw, where)
-        pixels.add(width, height, where)
-        encoded.append((raw, where))
-    position, first_image, end_image = last_user
-    ocr_images = range(first_image, end_image) if body.ocr else range(0)
+        raise APIError(
+            400,
+            f"{param} is {requested}, above this server's limit of {settings.max_tokens_limit}",
+            param=param,
+            code="max_tokens_too_large",
+        )
+    return requested
 
-    def encode():
-        pictures, ocr = [], []
-        for index, (raw, where) in enumerate(encoded):
-            picture = server.fetcher.decode(raw, where)
-            if index in ocr_images:
-                from minigemini.ocr import ocr_tokens
 
-                ocr.extend(ocr_tokens(picture))
-            pictures.append(server.shrink(picture) if server.shrink is not None else picture)
-            del picture  # the full-size picture goes before the next one is decoded
-        encoded.clear()
-        if pixels.used >= RETURN_MEMORY_PIXELS:
-            return_memory()  # the full-size pictures' pages, else resident at their peak until the process ends
-        if ocr_images:
-            from minigemini.ocr import ocr_hint
-
-            hint = ocr_hint(ocr)
-            if hint:
-                messages[position]["content"] += "\n" + hint
-        if body.generate_image:
-            messages[position]["content"] = request_image(messages[position]["content"])
-        prompt = processor.apply_chat_template(messages)
-        return processor(text=prompt, images=pictures or None)
-
+def check_queue(server: ServerState, images: int = 0) -> None:
+    """429 now when the engine would refuse the request: before its images are read and encoded."""
     try:
-        if encoded:
-            async with server.decode_slot():
-                if gone.done():  # it waited for a slot and its client gave up meanwhile
-                    raise ClientGone("before its images were decoded")
-                inputs = await run_in_threadpool(encode)
+        server.engine.check(images)
+    except QueueFull as error:
+        raise queue_full(error) from None
+
+
+async def fetch_images(server: ServerState, messages: list[MessageParts]) -> PixelBudget:
+    """Every image's bytes, in place of its URL; sizes from the headers only, refused before anything is decoded."""
+    pixels = PixelBudget(server.settings.max_request_pixels, server.square)
+    for parts in messages:
+        for index, (url, where) in enumerate(parts.images):
+            raw = await server.fetcher.fetch(url, where)
+            width, height = await run_in_threadpool(server.fetcher.size, raw, where)
+            pixels.add(width, height, where)
+            parts.images[index] = (raw, where)
+    return pixels
+
+
+def encode(
+    server: ServerState, body: ChatCompletionRequest, messages: list[MessageParts], pixels: PixelBudget, max_tokens: int
+) -> GenerationRequest:
+    """The chat turn (run in a thread): each image decoded, read by OCR (the last message's, with ``ocr``) and shrunk
+    before the next; then the ``GenerationRequest``."""
+    conversation = Conversation()
+    decode = lambda image: server.fetcher.decode(*image)
+    for position, parts in enumerate(messages):
+        if parts.role == "user":
+            last = position == len(messages) - 1
+            conversation.add_user(
+                parts.text,
+                parts.images,
+                ocr=body.ocr and last,
+                load=decode,
+                keep=server.shrink,
+                generate_image=body.generate_image and last,
+            )
+            parts.images.clear()  # the encoded bytes go as soon as they are decoded
+        elif parts.role == "assistant":
+            conversation.add_assistant(parts.text)
         else:
-            inputs = await run_in_threadpool(encode)
+            conversation.add_system(parts.text)
+    if pixels.used >= RETURN_MEMORY_PIXELS:
+        return_memory()  # the full-size pictures' pages, else resident at their peak until the process ends
+    temperature = server.settings.default_temperature if body.temperature is None else body.temperature
+    return conversation.request(
+        server.model, server.processor, max_tokens, temperature, body.top_p or 1.0, stop=body.stops
+    )
+
+
+async def prepare(server: ServerState, body: ChatCompletionRequest, gone: asyncio.Future) -> GenerationRequest:
+    """Check the request against the server's limits, cheapest checks first, then decode and encode it."""
+    if body.n != 1:
+        raise APIError(400, "n must be 1 on this server", param="n")
+    max_tokens = requested_tokens(server, body)
+    check_queue(server)
+    messages = read_messages(server, body)
+    images = sum(len(parts.images) for parts in messages)
+    if images:
+        check_queue(server, images)
+    pixels = await fetch_images(server, messages)
+    try:
+        if not images:
+            return await run_in_threadpool(encode, server, body, messages, pixels, max_tokens)
+        async with server.decode_slot():
+            if gone.done():  # it waited for a slot and its client gave up meanwhile
+                raise ClientGone("before its images were decoded")
+            return await run_in_threadpool(encode, server, body, messages, pixels, max_tokens)
     except ImportError as error:
         if not body.ocr:
             raise
         raise APIError(400, f"OCR is not available on this server: {error}", param="ocr") from None
+    except ContextTooLong as error:
+        raise APIError(400, str(error), param="messages", code="context_length_exceeded") from None
     except ValueError as error:
         raise APIError(400, str(error), param="messages") from None
-    try:
-        budget = context_budget(server.model, inputs["input_ids"].shape[1], requested)
-    except ValueError as error:
-        raise APIError(400, str(error), param="messages", code="context_length_exceeded") from None
-    stop = [body.stop] if isinstance(body.stop, str) else list(body.stop or [])
-    temperature = settings.default_temperature if body.temperature is None else body.temperature
-    return GenerationRequest(inputs, budget, temperature, body.top_p or 1.0, stop=stop[:4])
 
 
-async def make_picture(server: ServerState, text: str, seed: int | None) -> list[dict[str, str]]:
-    prompt = extract_image_prompt(text)
-    if prompt is None or server.image_generator is None:
-        return []
-    picture = await run_in_threadpool(server.image_generator, prompt, seed=seed)
-    return [{"b64_json": png_base64(picture), "prompt": prompt, "mime_type": "image/png"}]
+# ----------------------------------------------------------------------------------------------------- the answer
+
+
+def png_base64(picture) -> str:
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+async def make_picture(server: ServerState, text: str, seed: int | None) -> list[Picture]:
+    """The picture drawn from the answer's ``<h>`` prompt (none without a prompt or a text-to-image backend)."""
+    prompt, picture = await run_in_threadpool(draw, text, server.image_generator, seed=seed)
+    return [] if picture is None else [Picture(b64_json=png_base64(picture), prompt=prompt)]
+
+
+class Completion:
+    """The answer to one prepared request on the batching engine: whole (``reply``) or streamed (``stream``)."""
+
+    def __init__(self, server: ServerState, body: ChatCompletionRequest, generation: GenerationRequest):
+        self.server, self.body, self.generation = server, body, generation
+        self.id, self.created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
+        self.loop = asyncio.get_running_loop()
+
+    def submit(self, on_done) -> Job:
+        try:
+            return self.server.engine.submit(self.generation, on_done=on_done)
+        except QueueFull as error:
+            raise queue_full(error) from None
+
+    @property
+    def finish_reason(self) -> str:
+        return "length" if self.generation.finish_reason == "length" else "stop"
+
+    def usage(self) -> Usage:
+        prompt, completion = self.generation.prompt_tokens, self.generation.completion_tokens
+        return Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion)
+
+    async def pictures(self) -> list[Picture] | None:
+        if not self.body.generate_image:
+            return None
+        return await make_picture(self.server, self.generation.text, self.body.seed)
+
+    async def reply(self, gone: asyncio.Future) -> ChatCompletionResponse:
+        """The whole answer.  The framework only notices a disconnect while streaming, so ``gone`` is watched here: a
+        client that hangs up stops its generation at the next token instead of leaving the model working for nobody."""
+        finished = self.loop.create_future()
+        job = self.submit(lambda job: self.loop.call_soon_threadsafe(_resolve, finished, job))
+        try:
+            await asyncio.wait({finished, gone}, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            self.server.engine.cancel(job)
+            raise
+        if not finished.done():
+            self.server.engine.cancel(job)
+            raise ClientGone("while its answer was being generated; generation cancelled")
+        if job.error is not None:
+            raise generation_failed(job.error)
+        message = ChatMessage(content=self.generation.text, images=await self.pictures())
+        choice = Choice(message=message, finish_reason=self.finish_reason)
+        return ChatCompletionResponse(
+            id=self.id,
+            created=self.created,
+            model=self.server.settings.model_name,
+            choices=[choice],
+            usage=self.usage(),
+        )
+
+    def stream(self) -> StreamingResponse:
+        """The answer as server-sent events; the request is queued (or refused, 429) before the response starts."""
+        pieces: asyncio.Queue = asyncio.Queue()
+        put = lambda piece: self.loop.call_soon_threadsafe(pieces.put_nowait, piece)
+        self.generation.on_text = put
+        job = self.submit(lambda job: put(None))
+        return StreamingResponse(
+            self.events(job, pieces),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+
+    def chunk(self, delta: Delta, finish_reason: str | None = None) -> str:
+        choice = ChunkChoice(delta=delta, finish_reason=finish_reason)
+        return sse(self._chunk(choices=[choice]))
+
+    def _chunk(self, **fields) -> ChatCompletionChunk:
+        return ChatCompletionChunk(id=self.id, created=self.created, model=self.server.settings.model_name, **fields)
+
+    async def events(self, job: Job, pieces: asyncio.Queue) -> AsyncIterator[str]:
+        try:
+            yield self.chunk(Delta(role="assistant", content=""))
+            while (piece := await pieces.get()) is not None:
+                yield self.chunk(Delta(content=piece))
+            if job.error is not None:
+                yield generation_failed(job.error).sse()
+            else:
+                yield self.chunk(Delta(images=await self.pictures()), self.finish_reason)
+                if self.body.include_usage:
+                    yield sse(self._chunk(choices=[], usage=self.usage()))
+            yield "data: [DONE]\n\n"
+        finally:
+            if not job.done.is_set():  # the client went away: stop generating for it
+                self.server.engine.cancel(job)
+                logger.info(
+                    "POST /v1/chat/completions: the client went away while its answer was streaming; "
+                    "generation cancelled"
+                )
 
 
 def _resolve(future, value) -> None:
@@ -175,92 +339,7 @@ def _resolve(future, value) -> None:
         future.set_result(value)
 
 
-async def answer(server: ServerState, body, gone: asyncio.Future):
-    """The chat completion of ``body``: a dict, or a streaming response when ``body.stream``."""
-    generation = await prepare(server, body, gone)
-    engine, model_name = server.engine, server.settings.model_name
-    loop = asyncio.get_running_loop()
-    finished = loop.create_future()
-    events: asyncio.Queue = asyncio.Queue()
-    if body.stream:
-        generation.on_text = lambda piece: loop.call_soon_threadsafe(events.put_nowait, ("text", piece))
-        on_done = lambda job: loop.call_soon_threadsafe(events.put_nowait, ("done", job))
-    else:
-        on_done = lambda job: loop.call_soon_threadsafe(_resolve, finished, job)
-    try:
-        job = engine.submit(generation, on_done=on_done)
-    except QueueFull as error:
-        raise queue_full(str(error)) from None
-    created, completion_id = int(time.time()), f"chatcmpl-{uuid.uuid4().hex[:24]}"
-
-    def usage(job: Job) -> dict[str, int]:
-        prompt_tokens, completion_tokens = generation.prompt_tokens, generation.completion_tokens
-        return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                "total_tokens": prompt_tokens + completion_tokens}  # fmt: skip
-
-    def finish_reason() -> str:
-        return "length" if generation.finish_reason == "length" else "stop"
-
-    if not body.stream:
-        # The framework only notices a disconnect while streaming, so watch for it here: a client that hangs up
-        # stops its generation at the next token instead of leaving the model working for nobody.
-        try:
-            await asyncio.wait({finished, gone}, return_when=asyncio.FIRST_COMPLETED)
-        except asyncio.CancelledError:
-            engine.cancel(job)
-            raise
-        if not finished.done():
-            engine.cancel(job)
-            raise ClientGone("while its answer was being generated; generation cancelled")
-        if job.error is not None:
-            raise APIError(500, f"generation failed: {job.error}", type="server_error")
-        message: dict[str, Any] = {"role": "assistant", "content": generation.text}
-        if body.generate_image:
-            message["images"] = await make_picture(server, generation.text, body.seed)
-        return {
-            "id": completion_id, "object": "chat.completion", "created": created, "model": model_name,
-            "choices": [{"index": 0, "message": message, "finish_reason": finish_reason(), "logprobs": None}],
-            "usage": usage(job),
-        }  # fmt: skip
-
-    def chunk(delta: dict[str, Any], reason: str | None = None) -> str:
-        payload = {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": model_name,
-                   "choices": [{"index": 0, "delta": delta, "finish_reason": reason, "logprobs": None}]}  # fmt: skip
-        return f"data: {json.dumps(payload)}\n\n"
-
-    async def stream():
-        try:
-            yield chunk({"role": "assistant", "content": ""})
-            while True:
-                kind, value = await events.get()
-                if kind == "text":
-                    yield chunk({"content": value})
-                else:
-                    break
-            if job.error is not None:
-                error = APIError(500, f"generation failed: {job.error}", type="server_error")
-                yield f"data: {json.dumps(error.body())}\n\n"
-            else:
-                final: dict[str, Any] = {}
-                if body.generate_image:
-                    final["images"] = await make_picture(server, generation.text, body.seed)
-                yield chunk(final, finish_reason())
-                if body.stream_options is not None and body.stream_options.include_usage:
-                    payload = {"id": completion_id, "object": "chat.completion.chunk", "created": created,
-                               "model": model_name, "choices": [], "usage": usage(job)}  # fmt: skip
-                    yield f"data: {json.dumps(payload)}\n\n"
-            yield "data: [DONE]\n\n"
-        finally:
-            if not job.done.is_set():  # the client went away: stop generating for it
-                engine.cancel(job)
-                logger.info("POST /v1/chat/completions: the client went away while its answer was streaming; "
-                            "generation cancelled")  # fmt: skip
-
-    return StreamingResponse(stream(), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})  # fmt: skip
-
-
-def png_base64(picture) -> str:
-    buffer = io.BytesIO()
-    picture.save(buffer, format="PNG")
-    return base64.b64encode(buffer.getvalue()).decode("ascii")
+async def answer(server: ServerState, body: ChatCompletionRequest, gone: asyncio.Future):
+    """The chat completion of ``body``: a ``ChatCompletionResponse``, or a streaming response when ``body.stream``."""
+    completion = Completion(server, body, await prepare(server, body, gone))
+    return completion.stream() if body.stream else await completion.reply(gone)

@@ -16,7 +16,7 @@ import sys
 from urllib.parse import unquote, urlparse
 
 from minigemini.image_processing import ImageLoadError, load_image, read_image_size
-from minigemini.serve.schemas import APIError
+from minigemini.serve.errors import APIError
 from minigemini.serve.settings import ServerSettings
 
 __all__ = ["RETURN_MEMORY_PIXELS", "ImageFetcher", "return_memory"]
@@ -48,6 +48,11 @@ def return_memory() -> bool:
     return bool(trim is not None and trim(0))
 
 
+def refused(param: str, code: str, message: str) -> APIError:
+    """The 400 for an image of the request, named by ``param``."""
+    return APIError(400, f"{param}: {message}", param=param, code=code)
+
+
 class ImageFetcher:
     """Turns an ``image_url`` into bytes, a size and a picture under the server's rules (which sources, how large)."""
 
@@ -58,10 +63,11 @@ class ImageFetcher:
 
     def _too_large(self, raw: bytes, param: str) -> None:
         if len(raw) > self.settings.max_image_bytes:
-            raise APIError(
-                400, f"{param}: image is {len(raw):,} bytes, above this server's limit of "
-                f"{self.settings.max_image_bytes:,}", param=param, code="image_too_large",
-            )  # fmt: skip
+            raise refused(
+                param,
+                "image_too_large",
+                f"image is {len(raw):,} bytes, above this server's limit of {self.settings.max_image_bytes:,}",
+            )
 
     def size(self, raw: bytes, param: str) -> tuple[int, int]:
         """(width, height) from the header, nothing decoded; 400 for non-images and images above the pixel limit."""
@@ -69,12 +75,15 @@ class ImageFetcher:
         try:
             width, height = read_image_size(raw)
         except ImageLoadError as error:
-            raise APIError(400, f"{param}: {error}", param=param, code="invalid_image") from None
+            raise refused(param, "invalid_image", str(error)) from None
         limit = self.settings.max_image_pixels
         if limit is not None and width * height > limit:
-            raise APIError(400, f"{param}: image is too large: {width}x{height} = {width * height:,} pixels exceeds "
-                           f"this server's limit of {limit:,} pixels per image", param=param,
-                           code="invalid_image")  # fmt: skip
+            raise refused(
+                param,
+                "invalid_image",
+                f"image is too large: {width}x{height} = {width * height:,} pixels exceeds "
+                f"this server's limit of {limit:,} pixels per image",
+            )
         return width, height
 
     def decode(self, raw: bytes, param: str):
@@ -83,46 +92,56 @@ class ImageFetcher:
         try:
             return load_image(raw, max_pixels=self.settings.max_image_pixels)
         except ImageLoadError as error:
-            raise APIError(400, f"{param}: {error}", param=param, code="invalid_image") from None
+            raise refused(param, "invalid_image", str(error)) from None
 
     def _data_url(self, url: str, param: str) -> bytes:
         header, comma, payload = url.partition(",")
         if not comma or not header.endswith(";base64"):
-            raise APIError(400, f"{param}: only base64 data URLs (data:image/...;base64,...) are supported",
-                           param=param, code="invalid_image_url")  # fmt: skip
+            raise refused(param, "invalid_image_url", "only base64 data URLs (data:image/...;base64,...) are supported")
         if len(payload) > self.settings.max_image_bytes * 4 // 3 + 4:
-            raise APIError(400, f"{param}: image data is above this server's limit of "
-                           f"{self.settings.max_image_bytes:,} bytes", param=param, code="image_too_large")  # fmt: skip
+            raise refused(
+                param,
+                "image_too_large",
+                f"image data is above this server's limit of {self.settings.max_image_bytes:,} bytes",
+            )
         try:
             return base64.b64decode(payload.strip(), validate=True)
         except (binascii.Error, ValueError):
-            raise APIError(400, f"{param}: malformed base64 in the data URL", param=param,
-                           code="invalid_image_url") from None  # fmt: skip
+            raise refused(param, "invalid_image_url", "malformed base64 in the data URL") from None
 
     def _local(self, url: str, param: str) -> bytes:
         if self.root is None:
-            raise APIError(400, f"{param}: local file paths are not allowed on this server (start it with "
-                           "--allow-local-files DIR to allow files inside DIR)", param=param,
-                           code="local_files_not_allowed")  # fmt: skip
+            raise refused(
+                param,
+                "local_files_not_allowed",
+                "local file paths are not allowed on this server (start it with "
+                "--allow-local-files DIR to allow files inside DIR)",
+            )
         path = unquote(urlparse(url).path) if url.startswith("file://") else url
+        if "\x00" in path:  # os.path.realpath raises on it
+            raise refused(param, "invalid_image_url", "the path holds a NUL byte")
         full = os.path.realpath(os.path.join(self.root, path))
         if os.path.commonpath([full, self.root]) != self.root:
-            raise APIError(400, f"{param}: the path is outside the directory this server may read",
-                           param=param, code="local_files_not_allowed")  # fmt: skip
+            raise refused(param, "local_files_not_allowed", "the path is outside the directory this server may read")
         if not os.path.isfile(full):
-            raise APIError(400, f"{param}: no such file in the allowed directory", param=param,
-                           code="invalid_image_url")  # fmt: skip
+            raise refused(param, "invalid_image_url", "no such file in the allowed directory")
         if os.path.getsize(full) > self.settings.max_image_bytes:
-            raise APIError(400, f"{param}: image file is above this server's limit of "
-                           f"{self.settings.max_image_bytes:,} bytes", param=param, code="image_too_large")  # fmt: skip
+            raise refused(
+                param,
+                "image_too_large",
+                f"image file is above this server's limit of {self.settings.max_image_bytes:,} bytes",
+            )
         with open(full, "rb") as file:
             return file.read()
 
     async def _remote(self, url: str, param: str) -> bytes:
         if not self.settings.allow_remote_urls:
-            raise APIError(400, f"{param}: remote image URLs are not fetched by this server (start it with "
-                           "--allow-remote-urls, or send the image as a base64 data URL)", param=param,
-                           code="remote_urls_not_allowed")  # fmt: skip
+            raise refused(
+                param,
+                "remote_urls_not_allowed",
+                "remote image URLs are not fetched by this server (start it with "
+                "--allow-remote-urls, or send the image as a base64 data URL)",
+            )
         import httpx
 
         limit = self.settings.max_image_bytes
@@ -130,19 +149,20 @@ class ImageFetcher:
             client = httpx.AsyncClient(timeout=self.settings.remote_timeout, follow_redirects=True, max_redirects=3)
             async with client, client.stream("GET", url) as response:
                 if response.status_code != 200:
-                    raise APIError(400, f"{param}: fetching the image failed with HTTP {response.status_code}",
-                                   param=param, code="invalid_image_url")  # fmt: skip
+                    raise refused(
+                        param, "invalid_image_url", f"fetching the image failed with HTTP {response.status_code}"
+                    )
                 chunks, size = [], 0
                 async for chunk in response.aiter_bytes():
                     size += len(chunk)
                     if size > limit:
-                        raise APIError(400, f"{param}: remote image is above this server's limit of {limit:,} bytes",
-                                       param=param, code="image_too_large")  # fmt: skip
+                        raise refused(
+                            param, "image_too_large", f"remote image is above this server's limit of {limit:,} bytes"
+                        )
                     chunks.append(chunk)
                 return b"".join(chunks)
         except httpx.HTTPError as error:
-            raise APIError(400, f"{param}: fetching the image failed ({type(error).__name__})", param=param,
-                           code="invalid_image_url") from None  # fmt: skip
+            raise refused(param, "invalid_image_url", f"fetching the image failed ({type(error).__name__})") from None
 
     async def fetch(self, url: str, param: str) -> bytes:
         """The encoded image bytes behind ``url`` (not decoded: see ``size`` and ``decode``)."""
@@ -153,5 +173,5 @@ class ImageFetcher:
         if url.startswith(("http://", "https://")):
             return await self._remote(url, param)
         if "://" in url and not url.startswith("file://"):
-            raise APIError(400, f"{param}: unsupported URL scheme", param=param, code="invalid_image_url")
+            raise refused(param, "invalid_image_url", "unsupported URL scheme")
         return await run_in_threadpool(self._local, url, param)

@@ -15,10 +15,17 @@
 
 from __future__ import annotations
 
-from minigemini.serve.schemas import APIError
+from minigemini.serve.errors import APIError
 
-__all__ = ["BODY_COPIES", "BYTES_PER_DECODED_PIXEL", "PixelBudget", "character_limit", "encoded_image_bytes", "image_cost",
-           "memory_bound"]  # fmt: skip
+__all__ = [
+    "BODY_COPIES",
+    "BYTES_PER_DECODED_PIXEL",
+    "PixelBudget",
+    "character_limit",
+    "encoded_image_bytes",
+    "image_cost",
+    "memory_bound",
+]
 
 #: The most memory one counted pixel takes while its image is decoded, converted to RGB, padded and shrunk, over image
 #: kinds (8-bit, alpha, 16-bit, float, CMYK, rotated JPEG), with some headroom; benchmarks/bench_serve_memory.py
@@ -46,10 +53,13 @@ class PixelBudget:
         if self.limit is not None and self.used + cost > self.limit:
             counted = "padded to a square, " if self.square and width != height else ""
             raise APIError(
-                400, f"{param}: this {width}x{height} image ({counted}{cost:,} pixels) takes the request's images to "
+                400,
+                f"{param}: this {width}x{height} image ({counted}{cost:,} pixels) takes the request's images to "
                 f"{self.used + cost:,} pixels, above this server's budget of {self.limit:,} decoded pixels per request; "
-                "send smaller or fewer images", param=param, code="too_many_pixels",
-            )  # fmt: skip
+                "send smaller or fewer images",
+                param=param,
+                code="too_many_pixels",
+            )
         self.used += cost
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hmac
 
-from minigemini.serve.schemas import APIError
+from minigemini.serve.errors import APIError
 
 __all__ = ["OPEN_PATHS", "APIKeyCheck", "BodyLimit"]
 
@@ -29,8 +29,9 @@ class BodyLimit:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         declared = dict(scope.get("headers") or ()).get(b"content-length")
-        too_large = APIError(413, f"request body is larger than this server's limit of {self.limit:,} bytes",
-                             code="request_too_large")  # fmt: skip
+        too_large = APIError(
+            413, f"request body is larger than this server's limit of {self.limit:,} bytes", code="request_too_large"
+        )
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
             return await too_large.response()(scope, receive, send)
         if declared is not None and declared.isdigit() and self._busy(int(declared)):
@@ -59,9 +60,13 @@ class BodyLimit:
         return self.total is not None and self.held + size > self.total
 
     def _busy_error(self) -> APIError:
-        return APIError(429, f"the server is busy: the requests in progress hold {self.held:,} bytes of request "
-                        f"bodies (the limit is {self.total:,}); retry later", type="rate_limit_exceeded",
-                        code="server_busy")  # fmt: skip
+        return APIError(
+            429,
+            f"the server is busy: the requests in progress hold {self.held:,} bytes of request "
+            f"bodies (the limit is {self.total:,}); retry later",
+            type="rate_limit_exceeded",
+            code="server_busy",
+        )
 
 
 class APIKeyCheck:
@@ -77,8 +82,11 @@ class APIKeyCheck:
             return await self.app(scope, receive, send)
         headers = [value for name, value in scope.get("headers") or () if name.lower() == b"authorization"]
         if len(headers) > 1:
-            error = APIError(400, f"the request carries {len(headers)} Authorization headers; send exactly one",
-                             code="invalid_api_key")  # fmt: skip
+            error = APIError(
+                400,
+                f"the request carries {len(headers)} Authorization headers; send exactly one",
+                code="invalid_api_key",
+            )
             return await error.response()(scope, receive, send)
         scheme, _, token = (headers[0] if headers else b"").partition(b" ")
         if scheme.lower() == b"bearer" and hmac.compare_digest(token.strip(), self.key):

@@ -41,8 +41,10 @@ class ServerSettings:
 
     def __post_init__(self):
         if self.max_inflight_bytes is not None and self.max_inflight_bytes < self.max_request_bytes:
-            raise ValueError(f"max_inflight_bytes ({self.max_inflight_bytes:,}) must be at least max_request_bytes "
-                             f"({self.max_request_bytes:,}): a request of the largest size could never be read")  # fmt: skip
+            raise ValueError(
+                f"max_inflight_bytes ({self.max_inflight_bytes:,}) must be at least max_request_bytes "
+                f"({self.max_request_bytes:,}): a request of the largest size could never be read"
+            )
         if self.max_batch_images is not None and self.max_batch_images < 1:
             raise ValueError(f"max_batch_images must be >= 1 (or None: unbounded), got {self.max_batch_images}")
         if self.decode_slots < 1:
@@ -50,5 +52,7 @@ class ServerSettings:
         if self.max_request_pixels is not None and self.max_request_pixels < 1:
             raise ValueError(f"max_request_pixels must be >= 1 (or None: no budget), got {self.max_request_pixels}")
         if self.max_queued_images is not None and self.max_queued_images < self.max_images:
-            raise ValueError(f"max_queued_images ({self.max_queued_images}) must be at least max_images "
-                             f"({self.max_images}): a request with that many images could never be queued")  # fmt: skip
+            raise ValueError(
+                f"max_queued_images ({self.max_queued_images}) must be at least max_images "
+                f"({self.max_images}): a request with that many images could never be queued"
+            )

@@ -10,7 +10,6 @@ from typing import Any
 from minigemini.serve.batching import BatchingEngine
 from minigemini.serve.images import ImageFetcher
 from minigemini.serve.limits import character_limit
-from minigemini.serve.schemas import request_models
 from minigemini.serve.settings import ServerSettings
 
 __all__ = ["ServerState"]
@@ -28,7 +27,6 @@ class ServerState:
 
     def __post_init__(self) -> None:
         self.fetcher = ImageFetcher(self.settings)
-        self.ChatCompletionRequest, self.ImageGenerationRequest = request_models()
         image_processor = getattr(self.processor, "image_processor", None)
         # Each image is shrunk to the model's input (the processor's own padded, resized square, which the processor
         # then takes as it is) before the next one is decoded, and counted as that padded square in the pixel budget.

@@ -19,7 +19,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TextIO
 
-from minigemini.generation import extract_image_prompt, request_image
 from minigemini.image_processing import ImageLoadError, load_image
 
 HELP = (
@@ -106,40 +105,27 @@ class ChatSession:
         return True
 
     def turn(self, text: str) -> None:
-        from minigemini.engine import GenerationRequest, context_budget, run_batch
+        """One chat turn (``inference.Conversation``): the message and its images, the answer streamed, the picture."""
+        from minigemini.engine import run_batch
 
         images, self.pending, self.pending_names = self.pending, [], []
-        if self.args.ocr and images:
-            from minigemini.ocr import add_ocr_hint
-
-            try:
-                with_hint = add_ocr_hint(text, images)
-            except (ImportError, ValueError) as error:
-                self.say(f"error: OCR failed, asking without it: {error}")
-            else:
-                if with_hint != text:
-                    self.say(f"[ocr] {with_hint.splitlines()[-1]}")
-                text = with_hint
-        if self.gen:
-            text = request_image(text)
-        self.conversation.add_user(text, images)
-        try:
-            inputs = self.conversation.encode(self.processor)
-            budget = context_budget(self.model, inputs["input_ids"].shape[1], self.args.max_new_tokens)
-        except ValueError as error:
-            self.conversation.pop_user()
-            self.say(f"error: {error}")
-            return
-        self.say("assistant: ", end="")
+        self.ask(text, images)
         shown: list[str] = []
 
         def show(piece: str) -> None:
             shown.append(piece)
             self.say(piece, end="")
 
-        request = GenerationRequest(
-            inputs, max_new_tokens=budget, temperature=self.args.temperature, top_p=self.args.top_p, on_text=show
-        )
+        args = self.args
+        try:
+            request = self.conversation.request(
+                self.model, self.processor, args.max_new_tokens, args.temperature, args.top_p, on_text=show
+            )
+        except ValueError as error:
+            self.conversation.pop_user()
+            self.say(f"error: {error}")
+            return
+        self.say("assistant: ", end="")
         try:
             run_batch(self.model, self.processor, [request])
         except KeyboardInterrupt:  # Ctrl-C stops this answer, not the chat
@@ -151,15 +137,29 @@ class ChatSession:
         if self.gen:
             self.picture(request.text)
 
-    def picture(self, answer: str) -> None:
-        prompt = extract_image_prompt(answer)
-        if prompt is None:
-            self.say("[picture] the answer has no <h>prompt</h>: no picture")
-            return
+    def ask(self, text: str, images: list) -> None:
+        """Add the user's turn, with the OCR line of its images under ``--ocr`` (without it when OCR fails)."""
         try:
-            picture = self.image_generator()(prompt, seed=self.args.seed)
+            hint = self.conversation.add_user(text, images, ocr=self.args.ocr, generate_image=self.gen)
+        except (ImportError, ValueError) as error:  # only OCR can fail here: the images are loaded
+            self.say(f"error: OCR failed, asking without it: {error}")
+            self.conversation.add_user(text, images, generate_image=self.gen)
+            return
+        if hint:
+            self.say(f"[ocr] {hint}")
+
+    def picture(self, answer: str) -> None:
+        from minigemini.inference import draw
+
+        try:
+            prompt, picture = draw(
+                answer, lambda prompt, **options: self.image_generator()(prompt, **options), seed=self.args.seed
+            )
         except ValueError as error:
             self.say(f"error: {error}")
+            return
+        if prompt is None:
+            self.say("[picture] the answer has no <h>prompt</h>: no picture")
             return
         path = next_picture_path(self.args.output_dir)
         picture.save(path)

@@ -13,13 +13,12 @@ import tempfile
 from collections.abc import Iterator
 from typing import Any
 
-from minigemini.engine import GenerationRequest, context_budget
-from minigemini.generation import PROMPT_CLOSE, PROMPT_OPEN, extract_image_prompt, request_image
-from minigemini.image_processing import ImageLoadError, load_image
-from minigemini.inference import Conversation
+from minigemini.generation import PROMPT_CLOSE, PROMPT_OPEN
+from minigemini.image_processing import load_image
+from minigemini.inference import Conversation, draw
 from minigemini.serve.batching import BatchingEngine
 
-__all__ = ["create_demo", "local_theme"]
+__all__ = ["WebChat", "create_demo", "local_theme"]
 
 TITLE = "Mini-Gemini"
 _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".tif", ".tiff")
@@ -89,53 +88,45 @@ def conversation_from_history(history: list[Any]) -> Conversation:
     return conversation
 
 
-def create_demo(engine: BatchingEngine, image_generator=None, max_new_tokens: int = 512, temperature: float = 0.2,
-                description: str | None = None):  # fmt: skip
-    """The Gradio app (a ``gr.ChatInterface``) around a started ``BatchingEngine``."""
-    import gradio as gr
+class WebChat:
+    """The answers of ``mgm web``: each message is one chat turn (``inference.Conversation``) on the batching engine,
+    streamed as it is generated, then the picture its ``<h>prompt</h>`` asks for."""
 
-    model, processor = engine.model, engine.processor
-    # Pictures go to Gradio as PNG files written once: handed a PIL image, Gradio re-encodes it into the same cache
-    # path on every re-render (truncate, then write), and a browser fetching it meanwhile gets a short, broken file.
-    # Gradio re-reads the file on re-renders, so it stays until the app is gone (then the folder is removed).
-    pictures = tempfile.TemporaryDirectory(prefix="mgm-web-pictures-")
+    def __init__(self, engine: BatchingEngine, image_generator=None):
+        self.engine, self.image_generator = engine, image_generator
+        # Pictures go to Gradio as PNG files written once: handed a PIL image, Gradio re-encodes it into the same
+        # cache path on every re-render (truncate, then write), and a browser fetching it meanwhile gets a short,
+        # broken file.  Gradio re-reads the file on re-renders, so it stays until the app is gone (then the folder
+        # is removed).
+        self.pictures = tempfile.TemporaryDirectory(prefix="mgm-web-pictures-")
 
-    def respond(message, history, generate_picture, use_ocr, max_tokens, temperature_value):
+    def request(self, message, history, generate_picture: bool, use_ocr: bool, max_tokens, temperature):
+        """The turn's ``GenerationRequest``, its text streamed into a queue (None once it is done)."""
         text = (message.get("text") if isinstance(message, dict) else str(message or "")) or ""
         files = message.get("files", []) if isinstance(message, dict) else []
-        paths = [f for _, f in _parts(files)]
-        try:
-            images = [load_image(path) for path in paths]
-        except ImageLoadError as error:
-            yield f"⚠️ {error}"
-            return
+        images = [load_image(path) for _, path in _parts(files)]
         conversation = conversation_from_history(history)
-        if use_ocr and images:
-            from minigemini.ocr import add_ocr_hint
+        conversation.add_user(text, images, ocr=use_ocr, generate_image=generate_picture)
+        pieces: queue.Queue = queue.Queue()
+        request = conversation.request(
+            self.engine.model, self.engine.processor, int(max_tokens), float(temperature), on_text=pieces.put
+        )
+        return request, pieces
 
-            try:
-                text = add_ocr_hint(text, images)
-            except ImportError as error:
-                yield f"⚠️ OCR is not available: {error}"
-                return
-        if generate_picture:
-            text = request_image(text)
-        conversation.add_user(text, images)
+    def respond(self, message, history, generate_picture, use_ocr, max_tokens, temperature):
+        """Gradio's ``ChatInterface`` function: the answer so far, then the picture (a warning line for a bad turn)."""
         try:
-            inputs = conversation.encode(processor)
-            budget = context_budget(model, inputs["input_ids"].shape[1], int(max_tokens))
-        except ValueError as error:
+            request, pieces = self.request(message, history, generate_picture, use_ocr, max_tokens, temperature)
+        except ImportError as error:
+            yield f"⚠️ OCR is not available: {error}"
+            return
+        except ValueError as error:  # an unreadable image, a prompt too long for the context
             yield f"⚠️ {error}"
             return
-        pieces: queue.Queue = queue.Queue()
-        request = GenerationRequest(inputs, budget, float(temperature_value), on_text=pieces.put)
-        job = engine.submit(request, on_done=lambda job: pieces.put(None))
+        job = self.engine.submit(request, on_done=lambda job: pieces.put(None))
         answer = ""
         try:
-            while True:
-                piece = pieces.get()
-                if piece is None:
-                    break
+            while (piece := pieces.get()) is not None:
                 answer += piece
                 yield _show(answer)
         finally:
@@ -146,22 +137,43 @@ def create_demo(engine: BatchingEngine, image_generator=None, max_new_tokens: in
             return
         answer = _show(request.text) or "(empty answer)"
         yield answer
-        if generate_picture:
-            prompt = extract_image_prompt(request.text)
-            if prompt is None:
-                yield [answer, "(no <h>prompt</h> in the answer: no picture)"]
-            elif image_generator is not None:
-                with tempfile.NamedTemporaryFile(suffix=".png", dir=pictures.name, delete=False) as file:
-                    image_generator(prompt).save(file, format="PNG")
-                yield [answer, gr.Image(value=file.name, label=prompt)]
+        shown = self.picture(request.text) if generate_picture else None
+        if shown is not None:
+            yield [answer, shown]
+
+    def picture(self, answer: str):
+        """What the chat shows for the answer's picture: an image, a line saying there is none, or None (no backend)."""
+        import gradio as gr
+
+        prompt, picture = draw(answer, self.image_generator)
+        if prompt is None:
+            return "(no <h>prompt</h> in the answer: no picture)"
+        if picture is None:
+            return None
+        with tempfile.NamedTemporaryFile(suffix=".png", dir=self.pictures.name, delete=False) as file:
+            picture.save(file, format="PNG")
+        return gr.Image(value=file.name, label=prompt)
+
+
+def create_demo(
+    engine: BatchingEngine,
+    image_generator=None,
+    max_new_tokens: int = 512,
+    temperature: float = 0.2,
+    description: str | None = None,
+):
+    """The Gradio app (a ``gr.ChatInterface``) around a started ``BatchingEngine``."""
+    import gradio as gr
 
     chatbot = gr.Chatbot(label="Mini-Gemini", height=520, elem_id="mgm-chatbot")
     textbox = gr.MultimodalTextbox(
-        file_types=["image"], file_count="multiple", placeholder="Ask about an image (attach it with the clip)",
+        file_types=["image"],
+        file_count="multiple",
+        placeholder="Ask about an image (attach it with the clip)",
         elem_id="mgm-input",
-    )  # fmt: skip
+    )
     return gr.ChatInterface(
-        respond,
+        WebChat(engine, image_generator).respond,
         multimodal=True,
         chatbot=chatbot,
         textbox=textbox,

@@ -82,6 +82,8 @@ def test_models_and_health(client, server):
     assert [m.id for m in client.models.list().data] == ["tiny-mgm"]
     health = httpx.get(server[0] + "/health").json()
     assert health["status"] == "ok" and health["model"] == "tiny-mgm" and health["max_batch_size"] == 4
+    head = httpx.head(server[0] + "/health")  # monitors that ask with HEAD
+    assert head.status_code == 200 and head.content == b""
 
 
 def test_chat_completion_with_an_image_data_url(client, model_dir):
@@ -176,6 +178,14 @@ def test_local_files_only_inside_the_allowed_directory(client, files):
             client.chat.completions.create(model="m", messages=ask("?", url), max_tokens=1)
         assert error.value.body["code"] == "local_files_not_allowed"
         assert "outside the directory" in error.value.body["message"]
+
+
+def test_a_nul_byte_in_a_local_path_is_a_400(client, files):
+    root, _ = files
+    for url in ["ok\u0000.png", (root / "green.png").as_uri().replace("green", "green%00"), f"{root}/gr\u0000een.png"]:
+        with pytest.raises(openai.BadRequestError) as error:
+            client.chat.completions.create(model="m", messages=ask("?", url), max_tokens=1)
+        assert error.value.body["code"] == "invalid_image_url" and "NUL byte" in error.value.body["message"], url
 
 
 def test_bad_requests_get_a_clear_400(client, server):

@@ -15,6 +15,7 @@ from minigemini.loading import load_pretrained
 from minigemini.serve import images as serve_images
 from minigemini.serve.app import create_app
 from minigemini.serve.batching import BatchingEngine, QueueFull
+from minigemini.serve.errors import APIError
 from minigemini.serve.limits import (
     BODY_COPIES,
     BYTES_PER_DECODED_PIXEL,
@@ -25,7 +26,6 @@ from minigemini.serve.limits import (
     memory_bound,
 )
 from minigemini.serve.middleware import BodyLimit
-from minigemini.serve.schemas import APIError
 from minigemini.serve.settings import MiB, ServerSettings
 from tests.serving_helpers import run_in_thread, save_tiny_mgm, solid
 
@@ -181,8 +181,10 @@ def test_the_queue_holds_a_bounded_number_of_images(tiny):
 
     engine = BatchingEngine(model, processor, max_queue=10, max_queued_images=3)  # no worker: jobs stay queued
     first = engine.submit(Waiting(2))
-    assert engine.queued_images() == 2 and engine.full(images=1) is None
-    assert "2 images are already waiting and this request brings 2" in engine.full(images=2)
+    assert engine.queued_images() == 2
+    engine.check(images=1)  # it would be queued
+    with pytest.raises(QueueFull, match="2 images are already waiting and this request brings 2"):
+        engine.check(images=2)
     with pytest.raises(QueueFull, match="the limit is 3"):
         engine.submit(Waiting(2))
     engine.submit(Waiting(1))

@@ -3,6 +3,7 @@ in absolute form, duplicated Authorization headers, non-finite numbers, and the 
 ones the protocol writes itself."""
 
 import json
+import logging
 import socket
 
 import pytest
@@ -18,12 +19,17 @@ GOOD = b'{"messages": [{"role": "user", "content": "hi"}], "max_tokens": 1}'
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    import uvicorn
-
+def app(tmp_path_factory):
     model, processor = load_pretrained(save_tiny_mgm(tmp_path_factory.mktemp("mgm-wire")))
     settings = ServerSettings(api_key=KEY.decode(), default_max_tokens=1, max_request_bytes=1 << 20)
-    config = uvicorn.Config(create_app(model, processor, settings), log_config=None, timeout_keep_alive=5,
+    return create_app(model, processor, settings)
+
+
+@pytest.fixture(scope="module")
+def server(app):
+    import uvicorn
+
+    config = uvicorn.Config(app, log_config=None, timeout_keep_alive=5,
                             http=deadline_protocol(0.5, 5))  # fmt: skip
     with run_in_thread(uvicorn.Server(config)) as base:
         host, port = base.removeprefix("http://").split(":")
@@ -115,3 +121,60 @@ def test_every_error_has_one_shape(server):
         error = json.loads(body)["error"]
         assert set(error) == {"message", "type", "param", "code"} and error["message"], (name, error)
         assert body == json.dumps({"error": error}, separators=(",", ":")).encode(), (name, body)
+
+
+def assert_one_shape(status: int, headers: dict[str, str], body: bytes) -> dict:
+    assert headers["content-type"] == "application/json" and int(headers["content-length"]) == len(body)
+    error = json.loads(body)["error"]
+    assert set(error) == {"message", "type", "param", "code"} and error["message"], error
+    return error
+
+
+@pytest.mark.parametrize("target", [b"http://[::1/v1/models", b"http://evil]/v1/models", b"https://[x/health"])
+@pytest.mark.parametrize("key", [(), (AUTH,)], ids=["without key", "with key"])
+def test_an_absolute_target_that_is_no_url_is_a_400(server, target, key):
+    status, headers, body = exchange(server, get(target, *key))
+    assert status == 400, body
+    error = assert_one_shape(status, headers, body)
+    assert error["code"] == "invalid_http_request" and "not a valid URL" in error["message"]
+
+
+def test_a_header_block_over_16_kib_is_a_400_even_in_one_write(server):
+    """h11 counts a header block only while it holds it incomplete: the protocol counts the whole block."""
+    status, _, _ = exchange(server, get(b"/health", b"X-Pad: " + b"a" * 8000))
+    assert status == 200
+    for size in (17_000, 64_000):
+        status, headers, body = exchange(server, get(b"/health", b"X-Pad: " + b"a" * size))
+        assert status == 400, size
+        assert "header block is larger than 16,384 bytes" in assert_one_shape(status, headers, body)["message"]
+    # the same block in small writes is h11's own refusal
+    with socket.create_connection(server, timeout=10) as sock:
+        head = get(b"/health", b"X-Pad: " + b"a" * 40_000)
+        for start in range(0, len(head), 1000):
+            try:
+                sock.sendall(head[start : start + 1000])
+            except OSError:
+                break
+        assert sock.recv(65536).startswith(b"HTTP/1.1 400")
+    # a body in the same write as a small header block is not counted as headers
+    body = GOOD[:-1] + b', "user": "' + b"x" * 40_000 + b'"}'
+    assert exchange(server, post(b"/v1/chat/completions", body, AUTH), body)[0] == 200
+
+
+def test_head_health_answers(server):
+    status, headers, body = exchange(server, b"HEAD /health HTTP/1.1\r\nHost: test\r\n")
+    assert status == 200 and headers["content-type"] == "application/json" and body == b""
+
+
+def test_an_unexpected_error_is_a_500_logged_once(server, app, monkeypatch, caplog):
+    def broken():
+        raise RuntimeError("the engine broke")
+
+    monkeypatch.setattr(app.state.engine, "pending", broken)
+    with caplog.at_level(logging.INFO):
+        status, headers, body = exchange(server, get(b"/health"))
+    assert status == 500
+    error = assert_one_shape(status, headers, body)
+    assert error == {"message": "internal server error", "type": "server_error", "param": None, "code": None}
+    tracebacks = [record for record in caplog.records if record.exc_info]
+    assert len(tracebacks) == 1 and "the engine broke" in str(tracebacks[0].exc_info[1]), caplog.records
