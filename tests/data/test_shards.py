@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from minigemini import MiniGeminiProcessor
-from minigemini.data import DataError, MiniGeminiCollator
+from minigemini.data import DataError, MiniGeminiCollator, Skip
 from minigemini.data.shards import open_shards
 from minigemini.data.stream import ShardStream
 from minigemini.datatools.shard import write_shards
@@ -55,7 +55,7 @@ def sources_of(dataset, epoch=0, **loader):
 
 
 def label(item):
-    return item["source"] if "skip_reason" not in item else f"{item['skip_reason']}:{item['source']}"
+    return f"{item.reason}:{item.source}" if isinstance(item, Skip) else item["source"]
 
 
 @pytest.mark.parametrize("fmt", ["parquet", "webdataset"])
@@ -218,6 +218,26 @@ def test_bad_shards_are_named_skips_or_one_clear_error(tmp_path, shards, process
     (wrong / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(DataError, match="says shard-00000.parquet has 5 samples; the file has 4"):
         stream(str(wrong), processor)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_skip_met_while_reading_is_counted_once_whatever_the_workers(tmp_path, shards, processor, workers):
+    """The trainer counts the skips the batches carry and adds the stream's own (found while opening): a skip met
+    while reading is in the batches only, also when the stream runs in the main process (issue 48: 8 unreadable
+    samples were reported as 16 with --dataloader-workers 0)."""
+    folder = tmp_path / "pq"
+    shutil.copytree(shards / "parquet", folder)
+    for path in sorted(folder.glob("*.parquet")):  # row 0 of every shard is not a record
+        table = pq.read_table(path)
+        rows = table.to_pylist()
+        rows[0]["conversations"] = None
+        pq.write_table(pa.Table.from_pylist(rows, schema=table.schema), path)
+    (folder / "manifest.json").unlink()
+    dataset = stream(str(folder), processor, buffer_size=1, num_workers=workers)
+    collator = MiniGeminiCollator(pad_token_id=processor.tokenizer.pad_token_id)
+    met = [skip for batch in dataset.loader(collate_fn=collator) for skip in batch["data_stats"]["skipped"]]
+    assert len(met) >= max(1, workers) and {skip.reason for skip in met} == {"bad_record"}
+    assert dataset.skips.total == 0  # what the summary adds to the batches' skips: none were found while opening
 
 
 @pytest.mark.parametrize("fmt", ["parquet", "webdataset"])
