@@ -186,9 +186,13 @@ class ShardStream(IterableDataset):
         unused = self.num_samples - self.quota * self.readers
         logger.info(
             "streaming %d samples from %d shard(s): %d per epoch (%d readers x %d)%s",
-            self.num_samples, len(self.shards), self.quota * self.readers, self.readers, self.quota,
+            self.num_samples,
+            len(self.shards),
+            self.quota * self.readers,
+            self.readers,
+            self.quota,
             f"; {unused} wait for a later epoch (equal steps on every rank and worker)" if unused else "",
-        )  # fmt: skip
+        )
 
     # ------------------------------------------------------------------------------------------ sizes and state
 
@@ -263,7 +267,7 @@ class ShardStream(IterableDataset):
                 raise Skip("unreadable_shard", source, raw.detail)
             return {"source": source, "record": check_record(row_to_record(raw, shard), source, [])}
         except Skip as skip:
-            return self._skipped(skip)
+            return self._logged(skip)
 
     def _encode(self, chunk: list[dict[str, Any] | Skip]) -> list[dict[str, Any] | Skip]:
         """Token ids and labels for the chunk's records (one tokenizer call), or a ``too_long`` Skip in place."""
@@ -276,12 +280,12 @@ class ShardStream(IterableDataset):
                     ids, labels, self.max_length, self.image_token_id, sample["source"]
                 )
             except Skip as skip:
-                chunk[i] = self._skipped(skip)
+                chunk[i] = self._logged(skip)
                 continue
             sample["truncated"] = len(sample["ids"]) < len(ids)
         return chunk
 
-    def _skipped(self, skip: Skip) -> Skip:
+    def _logged(self, skip: Skip) -> Skip:
         self._log.add(skip)  # this process's log; the trainer counts the items
         return skip
 
@@ -304,7 +308,7 @@ class ShardStream(IterableDataset):
         try:
             return load_sample(record, encoded["ids"], encoded["labels"], encoded["truncated"], self.image_processor)
         except Skip as skip:
-            return self._skipped(skip)
+            return self._logged(skip)
 
     def loader(self, collate_fn, **kwargs) -> StreamLoader:
         """The DataLoader this stream was planned for (its batch size and workers)."""

@@ -72,7 +72,8 @@ def test_text_only_multi_image_and_caption_samples_in_one_batch(tmp_path, model_
         assert batch["attention_mask"][row].tolist() == [1] * n + [0] * (max(lengths) - n)
         assert (batch["labels"][row, n:] == IGNORE_INDEX).all()
     assert batch["data_stats"]["samples"] == 3 and batch["data_stats"]["skipped"] == []
-    assert batch["data_stats"]["sources"] == [item["source"] for item in items] and "truncated" not in batch["data_stats"]
+    assert batch["data_stats"]["sources"] == [item["source"] for item in items]
+    assert "truncated" not in batch["data_stats"]
 
     model = MiniGeminiForConditionalGeneration.from_pretrained(model_dir)
     inputs = {k: v for k, v in batch.items() if k != "data_stats"}

@@ -62,8 +62,24 @@ def label(item):
 def test_shard_writes_images_inside_skips_bad_images_and_resumes(tmp_path, source, processor, fmt, capsys):
     data, images = source
     out = tmp_path / "shards"
-    assert data_main(["shard", data, "--image-folder", images, "-o", str(out), "--format", fmt, "--shard-size", "8",
-                      "--no-progress"]) == 0  # fmt: skip
+    assert (
+        data_main(
+            [
+                "shard",
+                data,
+                "--image-folder",
+                images,
+                "-o",
+                str(out),
+                "--format",
+                fmt,
+                "--shard-size",
+                "8",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["records"] == 40 and manifest["samples"] == 38 and len(manifest["shards"]) == 5
@@ -85,8 +101,24 @@ def test_shard_writes_images_inside_skips_bad_images_and_resumes(tmp_path, sourc
     kept = out / manifest["shards"][0]["file"]
     mtime = os.path.getmtime(kept)
     lost.unlink()
-    assert data_main(["shard", data, "--image-folder", images, "-o", str(out), "--format", fmt, "--shard-size", "8",
-                      "--no-progress"]) == 0  # fmt: skip
+    assert (
+        data_main(
+            [
+                "shard",
+                data,
+                "--image-folder",
+                images,
+                "-o",
+                str(out),
+                "--format",
+                fmt,
+                "--shard-size",
+                "8",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     assert "(1 written now)" in capsys.readouterr().out and lost.is_file() and os.path.getmtime(kept) == mtime
     assert json.loads((out / "manifest.json").read_text())["shards"] == manifest["shards"]
     # another run's settings in the same folder: one clear error
@@ -151,8 +183,11 @@ def test_samples_cut_to_max_length_are_counted_by_the_collator(shards, processor
     """A streamed sample cut to max_length (image tokens and an answer kept) is marked; the collator counts it in the
     batch's data_stats, which the trainer adds up for the run's summary."""
     path = str(shards / "parquet")
-    lengths = {item["source"]: len(item["input_ids"]) for batch in stream(path, processor).loader(collate_fn=list)
-               for item in batch}  # fmt: skip
+    lengths = {
+        item["source"]: len(item["input_ids"])
+        for batch in stream(path, processor).loader(collate_fn=list)
+        for item in batch
+    }
     longest = max(lengths.values())
     cut = sorted(lengths.values())[-3]  # the two longest samples are over it, unless they tie with the third
     over = [source for source, n in lengths.items() if n > cut]
@@ -175,8 +210,10 @@ def test_bad_shards_are_named_skips_or_one_clear_error(tmp_path, shards, process
     # without the manifest: the readable part counted, the rest a named skip
     (wds / "manifest.json").unlink()
     dataset = stream(str(wds), processor)
-    assert dataset.skips.counts["unreadable_shard"] == 1 and "shard-00001.tar#" in dataset.skips.examples[
-        "unreadable_shard"][0]  # fmt: skip
+    assert (
+        dataset.skips.counts["unreadable_shard"] == 1
+        and "shard-00001.tar#" in dataset.skips.examples["unreadable_shard"][0]
+    )
 
     # a corrupt image inside a shard and a row without conversations: skipped items in their place, named
     pq_dir = tmp_path / "pq"
