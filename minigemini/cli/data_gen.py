@@ -7,6 +7,7 @@ import os
 import sys
 from typing import Any
 
+from minigemini.data.skips import SkipCounter
 from minigemini.datatools.gen import KINDS, GenConfig, build, read_lines_or_json
 
 
@@ -88,14 +89,8 @@ def describe(report: dict[str, Any]) -> str:
             f"format filter, {report['remaining']} remaining ({report['done_before']} were done before this run)"
         )
     ]
-    for reason, entry in sorted(report["rejected_this_run"].items()):
-        lines.append(f"  dropped {reason}: {entry['count']} (e.g. {entry['examples'][0]})")
-    for kind, entry in report["endpoint_errors"].items():
-        example = f" (e.g. {entry['examples'][0]})" if entry["examples"] else ""
-        lines.append(f"  endpoint {kind}: {entry['count']}{example}")
-    for kind, entry in report["input_problems"].items():
-        example = f" (e.g. {entry['examples'][0]})" if entry["examples"] else ""
-        lines.append(f"  input {kind}: {entry['count']}{example}")
+    for key, label in (("rejected_this_run", "dropped"), ("endpoint_errors", "endpoint"), ("input_problems", "input")):
+        lines.extend(f"  {label} {line}" for line in SkipCounter.from_report(report[key]).lines())
     now, total = report["tokens_this_run"], report["tokens_total"]
     line = (
         f"tokens this run: {now.get('prompt_tokens', 0)} prompt + {now.get('completion_tokens', 0)} completion; "

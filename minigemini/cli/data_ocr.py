@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from minigemini.data.skips import SkipCounter
 from minigemini.datatools.ocr_tokens import augment
-from minigemini.datatools.problems import Problems
 from minigemini.ocr import DEFAULT_MIN_SCORE
 
 
@@ -56,10 +56,8 @@ def run(args: argparse.Namespace) -> int:
         f"{counts['already_had_tokens']} already had OCR tokens; {counts['images']} images "
         f"({counts['images_cached']} from the cache)"
     )
-    problems = Problems()
-    for kind, entry in report["problems"].items():
-        problems.merge({kind: entry["count"]}, {kind: entry["examples"]})
+    problems = SkipCounter.from_report(report["problems"])
     if problems:
-        print("problems:\n" + problems.describe())
+        print("problems:\n" + "\n".join(f"  {line}" for line in problems.lines()))
     print(f"wrote {report['output']} (report: {report['output']}.report.json)")
     return 0

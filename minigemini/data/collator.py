@@ -1,7 +1,8 @@
 """Batching for training: right padding, labels padded with -100, every image of the batch in one tensor.
 
-Samples that came back skipped (an image that failed to decode) are dropped here and counted in the batch's
-``data_stats``, which the trainer takes out before the forward pass.  A batch of text-only samples carries no pixel
+Samples that came back as their ``Skip`` (an image that failed to decode, ...) are dropped here and handed on in the
+batch's ``data_stats`` with the count of samples and of those cut to max_length; the trainer takes it out before the
+forward pass and counts them.  A batch of text-only samples carries no pixel
 tensors, so the model never runs its encoders for it.
 """
 
@@ -13,13 +14,13 @@ from typing import Any
 
 import torch
 
+from minigemini.data.skips import Skip
 from minigemini.modeling import IGNORE_INDEX
 
 __all__ = ["DATA_STATS_KEY", "MiniGeminiCollator"]
 
-#: Batch key with {"samples": int, "skipped": [(source, reason), ...]} (and "sources" of the samples kept, when the
-#: items name them, and "truncated", the samples cut to max_length, when marked: a ShardStream's do); not a model
-#: input.
+#: Batch key with {"samples": int, "skipped": [Skip, ...]} (and "sources" of the samples kept, when the items name
+#: them, and "truncated", the samples kept that were cut to max_length, when there are any); not a model input.
 DATA_STATS_KEY = "data_stats"
 
 
@@ -35,10 +36,13 @@ class MiniGeminiCollator:
     pad_token_id: int
     pad_to_multiple_of: int | None = None
 
-    def __call__(self, features: Sequence[dict[str, Any]]) -> dict[str, Any]:
-        kept = [f for f in features if "skip_reason" not in f]
-        skipped = [(f.get("source", "?"), f["skip_reason"]) for f in features if "skip_reason" in f]
-        num_samples = len(kept)
+    def __call__(self, features: Sequence[dict[str, Any] | Skip]) -> dict[str, Any]:
+        kept = [f for f in features if not isinstance(f, Skip)]
+        stats: dict[str, Any] = {"samples": len(kept), "skipped": [f for f in features if isinstance(f, Skip)]}
+        if truncated := sum(bool(f.get("truncated")) for f in kept):
+            stats["truncated"] = truncated
+        if kept and "source" in kept[0]:
+            stats["sources"] = [f["source"] for f in kept]
         if not kept:
             # Every sample of this micro-batch was skipped: one padding token with no label keeps the step (and the
             # other ranks of a distributed run) going without training on anything.
@@ -61,10 +65,5 @@ class MiniGeminiCollator:
         if with_images:
             batch["pixel_values"] = torch.cat([f["pixel_values"] for f in with_images])
             batch["high_res_pixel_values"] = torch.cat([f["high_res_pixel_values"] for f in with_images])
-        batch[DATA_STATS_KEY] = {"samples": num_samples, "skipped": skipped}
-        truncated = sum(bool(f.get("truncated")) for f in features if "skip_reason" not in f)
-        if truncated:  # marked by a ShardStream, which cuts samples as it reads (a SupervisedDataset counts up front)
-            batch[DATA_STATS_KEY]["truncated"] = truncated
-        if num_samples and "source" in kept[0]:
-            batch[DATA_STATS_KEY]["sources"] = [f["source"] for f in kept]
+        batch[DATA_STATS_KEY] = stats
         return batch

@@ -1,10 +1,11 @@
 """SupervisedDataset: LLaVA-format conversations -> token ids, labels and image tensors for MiniGemini training.
 
 Everything that can be checked without decoding pixels is checked once, up front (records, image files exist,
-tokenisation, length): a bad record is skipped and counted there, and data with no usable record is an error before
-the model is even loaded.  An image that exists but cannot be decoded is only found when its sample is loaded; that
-sample then comes back as ``{"skip_reason": ...}``, which the collator drops and counts -- never a crash mid-epoch,
-never a sample trained without its image.
+tokenisation, length): a bad record is skipped and counted there (``skips``), and data with no usable record is an
+error before the model is even loaded.  An image that exists but cannot be decoded is only found when its sample is
+loaded; that sample then comes back as its ``Skip``, which the collator drops and counts -- never a crash mid-epoch,
+never a sample trained without its image.  A sample cut to max_length is marked ``truncated`` when it is loaded and
+counted by the collator, as a ``ShardStream``'s are.
 """
 
 from __future__ import annotations
@@ -19,10 +20,11 @@ from torch.utils.data import Dataset
 
 from minigemini.data.labels import ConversationEncoder
 from minigemini.data.records import DataError, Record, read_records
+from minigemini.data.skips import Skip
 from minigemini.image_processing import ImageLoadError, MiniGeminiImageProcessor
 from minigemini.modeling import IGNORE_INDEX
 
-__all__ = ["SupervisedDataset", "fit_to_length", "image_tensors"]
+__all__ = ["SupervisedDataset", "fit_to_length", "load_sample"]
 
 logger = logging.getLogger(__name__)
 
@@ -30,10 +32,10 @@ _SCAN_BATCH = 512
 
 
 def fit_to_length(
-    ids: np.ndarray, labels: np.ndarray, max_length: int, image_token_id: int
-) -> tuple[np.ndarray, np.ndarray] | str:
-    """The max_length rule: (ids, labels) kept or truncated (image tokens intact, something supervised left), or the
-    reason a cut cannot keep the sample (a string)."""
+    ids: np.ndarray, labels: np.ndarray, max_length: int, image_token_id: int, source: str = ""
+) -> tuple[np.ndarray, np.ndarray]:
+    """The max_length rule: (ids, labels) kept or truncated (image tokens intact, something supervised left); raises
+    a ``too_long`` ``Skip`` when a cut cannot keep the sample."""
     if len(ids) <= max_length:
         return ids, labels
     image_positions = np.flatnonzero(ids == image_token_id)
@@ -41,15 +43,27 @@ def fit_to_length(
     supervised_left = bool((labels[1:max_length] != IGNORE_INDEX).any())
     if not (images_fit and supervised_left):
         why = "the image tokens" if not images_fit else "every answer"
-        return f"{len(ids)} tokens > {max_length}; a cut would drop {why}"
+        raise Skip("too_long", source, f"{len(ids)} tokens > {max_length}; a cut would drop {why}")
     return ids[:max_length], labels[:max_length]
 
 
-def image_tensors(image_processor: MiniGeminiImageProcessor, images: list) -> dict[str, Any]:
-    """``pixel_values`` and ``high_res_pixel_values`` of a sample's images (paths or encoded bytes); raises
-    ImageLoadError or OSError for an image that cannot be decoded."""
-    pixels = image_processor(images, return_tensors="pt")
-    return {"pixel_values": pixels["pixel_values"], "high_res_pixel_values": pixels["high_res_pixel_values"]}
+def load_sample(
+    record: Record, ids: np.ndarray, labels: np.ndarray, truncated: bool, image_processor: MiniGeminiImageProcessor
+) -> dict[str, Any]:
+    """A training item: ``input_ids``, ``labels``, the images' tensors (an image that does not decode raises an
+    ``unreadable_image`` ``Skip``), the record's ``source``, and ``truncated`` when the ids were cut to max_length
+    (the collator counts it)."""
+    source = record.source
+    item: dict[str, Any] = {"input_ids": torch.from_numpy(ids), "labels": torch.from_numpy(labels), "source": source}
+    if truncated:
+        item["truncated"] = True
+    if record.images:
+        try:
+            pixels = image_processor(record.images, return_tensors="pt")
+            item.update(pixel_values=pixels["pixel_values"], high_res_pixel_values=pixels["high_res_pixel_values"])
+        except (ImageLoadError, OSError) as err:
+            raise Skip("unreadable_image", source, str(err)) from None
+    return item
 
 
 class SupervisedDataset(Dataset):
@@ -64,8 +78,9 @@ class SupervisedDataset(Dataset):
             keeps every image token and at least one supervised token, and skipped (``too_long``) otherwise.
         image_processor: overrides the processor's (stage 1 uses one without pad-to-square, as the release did).
 
-    Items: ``input_ids`` and ``labels`` (1-D int64), plus ``pixel_values`` / ``high_res_pixel_values`` (one row per
-    image) for samples with images; or ``{"skip_reason", "source"}`` for a sample whose image failed to decode.
+    Items: ``input_ids`` and ``labels`` (1-D int64), ``source``, ``truncated`` for a sample cut to max_length, plus
+    ``pixel_values`` / ``high_res_pixel_values`` (one row per image) for samples with images; or the ``Skip`` of a
+    sample whose image failed to decode.
     """
 
     def __init__(
@@ -86,17 +101,19 @@ class SupervisedDataset(Dataset):
         self._warned: set[str] = set()
         records, self.skips = read_records(data_files, image_folders)
         self.records: list[Record] = []
-        lengths: list[int] = []
-        self.num_truncated = 0
+        self.lengths: list[int] = []
+        truncated = 0
         for start in range(0, len(records), _SCAN_BATCH):
             batch = records[start : start + _SCAN_BATCH]
             for record, (ids, labels) in zip(batch, self.encoder.encode_batch([r.messages for r in batch])):
-                kept = self._fit(ids, labels, record)
-                if kept is None:
+                try:
+                    kept, _ = fit_to_length(ids, labels, self.max_length, self.image_token_id, record.source)
+                except Skip as skip:
+                    self.skips.add(skip)
                     continue
                 self.records.append(record)
-                lengths.append(len(kept[0]))
-        self.lengths = lengths
+                self.lengths.append(len(kept))
+                truncated += len(kept) < len(ids)
         if not self.records:
             raise DataError(
                 f"no usable training sample in {data_files}: {self.skips.total} record(s) skipped "
@@ -108,20 +125,9 @@ class SupervisedDataset(Dataset):
             sum(1 for r in self.records if r.images),
             self.skips.total,
             self.skips.describe(),
-            self.num_truncated,
+            truncated,
             self.max_length,
         )
-
-    def _fit(self, ids: np.ndarray, labels: np.ndarray, record: Record, count: bool = True):
-        """Apply the max_length rule: keep, truncate (image tokens intact, something supervised left) or skip."""
-        kept = fit_to_length(ids, labels, self.max_length, self.image_token_id)
-        if isinstance(kept, str):
-            if count:
-                self.skips.add("too_long", record.source, kept)
-            return None
-        if count and len(kept[0]) < len(ids):
-            self.num_truncated += 1
-        return kept
 
     # ------------------------------------------------------------------------------------------ sizes
 
@@ -139,17 +145,14 @@ class SupervisedDataset(Dataset):
 
     # ------------------------------------------------------------------------------------------ items
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
+    def __getitem__(self, index: int) -> dict[str, Any] | Skip:
         record = self.records[index]
         ids, labels = self.encoder.encode(record.messages)
-        ids, labels = self._fit(ids, labels, record, count=False)  # same decision as at scan time
-        item: dict[str, Any] = {"input_ids": torch.from_numpy(ids), "labels": torch.from_numpy(labels)}
-        if record.images:
-            try:
-                item.update(image_tensors(self.image_processor, record.images))
-            except (ImageLoadError, OSError) as err:
-                if record.source not in self._warned:  # once per process, not once per epoch
-                    self._warned.add(record.source)
-                    logger.warning("skipping %s (unreadable_image): %s", record.source, err)
-                return {"skip_reason": "unreadable_image", "source": record.source}
-        return item
+        kept, kept_labels = fit_to_length(ids, labels, self.max_length, self.image_token_id)  # kept when scanned
+        try:
+            return load_sample(record, kept, kept_labels, len(kept) < len(ids), self.image_processor)
+        except Skip as skip:
+            if skip.source not in self._warned:  # once per process, not once per epoch
+                self._warned.add(skip.source)
+                logger.warning("skipping %s (%s)", skip, skip.reason)
+            return skip

@@ -11,7 +11,7 @@ Roles: ``human``/``user`` -> user, ``gpt``/``assistant`` -> assistant, ``system`
 Leading assistant turns are dropped (as the release does).  A record with images but no ``<image>`` in its text gets
 the placeholders prepended to its first user turn; any other mismatch between images and placeholders is a skip.
 
-Bad input never stops an epoch: each problem is a counted, logged skip (``SkipCounter``) with the file and line or
+Bad input never stops an epoch: each problem is a ``Skip``, counted and logged (``SkipCounter``) with the file and line or
 record number; only a file that cannot be parsed at all, or data with no usable record, is an error.
 """
 
@@ -19,38 +19,24 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import logging
 import os
-from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
+from minigemini.data.skips import SKIP_REASONS, Skip, SkipCounter
 from minigemini.templates import IMAGE_PLACEHOLDER
 
 __all__ = [
     "SKIP_REASONS",
     "DataError",
     "Record",
+    "Skip",
     "SkipCounter",
     "check_record",
     "iter_records",
     "read_records",
     "resolve_image",
 ]
-
-logger = logging.getLogger(__name__)
-
-#: Why a record may be skipped (the keys of the summary's skip counts).
-SKIP_REASONS = {
-    "bad_json": "the line is not valid JSON",
-    "bad_record": "not a conversation record (wrong types or roles)",
-    "empty_conversation": "no user turn or no non-empty assistant answer",
-    "image_count_mismatch": "<image> placeholders do not match the record's images",
-    "missing_image": "an image file was not found under the image folders",
-    "unreadable_image": "an image file could not be decoded",
-    "too_long": "longer than max_length and truncation would cut image tokens or every answer",
-    "unreadable_shard": "its shard is missing, truncated or corrupt from this sample on",
-}
 
 _ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
 
@@ -68,47 +54,6 @@ class Record:
     images: list[str | bytes]
     source: str  # "file:line" (JSONL), "file#record" (JSON array) or "shard#row", for messages
     id: str | None = None
-
-
-class SkipCounter:
-    """Counts skipped records by reason and logs the first few of each reason (then only counts)."""
-
-    def __init__(self, log_first: int = 5):
-        self.counts: Counter[str] = Counter()
-        self.examples: dict[str, list[str]] = {}
-        self.log_first = log_first
-
-    def add(self, reason: str, source: str, detail: str = "") -> None:
-        if reason not in SKIP_REASONS:
-            raise ValueError(f"unknown skip reason {reason!r}")
-        self.counts[reason] += 1
-        message = f"{source}: {detail}" if detail else source
-        examples = self.examples.setdefault(reason, [])
-        if len(examples) < 3:
-            examples.append(message)
-        if self.counts[reason] <= self.log_first:
-            logger.warning("skipping %s (%s)", message, reason)
-        elif self.counts[reason] == self.log_first + 1:
-            logger.warning("further '%s' skips are counted but not logged", reason)
-
-    def update(self, counts: dict[str, int]) -> None:
-        self.counts.update({k: int(v) for k, v in counts.items() if v})
-
-    @property
-    def total(self) -> int:
-        return sum(self.counts.values())
-
-    def as_dict(self) -> dict[str, int]:
-        return dict(sorted(self.counts.items()))
-
-    def describe(self) -> str:
-        if not self.counts:
-            return "none"
-        parts = []
-        for reason, count in sorted(self.counts.items()):
-            example = self.examples.get(reason)
-            parts.append(f"{reason}: {count}" + (f" (e.g. {example[0]})" if example else ""))
-        return "; ".join(parts)
 
 
 def resolve_image(path: str, image_folders: Sequence[str]) -> str | None:
@@ -149,47 +94,34 @@ def _iter_raw(path: str) -> Iterable[tuple[str, Any, str | None]]:
                 yield f"{name}:{line_number}", None, err.msg
 
 
-class _Skip(Exception):
-    def __init__(self, reason: str, detail: str = ""):
-        super().__init__(reason, detail)
-        self.reason, self.detail = reason, detail
-
-
-def check_record(obj: Any, source: str, image_folders: Sequence[str]) -> Record | tuple[str, str]:
-    """``obj`` as a Record, or (skip reason, detail).  Images are paths (resolved under ``image_folders``) or encoded
-    bytes (a shard's row; ``None`` there means the image is missing)."""
-    try:
-        return _to_record(obj, source, image_folders)
-    except _Skip as skip:
-        return skip.reason, skip.detail
-
-
-def _to_record(obj: Any, source: str, image_folders: Sequence[str]) -> Record:
+def check_record(obj: Any, source: str, image_folders: Sequence[str]) -> Record:
+    """``obj`` as a Record; raises ``Skip`` when it cannot be one.  Images are paths (resolved under
+    ``image_folders``) or encoded bytes (a shard's row; ``None`` there means the image is missing)."""
     if not isinstance(obj, dict):
-        raise _Skip("bad_record", f"expected an object, got {type(obj).__name__}")
+        raise Skip("bad_record", source, f"expected an object, got {type(obj).__name__}")
     conversations = obj.get("conversations")
     if not isinstance(conversations, list):
-        raise _Skip("bad_record", "no 'conversations' list")
+        raise Skip("bad_record", source, "no 'conversations' list")
     images = obj.get("image", obj.get("images"))
     if images is None:
         images = []
     elif isinstance(images, str):
         images = [images]
     if not isinstance(images, list) or not all(i is None or (isinstance(i, (str, bytes)) and i) for i in images):
-        raise _Skip("bad_record", "'image' must be a path or a list of paths")
+        raise Skip("bad_record", source, "'image' must be a path or a list of paths")
 
     system = obj.get("system")
     if system is not None and not isinstance(system, str):
-        raise _Skip("bad_record", "'system' must be a string")
+        raise Skip("bad_record", source, "'system' must be a string")
     messages: list[dict[str, str]] = []
     for turn_index, turn in enumerate(conversations):
         role = _ROLES.get(turn.get("from", turn.get("role"))) if isinstance(turn, dict) else None
         value = turn.get("value", turn.get("content")) if isinstance(turn, dict) else None
         if role is None or not isinstance(value, str):
-            raise _Skip("bad_record", f"turn {turn_index} needs 'from' (human/gpt) and a string 'value'")
+            raise Skip("bad_record", source, f"turn {turn_index} needs 'from' (human/gpt) and a string 'value'")
         if role == "system":
             if turn_index != 0 or system is not None:
-                raise _Skip("bad_record", "a system turn must come first (and only once)")
+                raise Skip("bad_record", source, "a system turn must come first (and only once)")
             system = value
             continue
         if not messages and role == "assistant":
@@ -198,14 +130,14 @@ def _to_record(obj: Any, source: str, image_folders: Sequence[str]) -> Record:
 
     answers = [m for m in messages if m["role"] == "assistant" and m["content"].strip()]
     if not any(m["role"] == "user" for m in messages) or not answers:
-        raise _Skip("empty_conversation")
+        raise Skip("empty_conversation", source)
     if any(IMAGE_PLACEHOLDER in m["content"] for m in messages if m["role"] == "assistant"):
-        raise _Skip("image_count_mismatch", f"{IMAGE_PLACEHOLDER} in an assistant turn")
+        raise Skip("image_count_mismatch", source, f"{IMAGE_PLACEHOLDER} in an assistant turn")
     placeholders = sum(m["content"].count(IMAGE_PLACEHOLDER) for m in messages)
     if images and placeholders == 0:
         messages[0] = {"role": "user", "content": (IMAGE_PLACEHOLDER + "\n") * len(images) + messages[0]["content"]}
     elif placeholders != len(images):
-        raise _Skip("image_count_mismatch", f"{placeholders} {IMAGE_PLACEHOLDER} for {len(images)} image(s)")
+        raise Skip("image_count_mismatch", source, f"{placeholders} {IMAGE_PLACEHOLDER} for {len(images)} image(s)")
 
     resolved = []
     for image in images:
@@ -213,10 +145,10 @@ def _to_record(obj: Any, source: str, image_folders: Sequence[str]) -> Record:
             resolved.append(image)
             continue
         if image is None:
-            raise _Skip("missing_image", "the row has no image bytes")
+            raise Skip("missing_image", source, "the row has no image bytes")
         found = resolve_image(image, image_folders)
         if found is None:
-            raise _Skip("missing_image", f"{image} not found under {list(image_folders)}")
+            raise Skip("missing_image", source, f"{image} not found under {list(image_folders)}")
         resolved.append(found)
     if system is not None:
         messages.insert(0, {"role": "system", "content": system})
@@ -241,14 +173,14 @@ def iter_records(
             raise DataError(f"data file not found: {path}")
         roots = [os.fspath(f) for f in folders] or [os.path.dirname(os.path.abspath(path))]
         for source, obj, error in _iter_raw(path):
-            if error is not None:
-                skips.add("bad_json", source, error)
+            try:
+                if error is not None:
+                    raise Skip("bad_json", source, error)
+                record = check_record(obj, source, roots)
+            except Skip as skip:
+                skips.add(skip)
                 continue
-            record = check_record(obj, source, roots)
-            if isinstance(record, Record):
-                yield record
-            else:
-                skips.add(record[0], source, record[1])
+            yield record
 
 
 def read_records(

@@ -24,7 +24,8 @@ import os
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from minigemini.data.records import DataError, SkipCounter
+from minigemini.data.records import DataError
+from minigemini.data.skips import Skip, SkipCounter
 
 __all__ = [
     "FORMATS",
@@ -74,39 +75,42 @@ def _format_of(path: str) -> str:
     return FORMATS[os.path.splitext(path)[1].lower()]
 
 
-def _count(path: str, fmt: str, skips: SkipCounter) -> int:
-    if fmt in ("parquet", "arrow"):
-        import pyarrow as pa
-        import pyarrow.parquet as pq
+def _table_shape(path: str, fmt: str) -> tuple[int, list[str]]:
+    """(rows, column names) of a Parquet or Arrow shard, from its metadata (one opening)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
 
-        try:
-            return pq.ParquetFile(path).metadata.num_rows if fmt == "parquet" else _arrow_table(path).num_rows
-        except (OSError, pa.ArrowException) as err:
-            raise DataError(f"{path} is not a readable {fmt} shard: {err}") from None
-    # a tar without a manifest: count its samples once; a broken one counts what can be read and says so
+    try:
+        if fmt == "parquet":
+            file = pq.ParquetFile(path)
+            return file.metadata.num_rows, file.schema_arrow.names
+        table = _arrow_table(path)
+        return table.num_rows, table.column_names
+    except (OSError, pa.ArrowException) as err:
+        raise DataError(f"{path} is not a readable {fmt} shard: {err}") from None
+
+
+def _open_shard(path: str, fmt: str, skips: SkipCounter) -> Shard:
+    """The shard at ``path`` with its row count.  A Parquet/Arrow shard without a conversation column is the wrong
+    data, not a bad row: an error."""
+    if fmt == "webdataset":
+        return Shard(path, fmt, _count_tar(path, skips))
+    rows, names = _table_shape(path, fmt)
+    if "conversations" not in names and "messages" not in names:
+        raise DataError(f"{path} has no 'conversations' column (columns: {', '.join(names)})")
+    return Shard(path, fmt, rows)
+
+
+def _count_tar(path: str, skips: SkipCounter) -> int:
+    """A tar without a manifest: its samples counted in one pass; a broken one counts what can be read and says so."""
     rows = 0
     try:
         for _ in _tar_samples(path):
             rows += 1
     except Exception as err:  # noqa: BLE001 (tarfile, OSError, ...: any of them means the rest is unreadable)
-        skips.add(
-            "unreadable_shard", f"{Shard(path, fmt, rows).name}#{rows}", f"unreadable after {rows} samples: {err}"
-        )
+        name = Shard(path, "webdataset", rows).name
+        skips.add(Skip("unreadable_shard", f"{name}#{rows}", f"unreadable after {rows} samples: {err}"))
     return rows
-
-
-def _check_columns(shard: Shard) -> None:
-    """A Parquet/Arrow shard without a conversation column is the wrong data, not a bad row."""
-    if shard.format == "parquet":
-        import pyarrow.parquet as pq
-
-        names = pq.ParquetFile(shard.path).schema_arrow.names
-    elif shard.format == "arrow":
-        names = _arrow_table(shard.path).column_names
-    else:
-        return
-    if "conversations" not in names and "messages" not in names:
-        raise DataError(f"{shard.path} has no 'conversations' column (columns: {', '.join(names)})")
 
 
 def _from_manifest(folder: str) -> list[Shard]:
@@ -125,9 +129,13 @@ def _from_manifest(folder: str) -> list[Shard]:
             raise DataError(f"{path} lists {name}, which is not in {folder}")
         if size is not None and os.path.getsize(file) != size:
             raise DataError(f"{path} says {name} has {size} bytes; the file has {os.path.getsize(file)}")
-        if fmt != "webdataset" and (counted := _count(file, fmt, SkipCounter())) != samples:
-            raise DataError(f"{path} says {name} has {samples} samples; the file has {counted}")
-        shards.append(Shard(file, fmt, samples))
+        if fmt == "webdataset":  # counting a tar is a pass over it: the manifest's count and size stand
+            shards.append(Shard(file, fmt, samples))
+            continue
+        shard = _open_shard(file, fmt, SkipCounter())
+        if shard.rows != samples:
+            raise DataError(f"{path} says {name} has {samples} samples; the file has {shard.rows}")
+        shards.append(shard)
     return shards
 
 
@@ -139,7 +147,7 @@ def _hub_shards(spec: str) -> list[Shard]:
         dataset = datasets.load_dataset(name, split=split or "train")
     except Exception as err:  # noqa: BLE001 (the hub, the network and the builders raise many kinds)
         raise DataError(f"cannot load the dataset {name!r} (split {split or 'train'}): {err}") from None
-    return [Shard(f["filename"], "arrow", _arrow_table(f["filename"]).num_rows) for f in dataset.cache_files]
+    return [_open_shard(f["filename"], "arrow", SkipCounter()) for f in dataset.cache_files]
 
 
 def open_shards(sources: str | Sequence[str], skips: SkipCounter | None = None) -> list[Shard]:
@@ -163,9 +171,7 @@ def open_shards(sources: str | Sequence[str], skips: SkipCounter | None = None) 
                 paths = [source] if os.path.isfile(source) else []
             if not paths:
                 raise DataError(f"no shards (*.parquet, *.arrow, *.tar) at {source}")
-            found = [Shard(p, _format_of(p), _count(p, _format_of(p), skips)) for p in paths]
-        for shard in found:
-            _check_columns(shard)
+            found = [_open_shard(p, _format_of(p), skips) for p in paths]
         shards.extend(found)
     if not any(shard.rows for shard in shards):
         raise DataError(f"no samples in the shards of {', '.join(sources)}")

@@ -21,9 +21,11 @@ positions alone, re-reads just the rows still waiting in its buffer, and the wor
 places rotated by ``B mod W`` so that batch ``B`` comes first.  The samples after resuming are exactly those of an
 uninterrupted run.
 
-Bad input becomes a skipped item ``{"skip_reason", "source"}`` in its place (the collator drops it, the trainer
-counts it): a row that is not a usable record, too long, an image that does not decode, a shard that breaks mid-read
-(``unreadable_shard``, each lost row named).  Skipped items keep their slot, so the plan, and resuming, stay exact.
+Bad input becomes its ``Skip`` in its place (the collator drops it, the trainer counts it): a row that is not a usable
+record, too long, an image that does not decode, a shard that breaks mid-read (``unreadable_shard``, each lost row
+named).  Skipped items keep their slot, so the plan, and resuming, stay exact.  The stream's own ``skips`` are those
+found while opening the shards, before training: a skip met while reading is counted by the trainer alone, whether
+the stream runs in DataLoader workers or in the main process.
 """
 
 from __future__ import annotations
@@ -38,11 +40,12 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from minigemini.data.dataset import fit_to_length, image_tensors
+from minigemini.data.dataset import fit_to_length, load_sample
 from minigemini.data.labels import ConversationEncoder
-from minigemini.data.records import DataError, Record, SkipCounter, check_record
+from minigemini.data.records import DataError, check_record
 from minigemini.data.shards import Broken, Shard, open_shards, read_shard, row_to_record
-from minigemini.image_processing import ImageLoadError, MiniGeminiImageProcessor
+from minigemini.data.skips import Skip, SkipCounter
+from minigemini.image_processing import MiniGeminiImageProcessor
 
 __all__ = ["BufferShuffle", "ShardStream", "StreamLoader"]
 
@@ -146,6 +149,7 @@ class ShardStream(IterableDataset):
         length_group: int = 0,
     ):
         self.skips = SkipCounter()  # found while opening (e.g. a tar without a manifest that breaks off)
+        self._log = SkipCounter()  # logs the first skips met while reading, in this process (the trainer counts them)
         self.shards = open_shards(sources, self.skips)
         self.encoder = ConversationEncoder(processor, template)
         self.image_processor = image_processor or processor.image_processor
@@ -182,9 +186,13 @@ class ShardStream(IterableDataset):
         unused = self.num_samples - self.quota * self.readers
         logger.info(
             "streaming %d samples from %d shard(s): %d per epoch (%d readers x %d)%s",
-            self.num_samples, len(self.shards), self.quota * self.readers, self.readers, self.quota,
+            self.num_samples,
+            len(self.shards),
+            self.quota * self.readers,
+            self.readers,
+            self.quota,
             f"; {unused} wait for a later epoch (equal steps on every rank and worker)" if unused else "",
-        )  # fmt: skip
+        )
 
     # ------------------------------------------------------------------------------------------ sizes and state
 
@@ -218,7 +226,7 @@ class ShardStream(IterableDataset):
         total = sum(s.rows for s in shards)
         return BufferShuffle(total, self.buffer_size, np.random.default_rng([self.seed, epoch, reader, 1]))
 
-    def __iter__(self) -> Iterator[dict[str, Any]]:
+    def __iter__(self) -> Iterator[dict[str, Any] | Skip]:
         info = get_worker_info()
         workers = info.num_workers if info is not None else 1
         if workers != max(1, self.num_workers):
@@ -229,7 +237,7 @@ class ShardStream(IterableDataset):
         skip = (done - slot + workers - 1) // workers * self.batch_size if done > slot else 0
         return self._reader_items(reader, self.epoch, skip)
 
-    def _reader_items(self, reader: int, epoch: int, skip: int) -> Iterator[dict[str, Any]]:
+    def _reader_items(self, reader: int, epoch: int, skip: int) -> Iterator[dict[str, Any] | Skip]:
         shards = self.reader_shards(reader, epoch)
         offsets = list(np.cumsum([0] + [s.rows for s in shards[:-1]]))
         positions = self._positions(reader, epoch, shards)
@@ -249,42 +257,43 @@ class ShardStream(IterableDataset):
                 yield self._item(encoded)
             taken += size
 
-    def _parse(self, rows: _Rows, position: int) -> dict[str, Any]:
-        """A planned position as {"source", "record"} or {"source", "skip_reason"}."""
+    def _parse(self, rows: _Rows, position: int) -> dict[str, Any] | Skip:
+        """A planned position as {"source", "record"}, or its Skip."""
         shard, row = rows.shard_of(position)
         source = f"{shard.name}#{row}"
         raw = rows.get(position)
-        if isinstance(raw, Broken):
-            return self._skipped("unreadable_shard", source, raw.detail)
-        record = check_record(row_to_record(raw, shard), source, [])
-        if not isinstance(record, Record):
-            return self._skipped(record[0], source, record[1])
-        return {"source": source, "record": record}
+        try:
+            if isinstance(raw, Broken):
+                raise Skip("unreadable_shard", source, raw.detail)
+            return {"source": source, "record": check_record(row_to_record(raw, shard), source, [])}
+        except Skip as skip:
+            return self._logged(skip)
 
-    def _encode(self, chunk: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Token ids and labels for the chunk's records (one tokenizer call), or a ``too_long`` skip."""
-        usable = [sample for sample in chunk if "record" in sample]
-        encoded = self.encoder.encode_batch([sample["record"].messages for sample in usable]) if usable else []
-        for sample, (ids, labels) in zip(usable, encoded):
-            kept = fit_to_length(ids, labels, self.max_length, self.image_token_id)
-            if isinstance(kept, str):
-                source = sample.pop("source")
-                sample.pop("record")
-                sample.update(self._skipped("too_long", source, kept))
-            else:
-                sample["truncated"] = len(kept[0]) < len(ids)
-                sample["ids"], sample["labels"] = kept
+    def _encode(self, chunk: list[dict[str, Any] | Skip]) -> list[dict[str, Any] | Skip]:
+        """Token ids and labels for the chunk's records (one tokenizer call), or a ``too_long`` Skip in place."""
+        usable = [i for i, sample in enumerate(chunk) if not isinstance(sample, Skip)]
+        encoded = self.encoder.encode_batch([chunk[i]["record"].messages for i in usable]) if usable else []
+        for i, (ids, labels) in zip(usable, encoded):
+            sample = chunk[i]
+            try:
+                sample["ids"], sample["labels"] = fit_to_length(
+                    ids, labels, self.max_length, self.image_token_id, sample["source"]
+                )
+            except Skip as skip:
+                chunk[i] = self._logged(skip)
+                continue
+            sample["truncated"] = len(sample["ids"]) < len(ids)
         return chunk
 
-    def _skipped(self, reason: str, source: str, detail: str) -> dict[str, Any]:
-        self.skips.add(reason, source, detail)  # this worker's log; the trainer counts the items
-        return {"skip_reason": reason, "source": source}
+    def _logged(self, skip: Skip) -> Skip:
+        self._log.add(skip)  # this process's log; the trainer counts the items
+        return skip
 
     def _group(self, chunk: list[dict[str, Any]], rng: np.random.Generator) -> list[dict[str, Any]]:
         """Split by modality, sort by length, cut into micro-batches, shuffle their order (skips sort last)."""
 
         def key(sample):
-            if "skip_reason" in sample:
+            if isinstance(sample, Skip):
                 return (2, 0)
             return (0 if sample["record"].images else 1, -len(sample["ids"]))
 
@@ -292,20 +301,14 @@ class ShardStream(IterableDataset):
         batches = [ordered[i : i + self.batch_size] for i in range(0, len(ordered), self.batch_size)]
         return [sample for j in rng.permutation(len(batches)) for sample in batches[j]]
 
-    def _item(self, encoded: dict[str, Any]) -> dict[str, Any]:
-        if "skip_reason" in encoded:
+    def _item(self, encoded: dict[str, Any] | Skip) -> dict[str, Any] | Skip:
+        if isinstance(encoded, Skip):
             return encoded
         record = encoded["record"]
-        item = {"input_ids": torch.from_numpy(encoded["ids"]), "labels": torch.from_numpy(encoded["labels"])}
-        if record.images:
-            try:
-                item.update(image_tensors(self.image_processor, record.images))
-            except (ImageLoadError, OSError) as err:
-                return self._skipped("unreadable_image", record.source, str(err))
-        item["source"] = record.source
-        if encoded["truncated"]:
-            item["truncated"] = True  # counted by the collator, as skips are: the workers' counters stay in them
-        return item
+        try:
+            return load_sample(record, encoded["ids"], encoded["labels"], encoded["truncated"], self.image_processor)
+        except Skip as skip:
+            return self._logged(skip)
 
     def loader(self, collate_fn, **kwargs) -> StreamLoader:
         """The DataLoader this stream was planned for (its batch size and workers)."""

@@ -32,14 +32,15 @@ import re
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
 from minigemini.data.jsonio import AppendCache, iter_raw, write_json, write_records
 from minigemini.data.records import DataError
+from minigemini.data.skips import Skip, SkipCounter
 from minigemini.datatools.mix import images_of
-from minigemini.datatools.problems import Problems
 from minigemini.generation import GEN_TAG, PROMPT_CLOSE, PROMPT_OPEN, prompt_blocks, request_image
 from minigemini.templates import IMAGE_PLACEHOLDER
 
@@ -137,7 +138,7 @@ def _first_pair(obj: dict[str, Any]) -> tuple[str, str] | None:
     return question.strip(), answer.strip()
 
 
-def load_items(kind: str, files: list[str], problems: Problems, max_chars: int = 6000) -> list[Item]:
+def load_items(kind: str, files: list[str], problems: SkipCounter, max_chars: int = 6000) -> list[Item]:
     """Work items from the input files: captions (``recaption``) or text-only conversations (``context``).
 
     ``recaption`` takes a ``.txt`` file (one caption per line), objects with a ``caption`` field, or LLaVA records
@@ -164,10 +165,10 @@ def load_items(kind: str, files: list[str], problems: Problems, max_chars: int =
                 raise DataError(f"cannot read {path}: {err}") from None
         for where, obj, error in rows:
             if error is not None:
-                problems.add("bad_json", f"{where}: {error}")
+                problems.add(Skip("bad_json", where, error))
                 continue
             if not isinstance(obj, dict):
-                problems.add("bad_record", f"{where}: not an object")
+                problems.add(Skip("bad_record", where, "not an object"))
                 continue
             origin = str(obj.get("id", where))
             key = f"{kind}:{origin}"
@@ -179,20 +180,20 @@ def load_items(kind: str, files: list[str], problems: Problems, max_chars: int =
                     pair = _first_pair(obj)
                     caption = pair[1] if pair else None
                 if not isinstance(caption, str) or not caption.strip():
-                    problems.add("no_caption", where)
+                    problems.add(Skip("no_caption", where))
                     continue
                 item = Item(key=key, kind=kind, origin=origin, caption=caption.strip())
             else:
                 if images_of(obj):
-                    problems.add("has_image", where)  # the paper's context data is text-only
+                    problems.add(Skip("has_image", where))  # the paper's context data is text-only
                     continue
                 pair = _first_pair(obj)
                 if pair is None:
-                    problems.add("no_conversation", where)
+                    problems.add(Skip("no_conversation", where))
                     continue
                 item = Item(key=key, kind=kind, origin=origin, question=pair[0], answer=pair[1])
             if len(item.caption) + len(item.question) + len(item.answer) > max_chars:
-                problems.add("too_long", f"{where}: over {max_chars} characters")
+                problems.add(Skip("too_long", where, f"over {max_chars} characters"))
                 continue
             seen.add(key)
             items.append(item)
@@ -235,51 +236,52 @@ _INSTRUCTION = re.compile(
 )
 
 
-def _one_prompt(text: str, max_words: int) -> tuple[str | None, str | None]:
-    """(prompt, None) when ``text`` has exactly one closed, non-empty, short enough ``<h>`` block; else (None, why)."""
+def _one_prompt(text: str, max_words: int, rejected: Callable[[str], Skip]) -> str:
+    """The prompt of ``text``'s one closed, non-empty, short enough ``<h>`` block; else raises ``rejected(why)``."""
     blocks = prompt_blocks(text)  # generation.py's reading of <h> blocks, so data and inference agree
     if not blocks:
-        return None, "no_prompt_block"
+        raise rejected("no_prompt_block")
     if len(blocks) > 1:
-        return None, "several_prompt_blocks"
+        raise rejected("several_prompt_blocks")
     if text.count(PROMPT_CLOSE) != 1 or text.index(PROMPT_CLOSE) < text.index(PROMPT_OPEN):
-        return None, "unclosed_prompt_block"
+        raise rejected("unclosed_prompt_block")
     if not blocks[0]:
-        return None, "empty_prompt"
+        raise rejected("empty_prompt")
     if len(blocks[0].split()) > max_words:
-        return None, "prompt_too_long"
-    return blocks[0], None
+        raise rejected("prompt_too_long")
+    return blocks[0]
 
 
-def check_reply(item: Item, reply: str | None, max_prompt_words: int = 80) -> tuple[dict[str, Any] | None, str | None]:
-    """(LLaVA record, None) for a reply in the required format, else (None, reason it was dropped)."""
+def check_reply(item: Item, reply: str | None, max_prompt_words: int = 80) -> dict[str, Any]:
+    """The LLaVA record of a reply in the required format; raises the Skip that drops it otherwise (its reason, the
+    item's origin and the reply's start)."""
+
+    def rejected(reason: str) -> Skip:
+        return Skip(reason, item.origin, repr((reply or "")[:200]))
+
     if not reply or not reply.strip():
-        return None, "empty_reply"
-    reply = reply.strip()
-    if GEN_TAG in reply or IMAGE_PLACEHOLDER in reply:
-        return None, "stray_tag"
+        raise rejected("empty_reply")
+    text = reply.strip()
+    if GEN_TAG in text or IMAGE_PLACEHOLDER in text:
+        raise rejected("stray_tag")
     if item.kind == "recaption":
-        match = _INSTRUCTION.match(reply)
+        match = _INSTRUCTION.match(text)
         if match is None:
-            return None, "no_instruction"
+            raise rejected("no_instruction")
         instruction, answer = match.group(1).strip().strip('"'), match.group(2).strip()
         if not instruction or PROMPT_OPEN in instruction or PROMPT_CLOSE in instruction:
-            return None, "no_instruction"
-        prompt, why = _one_prompt(answer, max_prompt_words)
-        if prompt is None:
-            return None, why
+            raise rejected("no_instruction")
+        _one_prompt(answer, max_prompt_words, rejected)
         turns = [request_image(instruction), answer]
     else:
-        prompt, why = _one_prompt(reply, max_prompt_words)
-        if prompt is None:
-            return None, why
+        prompt = _one_prompt(text, max_prompt_words, rejected)
         turns = [request_image(item.question), f"{item.answer}\n{PROMPT_OPEN}{prompt}{PROMPT_CLOSE}"]
     return {
         "id": item.key.replace(":", "-"),
         "conversations": [{"from": "human", "value": turns[0]}, {"from": "gpt", "value": turns[1]}],
         "source": f"gen_{item.kind}",
         "origin": item.origin,
-    }, None
+    }
 
 
 class RateLimiter:
@@ -363,113 +365,140 @@ def _ask(client, config: GenConfig, messages, limiter: RateLimiter, stop: thread
     return None, errors
 
 
-def build(config: GenConfig) -> dict[str, Any]:
-    """Query the endpoint for every pending item, keep the well-formed replies, write the output; the report."""
-    import openai
+class _Endpoint:
+    """The endpoint as the worker threads ask it: rate-limited, retried, and stopped for all of them at once by a
+    fatal answer or ``max_consecutive_errors`` failed items in a row."""
 
+    def __init__(self, config: GenConfig):
+        import openai
+
+        self.config = config
+        self.client = openai.OpenAI(
+            base_url=config.base_url, api_key=config.api_key or "none", timeout=config.timeout, max_retries=0
+        )
+        self.limiter = RateLimiter(config.rpm)
+        self.stop = threading.Event()
+        self.lock = threading.Lock()
+        self.consecutive_failures = 0
+        self.fatal: str | None = None
+
+    def ask(self, item: Item) -> tuple[Item, Any, list[str], bool]:
+        """(item, response or None, errors of failed attempts, whether the item failed for good this run)."""
+        config = self.config
+        messages = build_messages(item, config.example_prompts, config.instruction_templates, config.seed)
+        try:
+            response, errors = _ask(self.client, config, messages, self.limiter, self.stop)
+        except _Fatal as err:
+            self.stop.set()  # set here, not when the main thread gets to it: no further request is made
+            with self.lock:
+                self.fatal = self.fatal or str(err)
+            return item, None, [], False
+        with self.lock:
+            if response is not None:
+                self.consecutive_failures = 0
+            elif not self.stop.is_set():
+                self.consecutive_failures += 1
+                if self.consecutive_failures >= config.max_consecutive_errors:
+                    self.stop.set()  # the endpoint looks down: keep what is done, resume later
+                return item, None, errors, True
+        return item, response, errors, False
+
+
+@dataclasses.dataclass
+class _Progress:
+    """What this run got: endpoint errors, replies dropped by the format filter, tokens used."""
+
+    endpoint: SkipCounter = dataclasses.field(default_factory=lambda: SkipCounter(log_first=0))
+    rejected: SkipCounter = dataclasses.field(default_factory=lambda: SkipCounter(log_first=0))
+    usage: Counter = dataclasses.field(default_factory=Counter)
+
+    def take(self, answer: tuple[Item, Any, list[str], bool], cache: AppendCache, max_prompt_words: int) -> bool:
+        """Count one finished item and cache its outcome; False when it has no answer to cache."""
+        item, response, errors, failed = answer
+        if failed:  # every attempt failed: the item is left for the next run
+            self.endpoint.add(Skip("failed_items", item.origin, errors[-1] if errors else "no answer"))
+        for error in errors:
+            self.endpoint.add(Skip(error.split(":")[0], item.origin, error))
+        if response is None:
+            return False
+        reply = response.choices[0].message.content if response.choices else None
+        usage = {
+            "prompt_tokens": getattr(response.usage, "prompt_tokens", 0) or 0,
+            "completion_tokens": getattr(response.usage, "completion_tokens", 0) or 0,
+        }
+        self.usage.update(usage)
+        try:
+            record = check_reply(item, reply, max_prompt_words)
+        except Skip as skip:
+            self.rejected.add(skip)
+            cache.add({"key": item.key, "status": "rejected", "reason": skip.reason, "reply": reply, "usage": usage})
+        else:
+            cache.add({"key": item.key, "status": "ok", "record": record, "usage": usage})
+        return True
+
+
+def _load(config: GenConfig) -> tuple[list[Item], SkipCounter]:
+    """The run's items (a seeded pick of ``count``) and the problems of its inputs."""
     if config.kind not in KINDS:
         raise ValueError(f"unknown kind {config.kind!r}; choose one of {KINDS}")
     if len(config.example_prompts) < N_EXAMPLE_PROMPTS:
         raise ValueError(f"need at least {N_EXAMPLE_PROMPTS} example text-to-image prompts")
     if config.kind == "recaption" and len(config.instruction_templates) < N_INSTRUCTION_TEMPLATES:
         raise ValueError(f"need at least {N_INSTRUCTION_TEMPLATES} instruction templates")
-    input_problems = Problems()
-    items = load_items(config.kind, config.inputs, input_problems)
+    problems = SkipCounter(log_first=0)
+    items = load_items(config.kind, config.inputs, problems)
     random.Random(config.seed).shuffle(items)  # a seeded pick: the same items on every re-run
     if config.count is not None:
         items = items[: config.count]
     if not items:
-        raise DataError(f"no usable input items ({input_problems.describe(indent='') or 'the inputs are empty'})")
+        found = "\n".join(problems.lines()) or "the inputs are empty"
+        raise DataError(f"no usable input items ({found})")
+    return items, problems
 
+
+def _ask_all(config: GenConfig, endpoint: _Endpoint, pending: list[Item], cache: AppendCache) -> tuple[_Progress, bool]:
+    """Ask for every pending item from ``config.workers`` threads; (what came back, whether Ctrl-C stopped it)."""
+    from tqdm.auto import tqdm
+
+    progress = _Progress()
+    bar = tqdm(total=len(pending), desc=f"gen {config.kind}", unit="item", disable=not config.progress)
+    interrupted = False
+    pool = ThreadPoolExecutor(max_workers=max(1, config.workers))
+    try:
+        futures = [pool.submit(endpoint.ask, item) for item in pending]
+        for future in as_completed(futures):
+            if progress.take(future.result(), cache, config.max_prompt_words):
+                bar.update(1)
+    except KeyboardInterrupt:
+        interrupted = True  # stop asking, write what is done, then let the interrupt through
+        endpoint.stop.set()
+    finally:
+        pool.shutdown(wait=not interrupted, cancel_futures=True)
+    bar.close()
+    return progress, interrupted
+
+
+def build(config: GenConfig) -> dict[str, Any]:
+    """Query the endpoint for every pending item, keep the well-formed replies, write the output; the report."""
+    items, input_problems = _load(config)
     cache_path = config.cache or f"{config.output}.gen-cache.jsonl"
-    client = openai.OpenAI(
-        base_url=config.base_url, api_key=config.api_key or "none", timeout=config.timeout, max_retries=0
-    )
-    limiter = RateLimiter(config.rpm)
-    stop = threading.Event()
-    endpoint = Problems()
-    rejected: Counter[str] = Counter()
-    rejected_examples: dict[str, list[str]] = {}
-    usage_now = Counter()
+    endpoint = _Endpoint(config)
     started = time.monotonic()
-
-    failures = {"consecutive": 0, "fatal": None}
-    failures_lock = threading.Lock()
-
-    def work(item: Item):
-        messages = build_messages(item, config.example_prompts, config.instruction_templates, config.seed)
-        try:
-            response, errors = _ask(client, config, messages, limiter, stop)
-        except _Fatal as err:
-            stop.set()  # set here, not when the main thread gets to it: no further request is made
-            with failures_lock:
-                failures["fatal"] = failures["fatal"] or str(err)
-            return item, None, [], False
-        with failures_lock:
-            if response is not None:
-                failures["consecutive"] = 0
-            elif not stop.is_set():
-                failures["consecutive"] += 1
-                if failures["consecutive"] >= config.max_consecutive_errors:
-                    stop.set()  # the endpoint looks down: keep what is done, resume later
-                return item, None, errors, True
-        return item, response, errors, False
-
     with AppendCache(cache_path) as cache:
         pending = [
             i
             for i in items
             if i.key not in cache or (config.retry_rejected and cache.get(i.key).get("status") == "rejected")
         ]
-        done_before = len(items) - len(pending)
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(pending), desc=f"gen {config.kind}", unit="item", disable=not config.progress)
-        interrupted = False
-        pool = ThreadPoolExecutor(max_workers=max(1, config.workers))
-        try:
-            futures = [pool.submit(work, item) for item in pending]
-            for future in as_completed(futures):
-                item, response, errors, failed = future.result()
-                if failed:  # every attempt failed: the item is left for the next run
-                    endpoint.add("failed_items", f"{item.origin}: {errors[-1] if errors else 'no answer'}")
-                for error in errors:
-                    endpoint.add(error.split(":")[0], f"{item.origin}: {error}")
-                if response is None:
-                    continue
-                reply = response.choices[0].message.content if response.choices else None
-                usage = {
-                    "prompt_tokens": getattr(response.usage, "prompt_tokens", 0) or 0,
-                    "completion_tokens": getattr(response.usage, "completion_tokens", 0) or 0,
-                }
-                usage_now.update(usage)
-                record, why = check_reply(item, reply, config.max_prompt_words)
-                if record is not None:
-                    cache.add({"key": item.key, "status": "ok", "record": record, "usage": usage})
-                else:
-                    rejected[why] += 1
-                    kept = rejected_examples.setdefault(why, [])
-                    if len(kept) < 3:
-                        kept.append(f"{item.origin}: {(reply or '')[:200]!r}")
-                    cache.add({"key": item.key, "status": "rejected", "reason": why, "reply": reply, "usage": usage})
-                bar.update(1)
-        except KeyboardInterrupt:
-            interrupted = True  # stop asking, write what is done, then let the interrupt through
-            stop.set()
-        finally:
-            pool.shutdown(wait=not interrupted, cancel_futures=True)
-        bar.close()
-        fatal = failures["fatal"]
+        progress, interrupted = _ask_all(config, endpoint, pending, cache)
         entries = [cache.get(i.key) for i in items]
 
     records = [e["record"] for e in entries if e is not None and e.get("status") == "ok"]
-    remaining = sum(e is None for e in entries)
     usage_total = Counter()
     for entry in entries:
         if entry is not None:
             usage_total.update(entry.get("usage") or {})
     write_records(config.output, records)
-    elapsed = time.monotonic() - started
     report = {
         "kind": config.kind,
         "inputs": [os.path.abspath(p) for p in config.inputs],
@@ -478,33 +507,33 @@ def build(config: GenConfig) -> dict[str, Any]:
         "endpoint": config.base_url,
         "model": config.model,
         "items": len(items),
-        "done_before": done_before,
+        "done_before": len(items) - len(pending),
         "kept": len(records),
         "rejected": sum(1 for e in entries if e is not None and e.get("status") == "rejected"),
-        "rejected_this_run": {r: {"count": c, "examples": rejected_examples.get(r, [])} for r, c in rejected.items()},
-        "remaining": remaining,
-        "endpoint_errors": endpoint.as_dict(),
-        "input_problems": input_problems.as_dict(),
-        "fatal": fatal,
-        "tokens_this_run": dict(usage_now),
+        "rejected_this_run": progress.rejected.report(),
+        "remaining": sum(e is None for e in entries),
+        "endpoint_errors": progress.endpoint.report(),
+        "input_problems": input_problems.report(),
+        "fatal": endpoint.fatal,
+        "tokens_this_run": dict(progress.usage),
         "tokens_total": dict(usage_total),
-        "seconds": round(elapsed, 2),
+        "seconds": round(time.monotonic() - started, 2),
     }
     if config.price_input is not None or config.price_output is not None:
-
-        def cost(usage: Counter) -> float:
-            return round(
-                usage.get("prompt_tokens", 0) * (config.price_input or 0) / 1e6
-                + usage.get("completion_tokens", 0) * (config.price_output or 0) / 1e6,
-                4,
-            )
-
-        report["cost_usd_this_run"] = cost(usage_now)
-        report["cost_usd_total"] = cost(usage_total)
+        report["cost_usd_this_run"] = _cost(config, progress.usage)
+        report["cost_usd_total"] = _cost(config, usage_total)
     write_json(f"{config.output}.report.json", report)
     if interrupted:
         raise KeyboardInterrupt
     return report
+
+
+def _cost(config: GenConfig, usage: Counter) -> float:
+    return round(
+        usage.get("prompt_tokens", 0) * (config.price_input or 0) / 1e6
+        + usage.get("completion_tokens", 0) * (config.price_output or 0) / 1e6,
+        4,
+    )
 
 
 def read_lines_or_json(path: str) -> list[str]:

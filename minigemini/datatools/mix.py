@@ -39,10 +39,11 @@ from pathlib import Path
 from typing import Any
 
 from minigemini.data.jsonio import iter_raw
-from minigemini.data.records import DataError, Record, SkipCounter, check_record
+from minigemini.data.records import DataError, check_record
+from minigemini.data.skips import Skip, SkipCounter
 from minigemini.templates import IMAGE_PLACEHOLDER
 
-__all__ = ["MixResult", "Recipe", "Source", "image_problem", "load_recipe", "mix"]
+__all__ = ["MixResult", "Recipe", "Source", "check_image", "load_recipe", "mix"]
 
 DEDUP_MODES = ("image_text", "id", "none")
 MODALITIES = ("image", "text")
@@ -154,10 +155,11 @@ def load_recipe(path: str | os.PathLike) -> Recipe:
     )
 
 
-def image_problem(path: str, decode: bool) -> str | None:
-    """None when ``path`` is a usable image; else ``missing_image`` or ``unreadable_image``."""
+def check_image(path: str, decode: bool, source: str = "", name: str = "") -> None:
+    """Raises a ``missing_image`` or ``unreadable_image`` Skip (``--verify-images``: after a full decode) unless
+    ``path`` is a usable image; ``name`` is how the record names it (default: ``path``)."""
     if not os.path.isfile(path):
-        return "missing_image"
+        raise Skip("missing_image", source, name or path)
     if decode:
         from PIL import Image
 
@@ -165,8 +167,7 @@ def image_problem(path: str, decode: bool) -> str | None:
             with Image.open(path) as image:
                 image.load()  # a full decode: truncated files fail here, not in the middle of training
         except Exception:  # noqa: BLE001 (PIL raises many types for broken files)
-            return "unreadable_image"
-    return None
+            raise Skip("unreadable_image", source, name or path) from None
 
 
 def images_of(obj: dict[str, Any]) -> list[str]:
@@ -259,15 +260,7 @@ def _mix_source(spec, recipe, root, out_folder, verify_images, scale, seen, reco
         return report
     if not os.path.isdir(image_root):
         report["warning"] = f"image root {image_root} does not exist: records with images will be dropped"
-    skips = SkipCounter(log_first=0)
-    dropped: dict[str, Any] = {}
-
-    def drop(reason: str, where: str, detail: str = "") -> None:
-        entry = dropped.setdefault(reason, {"count": 0, "examples": []})
-        entry["count"] += 1
-        if len(entry["examples"]) < 3:
-            entry["examples"].append(f"{where}: {detail}" if detail else where)
-
+    dropped = SkipCounter(log_first=0)
     candidates: list[tuple[Any, dict[str, Any]]] = []
     keys_here: set[Any] = set()
     read = 0
@@ -276,24 +269,24 @@ def _mix_source(spec, recipe, root, out_folder, verify_images, scale, seen, reco
         try:
             for where, obj, error in iter_raw(path):
                 read += 1
-                if error is not None:
-                    drop("bad_json", where, error)
-                    continue
-                item = _prepare(obj, where, spec, image_root, out_folder, verify_images, skips, drop)
-                if item is None:
-                    continue
-                key = _dedup_key(item, recipe.dedup)
-                if key is not None and (key in seen or key in keys_here):
-                    drop("duplicate", where, "same id" if recipe.dedup == "id" else "same images and question")
+                try:
+                    if error is not None:
+                        raise Skip("bad_json", where, error)
+                    item = _prepare(obj, where, spec, image_root, out_folder, verify_images)
+                    key = _dedup_key(item, recipe.dedup)
+                    if key is not None and (key in seen or key in keys_here):
+                        raise Skip(
+                            "duplicate", where, "same id" if recipe.dedup == "id" else "same images and question"
+                        )
+                except Skip as skip:
+                    dropped.add(skip)
                     continue
                 if key is not None:
                     keys_here.add(key)
                 candidates.append((key, item))
         except (DataError, UnicodeDecodeError, OSError) as err:  # one broken file never stops the mix
             unreadable_files.append(f"{path}: {err}")
-            drop("unreadable_file", path, str(err))
-    for reason, count in skips.as_dict().items():
-        dropped[reason] = {"count": count, "examples": skips.examples.get(reason, [])}
+            dropped.add(Skip("unreadable_file", path, str(err)))
 
     take = len(candidates) if requested is None else min(requested, len(candidates))
     rng = random.Random(f"{recipe.seed}:{spec.name}")  # str seeds are stable across processes
@@ -305,38 +298,29 @@ def _mix_source(spec, recipe, root, out_folder, verify_images, scale, seen, reco
         item.setdefault("id", f"{spec.name}-{number}")
         records.append(item)
     status = "found" if not unreadable_files or candidates else "unreadable"
-    report.update(status=status, read=read, usable=len(candidates), sampled=take, dropped=dropped)
+    report.update(status=status, read=read, usable=len(candidates), sampled=take, dropped=dropped.report())
     if requested is not None and take < requested:
         report["short_by"] = requested - take
     return report
 
 
-def _prepare(obj, where, spec, image_root, out_folder, verify_images, skips, drop) -> dict[str, Any] | None:
-    """A copy of ``obj`` with fixed, output-relative image paths, or None (and a counted reason) when dropped."""
+def _prepare(obj, where, spec, image_root, out_folder, verify_images) -> dict[str, Any]:
+    """A copy of ``obj`` with fixed, output-relative image paths; raises the Skip that drops it."""
     if not isinstance(obj, dict):
-        skips.add("bad_record", where, f"expected an object, got {type(obj).__name__}")
-        return None
+        raise Skip("bad_record", where, f"expected an object, got {type(obj).__name__}")
     item = copy.deepcopy(obj)
     images = [_fix_path(str(p), spec.path_fixes) for p in images_of(item)]
     if images and any(p.startswith(tuple(spec.exclude_image_prefixes)) for p in images if spec.exclude_image_prefixes):
-        drop("excluded", where, images[0])
-        return None
+        raise Skip("excluded", where, images[0])
     if spec.modality is not None and ("image" if images else "text") != spec.modality:
-        drop("wrong_modality", where, f"a {'text' if not images else 'image'} record in a {spec.modality} source")
-        return None
+        raise Skip("wrong_modality", where, f"a {'text' if not images else 'image'} record in a {spec.modality} source")
     if images:
         item.pop("images", None)
         item["image"] = images[0] if len(images) == 1 and not isinstance(obj.get("image"), list) else images
     record = check_record(item, where, [image_root])  # records.py's rules: the mix trains as it validates
-    if not isinstance(record, Record):
-        skips.add(record[0], where, record[1])
-        return None
     if verify_images:
         for path in record.images:
-            problem = image_problem(path, decode=True)
-            if problem:
-                skips.add(problem, where, path)
-                return None
+            check_image(path, True, where)
     if images:
         out = [_output_path(p, out_folder) for p in record.images]
         item["image"] = out[0] if isinstance(item["image"], str) else out

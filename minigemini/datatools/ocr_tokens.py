@@ -20,8 +20,8 @@ from typing import Any
 
 from minigemini.data.jsonio import AppendCache, iter_raw, write_json, write_records
 from minigemini.data.records import resolve_image
+from minigemini.data.skips import Skip, SkipCounter
 from minigemini.datatools.mix import images_of
-from minigemini.datatools.problems import Problems
 from minigemini.errors import require
 from minigemini.ocr import DEFAULT_MIN_SCORE, OCR_PREFIX, ocr_hint
 
@@ -63,11 +63,11 @@ def augment(
     ocr = ocr or _default_ocr(min_score)
     folders = list(image_folders or []) or [os.path.dirname(os.path.abspath(data_file))]
     cache_path = cache_path or f"{output}.ocr-cache.jsonl"
-    problems = Problems()
+    problems = SkipCounter(log_first=0)
     rows: list[Any] = []  # the records, in order (dicts), to write back
     for where, obj, error in iter_raw(data_file):
         if error is not None:
-            problems.add("bad_json", f"{where}: {error}")
+            problems.add(Skip("bad_json", where, error))
             continue
         rows.append((where, obj))
 
@@ -111,7 +111,7 @@ def augment(
         "output": os.path.abspath(output),
         "cache": os.path.abspath(cache_path),
         "counts": counts,
-        "problems": problems.as_dict(),
+        "problems": problems.report(),
     }
     write_json(f"{output}.report.json", report)
     return report
@@ -123,7 +123,7 @@ def _augment_record(where, obj, selected, folders, cache, problems, counts, max_
         return obj
     turn = _first_human(obj)
     if turn is None or not isinstance(turn.get("value", turn.get("content")), str):
-        problems.add("no_human_turn", where)
+        problems.add(Skip("no_human_turn", where))
         counts["unchanged"] += 1
         return obj
     field = "value" if "value" in turn else "content"
@@ -134,11 +134,11 @@ def _augment_record(where, obj, selected, folders, cache, problems, counts, max_
     for image in images_of(obj):
         path = resolve_image(str(image), folders)
         if path is None:
-            problems.add("missing_image", f"{where}: {image}")
+            problems.add(Skip("missing_image", where, str(image)))
             continue
         entry = cache.get(os.path.abspath(path)) or {}
         if "error" in entry:
-            problems.add("unreadable_image", f"{where}: {image}: {entry['error']}")
+            problems.add(Skip("unreadable_image", where, f"{image}: {entry['error']}"))
             continue
         tokens.extend(entry.get("tokens", []))
     if max_tokens is not None:

@@ -27,8 +27,9 @@ from pathlib import Path
 from typing import Any
 
 from minigemini.data.jsonio import AppendCache, iter_raw, write_json
-from minigemini.data.records import Record, SkipCounter, check_record
+from minigemini.data.records import Record, check_record
 from minigemini.data.shards import MANIFEST
+from minigemini.data.skips import Skip, SkipCounter
 from minigemini.errors import UserError
 from minigemini.image_processing import ImageLoadError, load_image
 from minigemini.saving import write_file_atomic
@@ -56,10 +57,13 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _encoded_image(path: str) -> tuple[bytes, str]:
-    """The file's bytes and an extension, after a full decode (raises ImageLoadError / OSError)."""
-    data = Path(path).read_bytes()
-    image = load_image(data)
+def _encoded_image(path: str, source: str) -> tuple[bytes, str]:
+    """The file's bytes and an extension, after a full decode (raises an ``unreadable_image`` Skip)."""
+    try:
+        data = Path(path).read_bytes()
+        image = load_image(data)
+    except (ImageLoadError, OSError) as err:
+        raise Skip("unreadable_image", source, f"{path}: {str(err).split(': <bytes>')[0]}") from None
     from PIL import Image
 
     with Image.open(io.BytesIO(data)) as original:
@@ -125,13 +129,73 @@ def _write_tar(rows: list[dict[str, Any]], staging: Path, first_key: int) -> Non
             writer.write(sample)
 
 
-def _records(inputs: Sequence[str], image_folders: Sequence[str]) -> Iterator[tuple[str, Any, str | None, list[str]]]:
+def _chunks(inputs: Sequence[str], image_folders: Sequence[str], size: int) -> Iterator[list[tuple]]:
+    """The input records in runs of ``size`` (one shard's worth), each record as (source, object, JSON error, the
+    image folders of its file)."""
+    chunk: list[tuple] = []
     for path in inputs:
         if not os.path.isfile(path):
             raise UserError(f"data file not found: {path}")
         roots = list(image_folders) or [os.path.dirname(os.path.abspath(path))]
         for source, obj, error in iter_raw(path):
-            yield source, obj, error, roots
+            chunk.append((source, obj, error, roots))
+            if len(chunk) == size:
+                yield chunk
+                chunk = []
+    if chunk:
+        yield chunk
+
+
+def _shard_rows(chunk: list[tuple]) -> tuple[list[dict[str, Any]], SkipCounter]:
+    """The rows of the chunk's usable records, validated as training does and with their images read and decoded;
+    the others counted and named."""
+    rows: list[dict[str, Any]] = []
+    skips = SkipCounter(log_first=3)
+    for source, obj, error, roots in chunk:
+        try:
+            if error is not None:
+                raise Skip("bad_json", source, error)
+            record = check_record(obj, source, roots)
+            rows.append(_row(obj, record, [_encoded_image(image, source) for image in record.images]))
+        except Skip as skip:
+            skips.add(skip)
+    return rows, skips
+
+
+def _open_log(output: Path, settings: dict[str, Any]) -> AppendCache:
+    """The progress log of ``output``, which must be of a run with the same settings (or none)."""
+    log = AppendCache(output / PROGRESS_LOG, key="file")
+    earlier = log.get(_SETTINGS_KEY)
+    if earlier is not None and {k: earlier.get(k) for k in settings} != settings:
+        log.close()
+        raise UserError(
+            f"{output} holds shards of another run ({earlier.get('format')}, shard size {earlier.get('shard_size')}, "
+            f"inputs {earlier.get('inputs')}): choose another -o or delete it"
+        )
+    if earlier is None:
+        log.add(settings)
+    return log
+
+
+def _write_shard(output: Path, fmt: str, index: int, first_record: int, chunk: list[tuple]) -> dict[str, Any]:
+    """Shard ``index`` of the chunk's records, written atomically; its progress log entry."""
+    rows, skips = _shard_rows(chunk)
+    name = f"shard-{index:05d}.{SHARD_FORMATS[fmt]}"
+    path = output / name
+    if fmt == "parquet":
+        write_file_atomic(path, lambda staging: _write_parquet(rows, staging))
+    else:
+        write_file_atomic(path, lambda staging: _write_tar(rows, staging, first_record))
+    return {
+        "file": name,
+        "samples": len(rows),
+        "bytes": path.stat().st_size,
+        "sha256": _sha256(path),
+        "first_record": first_record,
+        "records": len(chunk),
+        "skipped": dict(skips.counts),
+        "skipped_examples": skips.examples,
+    }
 
 
 def write_shards(
@@ -155,96 +219,30 @@ def write_shards(
         "shard_size": shard_size,
         "inputs": [os.path.abspath(p) for p in inputs],
     }
-    log = AppendCache(output / PROGRESS_LOG, key="file")
-    earlier = log.get(_SETTINGS_KEY)
-    if earlier is not None and {k: earlier.get(k) for k in settings} != settings:
-        log.close()
-        raise UserError(
-            f"{output} holds shards of another run ({earlier.get('format')}, shard size {earlier.get('shard_size')}, "
-            f"inputs {earlier.get('inputs')}): choose another -o or delete it"
-        )
-    if earlier is None:
-        log.add(settings)
-    done = {entry["first_record"]: entry for name, entry in log.entries.items() if name != _SETTINGS_KEY}
-
     from tqdm.auto import tqdm
 
-    suffix = SHARD_FORMATS[fmt]
-    written = 0
-    rows: list[dict[str, Any]] = []
-    skips = SkipCounter(log_first=3)
     bar = tqdm(desc=f"shard ({fmt})", unit="record", disable=not progress)
-
-    def finish(index: int, records: int) -> None:
-        nonlocal written
-        name = f"shard-{index:05d}.{suffix}"
-        path = output / name
-        if fmt == "parquet":
-            write_file_atomic(path, lambda staging: _write_parquet(rows, staging))
-        else:
-            write_file_atomic(path, lambda staging: _write_tar(rows, staging, index * shard_size))
-        log.add(
-            {
-                "file": name,
-                "samples": len(rows),
-                "bytes": path.stat().st_size,
-                "sha256": _sha256(path),
-                "first_record": index * shard_size,
-                "records": records,
-                "skipped": dict(skips.counts),
-                "skipped_examples": skips.examples,
-            }
-        )
-        written += 1
-
-    with log:
-        number = -1
-        for number, (source, obj, error, roots) in enumerate(_records(inputs, image_folders)):
-            index, offset = divmod(number, shard_size)
-            if offset == 0:
-                rows.clear()
-                skips = SkipCounter(log_first=3)
-            bar.update()
-            entry = done.get(index * shard_size)
-            if entry is not None and (output / entry["file"]).is_file():
+    records = written = 0
+    with _open_log(output, settings) as log:
+        done = {entry["first_record"]: entry for name, entry in log.entries.items() if name != _SETTINGS_KEY}
+        for index, chunk in enumerate(_chunks(inputs, image_folders, shard_size)):
+            first, records = records, records + len(chunk)
+            bar.update(len(chunk))
+            if first in done and (output / done[first]["file"]).is_file():
                 continue  # finished by an earlier run
-            if error is not None:
-                skips.add("bad_json", source, error)
-            else:
-                record = check_record(obj, source, roots)
-                if isinstance(record, Record):
-                    images = []
-                    for image in record.images:
-                        try:
-                            images.append(_encoded_image(image))
-                        except (ImageLoadError, OSError) as err:
-                            skips.add("unreadable_image", source, f"{image}: {str(err).split(': <bytes>')[0]}")
-                            break
-                    else:
-                        rows.append(_row(obj, record, images))
-                else:
-                    skips.add(record[0], source, record[1])
-            if offset == shard_size - 1:
-                finish(index, shard_size)
-        last_index, last_offset = divmod(number, shard_size)
-        if number >= 0 and last_offset != shard_size - 1:
-            entry = done.get(last_index * shard_size)
-            if entry is None or not (output / entry["file"]).is_file():
-                finish(last_index, last_offset + 1)
+            log.add(_write_shard(output, fmt, index, first, chunk))
+            written += 1
+        shards = [entry for name, entry in log.entries.items() if name != _SETTINGS_KEY]
     bar.close()
-    manifest = _manifest(output, settings, number + 1)
+    manifest = _manifest(output, settings, records, shards)
     return ShardResult(manifest=manifest, path=output / MANIFEST, written=written)
 
 
-def _manifest(output: Path, settings: dict[str, Any], records: int) -> dict[str, Any]:
-    entries = AppendCache(output / PROGRESS_LOG, key="file").entries
-    shards = sorted((e for name, e in entries.items() if name != _SETTINGS_KEY), key=lambda e: e["first_record"])
-    skipped = SkipCounter()
-    examples: dict[str, list[str]] = {}
+def _manifest(output: Path, settings: dict[str, Any], records: int, entries: list[dict[str, Any]]) -> dict[str, Any]:
+    shards = sorted(entries, key=lambda e: e["first_record"])
+    skipped = SkipCounter(log_first=0, keep=5)
     for entry in shards:
-        skipped.update(entry["skipped"])
-        for reason, kept in entry["skipped_examples"].items():
-            examples.setdefault(reason, []).extend(kept[: max(0, 5 - len(examples.get(reason, [])))])
+        skipped.merge(entry["skipped"], entry["skipped_examples"])
     manifest = {
         "format": settings["format"],
         "shard_size": settings["shard_size"],
@@ -252,7 +250,7 @@ def _manifest(output: Path, settings: dict[str, Any], records: int) -> dict[str,
         "records": records,
         "samples": sum(e["samples"] for e in shards),
         "skipped": skipped.as_dict(),
-        "skipped_examples": examples,
+        "skipped_examples": skipped.examples,
         "shards": [
             {k: e[k] for k in ("file", "samples", "bytes", "sha256", "first_record", "records")} for e in shards
         ],

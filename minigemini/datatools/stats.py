@@ -20,8 +20,8 @@ import numpy as np
 from minigemini.data.jsonio import iter_raw
 from minigemini.data.records import DataError, resolve_image
 from minigemini.data.shards import Broken, is_shard_source, open_shards, read_shard, row_to_record
-from minigemini.datatools.mix import image_problem, images_of
-from minigemini.datatools.problems import Problems
+from minigemini.data.skips import Skip, SkipCounter
+from minigemini.datatools.mix import check_image, images_of
 from minigemini.generation import GEN_TAG
 from minigemini.ocr import OCR_PREFIX
 from minigemini.templates import IMAGE_PLACEHOLDER
@@ -44,27 +44,27 @@ def _texts(obj: dict[str, Any]) -> list[str] | None:
     return texts
 
 
-def _shard_rows(source: str, problems: Problems):
+def _shard_rows(source: str, problems: SkipCounter):
     """(where, object, None) for every row of a shard source (images as bytes); unreadable rows are problems."""
     for shard in open_shards(source):
         for row, raw in read_shard(shard):
             if isinstance(raw, Broken):
-                problems.add("unreadable_shard", f"{shard.name}#{row}: {raw.detail}")
+                problems.add(Skip("unreadable_shard", f"{shard.name}#{row}", raw.detail))
             else:
                 yield f"{shard.name}#{row}", row_to_record(raw, shard), None
 
 
-def _embedded_problem(image: bytes | None, decode: bool) -> str | None:
+def _check_embedded(image: bytes | None, decode: bool, source: str, name: str) -> None:
+    """Raises the Skip of an image inside a shard's row that is missing or (``decode``) does not decode."""
     if image is None:
-        return "missing_image"
+        raise Skip("missing_image", source, name)
     if decode:
         from minigemini.image_processing import ImageLoadError, load_image
 
         try:
             load_image(image)
         except (ImageLoadError, OSError):
-            return "unreadable_image"
-    return None
+            raise Skip("unreadable_image", source, name) from None
 
 
 def load_tokenizer(name: str):
@@ -74,6 +74,87 @@ def load_tokenizer(name: str):
         return AutoTokenizer.from_pretrained(name)
     except (OSError, ValueError) as err:
         raise ValueError(f"cannot load a tokenizer from {name!r}: {err}") from None
+
+
+class _Tally:
+    """What ``compute_stats`` counts, record by record."""
+
+    def __init__(self, verify_images: bool):
+        self.verify_images = verify_images
+        self.problems = SkipCounter(log_first=0)
+        self.by_source: Counter[str] = Counter()
+        self.by_modality: Counter[str] = Counter()
+        self.source_modality: dict[str, Counter[str]] = {}
+        self.texts: list[str] = []
+        self.image_counts: list[int] = []
+        self.gen = self.ocr = self.turns = self.referenced = 0
+        self.images_checked: dict[str, str | None] = {}  # image -> its problem (None: usable)
+
+    def add(self, where: str, obj: Any, folders: list[str]) -> None:
+        record_texts = _texts(obj) if isinstance(obj, dict) else None
+        if record_texts is None:
+            raise Skip("bad_record", where, "needs a 'conversations' list of turns with string values")
+        images = images_of(obj)
+        source = str(obj.get("source") or "(untagged)")
+        modality = "text" if not images else ("image" if len(images) == 1 else "multi_image")
+        self.by_source[source] += 1
+        self.by_modality[modality] += 1
+        self.source_modality.setdefault(source, Counter())[modality] += 1
+        self.turns += len(record_texts)
+        joined = "\n".join(record_texts)
+        self.gen += GEN_TAG in joined
+        self.ocr += OCR_PREFIX.strip() in joined
+        self.texts.append(joined.replace(IMAGE_PLACEHOLDER, ""))  # image tokens are counted per image
+        self.image_counts.append(len(images))
+        for number, image in enumerate(images):
+            self.referenced += 1
+            if image is None or isinstance(image, bytes):  # inside a shard's row
+                self._check(f"{where}/{number}", _check_embedded, image, self.verify_images, where, f"image {number}")
+                continue
+            resolved = resolve_image(str(image), folders)
+            key = resolved or f"?{image}"
+            if key not in self.images_checked:
+                self._check(key, check_image, resolved or "", self.verify_images, where, str(image))
+
+    def _check(self, key: str, check, *args) -> None:
+        try:
+            check(*args)
+            self.images_checked[key] = None
+        except Skip as skip:
+            self.images_checked[key] = skip.reason
+            self.problems.add(skip)
+
+    def lengths(self, tokenizer: Any, image_tokens: int) -> dict[str, Any]:
+        """Length percentiles in tokens (or words without a tokenizer), ``image_tokens`` per image."""
+        if tokenizer is not None:
+            lengths = []
+            for start in range(0, len(self.texts), 1024):  # batches keep memory flat on million-record files
+                batch = tokenizer(self.texts[start : start + 1024], add_special_tokens=False)["input_ids"]
+                lengths.extend(len(ids) for ids in batch)
+            unit = "tokens"
+        else:
+            lengths = [len(t.split()) for t in self.texts]
+            unit = "words"
+        totals = np.asarray(lengths, dtype=np.int64) + image_tokens * np.asarray(self.image_counts, dtype=np.int64)
+        length = {"unit": unit, "image_tokens": image_tokens}
+        if self.texts:
+            length.update({f"p{p}": int(np.percentile(totals, p)) for p in PERCENTILES})
+            length.update(mean=round(float(totals.mean()), 1), max=int(totals.max()), min=int(totals.min()))
+        return length
+
+
+def _rows(path: str, problems: SkipCounter):
+    """(where, object, JSON error) of each record of a file or shard source (shards are read lazily, as training
+    reads them); an unreadable file is a problem, not an error."""
+    if is_shard_source(path):
+        return _shard_rows(path, problems)
+    if not os.path.isfile(path):
+        raise DataError(f"data file not found: {path}")
+    try:
+        return list(iter_raw(path))
+    except DataError as err:
+        problems.add(Skip("unreadable_file", path, str(err)))
+        return []
 
 
 def compute_stats(
@@ -86,95 +167,35 @@ def compute_stats(
     """The statistics of ``data_files`` as a dict (what ``--json`` writes)."""
     if not data_files:
         raise ValueError("no data files given")
-    problems = Problems()
-    by_source: Counter[str] = Counter()
-    by_modality: Counter[str] = Counter()
-    source_modality: dict[str, Counter[str]] = {}
-    texts: list[str] = []
-    image_counts: list[int] = []
-    gen = ocr = turns = 0
-    images_checked: dict[str, str | None] = {}
-    referenced = 0
+    tally = _Tally(verify_images)
     for path in data_files:
         folders = list(image_folders or []) or [os.path.dirname(os.path.abspath(path))]
-        if is_shard_source(path):
-            rows = _shard_rows(path, problems)  # read lazily, as training reads them
-        elif not os.path.isfile(path):
-            raise DataError(f"data file not found: {path}")
-        else:
+        for where, obj, error in _rows(path, tally.problems):
             try:
-                rows = list(iter_raw(path))
-            except DataError as err:
-                problems.add("unreadable_file", f"{path}: {err}")
-                continue
-        for where, obj, error in rows:
-            if error is not None:
-                problems.add("bad_json", f"{where}: {error}")
-                continue
-            record_texts = _texts(obj) if isinstance(obj, dict) else None
-            if record_texts is None:
-                problems.add("bad_record", f"{where}: needs a 'conversations' list of turns with string values")
-                continue
-            images = images_of(obj)
-            source = str(obj.get("source") or "(untagged)")
-            modality = "text" if not images else ("image" if len(images) == 1 else "multi_image")
-            by_source[source] += 1
-            by_modality[modality] += 1
-            source_modality.setdefault(source, Counter())[modality] += 1
-            turns += len(record_texts)
-            joined = "\n".join(record_texts)
-            gen += GEN_TAG in joined
-            ocr += OCR_PREFIX.strip() in joined
-            texts.append(joined.replace(IMAGE_PLACEHOLDER, ""))  # image tokens are counted per image
-            image_counts.append(len(images))
-            for number, image in enumerate(images):
-                referenced += 1
-                if image is None or isinstance(image, bytes):  # inside a shard's row
-                    problem = images_checked[f"{where}/{number}"] = _embedded_problem(image, verify_images)
-                    if problem:
-                        problems.add(problem, f"{where}: image {number}")
-                    continue
-                image = str(image)
-                resolved = resolve_image(image, folders)
-                key = resolved or f"?{image}"
-                if key not in images_checked:
-                    problem = "missing_image" if resolved is None else image_problem(resolved, verify_images)
-                    images_checked[key] = problem
-                    if problem:
-                        problems.add(problem, f"{where}: {image}")
-    records = len(texts)
-    if tokenizer is not None:
-        lengths = []
-        for start in range(0, records, 1024):  # batches keep memory flat on million-record files
-            batch = tokenizer(texts[start : start + 1024], add_special_tokens=False)["input_ids"]
-            lengths.extend(len(ids) for ids in batch)
-        unit = "tokens"
-    else:
-        lengths = [len(t.split()) for t in texts]
-        unit = "words"
-    totals = np.asarray(lengths, dtype=np.int64) + image_tokens * np.asarray(image_counts, dtype=np.int64)
-    length = {"unit": unit, "image_tokens": image_tokens}
-    if records:
-        length.update({f"p{p}": int(np.percentile(totals, p)) for p in PERCENTILES})
-        length.update(mean=round(float(totals.mean()), 1), max=int(totals.max()), min=int(totals.min()))
+                if error is not None:
+                    raise Skip("bad_json", where, error)
+                tally.add(where, obj, folders)
+            except Skip as skip:
+                tally.problems.add(skip)
+    checked = tally.images_checked.values()
     return {
         "files": [os.path.abspath(p) for p in data_files],
-        "records": records,
-        "turns": turns,
-        "by_source": dict(by_source.most_common()),
-        "by_modality": dict(by_modality.most_common()),
-        "by_source_and_modality": {s: dict(c) for s, c in sorted(source_modality.items())},
-        "generation_samples": gen,
-        "ocr_augmented": ocr,
-        "length": length,
+        "records": len(tally.texts),
+        "turns": tally.turns,
+        "by_source": dict(tally.by_source.most_common()),
+        "by_modality": dict(tally.by_modality.most_common()),
+        "by_source_and_modality": {s: dict(c) for s, c in sorted(tally.source_modality.items())},
+        "generation_samples": tally.gen,
+        "ocr_augmented": tally.ocr,
+        "length": tally.lengths(tokenizer, image_tokens),
         "images": {
-            "referenced": referenced,
-            "unique": len(images_checked),
-            "missing": sum(p == "missing_image" for p in images_checked.values()),
-            "unreadable": sum(p == "unreadable_image" for p in images_checked.values()),
+            "referenced": tally.referenced,
+            "unique": len(tally.images_checked),
+            "missing": sum(p == "missing_image" for p in checked),
+            "unreadable": sum(p == "unreadable_image" for p in checked),
             "decoded": verify_images,
         },
-        "problems": problems.as_dict(),
+        "problems": tally.problems.report(),
     }
 
 
@@ -198,9 +219,7 @@ def describe(stats: dict[str, Any]) -> str:
         f"images: {images['referenced']} referenced, {images['unique']} unique, {images['missing']} missing"
         + (f", {images['unreadable']} unreadable" if images["decoded"] else " (not decoded; --verify-images)")
     )
-    problems = Problems()
-    for kind, entry in stats["problems"].items():
-        problems.merge({kind: entry["count"]}, {kind: entry["examples"]})
+    problems = SkipCounter.from_report(stats["problems"])
     if problems:
-        lines.append("problems:\n" + problems.describe())
+        lines.append("problems:\n" + "\n".join(f"  {line}" for line in problems.lines()))
     return "\n".join(lines)

@@ -394,7 +394,7 @@ def train(config: TrainConfig, callbacks: list | None = None) -> TrainResult:
         "samples_seen": totals["samples"],
         "skipped": dict(sorted(skipped.items())),
         "skipped_total": sum(skipped.values()),
-        "truncated": dataset.num_truncated if isinstance(dataset, SupervisedDataset) else totals["truncated"],
+        "truncated": totals["truncated"],
         "tokens": tokens,
         "time_s": round(runtime, 3),
         "tokens_per_s": round(tokens / runtime, 1) if runtime > 0 else None,

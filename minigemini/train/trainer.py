@@ -148,7 +148,7 @@ class MiniGeminiTrainer(Trainer):
             if self.model.training:
                 totals = self._data_totals
                 totals.samples += int(stats["samples"])
-                totals.skipped.update(dict(stats["skipped"]))
+                totals.skipped.update((skip.source, skip.reason) for skip in stats["skipped"])
                 totals.truncated += int(stats.get("truncated", 0))
         if self.full_logits is not None and self.model.training:
             inputs = {**inputs, "full_logits": self.full_logits}

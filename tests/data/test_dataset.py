@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from minigemini import MiniGeminiForConditionalGeneration, MiniGeminiProcessor
-from minigemini.data import DataError, MiniGeminiCollator, SupervisedDataset, read_records
+from minigemini.data import DataError, MiniGeminiCollator, Skip, SupervisedDataset, read_records
 from minigemini.modeling import IGNORE_INDEX
 from tests.training_helpers import conversation, make_model_dir, write_images, write_jsonl
 
@@ -71,7 +71,9 @@ def test_text_only_multi_image_and_caption_samples_in_one_batch(tmp_path, model_
     for row, n in enumerate(lengths):  # right padding, never supervised
         assert batch["attention_mask"][row].tolist() == [1] * n + [0] * (max(lengths) - n)
         assert (batch["labels"][row, n:] == IGNORE_INDEX).all()
-    assert batch["data_stats"] == {"samples": 3, "skipped": []}
+    assert batch["data_stats"]["samples"] == 3 and batch["data_stats"]["skipped"] == []
+    assert batch["data_stats"]["sources"] == [item["source"] for item in items]
+    assert "truncated" not in batch["data_stats"]
 
     model = MiniGeminiForConditionalGeneration.from_pretrained(model_dir)
     inputs = {k: v for k, v in batch.items() if k != "data_stats"}
@@ -116,21 +118,22 @@ def test_bad_records_are_skipped_with_a_counted_reason(tmp_path, processor, imag
     }
     assert dataset.skips.examples["bad_json"][0].startswith("bad.jsonl:2")
     assert dataset.skips.examples["too_long"][0].startswith("bad.jsonl:9")
-    assert dataset.num_truncated == 1
     assert [r.source for r in dataset.records] == ["bad.jsonl:1", "bad.jsonl:10", "bad.jsonl:11", "bad.jsonl:13"]
     assert max(dataset.lengths) == 200
 
     truncated = dataset[1]
     assert len(truncated["input_ids"]) == 200 and (truncated["input_ids"] == processor.image_token_id).sum() == 16
+    assert truncated["truncated"] and "truncated" not in dataset[0]  # counted by the collator, as a stream's are
     broken = dataset[2]
-    assert broken == {"skip_reason": "unreadable_image", "source": "bad.jsonl:11"}
+    assert isinstance(broken, Skip) and (broken.reason, broken.source) == ("unreadable_image", "bad.jsonl:11")
     leading_assistant_dropped = dataset[3]
     assert decode_supervised(processor, leading_assistant_dropped["labels"]) == " Hey.</s>"
 
     collate = MiniGeminiCollator(pad_token_id=processor.tokenizer.pad_token_id)
-    batch = collate([dataset[0], broken])
-    assert batch["input_ids"].shape[0] == 1
-    assert batch["data_stats"] == {"samples": 1, "skipped": [("bad.jsonl:11", "unreadable_image")]}
+    batch = collate([dataset[0], broken, truncated])
+    assert batch["input_ids"].shape[0] == 2
+    sources = ["bad.jsonl:1", "bad.jsonl:10"]
+    assert batch["data_stats"] == {"samples": 2, "skipped": [broken], "truncated": 1, "sources": sources}
     only_bad = collate([broken])  # nothing left: a single unsupervised padding token keeps the step going
     assert only_bad["input_ids"].shape == (1, 1) and (only_bad["labels"] == IGNORE_INDEX).all()
     assert only_bad["data_stats"]["samples"] == 0

@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from minigemini import MiniGeminiProcessor
-from minigemini.data import DataError, MiniGeminiCollator
+from minigemini.data import DataError, MiniGeminiCollator, Skip
 from minigemini.data.shards import open_shards
 from minigemini.data.stream import ShardStream
 from minigemini.datatools.shard import write_shards
@@ -55,15 +55,31 @@ def sources_of(dataset, epoch=0, **loader):
 
 
 def label(item):
-    return item["source"] if "skip_reason" not in item else f"{item['skip_reason']}:{item['source']}"
+    return f"{item.reason}:{item.source}" if isinstance(item, Skip) else item["source"]
 
 
 @pytest.mark.parametrize("fmt", ["parquet", "webdataset"])
 def test_shard_writes_images_inside_skips_bad_images_and_resumes(tmp_path, source, processor, fmt, capsys):
     data, images = source
     out = tmp_path / "shards"
-    assert data_main(["shard", data, "--image-folder", images, "-o", str(out), "--format", fmt, "--shard-size", "8",
-                      "--no-progress"]) == 0  # fmt: skip
+    assert (
+        data_main(
+            [
+                "shard",
+                data,
+                "--image-folder",
+                images,
+                "-o",
+                str(out),
+                "--format",
+                fmt,
+                "--shard-size",
+                "8",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["records"] == 40 and manifest["samples"] == 38 and len(manifest["shards"]) == 5
@@ -85,8 +101,24 @@ def test_shard_writes_images_inside_skips_bad_images_and_resumes(tmp_path, sourc
     kept = out / manifest["shards"][0]["file"]
     mtime = os.path.getmtime(kept)
     lost.unlink()
-    assert data_main(["shard", data, "--image-folder", images, "-o", str(out), "--format", fmt, "--shard-size", "8",
-                      "--no-progress"]) == 0  # fmt: skip
+    assert (
+        data_main(
+            [
+                "shard",
+                data,
+                "--image-folder",
+                images,
+                "-o",
+                str(out),
+                "--format",
+                fmt,
+                "--shard-size",
+                "8",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     assert "(1 written now)" in capsys.readouterr().out and lost.is_file() and os.path.getmtime(kept) == mtime
     assert json.loads((out / "manifest.json").read_text())["shards"] == manifest["shards"]
     # another run's settings in the same folder: one clear error
@@ -151,8 +183,11 @@ def test_samples_cut_to_max_length_are_counted_by_the_collator(shards, processor
     """A streamed sample cut to max_length (image tokens and an answer kept) is marked; the collator counts it in the
     batch's data_stats, which the trainer adds up for the run's summary."""
     path = str(shards / "parquet")
-    lengths = {item["source"]: len(item["input_ids"]) for batch in stream(path, processor).loader(collate_fn=list)
-               for item in batch}  # fmt: skip
+    lengths = {
+        item["source"]: len(item["input_ids"])
+        for batch in stream(path, processor).loader(collate_fn=list)
+        for item in batch
+    }
     longest = max(lengths.values())
     cut = sorted(lengths.values())[-3]  # the two longest samples are over it, unless they tie with the third
     over = [source for source, n in lengths.items() if n > cut]
@@ -175,8 +210,10 @@ def test_bad_shards_are_named_skips_or_one_clear_error(tmp_path, shards, process
     # without the manifest: the readable part counted, the rest a named skip
     (wds / "manifest.json").unlink()
     dataset = stream(str(wds), processor)
-    assert dataset.skips.counts["unreadable_shard"] == 1 and "shard-00001.tar#" in dataset.skips.examples[
-        "unreadable_shard"][0]  # fmt: skip
+    assert (
+        dataset.skips.counts["unreadable_shard"] == 1
+        and "shard-00001.tar#" in dataset.skips.examples["unreadable_shard"][0]
+    )
 
     # a corrupt image inside a shard and a row without conversations: skipped items in their place, named
     pq_dir = tmp_path / "pq"
@@ -218,6 +255,26 @@ def test_bad_shards_are_named_skips_or_one_clear_error(tmp_path, shards, process
     (wrong / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(DataError, match="says shard-00000.parquet has 5 samples; the file has 4"):
         stream(str(wrong), processor)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_skip_met_while_reading_is_counted_once_whatever_the_workers(tmp_path, shards, processor, workers):
+    """The trainer counts the skips the batches carry and adds the stream's own (found while opening): a skip met
+    while reading is in the batches only, also when the stream runs in the main process (issue 48: 8 unreadable
+    samples were reported as 16 with --dataloader-workers 0)."""
+    folder = tmp_path / "pq"
+    shutil.copytree(shards / "parquet", folder)
+    for path in sorted(folder.glob("*.parquet")):  # row 0 of every shard is not a record
+        table = pq.read_table(path)
+        rows = table.to_pylist()
+        rows[0]["conversations"] = None
+        pq.write_table(pa.Table.from_pylist(rows, schema=table.schema), path)
+    (folder / "manifest.json").unlink()
+    dataset = stream(str(folder), processor, buffer_size=1, num_workers=workers)
+    collator = MiniGeminiCollator(pad_token_id=processor.tokenizer.pad_token_id)
+    met = [skip for batch in dataset.loader(collate_fn=collator) for skip in batch["data_stats"]["skipped"]]
+    assert len(met) >= max(1, workers) and {skip.reason for skip in met} == {"bad_record"}
+    assert dataset.skips.total == 0  # what the summary adds to the batches' skips: none were found while opening
 
 
 @pytest.mark.parametrize("fmt", ["parquet", "webdataset"])

@@ -12,6 +12,7 @@ import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from minigemini.data.skips import Skip
 from minigemini.datatools.gen import (
     DEFAULT_EXAMPLE_PROMPTS,
     DEFAULT_INSTRUCTION_TEMPLATES,
@@ -49,7 +50,8 @@ class FakeLLM:
         if "FLAKY" in word and self.seen[word] == 1:
             return JSONResponse({"error": {"message": "try again"}}, status_code=500)
         if "SLOW" in word and self.seen[word] == 1:
-            await asyncio.sleep(1.5)  # longer than the client's timeout
+            await asyncio.sleep(1.5)  # longer than the client's timeout: the reply is never received, and never
+            return JSONResponse({"error": {"message": "too late"}}, status_code=504)  # counted (maybe in a later test)
         if "recaption" in body["model"]:
             reply = f"Instruction: draw {word.lower()} please\nAnswer: Here it is. <h>{word.lower()}, detailed, 8k</h>"
             if "MALFORMED" in word:
@@ -267,10 +269,12 @@ def test_prompt_design_samples_five_examples_and_three_templates():
 )
 def test_format_filter(reply, reason):
     item = Item(key="recaption:1", kind="recaption", origin="1", caption="c")
-    record, why = check_reply(item, reply)
-    assert why == reason and (record is None) == (reason is not None)
-    if record is not None:
-        assert record["conversations"][0]["value"] == "draw a barn <GEN>"
+    if reason is None:
+        assert check_reply(item, reply)["conversations"][0]["value"] == "draw a barn <GEN>"
+        return
+    with pytest.raises(Skip) as dropped:
+        check_reply(item, reply)
+    assert (dropped.value.reason, dropped.value.source) == (reason, "1") and str(dropped.value) == f"1: {reply[:200]!r}"
 
 
 def test_bad_key_stops_at_once(tmp_path):
