@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from tests.eval_helpers import build_checkpoint, one_torch_thread
+from tests.evaluation.eval_helpers import build_checkpoint, one_torch_thread
 
 ENTRY_POINT = "minigemini = minigemini.evaluation.lmms_adapter:lmms_eval_manifest"
 
