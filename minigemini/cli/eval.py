@@ -9,7 +9,7 @@ shards and scores; ``mgm eval synthetic`` writes the offline synthetic benchmark
 
 Every run reports the questions in the benchmark file, how many were scored, unreadable and unparsed; when a
 question was not scored the score is marked partial and the exit status is 3 unless --allow-partial
-(report.py).  How each benchmark is read and scored, and where that rule comes from: README.md beside this file.
+(report.py).  How each benchmark is read and scored, and where that rule comes from: minigemini/evaluation/README.md.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from minigemini.cli.options import add_dtype_argument
+from minigemini.cli.options import add_dtype_argument, model_directory
 
 __all__ = ["add_parser", "run_command"]
 
@@ -186,6 +186,7 @@ def _run_config(args, bench: str, data: str | Path, out: Path):
 
 
 def _run(args) -> int:
+    from minigemini.evaluation.answering import load_model_and_processor
     from minigemini.evaluation.benchmarks import get_benchmark
     from minigemini.evaluation.runner import EvalError, run_benchmark, score_run, shards_complete
 
@@ -202,9 +203,6 @@ def _run(args) -> int:
             file=sys.stderr,
         )
     config = _run_config(args, benchmark.name, data, out)
-    from minigemini.cli.options import model_directory
-    from minigemini.evaluation.answering import load_model_and_processor
-
     model, processor = load_model_and_processor(
         model_directory(args.model), device=args.device, dtype=args.dtype, chat_template=args.chat_template
     )

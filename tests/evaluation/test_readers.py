@@ -8,13 +8,7 @@ from minigemini.evaluation.benchmarks import get_benchmark
 from minigemini.evaluation.loader import LoadOptions
 from minigemini.evaluation.runner import load_samples
 from minigemini.evaluation.samples import InvalidRow
-from tests.evaluation.eval_helpers import (
-    mathvista_table,
-    mmmu_table,
-    pope_rows,
-    write_llava_jsonl,
-    write_png,
-)
+from tests.evaluation.eval_helpers import mathvista_table, mmmu_table, pope_rows, write_llava_jsonl, write_png
 
 
 def load(bench, data, **kwargs):

@@ -312,6 +312,7 @@ def test_parquet_benchmarks(tiny_checkpoint, tmp_path):
 
 def test_save_to_disk_dataset(tiny_checkpoint, tmp_path):
     import datasets
+
     dataset = datasets.Dataset.from_list(pope_rows()[:4]).cast_column("image", datasets.Image())
     dataset.save_to_disk(str(tmp_path / "pope"))
     out = tmp_path / "run"

@@ -7,13 +7,7 @@ from minigemini.evaluation.benchmarks.mme import mme_yes_no, score_mme
 from minigemini.evaluation.benchmarks.pope import pope_yes_no
 from minigemini.evaluation.loader import LoadOptions
 from minigemini.evaluation.runner import load_samples, score_run
-from tests.evaluation.eval_helpers import (
-    by_question,
-    scripted_run,
-    write_jsonl,
-    write_mme,
-    write_png,
-)
+from tests.evaluation.eval_helpers import by_question, scripted_run, write_jsonl, write_mme, write_png
 
 SUFFIX = "\nAnswer the question using a single word or phrase."
 

@@ -12,11 +12,7 @@ from minigemini.evaluation.benchmarks.mmmu import (
     score_mmmu,
 )
 from minigemini.evaluation.runner import score_run
-from tests.evaluation.eval_helpers import (
-    by_question,
-    png_bytes,
-    scripted_run,
-)
+from tests.evaluation.eval_helpers import by_question, png_bytes, scripted_run
 
 
 def mmmu_folder(root):

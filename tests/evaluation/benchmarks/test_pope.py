@@ -9,16 +9,9 @@ from minigemini.evaluation.benchmarks import get_benchmark
 from minigemini.evaluation.benchmarks.pope import pope_yes_no, score_pope
 from minigemini.evaluation.loader import LoadOptions
 from minigemini.evaluation.runner import load_samples, score_run
-from tests.evaluation.eval_helpers import (
-    by_question,
-    scripted_run,
-    write_jsonl,
-    write_png,
-)
+from tests.evaluation.eval_helpers import by_question, scripted_run, write_jsonl, write_png
 
 SUFFIX = "\nAnswer the question using a single word or phrase."
-
-
 POPE_QUESTIONS = {
     "adversarial": [
         ("COCO_val2014_000000310196.jpg", "snowboard", "yes"),

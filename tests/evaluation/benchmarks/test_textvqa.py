@@ -9,17 +9,9 @@ import pytest
 from minigemini.evaluation.benchmarks import get_benchmark
 from minigemini.evaluation.loader import LoadOptions
 from minigemini.evaluation.runner import load_samples, score_run
-from tests.evaluation.eval_helpers import (
-    by_question,
-    scripted_run,
-    write_json,
-    write_jsonl,
-    write_png,
-)
+from tests.evaluation.eval_helpers import by_question, scripted_run, write_json, write_jsonl, write_png
 
 SUFFIX = "\nAnswer the question using a single word or phrase."
-
-
 CAMERA, COIN, SIGN = "0054c91397f2fe05", "00685bc495504d61", "0a0bc91825468c45"
 
 
