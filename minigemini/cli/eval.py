@@ -9,7 +9,7 @@ shards and scores; ``mgm eval synthetic`` writes the offline synthetic benchmark
 
 Every run reports the questions in the benchmark file, how many were scored, unreadable and unparsed; when a
 question was not scored the score is marked partial and the exit status is 3 unless --allow-partial
-(report.py).  How each benchmark is read and scored, and where that rule comes from: README.md beside this file.
+(report.py).  How each benchmark is read and scored, and where that rule comes from: minigemini/evaluation/README.md.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from minigemini.cli.options import add_dtype_argument
+from minigemini.cli.options import add_dtype_argument, model_directory
 
 __all__ = ["add_parser", "run_command"]
 
@@ -127,69 +127,50 @@ def _report(scores: dict, out: Path, allow_partial: bool) -> int:
     return exit_status(scores, allow_partial)
 
 
-def run_command(args) -> int:
+def _list(args) -> int:
+    from minigemini.evaluation.benchmarks import BENCHMARKS
+
+    for benchmark in BENCHMARKS.values():
+        print(f"{benchmark.name:10s} {benchmark.description}")
+    return 0
+
+
+def _write_synthetic(args) -> int:
+    from minigemini.synthetic.benchmark import write_synthetic_benchmark
+
+    print(write_synthetic_benchmark(args.directory, n=args.n, seed=args.seed))
+    return 0
+
+
+def _merge(args) -> int:
+    from minigemini.evaluation.runner import score_run
+
+    scores = score_run(args.out, judge=_judge(args), rescore=args.rescore)
+    return _report(scores, Path(args.out), args.allow_partial)
+
+
+def _benchmark_data(benchmark, args, out: Path) -> str | Path:
+    """``--data``, or the data a benchmark that writes its own (the synthetic set) keeps under ``out``."""
     from minigemini.evaluation.runner import EvalError
 
-    if args.eval_command == "list":
-        from minigemini.evaluation.benchmarks import BENCHMARKS
-
-        for benchmark in BENCHMARKS.values():
-            print(f"{benchmark.name:10s} {benchmark.description}")
-        return 0
-    if args.eval_command == "synthetic":
-        from minigemini.synthetic.benchmark import write_synthetic_benchmark
-
-        print(write_synthetic_benchmark(args.directory, n=args.n, seed=args.seed))
-        return 0
-    if args.eval_command == "merge":
-        from minigemini.evaluation.runner import score_run
-
-        scores = score_run(args.out, judge=_judge(args), rescore=args.rescore)
-        return _report(scores, Path(args.out), args.allow_partial)
-
-    if not args.model or not args.bench:
-        raise EvalError("mgm eval needs --model and --bench (and --data, except for --bench synthetic)")
-    from minigemini.evaluation.benchmarks import get_benchmark
-    from minigemini.evaluation.runner import (
-        RunConfig,
-        parse_shard,
-        run_benchmark,
-        score_run,
-        shard_from_env,
-        shards_complete,
-    )
-
-    benchmark = get_benchmark(args.bench)
-    out = Path(args.out or f"eval-{benchmark.name}")
     data = args.data
     if data is None:
-        if benchmark.name != "synthetic":
+        if benchmark.default_data is None:
             raise EvalError(f"--bench {benchmark.name} needs --data")
-        from minigemini.synthetic.benchmark import write_synthetic_benchmark
-
-        data = out / "synthetic-data" / "questions.jsonl"
-        if not data.is_file():
-            write_synthetic_benchmark(data.parent, n=args.synthetic_n, seed=0)
+        data = benchmark.default_data(out, args.synthetic_n)
     if not Path(data).exists():
         raise FileNotFoundError(f"benchmark data not found: {data}")
-    judge = _judge(args)
-    if benchmark.needs_judge and judge is None:
-        print(
-            f"mgm eval: note: {benchmark.name} is scored by an LLM judge; without --judge-url/--judge-model only "
-            "the answers are written (score later with `mgm eval merge --out ... --judge-url ... --judge-model ...`)",
-            file=sys.stderr,
-        )
+    return data
+
+
+def _run_config(args, bench: str, data: str | Path, out: Path):
+    from minigemini.evaluation.runner import EvalError, RunConfig, parse_shard, shard_from_env
+
     shard = parse_shard(args.shard) if args.shard else shard_from_env()
     if args.batch_size < 1:
         raise EvalError("--batch-size must be >= 1")
-    from minigemini.cli.options import model_directory
-    from minigemini.evaluation.answering import load_model_and_processor
-
-    model, processor = load_model_and_processor(
-        model_directory(args.model), device=args.device, dtype=args.dtype, chat_template=args.chat_template
-    )
-    config = RunConfig(
-        bench=benchmark.name,
+    return RunConfig(
+        bench=bench,
         data=str(data),
         out=out,
         annotations=args.annotations,
@@ -202,12 +183,42 @@ def run_command(args) -> int:
         model=str(args.model),
         retry_errors=args.retry_errors,
     )
-    summary = run_benchmark(model, processor, config)
-    if shard[1] > 1 and not shards_complete(out):
+
+
+def _run(args) -> int:
+    from minigemini.evaluation.answering import load_model_and_processor
+    from minigemini.evaluation.benchmarks import get_benchmark
+    from minigemini.evaluation.runner import EvalError, run_benchmark, score_run, shards_complete
+
+    if not args.model or not args.bench:
+        raise EvalError("mgm eval needs --model and --bench (and --data, except for --bench synthetic)")
+    benchmark = get_benchmark(args.bench)
+    out = Path(args.out or f"eval-{benchmark.name}")
+    data = _benchmark_data(benchmark, args, out)
+    judge = _judge(args)
+    if benchmark.needs_judge and judge is None:
         print(
-            f"shard {shard[0]}/{shard[1]} done ({summary['answered']} answered, {summary['errors']} errors); "
+            f"mgm eval: note: {benchmark.name} is scored by an LLM judge; without --judge-url/--judge-model only "
+            "the answers are written (score later with `mgm eval merge --out ... --judge-url ... --judge-model ...`)",
+            file=sys.stderr,
+        )
+    config = _run_config(args, benchmark.name, data, out)
+    model, processor = load_model_and_processor(
+        model_directory(args.model), device=args.device, dtype=args.dtype, chat_template=args.chat_template
+    )
+    summary = run_benchmark(model, processor, config)
+    index, count = config.shard
+    if count > 1 and not shards_complete(out):
+        print(
+            f"shard {index}/{count} done ({summary['answered']} answered, {summary['errors']} errors); "
             f"when all shards are done: mgm eval merge --out {out}"
         )
         return 0
-    scores = score_run(out, judge=judge)
-    return _report(scores, out, args.allow_partial)
+    return _report(score_run(out, judge=judge), out, args.allow_partial)
+
+
+_COMMANDS = {"list": _list, "synthetic": _write_synthetic, "merge": _merge}
+
+
+def run_command(args) -> int:
+    return _COMMANDS.get(args.eval_command, _run)(args)

@@ -1,15 +1,17 @@
 """Benchmarks of the paper, read from the files their authors distribute and scored the way they score them.
 
-``mgm eval`` (``minigemini.cli.eval``) drives ``runner.run_benchmark`` (resumable JSONL, shards) and
-``runner.score_run`` (merge + score); each benchmark is a loader + scorer pair in ``benchmarks.BENCHMARKS``;
-``answering.generate_answers`` is the single generation call, shared with the lmms-eval adapter
-(``lmms_adapter``, imported only by lmms-eval).
+``benchmarks/`` holds one module per benchmark family (a row reader and a scorer) and the registry
+(``benchmarks.BENCHMARKS``); beside it the infrastructure: ``loader`` (what a benchmark is, the one loader
+skeleton), ``readers`` (files -> rows), ``samples``, ``choices`` / ``normalize`` / ``scoring`` / ``prompts`` (shared
+by several benchmarks), ``runner`` (``run_benchmark``: resumable JSONL, shards; ``score_run``: merge + score),
+``rescore``, ``report``, ``judge``, and ``answering.generate_answers``, the single generation call, shared with the
+lmms-eval adapter (``lmms_adapter``, imported only by lmms-eval).  ``mgm eval`` is ``minigemini.cli.eval``.
 """
 
 from minigemini.evaluation.answering import generate_answers, load_model_and_processor
-from minigemini.evaluation.base import Benchmark, LoadOptions
 from minigemini.evaluation.benchmarks import BENCHMARKS, get_benchmark
 from minigemini.evaluation.judge import Judge, JudgeConfig, JudgeError
+from minigemini.evaluation.loader import Benchmark, LoadOptions
 from minigemini.evaluation.normalize import normalize_vqa_answer, vqa_accuracy
 from minigemini.evaluation.runner import EvalError, RunConfig, load_samples, run_benchmark, score_run
 from minigemini.evaluation.samples import InvalidRow, Sample

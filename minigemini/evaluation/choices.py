@@ -5,7 +5,7 @@
   exactly one option's text occurs in the (lower-cased) answer.  A known refusal gives ``"Z"`` (no option).
 - ``count_options`` -- how many options a question lists (``(A) ..`` or ``A. ..`` marks).
 
-ScienceQA's and SEED's own readings are in ``scienceqa.py`` and ``seed.py``.
+ScienceQA's and SEED's own readings are in ``benchmarks/scienceqa.py`` and ``benchmarks/seed.py``.
 """
 
 from __future__ import annotations

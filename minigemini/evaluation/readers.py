@@ -20,7 +20,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from minigemini.evaluation.samples import EvalError, InvalidRow
+from minigemini.evaluation.samples import EvalError, InvalidRow, Unreadable
 
 __all__ = [
     "AnnotationIndex",
@@ -260,10 +260,12 @@ class AnnotationIndex:
         """The answer row of question id ``qid`` (None when the file has none)."""
         return self.by_id.get(str(qid))
 
-    def find(self, qid: str, where: str, what: str = "question id") -> Row | InvalidRow:
-        """The answer row of ``qid``, or the unreadable row that says this file has none."""
+    def find(self, qid: str, what: str = "question id") -> Row:
+        """The answer row of ``qid``; Unreadable when this file has none."""
         hit = self.lookup(qid)
-        return InvalidRow(where, f"{what} {qid} is not in {self.path.name}") if hit is None else hit
+        if hit is None:
+            raise Unreadable(f"{what} {qid} is not in {self.path.name}")
+        return hit
 
 
 def _looks_like_jsonl(path: Path) -> bool:

@@ -21,7 +21,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from minigemini.evaluation.base import Benchmark, LoadOptions, load_all
+from minigemini.evaluation.loader import Benchmark, LoadOptions, load_all
 from minigemini.evaluation.samples import EvalError, Sample
 
 __all__ = ["RULES_VERSION", "RunQuestions", "run_questions"]

@@ -24,8 +24,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from minigemini.evaluation.base import Benchmark, LoadOptions, load_all
 from minigemini.evaluation.benchmarks import get_benchmark
+from minigemini.evaluation.loader import Benchmark, LoadOptions, load_all
 from minigemini.evaluation.report import status, tally
 from minigemini.evaluation.rescore import RULES_VERSION, run_questions
 from minigemini.evaluation.samples import EvalError, InvalidRow, Sample, prediction_record
@@ -188,6 +188,65 @@ def _default_answer_fn(model, processor, batch, max_new_tokens):
     return generate_answers(model, processor, batch, max_new_tokens=max_new_tokens)
 
 
+def _log_to_stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _start(config: RunConfig) -> tuple[list[Sample], list[InvalidRow]]:
+    """This shard's questions and the unreadable rows of the file; writes (or checks) the shard's manifest."""
+    benchmark = get_benchmark(config.bench)
+    options = LoadOptions.create(config.data, config.image_dir, config.annotations, config.split)
+    everything, invalid = load_all(benchmark, options)
+    samples = everything if config.limit is None else everything[: config.limit]
+    index, count = config.shard
+    shard_samples = samples[index::count]
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    manifest = _manifest(config, shard_samples, invalid, len(everything) + len(invalid), len(everything) - len(samples))
+    path = out / f"manifest{_tag(config.shard)}.json"
+    _check_manifest(path, manifest)
+    _write_json(path, manifest)
+    return shard_samples, invalid
+
+
+def _to_answer(samples: list[Sample], predictions_path: Path, retry_errors: bool) -> list[Sample]:
+    """The questions of ``samples`` that no predictions file of the folder answers yet."""
+    read_predictions(predictions_path, repair=True)  # a line cut by an interruption goes before appending
+    done = read_all_predictions(predictions_path.parent)  # an answer in another shard's file counts
+    finished = {qid for qid, r in done.items() if "prediction" in r or not retry_errors}
+    return [s for s in samples if s.qid not in finished]
+
+
+def _answer_chunk(
+    chunk: list[Sample], answer_fn: AnswerFn, model, processor, max_new_tokens: int, max_pixels: int | None
+) -> list[dict[str, Any]]:
+    """The prediction records of a batch: an image that does not load is an error record (first), and a batch
+    the model refuses (a ValueError: e.g. a prompt longer than its context) is asked again one by one, so that
+    only the culprit fails."""
+    records, ready = [], []
+    for sample in chunk:
+        try:
+            ready.append((sample, _load_images(sample, max_pixels)))
+        except ImageLoadError as error:
+            records.append(prediction_record(sample, error=f"image: {error}"))
+    if not ready:
+        return records
+    try:
+        texts = answer_fn(model, processor, [(images, s.prompt) for s, images in ready], max_new_tokens)
+    except ValueError:
+        return records + [_answer_one(s, images, answer_fn, model, processor, max_new_tokens) for s, images in ready]
+    return records + [prediction_record(s, prediction=t) for (s, _), t in zip(ready, texts)]
+
+
+def _answer_one(sample: Sample, images: list, answer_fn: AnswerFn, model, processor, max_new_tokens: int) -> dict:
+    try:
+        return prediction_record(
+            sample, prediction=answer_fn(model, processor, [(images, sample.prompt)], max_new_tokens)[0]
+        )
+    except ValueError as error:
+        return prediction_record(sample, error=f"generation: {error}")
+
+
 def run_benchmark(
     model,
     processor,
@@ -201,71 +260,31 @@ def run_benchmark(
     ``answer_fn(model, processor, batch, max_new_tokens)`` defaults to ``generate_answers``.
     """
     answer_fn = answer_fn or _default_answer_fn
-    log = log or (lambda message: print(message, file=sys.stderr, flush=True))
-    benchmark = get_benchmark(config.bench)
-    options = LoadOptions.create(config.data, config.image_dir, config.annotations, config.split)
-    everything, invalid = load_all(benchmark, options)
-    samples = everything if config.limit is None else everything[: config.limit]
-    index, count = config.shard
-    shard_samples = samples[index::count]
-    out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
-    tag = _tag(config.shard)
-    manifest = _manifest(config, shard_samples, invalid, len(everything) + len(invalid), len(everything) - len(samples))
-    _check_manifest(out / f"manifest{tag}.json", manifest)
-    _write_json(out / f"manifest{tag}.json", manifest)
-
-    predictions_path = out / f"predictions{tag}.jsonl"
-    read_predictions(predictions_path, repair=True)  # a line cut by an interruption goes before appending
-    done = read_all_predictions(out)  # an answer in another shard's file (a run sharded differently) counts
-    finished = {qid for qid, r in done.items() if "prediction" in r or not config.retry_errors}
-    todo = [s for s in shard_samples if s.qid not in finished]
-    max_new_tokens = config.max_new_tokens or benchmark.max_new_tokens
+    log = log or _log_to_stderr
+    shard_samples, invalid = _start(config)
+    name = f"{config.bench}{_tag(config.shard)}"
+    predictions_path = Path(config.out) / f"predictions{_tag(config.shard)}.jsonl"
+    todo = _to_answer(shard_samples, predictions_path, config.retry_errors)
+    max_new_tokens = config.max_new_tokens or get_benchmark(config.bench).max_new_tokens
     max_pixels = getattr(getattr(processor, "image_processor", None), "max_image_pixels", None)
     log(
-        f"[{config.bench}{tag}] {len(shard_samples)} questions, {len(shard_samples) - len(todo)} already answered, "
+        f"[{name}] {len(shard_samples)} questions, {len(shard_samples) - len(todo)} already answered, "
         f"{len(todo)} to go; {len(invalid)} unreadable rows"
     )
-
     answered = errors = 0
     started = last_log = time.monotonic()
     with open(predictions_path, "a", encoding="utf-8") as handle:
-
-        def write(record: dict) -> None:
-            handle.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
-            handle.flush()
-
         for start in range(0, len(todo), max(1, config.batch_size)):
             chunk = todo[start : start + config.batch_size]
-            ready: list[tuple[Sample, list]] = []
-            for sample in chunk:
-                try:
-                    ready.append((sample, _load_images(sample, max_pixels)))
-                except ImageLoadError as error:
-                    write(prediction_record(sample, error=f"image: {error}"))
-                    errors += 1
-            if not ready:
-                continue
-            try:
-                texts = answer_fn(model, processor, [(images, s.prompt) for s, images in ready], max_new_tokens)
-                results: list[tuple[Sample, str | None, str | None]] = [(s, t, None) for (s, _), t in zip(ready, texts)]
-            except ValueError:  # e.g. a prompt longer than the LLM's context: isolate the culprit
-                results = []
-                for sample, images in ready:
-                    try:
-                        results.append(
-                            (sample, answer_fn(model, processor, [(images, sample.prompt)], max_new_tokens)[0], None)
-                        )
-                    except ValueError as error:
-                        results.append((sample, None, f"generation: {error}"))
-            for sample, text, error in results:
-                write(prediction_record(sample, prediction=text, error=error))
-                answered += error is None
-                errors += error is not None
+            for record in _answer_chunk(chunk, answer_fn, model, processor, max_new_tokens, max_pixels):
+                handle.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
+                handle.flush()
+                answered += "error" not in record
+                errors += "error" in record
             now = time.monotonic()
             if now - last_log > 10 or start + config.batch_size >= len(todo):
                 rate = (answered + errors) / max(now - started, 1e-9)
-                log(f"[{config.bench}{tag}] {answered + errors}/{len(todo)} ({rate:.2f} questions/s)")
+                log(f"[{name}] {answered + errors}/{len(todo)} ({rate:.2f} questions/s)")
                 last_log = now
     return {
         "questions": len(shard_samples),

@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-__all__ = ["EvalError", "InvalidRow", "Sample", "prediction_record"]
+__all__ = ["EvalError", "InvalidRow", "Sample", "Unreadable", "prediction_record"]
 
 
 class EvalError(ValueError):
@@ -29,6 +29,11 @@ class Sample:
     images: list[Any]
     gold: Any
     meta: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+class Unreadable(ValueError):
+    """Raised by a benchmark's row reader for a row that cannot become a question; the loader skeleton
+    (``loader.load_rows``) turns it into the row's ``InvalidRow`` with this message as the reason."""
 
 
 @dataclasses.dataclass

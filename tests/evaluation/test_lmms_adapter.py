@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from tests.eval_helpers import build_checkpoint, one_torch_thread
+from tests.evaluation.eval_helpers import build_checkpoint, one_torch_thread
 
 ENTRY_POINT = "minigemini = minigemini.evaluation.lmms_adapter:lmms_eval_manifest"
 
@@ -44,6 +44,7 @@ def tiny_checkpoint(tmp_path_factory):
 def registered(tmp_path, monkeypatch):
     """Install-time metadata declaring the entry point (what pip writes from pyproject.toml)."""
     import lmms_eval.api.model  # noqa: F401  (the real lmms-eval; CI installs it)
+
     dist = tmp_path / "minigemini_entrypoint_probe-0.0.dist-info"
     dist.mkdir()
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: minigemini-entrypoint-probe\nVersion: 0.0\n")

@@ -4,19 +4,11 @@ import json
 
 import pytest
 
-from minigemini.evaluation.base import LoadOptions
 from minigemini.evaluation.benchmarks import get_benchmark
+from minigemini.evaluation.loader import LoadOptions
 from minigemini.evaluation.runner import load_samples
 from minigemini.evaluation.samples import InvalidRow
-from tests.eval_helpers import (
-    mathvista_table,
-    mmmu_table,
-    pope_rows,
-    write_llava_jsonl,
-    write_mmbench_tsv,
-    write_mme,
-    write_png,
-)
+from tests.evaluation.eval_helpers import mathvista_table, mmmu_table, pope_rows, write_llava_jsonl, write_png
 
 
 def load(bench, data, **kwargs):
@@ -39,38 +31,6 @@ def test_llava_jsonl_rows_and_bad_rows(tmp_path):
         ("questions.jsonl:4", "not valid JSON"),
         ("questions.jsonl:5", "unknown answer format dict: \"{'weird': 1}\""),
     ]
-
-
-def test_textvqa_answers_from_the_annotation_file(tmp_path):
-    write_png(tmp_path / "img1.jpg")
-    (tmp_path / "q.jsonl").write_text(
-        json.dumps(
-            {
-                "question_id": "img1",
-                "image": "img1.jpg",
-                "text": "What does the sign say?\nReference OCR token: STOP\nAnswer the question using a single word or phrase.",
-            }
-        )
-        + "\n"
-    )
-    (tmp_path / "TextVQA_0.5.1_val.json").write_text(
-        json.dumps(
-            {
-                "data": [
-                    {
-                        "image_id": "img1",
-                        "question": "what does the sign say?",
-                        "question_id": 7,
-                        "answers": ["stop"] * 10,
-                    }
-                ]
-            }
-        )
-    )
-    samples, invalid = load("textvqa", tmp_path / "q.jsonl", annotations=tmp_path / "TextVQA_0.5.1_val.json")
-    assert samples[0].gold == ["stop"] * 10 and not invalid
-    # the prompt already ends with the instruction: not repeated
-    assert samples[0].prompt.count("Answer the question using a single word or phrase.") == 1
 
 
 def test_gqa_seed_scienceqa_annotations(tmp_path):
@@ -130,76 +90,6 @@ def test_gqa_seed_scienceqa_annotations(tmp_path):
     assert samples[0].prompt.endswith("(C) frog\nAnswer with the option's letter from the given choices directly.")
     assert samples[0].meta["num_options"] == 3 and samples[0].meta["has_image"]
     assert samples[1].images == [] and not samples[1].meta["has_image"]
-
-
-def test_pope_labels_from_the_coco_pope_folder(tmp_path):
-    write_png(tmp_path / "COCO_val2014_1.jpg")
-    (tmp_path / "llava_pope_test.jsonl").write_text(
-        "\n".join(
-            json.dumps(r)
-            for r in [
-                {
-                    "question_id": 1,
-                    "image": "COCO_val2014_1.jpg",
-                    "text": "Is there a dog in the image?",
-                    "category": "adversarial",
-                },
-                {
-                    "question_id": 1,
-                    "image": "COCO_val2014_1.jpg",
-                    "text": "Is there a cat in the image?",
-                    "category": "random",
-                },
-            ]
-        )
-        + "\n"
-    )
-    labels = tmp_path / "coco"
-    labels.mkdir()
-    for category, text, label in (("adversarial", "dog", "yes"), ("random", "cat", "no")):
-        line = {"question_id": 1, "image": "COCO_val2014_1.jpg", "text": f"Is there a {text} in the image?"}
-        (labels / f"coco_pope_{category}.json").write_text(json.dumps({**line, "label": label}) + "\n")
-    samples, invalid = load("pope", tmp_path / "llava_pope_test.jsonl", annotations=labels)
-    # the same question id in two categories: the second is a duplicate id, reported, not scored twice
-    assert [s.gold for s in samples] == ["yes"] and invalid[0].reason == "duplicate question id"
-    assert samples[0].prompt == "Is there a dog in the image?\nAnswer the question using a single word or phrase."
-
-
-def test_mme_release_folders(tmp_path):
-    samples, invalid = load("mme", write_mme(tmp_path / "MME_Benchmark_release_version"))
-    assert [s.qid for s in samples] == ["artwork/10002.jpg#0", "artwork/10002.jpg#1", "code_reasoning/0001.png#0"]
-    assert samples[0].prompt == (
-        "Is this artwork created by Monet? Please answer yes or no.\nAnswer the question using a single word or phrase."
-    )
-    assert samples[0].images[0].endswith("artwork/images/10002.jpg") and samples[1].gold == "no"
-    assert samples[2].meta == {"subtask": "code_reasoning", "image": "0001.png", "group": "cognition"}
-    assert sorted(r.reason.split(":")[0] for r in invalid) == [
-        "expected 'question<TAB>answer'",
-        "unknown answer format",
-    ]
-
-
-def test_mmbench_circular_file(tmp_path):
-    samples, invalid = load("mmbench", write_mmbench_tsv(tmp_path / "MMBench_DEV_EN.tsv", circular=True))
-    assert len(samples) == 8 and invalid[0].reason == "row has no integer 'index'"
-    assert "unknown answer format" in invalid[1].reason
-    by_qid = {s.qid: s for s in samples}
-    assert by_qid["3"].prompt == (
-        "Which colour dominates?\nA. red\nB. green\nC. blue\nD. yellow\n"
-        "Answer with the option's letter from the given choices directly."
-    )
-    assert by_qid["1000003"].meta["options"] == ["green", "blue", "yellow", "red"] and by_qid["1000003"].gold == "A"
-    # rotations refer to the first row's image by its index
-    assert by_qid["2000003"].images == by_qid["3"].images and by_qid["3"].images[0].startswith("data:image;base64,")
-    assert {s.meta["circular_size"] for s in samples} == {4}
-
-
-def test_mmbench_rotations_are_made_when_the_file_has_none(tmp_path):
-    samples, _ = load("mmbench", write_mmbench_tsv(tmp_path / "mmb.tsv", circular=False))
-    assert [s.qid for s in samples] == ["3", "1000003", "2000003", "3000003", "4", "1000004", "2000004", "3000004"]
-    golds = [s.gold for s in samples[:4]]
-    texts = [s.meta["options"]["ABCD".index(g)] for s, g in zip(samples[:4], golds)]
-    assert golds == ["B", "A", "D", "C"] and texts == ["green"] * 4  # the right option follows its text
 
 
 def test_parquet_mmmu_and_mathvista(tmp_path):

@@ -11,7 +11,7 @@ from minigemini.evaluation.report import PARTIAL_EXIT, status, tally
 from minigemini.evaluation.runner import score_run
 from minigemini.evaluation.samples import EvalError
 from minigemini.synthetic.benchmark import write_synthetic_benchmark
-from tests.eval_helpers import scripted_run, write_json, write_png
+from tests.evaluation.eval_helpers import scripted_run, write_json, write_png
 
 
 def mgm_eval(*argv):

@@ -10,7 +10,7 @@ from minigemini.evaluation import answering as generation
 from minigemini.evaluation.answering import generate_answers, load_model_and_processor
 from minigemini.evaluation.runner import EvalError, RunConfig, read_predictions, run_benchmark, score_run
 from minigemini.synthetic.benchmark import write_synthetic_benchmark
-from tests.eval_helpers import (
+from tests.evaluation.eval_helpers import (
     JudgeServer,
     build_checkpoint,
     mathvista_table,
@@ -312,6 +312,7 @@ def test_parquet_benchmarks(tiny_checkpoint, tmp_path):
 
 def test_save_to_disk_dataset(tiny_checkpoint, tmp_path):
     import datasets
+
     dataset = datasets.Dataset.from_list(pope_rows()[:4]).cast_column("image", datasets.Image())
     dataset.save_to_disk(str(tmp_path / "pope"))
     out = tmp_path / "run"

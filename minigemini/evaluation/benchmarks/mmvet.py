@@ -11,13 +11,15 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterator
+from functools import partial
 from typing import Any
 
-from minigemini.evaluation.base import LoadOptions, ratio
-from minigemini.evaluation.readers import first_present, image_source, iter_rows
-from minigemini.evaluation.samples import InvalidRow, Sample
+from minigemini.evaluation.loader import Benchmark, LoadOptions, load_rows
+from minigemini.evaluation.readers import Row, first_present, iter_rows
+from minigemini.evaluation.samples import InvalidRow, Sample, Unreadable
+from minigemini.evaluation.scoring import means, ratio
 
-__all__ = ["GRADER_PROMPT", "grade", "grading_prompt", "load_mmvet", "score_mmvet"]
+__all__ = ["BENCHMARKS", "GRADER_PROMPT", "grade", "grading_prompt", "load_mmvet", "score_mmvet"]
 
 GRADER_PROMPT = """Compare the ground truth and prediction from AI models, to give a correctness score for the prediction. <AND> in the ground truth means it is totally right only when all elements in the ground truth are present in the prediction, and <OR> means it is totally right when any one element in the ground truth is present in the prediction. The correctness score is 0.0 (totally wrong), 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, or 1.0 (totally right). Just complete the last space of the correctness score.
 
@@ -61,6 +63,30 @@ def grade(judge, question: str, answer: str, prediction: str) -> tuple[float, bo
     return (0.0, False) if score is None else (score, True)
 
 
+def _mmvet_sample(options: LoadOptions, where: str, row: Row) -> Sample:
+    qid = first_present(row, "_key", "question_id", "id")
+    question = first_present(row, "question", "text")
+    if qid is None or question is None:
+        raise Unreadable("row has no id or no question")
+    qid = str(qid)
+    answer = first_present(row, "answer")
+    hit = {}
+    if answer is None and options.annotations is not None:
+        qid = qid if qid.startswith("v1_") else f"v1_{qid}"  # convert_mmvet_for_eval.py's key
+        hit = options.annotations.lookup(qid)
+        if hit is None:
+            raise Unreadable(f"{qid} is not in {options.annotations.path.name}")
+        answer = first_present(hit, "answer")
+    capability = row.get("capability") or hit.get("capability") or []
+    if isinstance(capability, str):
+        capability = [c.strip() for c in capability.split(",") if c.strip()]
+    if answer is not None and not isinstance(answer, str):
+        raise Unreadable(f"unknown answer format {type(answer).__name__}")
+    images = options.images(first_present(row, "image", "imagename"))
+    meta = {"capability": sorted(set(map(str, capability))), "question": str(question)}
+    return Sample(qid, str(question), images, answer, meta)
+
+
 def load_mmvet(options: LoadOptions) -> Iterator[Sample | InvalidRow]:
     """``mm-vet.json`` (``{"v1_0": {imagename, capability, question, answer}}``, images in ``images/``), the
     folder holding it, parquet / ``datasets`` rows (``question_id, question, answer, capability, image``), or
@@ -69,39 +95,7 @@ def load_mmvet(options: LoadOptions) -> Iterator[Sample | InvalidRow]:
     data = options.data
     if data.is_dir() and (data / "mm-vet.json").is_file():
         data = data / "mm-vet.json"
-    for where, row in iter_rows(data, options.split):
-        if isinstance(row, InvalidRow):
-            yield row
-            continue
-        qid = first_present(row, "_key", "question_id", "id")
-        question = first_present(row, "question", "text")
-        if qid is None or question is None:
-            yield InvalidRow(where, "row has no id or no question")
-            continue
-        qid = str(qid)
-        answer = first_present(row, "answer")
-        hit = None
-        if answer is None and options.annotations is not None:
-            qid = qid if qid.startswith("v1_") else f"v1_{qid}"  # convert_mmvet_for_eval.py's key
-            hit = options.annotations.lookup(qid)
-            if hit is None:
-                yield InvalidRow(where, f"{qid} is not in {options.annotations.path.name}")
-                continue
-            answer = first_present(hit, "answer")
-        capability = row.get("capability") or (hit or {}).get("capability") or []
-        if isinstance(capability, str):
-            capability = [c.strip() for c in capability.split(",") if c.strip()]
-        if answer is not None and not isinstance(answer, str):
-            yield InvalidRow(where, f"unknown answer format {type(answer).__name__}")
-            continue
-        source = image_source(first_present(row, "image", "imagename"), options.image_dirs)
-        yield Sample(
-            qid,
-            str(question),
-            [] if source is None else [source],
-            answer,
-            {"capability": sorted(set(map(str, capability))), "question": str(question)},
-        )
+    return load_rows(options, partial(_mmvet_sample, options), rows=iter_rows(data, options.split))
 
 
 def score_mmvet(records: list[dict], judge=None) -> dict[str, Any]:
@@ -124,7 +118,19 @@ def score_mmvet(records: list[dict], judge=None) -> dict[str, Any]:
     total = ratio(sum(scores), len(scores))
     return {
         "metrics": {"score": None if total is None else 100 * total},
-        "by_capability": {name: 100 * sum(v) / len(v) for name, v in sorted(capabilities.items())},
+        "by_capability": means(capabilities, scale=100),
         "judge_failures": failures,
         "unparsed": failures,
     }
+
+
+BENCHMARKS = (
+    Benchmark(
+        "mmvet",
+        "MM-Vet: mm-vet.json + images; LLM-judge score",
+        load_mmvet,
+        score_mmvet,
+        needs_judge=True,
+        max_new_tokens=1024,
+    ),
+)

@@ -26,15 +26,17 @@ from __future__ import annotations
 import re
 from collections import defaultdict
 from collections.abc import Iterator
+from functools import partial
 from typing import Any
 
-from minigemini.evaluation.base import LoadOptions, llava_questions, ratio
 from minigemini.evaluation.choices import LETTERS, count_options
+from minigemini.evaluation.loader import Benchmark, LoadOptions, llava_fields, load_rows
 from minigemini.evaluation.prompts import OPTION_LETTER, with_suffix
-from minigemini.evaluation.readers import first_present, image_source
-from minigemini.evaluation.samples import InvalidRow, Sample
+from minigemini.evaluation.readers import Row, first_present
+from minigemini.evaluation.samples import InvalidRow, Sample, Unreadable
+from minigemini.evaluation.scoring import means, ratio
 
-__all__ = ["load_scienceqa", "scienceqa_letter", "score_scienceqa"]
+__all__ = ["BENCHMARKS", "load_scienceqa", "scienceqa_letter", "score_scienceqa"]
 
 _OPTIONS = ("A", "B", "C", "D", "E")  # the script's --options default
 _THE_ANSWER_IS = re.compile(r"The answer is ([A-Z]).")  # unescaped ".", as in eval_science_qa.py
@@ -69,41 +71,31 @@ def _gold_letter(value: Any, num_options: int) -> str | None:
     return None
 
 
+def _scienceqa_sample(options: LoadOptions, where: str, row: Row) -> Sample:
+    qid, text, image = llava_fields(row)
+    hit = options.annotations.find(qid, "problem") if options.annotations is not None else {}
+    choices = hit.get("choices") or row.get("choices")
+    num_options = len(choices) if isinstance(choices, list) else (count_options(text) or len(_OPTIONS))
+    raw = first_present(hit, "answer")
+    if raw is None:
+        raw = first_present(row, "answer", "label")
+    if raw is None and isinstance(row.get("conversations"), list) and len(row["conversations"]) > 1:
+        raw = row["conversations"][1].get("value")
+    gold = None
+    if raw is not None:
+        gold = _gold_letter(raw, num_options)
+        if gold is None:
+            raise Unreadable(f"unknown answer format: {str(raw)[:40]!r} is not one of {num_options} options")
+    images = options.images(image)
+    subject = first_present(hit, "subject") or row.get("category")
+    meta = {"num_options": num_options, "has_image": bool(images), "category": subject}
+    return Sample(qid, with_suffix(text, OPTION_LETTER), images, gold, meta)
+
+
 def load_scienceqa(options: LoadOptions) -> Iterator[Sample | InvalidRow]:
     """Questions of LLaVA's ScienceQA file; the reference is problems.json's ``answer`` when the annotations are
     given (a problem missing from it is an unreadable row), else the row's ``answer`` or its gpt turn."""
-    for where, row, qid, text, image in llava_questions(options):
-        if isinstance(row, InvalidRow):
-            yield row
-            continue
-        hit = None
-        if options.annotations is not None:
-            hit = options.annotations.find(qid, where, "problem")
-            if isinstance(hit, InvalidRow):
-                yield hit
-                continue
-        choices = (hit or {}).get("choices") or row.get("choices")
-        num_options = len(choices) if isinstance(choices, list) else (count_options(text) or len(_OPTIONS))
-        raw = first_present(hit or {}, "answer")
-        if raw is None:
-            raw = first_present(row, "answer", "label")
-        if raw is None and isinstance(row.get("conversations"), list) and len(row["conversations"]) > 1:
-            raw = row["conversations"][1].get("value")
-        gold = None
-        if raw is not None:
-            gold = _gold_letter(raw, num_options)
-            if gold is None:
-                yield InvalidRow(where, f"unknown answer format: {str(raw)[:40]!r} is not one of {num_options} options")
-                continue
-        source = image_source(image, options.image_dirs)
-        subject = first_present(hit or {}, "subject") or row.get("category")
-        yield Sample(
-            qid,
-            with_suffix(text, OPTION_LETTER),
-            [] if source is None else [source],
-            gold,
-            {"num_options": num_options, "has_image": source is not None, "category": subject},
-        )
+    return load_rows(options, partial(_scienceqa_sample, options))
 
 
 def score_scienceqa(records: list[dict], judge=None) -> dict[str, Any]:
@@ -121,6 +113,16 @@ def score_scienceqa(records: list[dict], judge=None) -> dict[str, Any]:
             subjects[str(record["meta"]["category"])].append(hit)
     return {
         "metrics": {"accuracy": ratio(sum(hits), len(hits)), "image_accuracy": ratio(sum(image_hits), len(image_hits))},
-        "by_category": {name: sum(v) / len(v) for name, v in sorted(subjects.items())},
+        "by_category": means(subjects),
         "unparsed": unparsed,
     }
+
+
+BENCHMARKS = (
+    Benchmark(
+        "scienceqa",
+        "ScienceQA: LLaVA JSON/JSONL (+ problems.json); eval_science_qa.py's letter rule (IMG subset too)",
+        load_scienceqa,
+        score_scienceqa,
+    ),
+)

@@ -18,15 +18,17 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterator
+from functools import partial
 from typing import Any
 
-from minigemini.evaluation.base import LoadOptions, llava_questions, ratio
 from minigemini.evaluation.choices import LETTERS, count_options
+from minigemini.evaluation.loader import Benchmark, LoadOptions, llava_fields, load_rows
 from minigemini.evaluation.prompts import OPTION_LETTER, with_suffix
-from minigemini.evaluation.readers import first_present, image_source
-from minigemini.evaluation.samples import InvalidRow, Sample
+from minigemini.evaluation.readers import Row, first_present
+from minigemini.evaluation.samples import InvalidRow, Sample, Unreadable
+from minigemini.evaluation.scoring import means, ratio
 
-__all__ = ["load_seed", "score_seed"]
+__all__ = ["BENCHMARKS", "load_seed", "score_seed"]
 
 _VIDEO_FRAMES = "SEED-Bench-video-image"
 
@@ -38,37 +40,26 @@ def _data_type(row: dict, hit: dict | None, image: Any) -> str:
     return "video" if isinstance(image, str) and _VIDEO_FRAMES in image else "image"
 
 
+def _seed_sample(options: LoadOptions, question_types: dict, where: str, row: Row) -> Sample:
+    qid, text, image = llava_fields(row)
+    hit = options.annotations.find(qid) if options.annotations is not None else None
+    num_options = count_options(text) or 4
+    raw = first_present(row, "answer", "label") or first_present(hit or {}, "answer")
+    gold = None
+    if raw is not None:
+        gold = str(raw).strip()
+        if gold not in tuple(LETTERS[:num_options]):
+            raise Unreadable(f"unknown answer format: {gold[:40]!r} is not one of {num_options} options")
+    category = first_present(row, "category") or first_present(hit or {}, "question_type_id")
+    category = None if category is None else question_types.get(str(category), str(category))
+    meta = {"num_options": num_options, "category": category, "data_type": _data_type(row, hit, image)}
+    return Sample(qid, with_suffix(text, OPTION_LETTER), options.images(image), gold, meta)
+
+
 def load_seed(options: LoadOptions) -> Iterator[Sample | InvalidRow]:
     """Questions of LLaVA's SEED file with their answer letters (inline ``answer`` or SEED-Bench.json)."""
     question_types = options.annotations.extra.get("question_types", {}) if options.annotations else {}
-    for where, row, qid, text, image in llava_questions(options):
-        if isinstance(row, InvalidRow):
-            yield row
-            continue
-        hit = None
-        if options.annotations is not None:
-            hit = options.annotations.find(qid, where)
-            if isinstance(hit, InvalidRow):
-                yield hit
-                continue
-        num_options = count_options(text) or 4
-        raw = first_present(row, "answer", "label") or first_present(hit or {}, "answer")
-        gold = None
-        if raw is not None:
-            gold = str(raw).strip()
-            if gold not in tuple(LETTERS[:num_options]):
-                yield InvalidRow(where, f"unknown answer format: {gold[:40]!r} is not one of {num_options} options")
-                continue
-        category = first_present(row, "category") or first_present(hit or {}, "question_type_id")
-        category = None if category is None else question_types.get(str(category), str(category))
-        source = image_source(image, options.image_dirs)
-        yield Sample(
-            qid,
-            with_suffix(text, OPTION_LETTER),
-            [] if source is None else [source],
-            gold,
-            {"num_options": num_options, "category": category, "data_type": _data_type(row, hit, image)},
-        )
+    return load_rows(options, partial(_seed_sample, options, question_types))
 
 
 def score_seed(records: list[dict], judge=None) -> dict[str, Any]:
@@ -91,6 +82,16 @@ def score_seed(records: list[dict], judge=None) -> dict[str, Any]:
             "accuracy": ratio(sum(hits), len(hits)),
             "video_accuracy": ratio(sum(by_type["video"]), len(by_type["video"])),
         },
-        "by_category": {name: sum(v) / len(v) for name, v in sorted(by_category.items())},
+        "by_category": means(by_category),
         "unparsed": unparsed,
     }
+
+
+BENCHMARKS = (
+    Benchmark(
+        "seed",
+        "SEED-Bench: LLaVA JSONL (+ SEED-Bench.json); exact-match accuracy (image / video / all)",
+        load_seed,
+        score_seed,
+    ),
+)

@@ -17,16 +17,18 @@ is ``No``, ``no`` or ``not``, otherwise "yes".  Metrics per category: accuracy, 
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterator
+from functools import partial
 from typing import Any
 
-from minigemini.evaluation.base import LoadOptions, llava_questions, ratio
+from minigemini.evaluation.loader import Benchmark, LoadOptions, llava_fields, load_rows
 from minigemini.evaluation.prompts import SHORT_ANSWER, with_suffix
-from minigemini.evaluation.readers import first_present, image_source
-from minigemini.evaluation.samples import InvalidRow, Sample
+from minigemini.evaluation.readers import AnnotationIndex, Row, first_present
+from minigemini.evaluation.samples import InvalidRow, Sample, Unreadable
+from minigemini.evaluation.scoring import ratio
 
-__all__ = ["load_pope", "pope_yes_no", "score_pope", "yes_no_label"]
+__all__ = ["BENCHMARKS", "load_pope", "pope_yes_no", "score_pope", "yes_no_label"]
 
 
 def yes_no_label(value: Any) -> str | None:
@@ -56,64 +58,49 @@ def _first_line(text: str) -> str:
     return text.strip().split("\n")[0].strip()
 
 
-def _label_by_position(options: LoadOptions, position: dict[str, int], category: Any, text: str) -> tuple[Any, str]:
-    """(label, problem) of the next question of ``category`` from the label folder: eval_pope.py's join."""
+def _label_by_position(labels: AnnotationIndex, position: Counter, category: Any, text: str) -> Any:
+    """The label of the next question of ``category`` in the label folder: eval_pope.py's join."""
     if category is None:
-        return None, "row has no category: POPE labels are matched by category and position"
-    labels = options.annotations.by_category.get(str(category))
-    if labels is None:
-        return None, f"no coco_pope_{category}.json in {options.annotations.path}"
+        raise Unreadable("row has no category: POPE labels are matched by category and position")
+    lines = labels.by_category.get(str(category))
+    if lines is None:
+        raise Unreadable(f"no coco_pope_{category}.json in {labels.path}")
     index = position[str(category)]
     position[str(category)] += 1
-    if index >= len(labels):
-        return (
-            None,
-            f"question {index + 1} of category {category}, but coco_pope_{category}.json has {len(labels)} labels",
+    if index >= len(lines):
+        raise Unreadable(
+            f"question {index + 1} of category {category}, but coco_pope_{category}.json has {len(lines)} labels"
         )
-    line = labels[index]
+    line = lines[index]
     if _first_line(str(line.get("text", ""))) != _first_line(text):
-        return None, (
+        raise Unreadable(
             f"question {index + 1} of category {category} is {_first_line(text)!r} but line {index + 1} of "
             f"coco_pope_{category}.json is {line.get('text')!r}: the question file and the labels are out of step"
         )
-    return first_present(line, "label", "answer"), ""
+    return first_present(line, "label", "answer")
+
+
+def _pope_sample(options: LoadOptions, position: Counter, where: str, row: Row) -> Sample:
+    qid, text, image = llava_fields(row)
+    category = row.get("category")
+    raw = first_present(row, "label", "answer")
+    if raw is None and options.annotations is not None:
+        if options.annotations.path.is_dir():
+            raw = _label_by_position(options.annotations, position, category, text)
+        else:
+            raw = first_present(options.annotations.find(qid), "label", "answer")
+    gold = None
+    if raw is not None:
+        gold = yes_no_label(raw)
+        if gold is None:
+            raise Unreadable(f"unknown answer format: POPE labels are yes/no, got {str(raw)[:40]!r}")
+    meta = {"category": None if category is None else str(category)}
+    return Sample(qid, with_suffix(text, SHORT_ANSWER), options.images(image), gold, meta)
 
 
 def load_pope(options: LoadOptions) -> Iterator[Sample | InvalidRow]:
     """Questions with their labels (see the module docstring for the join)."""
-    position: dict[str, int] = defaultdict(int)
-    by_position = options.annotations is not None and options.annotations.path.is_dir()
-    for where, row, qid, text, image in llava_questions(options):
-        if isinstance(row, InvalidRow):
-            yield row
-            continue
-        category = row.get("category")
-        raw = first_present(row, "label", "answer")
-        if raw is None and by_position:
-            raw, problem = _label_by_position(options, position, category, text)
-            if problem:
-                yield InvalidRow(where, problem)
-                continue
-        elif raw is None and options.annotations is not None:
-            hit = options.annotations.find(qid, where)
-            if isinstance(hit, InvalidRow):
-                yield hit
-                continue
-            raw = first_present(hit, "label", "answer")
-        gold = None
-        if raw is not None:
-            gold = yes_no_label(raw)
-            if gold is None:
-                yield InvalidRow(where, f"unknown answer format: POPE labels are yes/no, got {str(raw)[:40]!r}")
-                continue
-        source = image_source(image, options.image_dirs)
-        yield Sample(
-            qid,
-            with_suffix(text, SHORT_ANSWER),
-            [] if source is None else [source],
-            gold,
-            {"category": None if category is None else str(category)},
-        )
+    return load_rows(options, partial(_pope_sample, options, Counter()))
 
 
 def _binary_metrics(pairs: list[tuple[str, str]]) -> dict[str, Any]:
@@ -161,3 +148,13 @@ def score_pope(records: list[dict], judge=None) -> dict[str, Any]:
     keys = ("accuracy", "precision", "recall", "f1", "yes_ratio")
     metrics = {key: _mean([m[key] for m in categories.values()]) for key in keys} if categories else dict.fromkeys(keys)
     return {"metrics": metrics, "by_category": categories, "pooled": _binary_metrics(pairs), "unparsed": unparsed}
+
+
+BENCHMARKS = (
+    Benchmark(
+        "pope",
+        "POPE: question JSONL (+ coco_pope_*.json) or parquet; acc / precision / recall / F1",
+        load_pope,
+        score_pope,
+    ),
+)

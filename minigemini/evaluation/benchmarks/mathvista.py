@@ -18,15 +18,18 @@ import math
 import re
 from collections import defaultdict
 from collections.abc import Iterator
+from functools import partial
 from typing import Any
 
-from minigemini.evaluation.base import LoadOptions, ratio
 from minigemini.evaluation.choices import LETTERS, infer_option
+from minigemini.evaluation.loader import Benchmark, LoadOptions, load_rows
 from minigemini.evaluation.prompts import mathvista_query
-from minigemini.evaluation.readers import first_present, image_source, iter_rows
-from minigemini.evaluation.samples import InvalidRow, Sample
+from minigemini.evaluation.readers import Row, first_present
+from minigemini.evaluation.samples import InvalidRow, Sample, Unreadable
+from minigemini.evaluation.scoring import means, ratio
 
 __all__ = [
+    "BENCHMARKS",
     "EXTRACTION_PROMPT",
     "edit_distance",
     "extract_answer",
@@ -166,49 +169,44 @@ def _precision(value: Any) -> int | None:
     return int(value)
 
 
+def _mathvista_sample(options: LoadOptions, where: str, row: Row) -> Sample:
+    pid = first_present(row, "pid", "_key")
+    question_type, answer_type = row.get("question_type"), row.get("answer_type")
+    if pid is None or not row.get("question"):
+        raise Unreadable("row has no pid or no question")
+    if question_type not in _QUESTION_TYPES or answer_type not in _ANSWER_TYPES:
+        raise Unreadable(f"unknown question/answer type {question_type!r}/{answer_type!r}")
+    choices = [str(c) for c in (row.get("choices") or [])]
+    if question_type == "multi_choice" and len(choices) < 2:
+        raise Unreadable("a multi_choice problem needs at least two choices")
+    precision = _precision(row.get("precision"))
+    query = first_present(row, "query") or mathvista_query(
+        str(row["question"]), question_type, answer_type, choices, row.get("unit"), precision
+    )
+    answer = first_present(row, "answer")
+    if question_type == "multi_choice" and answer is not None and str(answer) not in choices:
+        raise Unreadable(f"unknown answer format: {str(answer)[:40]!r} is not one of the choices")
+    metadata = row.get("metadata") if isinstance(row.get("metadata"), dict) else {}
+    return Sample(
+        qid=str(pid),
+        prompt=str(query),
+        images=options.images(first_present(row, "decoded_image", "image")),
+        gold=None if answer is None else str(answer),
+        meta={
+            "question_type": question_type,
+            "answer_type": answer_type,
+            "choices": choices,
+            "precision": precision,
+            "query": str(query),
+            "metadata": {k: v for k, v in metadata.items() if isinstance(v, (str, int, float, list))},
+        },
+    )
+
+
 def load_mathvista(options: LoadOptions) -> Iterator[Sample | InvalidRow]:
     """MathVista parquet / ``datasets`` rows or ``testmini.json`` (pid -> problem): ``pid, question, choices,
     unit, precision, answer, question_type, answer_type, query, metadata`` and ``decoded_image`` / ``image``."""
-    for where, row in iter_rows(options.data, options.split):
-        if isinstance(row, InvalidRow):
-            yield row
-            continue
-        pid = first_present(row, "pid", "_key")
-        question_type, answer_type = row.get("question_type"), row.get("answer_type")
-        if pid is None or not row.get("question"):
-            yield InvalidRow(where, "row has no pid or no question")
-            continue
-        if question_type not in _QUESTION_TYPES or answer_type not in _ANSWER_TYPES:
-            yield InvalidRow(where, f"unknown question/answer type {question_type!r}/{answer_type!r}")
-            continue
-        choices = [str(c) for c in (row.get("choices") or [])]
-        if question_type == "multi_choice" and len(choices) < 2:
-            yield InvalidRow(where, "a multi_choice problem needs at least two choices")
-            continue
-        precision = _precision(row.get("precision"))
-        query = first_present(row, "query") or mathvista_query(
-            str(row["question"]), question_type, answer_type, choices, row.get("unit"), precision
-        )
-        answer = first_present(row, "answer")
-        if question_type == "multi_choice" and answer is not None and str(answer) not in choices:
-            yield InvalidRow(where, f"unknown answer format: {str(answer)[:40]!r} is not one of the choices")
-            continue
-        metadata = row.get("metadata") if isinstance(row.get("metadata"), dict) else {}
-        source = image_source(first_present(row, "decoded_image", "image"), options.image_dirs)
-        yield Sample(
-            qid=str(pid),
-            prompt=str(query),
-            images=[] if source is None else [source],
-            gold=None if answer is None else str(answer),
-            meta={
-                "question_type": question_type,
-                "answer_type": answer_type,
-                "choices": choices,
-                "precision": precision,
-                "query": str(query),
-                "metadata": {k: v for k, v in metadata.items() if isinstance(v, (str, int, float, list))},
-            },
-        )
+    return load_rows(options, partial(_mathvista_sample, options))
 
 
 def score_mathvista(records: list[dict], judge=None) -> dict[str, Any]:
@@ -233,9 +231,18 @@ def score_mathvista(records: list[dict], judge=None) -> dict[str, Any]:
                 groups[key][str(item)].append(hit)
     return {
         "metrics": {"accuracy": ratio(sum(hits), len(hits))},
-        "breakdown": {
-            key: {name: sum(v) / len(v) for name, v in sorted(values.items())} for key, values in sorted(groups.items())
-        },
+        "breakdown": {key: means(values) for key, values in sorted(groups.items())},
         "extraction": dict(sorted(methods.items())),
         "unparsed": methods.get("none", 0),
     }
+
+
+BENCHMARKS = (
+    Benchmark(
+        "mathvista",
+        "MathVista testmini: parquet, save_to_disk or JSON; rule (+ judge) extraction",
+        load_mathvista,
+        score_mathvista,
+        max_new_tokens=1024,
+    ),
+)

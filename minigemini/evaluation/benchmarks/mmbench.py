@@ -1,4 +1,4 @@
-"""MMBench (circular evaluation); ScienceQA and SEED-Bench are in ``scienceqa.py`` and ``seed.py``.
+"""MMBench dev / test (circular evaluation).
 
 MMBench circular evaluation: every question is asked once per rotation of its options (A-D shifted);
 it counts as solved only when every rotation is answered right.  The TSV either already holds the
@@ -11,18 +11,21 @@ and are reported as unparsed.
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterator
+from functools import partial
 from typing import Any
 
-from minigemini.evaluation.base import LoadOptions, ratio
 from minigemini.evaluation.choices import LETTERS, infer_option, infer_option_letter
+from minigemini.evaluation.loader import Benchmark, LoadOptions, load_rows
 from minigemini.evaluation.prompts import mmbench_prompt
-from minigemini.evaluation.readers import image_source, iter_rows
-from minigemini.evaluation.samples import InvalidRow, Sample
+from minigemini.evaluation.readers import Row
+from minigemini.evaluation.samples import InvalidRow, Sample, Unreadable
+from minigemini.evaluation.scoring import means, ratio
 
-__all__ = ["CIRCULAR_OFFSET", "load_mmbench", "mmbench_judge_prompt", "score_mmbench"]
+__all__ = ["BENCHMARKS", "CIRCULAR_OFFSET", "load_mmbench", "mmbench_judge_prompt", "score_mmbench"]
 
 CIRCULAR_OFFSET = 1_000_000
 
@@ -35,9 +38,6 @@ def _missing(value: Any) -> bool:
     return isinstance(value, str) and value.strip().lower() in ("", "nan", "none")
 
 
-# ------------------------------------------------------------------------------------------------ MMBench
-
-
 def _mmbench_options(row: dict) -> list[str]:
     options = []
     for letter in LETTERS:
@@ -47,78 +47,91 @@ def _mmbench_options(row: dict) -> list[str]:
     return options
 
 
+def _is_base64(image: Any) -> bool:
+    return isinstance(image, str) and len(image) > 64
+
+
+def _indexed(where: str, row: Row) -> tuple[str, Row]:
+    try:
+        index = int(float(row["index"]))
+    except (KeyError, TypeError, ValueError):
+        raise Unreadable("row has no integer 'index'") from None
+    return where, {**row, "index": index}
+
+
+@dataclasses.dataclass
+class _Table:
+    """What the rows of one MMBench file say about each other: the base64 image of each index (a short digit
+    string in ``image`` refers to the row with that index), whether the file already holds the rotations, and
+    how many rows each question has."""
+
+    images: dict[int, str]
+    circular_file: bool
+    group_sizes: Counter
+
+    @classmethod
+    def of(cls, rows: list[tuple[str, Row]]) -> _Table:
+        return cls(
+            images={row["index"]: row["image"] for _, row in rows if _is_base64(row.get("image"))},
+            circular_file=any(row["index"] >= CIRCULAR_OFFSET for _, row in rows),
+            group_sizes=Counter(row["index"] % CIRCULAR_OFFSET for _, row in rows),
+        )
+
+    def image(self, options: LoadOptions, image: Any) -> list[Any]:
+        if isinstance(image, str) and image.strip().isdigit() and len(image.strip()) <= 64:
+            image = self.images.get(int(image.strip()), f"missing-image-of-index-{image.strip()}")
+        if _missing(image):
+            return []
+        if _is_base64(image):
+            return [f"data:image;base64,{image}"]
+        return options.images(image)
+
+
+def _rotations(options: LoadOptions, table: _Table, where: str, row: Row) -> list[Sample]:
+    """The question of a row, once (a circular file) or once per rotation of its options."""
+    index = row["index"]
+    choices = _mmbench_options(row)
+    question = row.get("question")
+    if len(choices) < 2 or _missing(question):
+        raise Unreadable("row needs a question and at least options A and B")
+    gold_letter = None if _missing(row.get("answer")) else str(row["answer"]).strip()
+    if gold_letter is not None and gold_letter not in tuple(LETTERS[: len(choices)]):
+        raise Unreadable(f"unknown answer format: {gold_letter[:20]!r} is not one of the option letters")
+    images = table.image(options, row.get("image"))
+    hint = None if _missing(row.get("hint")) else str(row["hint"])
+    meta = {
+        "group": index % CIRCULAR_OFFSET,
+        "category": None if _missing(row.get("category")) else str(row["category"]),
+        "l2_category": None if _missing(row.get("l2-category")) else str(row["l2-category"]),
+        "question": str(question),
+    }
+    samples = []
+    for shift in [0] if table.circular_file else range(len(choices)):
+        rotated = choices[shift:] + choices[:shift]
+        gold = None if gold_letter is None else LETTERS[(LETTERS.index(gold_letter) - shift) % len(choices)]
+        size = table.group_sizes[index % CIRCULAR_OFFSET] if table.circular_file else len(choices)
+        samples.append(
+            Sample(
+                qid=str(index + shift * CIRCULAR_OFFSET),
+                prompt=mmbench_prompt(str(question), rotated, hint),
+                images=list(images),
+                gold=gold,
+                meta={**meta, "options": rotated, "round": index // CIRCULAR_OFFSET + shift, "circular_size": size},
+            )
+        )
+    return samples
+
+
 def load_mmbench(options: LoadOptions) -> Iterator[Sample | InvalidRow]:
     """MMBench TSV: ``index, question, hint, A, B, C, D, answer, category, l2-category, image`` (base64).
     A short digit string in ``image`` refers to the row with that index (the circular files do this)."""
-    rows: list[tuple[str, dict]] = []
-    images: dict[int, str] = {}
-    for where, row in iter_rows(options.data, options.split):
-        if isinstance(row, InvalidRow):
-            yield row
-            continue
-        try:
-            index = int(float(row["index"]))
-        except (KeyError, TypeError, ValueError):
-            yield InvalidRow(where, "row has no integer 'index'")
-            continue
-        row = {**row, "index": index}
-        image = row.get("image")
-        if isinstance(image, str) and len(image) > 64:
-            images[index] = image
-        rows.append((where, row))
-    circular_file = any(row["index"] >= CIRCULAR_OFFSET for _, row in rows)
-    group_sizes: dict[int, int] = defaultdict(int)
-    for _, row in rows:
-        group_sizes[row["index"] % CIRCULAR_OFFSET] += 1
-
-    for where, row in rows:
-        index = row["index"]
-        choices = _mmbench_options(row)
-        question = row.get("question")
-        if len(choices) < 2 or _missing(question):
-            yield InvalidRow(where, "row needs a question and at least options A and B")
-            continue
-        gold_letter = None if _missing(row.get("answer")) else str(row["answer"]).strip()
-        if gold_letter is not None and gold_letter not in tuple(LETTERS[: len(choices)]):
-            yield InvalidRow(where, f"unknown answer format: {gold_letter[:20]!r} is not one of the option letters")
-            continue
-        image = row.get("image")
-        if isinstance(image, str) and image.strip().isdigit() and len(image.strip()) <= 64:
-            image = images.get(int(image.strip()), f"missing-image-of-index-{image.strip()}")
-        source = (
-            None
-            if _missing(image)
-            else (
-                f"data:image;base64,{image}"
-                if isinstance(image, str) and len(image) > 64
-                else image_source(image, options.image_dirs)
-            )
-        )
-        hint = None if _missing(row.get("hint")) else str(row["hint"])
-        meta = {
-            "group": index % CIRCULAR_OFFSET,
-            "category": None if _missing(row.get("category")) else str(row["category"]),
-            "l2_category": None if _missing(row.get("l2-category")) else str(row["l2-category"]),
-            "question": str(question),
-        }
-        rotations = [0] if circular_file else range(len(choices))
-        for shift in rotations:
-            rotated = choices[shift:] + choices[:shift]
-            gold = None
-            if gold_letter is not None:
-                gold = LETTERS[(LETTERS.index(gold_letter) - shift) % len(choices)]
-            yield Sample(
-                qid=str(index + shift * CIRCULAR_OFFSET),
-                prompt=mmbench_prompt(str(question), rotated, hint),
-                images=[] if source is None else [source],
-                gold=gold,
-                meta={
-                    **meta,
-                    "options": rotated,
-                    "round": index // CIRCULAR_OFFSET + shift,
-                    "circular_size": group_sizes[index % CIRCULAR_OFFSET] if circular_file else len(choices),
-                },
-            )
+    rows: list[tuple[str, Row]] = []
+    for item in load_rows(options, _indexed):
+        if isinstance(item, InvalidRow):
+            yield item
+        else:
+            rows.append(item)
+    yield from load_rows(options, partial(_rotations, options, _Table.of(rows)), rows=rows)
 
 
 def mmbench_judge_prompt(question: str, options: list[str], prediction: str) -> str:
@@ -175,7 +188,7 @@ def score_mmbench(records: list[dict], judge=None) -> dict[str, Any]:
             name = items[0][0]["meta"].get(key)
             if name is not None:
                 buckets[name].append(solved[g])
-        return {name: sum(v) / len(v) for name, v in sorted(buckets.items())}
+        return means(buckets)
 
     return {
         "metrics": {
@@ -189,3 +202,6 @@ def score_mmbench(records: list[dict], judge=None) -> dict[str, Any]:
         "unparsed": unparsed,
         "judge_matched": judged,
     }
+
+
+BENCHMARKS = (Benchmark("mmbench", "MMBench TSV (base64 images); circular accuracy", load_mmbench, score_mmbench),)

@@ -1,90 +1,15 @@
-"""POPE and MME from snippets in the layout of the files LLaVA / MGM evaluate with (llava_pope_test.jsonl + POPE's
-coco_pope_<category>.json; MME's release folder and llava_mme.jsonl); scores worked out by hand."""
+"""MME (benchmarks/mme.py): the release folder, LLaVA's question file joined to it, and acc / acc+ by hand."""
 
 import pytest
 
-from minigemini.evaluation.base import LoadOptions
 from minigemini.evaluation.benchmarks import get_benchmark
-from minigemini.evaluation.mme import mme_yes_no
-from minigemini.evaluation.pope import pope_yes_no
+from minigemini.evaluation.benchmarks.mme import mme_yes_no, score_mme
+from minigemini.evaluation.benchmarks.pope import pope_yes_no
+from minigemini.evaluation.loader import LoadOptions
 from minigemini.evaluation.runner import load_samples, score_run
-from tests.eval_helpers import by_question, scripted_run, write_jsonl, write_png
+from tests.evaluation.eval_helpers import by_question, scripted_run, write_jsonl, write_mme, write_png
 
 SUFFIX = "\nAnswer the question using a single word or phrase."
-POPE_QUESTIONS = {
-    "adversarial": [
-        ("COCO_val2014_000000310196.jpg", "snowboard", "yes"),
-        ("COCO_val2014_000000310196.jpg", "dog", "no"),
-        ("COCO_val2014_000000210789.jpg", "cup", "yes"),
-        ("COCO_val2014_000000210789.jpg", "bench", "no"),
-    ],
-    "popular": [("COCO_val2014_000000429913.jpg", "person", "yes"), ("COCO_val2014_000000429913.jpg", "car", "no")],
-}
-
-
-def pope_files(root, swap_adversarial=False, extra_popular=False):
-    """llava_pope_test.jsonl (ids run on across the categories) and coco/coco_pope_<category>.json (each file's
-    ids start again at 1): only the order joins them."""
-    rows, number = [], 0
-    for category, questions in POPE_QUESTIONS.items():
-        order = list(questions)
-        if category == "adversarial" and swap_adversarial:
-            order[0], order[1] = order[1], order[0]
-        if category == "popular" and extra_popular:
-            order.append(("COCO_val2014_000000429913.jpg", "kite", "no"))
-        for image, thing, _ in order:
-            number += 1
-            write_png(root / "val2014" / image)
-            rows.append(
-                {
-                    "question_id": number,
-                    "image": image,
-                    "text": f"Is there a {thing} in the image?" + SUFFIX,
-                    "category": category,
-                }
-            )
-        write_jsonl(
-            root / "coco" / f"coco_pope_{category}.json",
-            [
-                {"question_id": i + 1, "image": image, "text": f"Is there a {thing} in the image?", "label": label}
-                for i, (image, thing, label) in enumerate(questions)
-            ],
-        )
-    return write_jsonl(root / "llava_pope_test.jsonl", rows), root / "coco"
-
-
-def test_pope_labels_by_position_and_metrics_by_hand(tmp_path):
-    questions, labels = pope_files(tmp_path)
-    out = tmp_path / "run"
-    answers = {
-        "snowboard": "Yes, there is a snowboard.",  # yes (label yes)
-        "dog": "No.",  # no (label no)
-        "cup": "There is no cup.",  # "no" in the first sentence -> no (label yes)
-        "bench": "Yes",  # yes (label no)
-        "person": "I see a person.",  # no negation -> yes (label yes); neither yes nor no: unparsed
-        "car": "No, there is not.",  # no (label no)
-    }
-    scripted_run(
-        "pope", questions, out, by_question(answers), annotations=str(labels), image_dir=str(tmp_path / "val2014")
-    )
-    scores = score_run(out)
-    adversarial, popular = scores["by_category"]["adversarial"], scores["by_category"]["popular"]
-    assert adversarial["counts"] == {"TP": 1, "FP": 1, "TN": 1, "FN": 1}
-    assert (
-        adversarial["accuracy"] == 0.5 and adversarial["f1"] == pytest.approx(0.5) and adversarial["yes_ratio"] == 0.5
-    )
-    assert popular["counts"] == {"TP": 1, "FP": 0, "TN": 1, "FN": 0} and popular["f1"] == 1.0
-    assert scores["metrics"]["f1"] == pytest.approx(0.75) and scores["metrics"]["accuracy"] == pytest.approx(0.75)
-    assert scores["counts"]["unparsed"] == 1 and scores["status"] == "complete"
-
-
-def test_pope_question_file_out_of_step_with_the_labels_is_reported(tmp_path):
-    questions, labels = pope_files(tmp_path, swap_adversarial=True, extra_popular=True)
-    samples, invalid = load_samples(get_benchmark("pope"), LoadOptions.create(questions, annotations=labels))
-    # the two swapped rows would each take the other's label: both refused; the popular row past the end too
-    assert len(samples) == 4 and len(invalid) == 3
-    assert "out of step" in invalid[0].reason and invalid[0].where == "llava_pope_test.jsonl:1"
-    assert "has 2 labels" in invalid[2].reason
 
 
 @pytest.mark.parametrize(
@@ -194,3 +119,78 @@ def test_mme_llava_question_file_without_the_folder_or_with_a_question_it_lacks(
     (folder / "code_reasoning" / "0001.txt").write_text("Will this code print 3? Please answer yes or no.\tYes\n")
     samples, invalid = load_samples(get_benchmark("mme"), LoadOptions.create(questions, folder, folder))
     assert len(samples) == 5 and len(invalid) == 1 and "is not in the MME folder" in invalid[0].reason
+
+
+def rec(prediction, gold, **meta):
+    return {"qid": meta.pop("qid", str(id(meta))), "prediction": prediction, "gold": gold, "meta": meta}
+
+
+@pytest.mark.parametrize(
+    "answer, parsed",
+    [
+        ("Yes", "yes"),
+        ("yes.", "yes"),
+        ("No, there is not.", "no"),
+        ("no", "no"),
+        ("Not sure", "no"),  # MME reads "no" in the first four characters
+        ("I think yes", "other"),  # nothing in "i th"
+        ("maybe", "other"),
+    ],
+)
+def test_mme_reading_of_answers(answer, parsed):
+    assert mme_yes_no(answer) == parsed
+
+
+def test_mme_acc_plus_needs_both_questions_of_an_image():
+    records = [
+        # existence, image a: both right; image b: first right, second wrong
+        rec("Yes", "yes", subtask="existence", image="a.jpg"),
+        rec("No", "no", subtask="existence", image="a.jpg"),
+        rec("Yes", "yes", subtask="existence", image="b.jpg"),
+        rec("Yes", "no", subtask="existence", image="b.jpg"),
+        # count, image c: two answers MME cannot read -> "other", wrong
+        rec("maybe", "yes", subtask="count", image="c.jpg"),
+        rec("perhaps", "no", subtask="count", image="c.jpg"),
+        # code_reasoning (cognition), image d: both right
+        rec("Yes, it prints 3", "yes", subtask="code_reasoning", image="d.png"),
+        rec("No.", "no", subtask="code_reasoning", image="d.png"),
+    ]
+    result = score_mme(records)
+    existence = result["subtasks"]["existence"]
+    assert existence["acc"] == 0.75 and existence["acc_plus"] == 0.5  # 3/4 questions, 1/2 images
+    assert existence["score"] == pytest.approx(125.0)
+    assert result["subtasks"]["count"]["score"] == 0.0
+    assert result["subtasks"]["code_reasoning"]["score"] == pytest.approx(200.0)
+    assert result["metrics"] == {"perception": pytest.approx(125.0), "cognition": pytest.approx(200.0)}
+    assert result["unparsed"] == 2
+    assert "OCR" in result["subtasks_missing"]["perception"]
+
+
+def test_mme_image_with_one_answer_is_left_out_of_acc_plus():
+    records = [
+        rec("Yes", "yes", subtask="OCR", image="x.jpg"),
+        rec("No", "no", subtask="OCR", image="y.jpg"),
+        rec("Yes", "no", subtask="OCR", image="y.jpg"),
+    ]
+    result = score_mme(records)
+    assert result["subtasks"]["OCR"]["acc"] == pytest.approx(2 / 3)
+    assert result["subtasks"]["OCR"]["acc_plus"] == 0.0  # only y.jpg has two answers, one wrong
+    assert result["images_without_two_answers"] == 1
+
+
+def load(bench, data, **kwargs):
+    return load_samples(get_benchmark(bench), LoadOptions.create(data, **kwargs))
+
+
+def test_mme_release_folders(tmp_path):
+    samples, invalid = load("mme", write_mme(tmp_path / "MME_Benchmark_release_version"))
+    assert [s.qid for s in samples] == ["artwork/10002.jpg#0", "artwork/10002.jpg#1", "code_reasoning/0001.png#0"]
+    assert samples[0].prompt == (
+        "Is this artwork created by Monet? Please answer yes or no.\nAnswer the question using a single word or phrase."
+    )
+    assert samples[0].images[0].endswith("artwork/images/10002.jpg") and samples[1].gold == "no"
+    assert samples[2].meta == {"subtask": "code_reasoning", "image": "0001.png", "group": "cognition"}
+    assert sorted(r.reason.split(":")[0] for r in invalid) == [
+        "expected 'question<TAB>answer'",
+        "unknown answer format",
+    ]

@@ -148,6 +148,13 @@ class JudgeServer:
         self.thread.join(timeout=5)
 
 
+def make_judge(server: JudgeServer, **kwargs):
+    """A Judge of ``server`` that does not wait between retries."""
+    from minigemini.evaluation.judge import Judge, JudgeConfig
+
+    return Judge(JudgeConfig(base_url=server.url, model="grader-1", retry_wait=0.0, timeout=5, **kwargs))
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Benchmark files in their authors' formats, made in a temporary folder
 # ---------------------------------------------------------------------------------------------------------

@@ -14,15 +14,18 @@ import random
 import re
 from collections import defaultdict
 from collections.abc import Iterator
+from functools import partial
 from typing import Any
 
-from minigemini.evaluation.base import LoadOptions, ratio
 from minigemini.evaluation.choices import LETTERS
+from minigemini.evaluation.loader import Benchmark, LoadOptions, load_rows
 from minigemini.evaluation.prompts import mmmu_prompt
-from minigemini.evaluation.readers import first_present, image_source, iter_rows
-from minigemini.evaluation.samples import InvalidRow, Sample
+from minigemini.evaluation.readers import Row, first_present
+from minigemini.evaluation.samples import InvalidRow, Sample, Unreadable
+from minigemini.evaluation.scoring import means, ratio
 
 __all__ = [
+    "BENCHMARKS",
     "MMMU_DOMAINS",
     "load_mmmu",
     "mmmu_correct",
@@ -173,50 +176,49 @@ def _literal_list(value: Any) -> list | None:
     return None
 
 
+def _mmmu_gold(answer: Any, question_type: str, num_options: int) -> Any:
+    """The reference of a row: an option letter, or an open answer (a list literal is a list); None for "?"."""
+    if answer is None or str(answer) == "?":
+        return None
+    if question_type == "multiple-choice":
+        gold = str(answer).strip()
+        if gold not in LETTERS[:num_options]:
+            raise Unreadable(f"unknown answer format: {gold[:20]!r} is not an option letter")
+        return gold
+    listed = _literal_list(answer) if str(answer).lstrip().startswith("[") else None
+    return [str(a) for a in listed] if listed else str(answer)
+
+
+def _mmmu_sample(options: LoadOptions, where: str, row: Row) -> Sample:
+    qid, question, question_type = row.get("id"), row.get("question"), row.get("question_type")
+    if qid is None or not question:
+        raise Unreadable("row has no id or no question")
+    if question_type not in ("multiple-choice", "open"):
+        raise Unreadable(f"unknown question_type {question_type!r}")
+    choices = _literal_list(row.get("options", "[]"))
+    if choices is None or (question_type == "multiple-choice" and len(choices) < 2):
+        raise Unreadable(f"options are not a list of at least two: {str(row.get('options'))[:60]!r}")
+    gold = _mmmu_gold(first_present(row, "answer"), question_type, len(choices))
+    subject = str(qid).split("_", 1)[1].rsplit("_", 1)[0] if str(qid).count("_") >= 2 else row.get("subfield")
+    listed = [str(c) for c in choices] if question_type == "multiple-choice" else []
+    return Sample(
+        qid=str(qid),
+        prompt=mmmu_prompt(str(question), listed or None),
+        images=options.images(row.get("image_1")),
+        gold=gold,
+        meta={
+            "question_type": question_type,
+            "subject": subject,
+            "domain": _SUBJECT_DOMAIN.get(subject),
+            "options": listed,
+        },
+    )
+
+
 def load_mmmu(options: LoadOptions) -> Iterator[Sample | InvalidRow]:
     """MMMU parquet / ``datasets`` rows: ``id, question, options, answer, question_type, image_1..image_7``.
     As in MGM's MMMU script only ``image_1`` goes to the model."""
-    for where, row in iter_rows(options.data, options.split):
-        if isinstance(row, InvalidRow):
-            yield row
-            continue
-        qid, question, question_type = row.get("id"), row.get("question"), row.get("question_type")
-        if qid is None or not question:
-            yield InvalidRow(where, "row has no id or no question")
-            continue
-        if question_type not in ("multiple-choice", "open"):
-            yield InvalidRow(where, f"unknown question_type {question_type!r}")
-            continue
-        choices = _literal_list(row.get("options", "[]"))
-        if choices is None or (question_type == "multiple-choice" and len(choices) < 2):
-            yield InvalidRow(where, f"options are not a list of at least two: {str(row.get('options'))[:60]!r}")
-            continue
-        answer = first_present(row, "answer")
-        gold = None
-        if answer is not None and str(answer) != "?":
-            if question_type == "multiple-choice":
-                gold = str(answer).strip()
-                if gold not in LETTERS[: len(choices)]:
-                    yield InvalidRow(where, f"unknown answer format: {gold[:20]!r} is not an option letter")
-                    continue
-            else:
-                listed = _literal_list(answer) if str(answer).lstrip().startswith("[") else None
-                gold = [str(a) for a in listed] if listed else str(answer)
-        subject = str(qid).split("_", 1)[1].rsplit("_", 1)[0] if str(qid).count("_") >= 2 else row.get("subfield")
-        source = image_source(row.get("image_1"), options.image_dirs)
-        is_mc = question_type == "multiple-choice"
-        yield Sample(
-            qid=str(qid),
-            prompt=mmmu_prompt(str(question), [str(c) for c in choices] if is_mc else None),
-            images=[] if source is None else [source],
-            gold=gold,
-            meta={
-                "question_type": question_type,
-                "subject": subject,
-                "domain": _SUBJECT_DOMAIN.get(subject),
-                "options": [str(c) for c in choices] if is_mc else [],
-            },
-        )
+    return load_rows(options, partial(_mmmu_sample, options))
 
 
 def score_mmmu(records: list[dict], judge=None) -> dict[str, Any]:
@@ -244,7 +246,10 @@ def score_mmmu(records: list[dict], judge=None) -> dict[str, Any]:
             domains[meta["domain"]].append(hit)
     return {
         "metrics": {"accuracy": ratio(sum(hits), len(hits))},
-        "by_subject": {k: sum(v) / len(v) for k, v in sorted(subjects.items())},
-        "by_domain": {k: sum(v) / len(v) for k, v in sorted(domains.items())},
+        "by_subject": means(subjects),
+        "by_domain": means(domains),
         "unparsed": unparsed,
     }
+
+
+BENCHMARKS = (Benchmark("mmmu", "MMMU val/dev: parquet or save_to_disk; rule-parsed accuracy", load_mmmu, score_mmmu),)

@@ -19,18 +19,20 @@ max 800).
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-from minigemini.evaluation.base import LoadOptions, ratio
-from minigemini.evaluation.pope import yes_no_label
+from minigemini.evaluation.benchmarks.pope import yes_no_label
+from minigemini.evaluation.loader import Benchmark, LoadOptions, load_rows
 from minigemini.evaluation.prompts import SHORT_ANSWER, mme_prompt
-from minigemini.evaluation.readers import first_present, image_source, iter_rows
-from minigemini.evaluation.samples import InvalidRow, Sample
+from minigemini.evaluation.readers import Row, first_present
+from minigemini.evaluation.samples import InvalidRow, Sample, Unreadable
+from minigemini.evaluation.scoring import ratio
 
-__all__ = ["MME_COGNITION", "MME_PERCEPTION", "load_mme", "mme_answers", "mme_yes_no", "score_mme"]
+__all__ = ["BENCHMARKS", "MME_COGNITION", "MME_PERCEPTION", "load_mme", "mme_answers", "mme_yes_no", "score_mme"]
 
 MME_PERCEPTION = (
     "existence",
@@ -77,7 +79,8 @@ def _find_image(folder: Path, stem: str) -> Path | None:
     return None
 
 
-def _mme_folder(root: Path) -> Iterator[Sample | InvalidRow]:
+def _folder_lines(root: Path) -> Iterator[tuple[str, Row]]:
+    """``(where, row)`` for each question line of the release folder: the line, its subtask and image."""
     for subtask, text_dir, image_dir in _task_folders(root):
         for text_file in sorted(text_dir.glob("*.txt")):
             image = _find_image(image_dir, text_file.stem)
@@ -85,24 +88,30 @@ def _mme_folder(root: Path) -> Iterator[Sample | InvalidRow]:
             source = str(image) if image is not None else str(image_dir / (text_file.stem + ".jpg"))
             lines = [line for line in text_file.read_text(encoding="utf-8").splitlines() if line.strip()]
             for number, line in enumerate(lines):
-                where = f"{subtask}/{text_file.name}:{number + 1}"
-                parts = line.strip().split("\t")
-                if len(parts) < 2 or not parts[0].strip():
-                    yield InvalidRow(where, "expected 'question<TAB>answer'")
-                    continue
-                gold = yes_no_label(parts[1])
-                if gold is None:
-                    yield InvalidRow(
-                        where, f"unknown answer format: MME answers are Yes/No, got {parts[1].strip()[:40]!r}"
-                    )
-                    continue
-                yield Sample(
-                    qid=f"{subtask}/{image_name}#{number}",
-                    prompt=mme_prompt(parts[0].strip()),
-                    images=[source],
-                    gold=gold,
-                    meta={"subtask": subtask, "image": image_name, "group": _mme_group(subtask)},
-                )
+                row = {"line": line, "number": number, "subtask": subtask, "image": image_name, "source": source}
+                yield f"{subtask}/{text_file.name}:{number + 1}", row
+
+
+def _folder_sample(where: str, row: Row) -> Sample:
+    """A line ``question<TAB>Yes|No`` of the release folder."""
+    parts = row["line"].strip().split("\t")
+    if len(parts) < 2 or not parts[0].strip():
+        raise Unreadable("expected 'question<TAB>answer'")
+    subtask, image_name = row["subtask"], row["image"]
+    return Sample(
+        qid=f"{subtask}/{image_name}#{row['number']}",
+        prompt=mme_prompt(parts[0].strip()),
+        images=[row["source"]],
+        gold=_yes_no(parts[1].strip()),
+        meta={"subtask": subtask, "image": image_name, "group": _mme_group(subtask)},
+    )
+
+
+def _yes_no(raw: Any) -> str:
+    gold = yes_no_label(raw)
+    if gold is None:
+        raise Unreadable(f"unknown answer format: MME answers are Yes/No, got {str(raw)[:40]!r}")
+    return gold
 
 
 def _task_folders(root: Path) -> Iterator[tuple[str, Path, Path]]:
@@ -138,65 +147,54 @@ def _answer_in_folder(answers: dict, subtask: str, image_id: str, question: str)
     return None
 
 
-def _mme_rows(options: LoadOptions) -> Iterator[Sample | InvalidRow]:
-    """Rows with ``question_id`` = "subtask/image" (LLaVA's ``llava_mme.jsonl``: ``text``, answers from the release
+def _row_sample(options: LoadOptions, answers: dict | None, counters: Counter, where: str, row: Row) -> Sample:
+    """A row with ``question_id`` = "subtask/image" (LLaVA's ``llava_mme.jsonl``: ``text``, answers from the release
     folder given as annotations; the hub layout: ``question``, ``answer``, ``category``, ``image``)."""
-    folder = options.annotations.path if options.annotations is not None else None
-    answers = mme_answers(folder) if folder is not None and folder.is_dir() else None
-    counters: dict[str, int] = defaultdict(int)
-    for where, row in iter_rows(options.data, options.split):
-        if isinstance(row, InvalidRow):
-            yield row
-            continue
-        image_id = first_present(row, "question_id", "image_id")
-        question = first_present(row, "question", "text")
-        subtask = first_present(row, "category", "subtask")
-        if subtask is None and image_id is not None and "/" in str(image_id):
-            subtask = str(image_id).split("/")[0]  # as convert_answer_to_mme.py reads it
-        if image_id is None or subtask is None or question is None:
-            yield InvalidRow(where, "row needs question_id (subtask/image), a question and a subtask")
-            continue
-        subtask, question = str(subtask), str(question)
-        image_name = str(image_id).split("/")[-1]
-        number = counters[f"{subtask}/{image_name}"]  # counted before any check: a question keeps its number
-        counters[f"{subtask}/{image_name}"] += 1
-        raw = first_present(row, "answer", "label")
-        if raw is None and answers is None:
-            yield InvalidRow(where, "no answer in the row: give the MME release folder as the annotations")
-            continue
+    image_id = first_present(row, "question_id", "image_id")
+    question = first_present(row, "question", "text")
+    subtask = first_present(row, "category", "subtask")
+    if subtask is None and image_id is not None and "/" in str(image_id):
+        subtask = str(image_id).split("/")[0]  # as convert_answer_to_mme.py reads it
+    if image_id is None or subtask is None or question is None:
+        raise Unreadable("row needs question_id (subtask/image), a question and a subtask")
+    subtask, question = str(subtask), str(question)
+    image_name = str(image_id).split("/")[-1]
+    number = counters[f"{subtask}/{image_name}"]  # counted before any check: a question keeps its number
+    counters[f"{subtask}/{image_name}"] += 1
+    raw = first_present(row, "answer", "label")
+    if raw is None and answers is None:
+        raise Unreadable("no answer in the row: give the MME release folder as the annotations")
+    if raw is None:
+        raw = _answer_in_folder(answers, subtask, str(image_id), question)
         if raw is None:
-            raw = _answer_in_folder(answers, subtask, str(image_id), question)
-            if raw is None:
-                yield InvalidRow(where, f"question {question!r} of {image_id} is not in the MME folder {folder}")
-                continue
-        gold = yes_no_label(raw)
-        if gold is None:
-            yield InvalidRow(where, f"unknown answer format: MME answers are Yes/No, got {str(raw)[:40]!r}")
-            continue
-        source = image_source(first_present(row, "image", "image_path"), options.image_dirs)
-        yield Sample(
-            qid=f"{subtask}/{image_name}#{number}",
-            prompt=mme_prompt(question.replace(SHORT_ANSWER, "").strip()),
-            images=[] if source is None else [source],
-            gold=gold,
-            meta={"subtask": subtask, "image": image_name, "group": _mme_group(subtask)},
-        )
+            raise Unreadable(f"question {question!r} of {image_id} is not in the MME folder {options.annotations.path}")
+    return Sample(
+        qid=f"{subtask}/{image_name}#{number}",
+        prompt=mme_prompt(question.replace(SHORT_ANSWER, "").strip()),
+        images=options.images(first_present(row, "image", "image_path")),
+        gold=_yes_no(raw),
+        meta={"subtask": subtask, "image": image_name, "group": _mme_group(subtask)},
+    )
 
 
-def load_mme(options: LoadOptions) -> Iterator[Sample | InvalidRow]:
-    """The release folder, LLaVA's question JSONL (+ the folder as annotations) or the hub layout (module
-    docstring)."""
-    data = options.data
-    if (
+def _is_release_folder(data: Path) -> bool:
+    return (
         data.is_dir()
         and not any(data.glob("*.parquet"))
         and not (data / "dataset_info.json").exists()
         and not (data / "dataset_dict.json").exists()
         and not (data / "data").is_dir()
-    ):
-        yield from _mme_folder(data)
-    else:
-        yield from _mme_rows(options)
+    )
+
+
+def load_mme(options: LoadOptions) -> Iterator[Sample | InvalidRow]:
+    """The release folder, LLaVA's question JSONL (+ the folder as annotations) or the hub layout (module
+    docstring)."""
+    if _is_release_folder(options.data):
+        return load_rows(options, _folder_sample, rows=_folder_lines(options.data))
+    folder = options.annotations.path if options.annotations is not None else None
+    answers = mme_answers(folder) if folder is not None and folder.is_dir() else None
+    return load_rows(options, partial(_row_sample, options, answers, Counter()))
 
 
 def score_mme(records: list[dict], judge=None) -> dict[str, Any]:
@@ -250,3 +248,13 @@ def score_mme(records: list[dict], judge=None) -> dict[str, Any]:
         "images_without_two_answers": incomplete_images,
         "unparsed": unparsed,
     }
+
+
+BENCHMARKS = (
+    Benchmark(
+        "mme",
+        "MME: release folder, llava_mme.jsonl (+ the folder) or parquet; perception and cognition scores",
+        load_mme,
+        score_mme,
+    ),
+)

@@ -1,4 +1,11 @@
-"""What every benchmark provides (a loader and a scorer) and the small helpers the loaders share."""
+"""What a benchmark is (``Benchmark``: a loader and a scorer; ``LoadOptions``: where its files are) and the one
+loader skeleton every benchmark module parameterises.
+
+The skeleton, ``load_rows``: the benchmark file -> rows (``readers.iter_rows``) -> the benchmark's row reader,
+``to_samples(where, row)`` -> its Sample(s).  A row reader is written as a straight line that raises
+``Unreadable`` where a row cannot become a question; the skeleton turns that into the row's ``InvalidRow``.
+LLaVA question files (the layout most benchmarks are distributed in) are read with ``llava_fields``.
+"""
 
 from __future__ import annotations
 
@@ -6,20 +13,22 @@ import dataclasses
 import re
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from minigemini.evaluation.readers import AnnotationIndex, Row, first_present, iter_rows
-from minigemini.evaluation.samples import InvalidRow, Sample
+from minigemini.evaluation.readers import AnnotationIndex, Row, first_present, image_source, iter_rows
+from minigemini.evaluation.samples import InvalidRow, Sample, Unreadable
 
 __all__ = [
     "Benchmark",
     "LoadOptions",
     "Scorer",
-    "llava_question",
+    "llava_fields",
     "load_all",
-    "ratio",
+    "load_rows",
     "unique_samples",
 ]
+
+T = TypeVar("T")
 
 
 @dataclasses.dataclass
@@ -41,6 +50,11 @@ class LoadOptions:
         index = AnnotationIndex(annotations) if annotations else None
         return cls(data=data, image_dirs=dirs, annotations=index, split=split)
 
+    def images(self, value: Any) -> list[Any]:
+        """A row's image cell as a Sample's ``images``: ``[source]`` (``readers.image_source``), or ``[]``."""
+        source = image_source(value, self.image_dirs)
+        return [] if source is None else [source]
+
 
 Scorer = Callable[..., dict[str, Any]]
 
@@ -52,6 +66,8 @@ class Benchmark:
     ``score(records, judge=None)`` gets the prediction records of the questions that were answered and have
     a reference, and returns ``{"metrics": {...}, ...}`` plus an ``"unparsed"`` count where answers are
     parsed by rule.  ``needs_judge``: the benchmark cannot be scored without an LLM judge (MM-Vet).
+    ``default_data(folder, n)``: for a benchmark that can write its own data (the synthetic set), the data
+    file of a run without ``--data``, written under ``folder`` with ``n`` questions when it is not there yet.
     """
 
     name: str
@@ -60,6 +76,30 @@ class Benchmark:
     score: Scorer
     needs_judge: bool = False
     max_new_tokens: int = 128
+    default_data: Callable[[Path, int], Path] | None = None
+
+
+def load_rows(
+    options: LoadOptions,
+    to_samples: Callable[[str, Row], T | list[T]],
+    rows: Iterable[tuple[str, Row | InvalidRow]] | None = None,
+) -> Iterator[T | InvalidRow]:
+    """The loader skeleton: each row of ``options.data`` (or of ``rows``, a benchmark's own ``(where, row)``
+    pairs) through ``to_samples(where, row)``, which returns one item or a list of them.  A row the reader
+    could not parse, or one for which ``to_samples`` raises ``Unreadable``, comes out as an ``InvalidRow``."""
+    for where, row in iter_rows(options.data, options.split) if rows is None else rows:
+        if isinstance(row, InvalidRow):
+            yield row
+            continue
+        try:
+            made = to_samples(where, row)
+        except Unreadable as error:
+            yield InvalidRow(where, str(error))
+            continue
+        if isinstance(made, list):
+            yield from made
+        else:
+            yield made
 
 
 def unique_samples(items: Iterable[Sample | InvalidRow]) -> Iterator[Sample | InvalidRow]:
@@ -90,8 +130,9 @@ def load_all(benchmark: Benchmark, options: LoadOptions) -> tuple[list[Sample], 
 _IMAGE_TAG = re.compile(r"<image>\s*")
 
 
-def llava_question(row: Row) -> tuple[str | None, str | None, Any]:
-    """(question id, question text without ``<image>``, image reference) of a LLaVA-format row.
+def llava_fields(row: Row) -> tuple[str, str, Any]:
+    """(question id, question text without ``<image>``, image cell) of a LLaVA-format row; Unreadable when it
+    has no question id or no question text.
 
     Accepts the question JSONL (``question_id``, ``text``, ``image``) and the conversation JSON
     (``id``, ``conversations[0].value``, ``image``) that LLaVA uses for ScienceQA.
@@ -103,25 +144,7 @@ def llava_question(row: Row) -> tuple[str | None, str | None, Any]:
         text = first.get("value") if isinstance(first, dict) else None
     if isinstance(text, str):
         text = _IMAGE_TAG.sub("", text).strip()
+    if qid is None or not text:
+        raise Unreadable("row has no question id or no question text")
     image = first_present(row, "image", "image_path", "image_file")
-    return (None if qid is None else str(qid)), text, image
-
-
-def ratio(numerator: float, denominator: int) -> float | None:
-    """numerator / denominator, or None for an empty set (a score of nothing is not 0)."""
-    return numerator / denominator if denominator else None
-
-
-def llava_questions(options: LoadOptions) -> Iterator[tuple[str, Row | InvalidRow, Any, str | None, Any]]:
-    """``iter_rows`` of ``options.data`` with each row's ``llava_question`` fields: ``(where, row, qid, text, image)``.
-
-    Unreadable rows and rows without a question id or text come back as an ``InvalidRow`` in the ``row`` slot."""
-    for where, row in iter_rows(options.data, options.split):
-        if isinstance(row, InvalidRow):
-            yield where, row, None, None, None
-            continue
-        qid, text, image = llava_question(row)
-        if qid is None or not text:
-            yield where, InvalidRow(where, "row has no question id or no question text"), None, None, None
-            continue
-        yield where, row, qid, text, image
+    return str(qid), text, image

@@ -1,14 +1,15 @@
-"""TextVQA, VQAv2, GQA and the synthetic set from snippets in the layout of the files LLaVA / MGM evaluate with;
-the expected scores are worked out by hand from the official rules (see minigemini/evaluation/README.md)."""
+"""TextVQA (benchmarks/textvqa.py): questions sharing an image id, the join on (image id, question), and runs
+written before that rule, re-scored."""
 
 import json
 import shutil
 
 import pytest
 
-from minigemini.evaluation.runner import score_run
-from minigemini.synthetic.benchmark import write_synthetic_benchmark
-from tests.eval_helpers import by_question, scripted_run, write_json, write_jsonl, write_png
+from minigemini.evaluation.benchmarks import get_benchmark
+from minigemini.evaluation.loader import LoadOptions
+from minigemini.evaluation.runner import load_samples, score_run
+from tests.evaluation.eval_helpers import by_question, scripted_run, write_json, write_jsonl, write_png
 
 SUFFIX = "\nAnswer the question using a single word or phrase."
 CAMERA, COIN, SIGN = "0054c91397f2fe05", "00685bc495504d61", "0a0bc91825468c45"
@@ -181,115 +182,37 @@ def test_a_run_written_before_the_fix_whose_data_is_gone_is_counted_from_its_man
     assert scores["counts"]["scored"] == 3 and scores["metrics"]["accuracy"] == pytest.approx(1.9 / 3)
 
 
-def test_vqav2_annotations_leave_one_out_and_unique_ids(tmp_path):
-    for image in (262148, 393225):
-        write_png(tmp_path / "val2014" / f"COCO_val2014_{image:012d}.jpg")
+def load(bench, data, **kwargs):
+    return load_samples(get_benchmark(bench), LoadOptions.create(data, **kwargs))
 
-    def question(qid, image, text):
-        return {
-            "question_id": qid,
-            "image": f"COCO_val2014_{image:012d}.jpg",
-            "text": text + SUFFIX,
-            "category": "default",
-        }
 
-    questions = write_jsonl(
-        tmp_path / "llava_vqav2_mscoco_val2014.jsonl",
-        [
-            question(262148000, 262148, "Where is he looking?"),
-            question(393225000, 393225, "How many dogs are there?"),
-            question(393225000, 393225, "How many dogs are there?"),  # a repeated id: the file is wrong
-            question(393225001, 393225, "What colour is the frisbee?"),  # no annotation
-        ],
+def test_textvqa_answers_from_the_annotation_file(tmp_path):
+    write_png(tmp_path / "img1.jpg")
+    (tmp_path / "q.jsonl").write_text(
+        json.dumps(
+            {
+                "question_id": "img1",
+                "image": "img1.jpg",
+                "text": "What does the sign say?\nReference OCR token: STOP\nAnswer the question using a single word or phrase.",
+            }
+        )
+        + "\n"
     )
-
-    def annotation(qid, image, answers):
-        return {
-            "question_type": "what",
-            "multiple_choice_answer": answers[0],
-            "answers": [{"answer": a, "answer_confidence": "yes", "answer_id": i + 1} for i, a in enumerate(answers)],
-            "image_id": image,
-            "answer_type": "other",
-            "question_id": qid,
-        }
-
-    annotations = write_json(
-        tmp_path / "v2_mscoco_val2014_annotations.json",
-        {
-            "info": {},
-            "license": {},
-            "data_subtype": "val2014",
-            "annotations": [
-                annotation(262148000, 262148, ["down"] * 4 + ["at table"] * 3 + ["skateboard"] * 2 + ["table"]),
-                annotation(393225000, 393225, ["2"] * 10),
-            ],
-        },
+    (tmp_path / "TextVQA_0.5.1_val.json").write_text(
+        json.dumps(
+            {
+                "data": [
+                    {
+                        "image_id": "img1",
+                        "question": "what does the sign say?",
+                        "question_id": 7,
+                        "answers": ["stop"] * 10,
+                    }
+                ]
+            }
+        )
     )
-    out = tmp_path / "run"
-    answers = by_question({"looking": "At the table.", "dogs": "Two"})
-    scripted_run("vqav2", questions, out, answers, annotations=str(annotations), image_dir=str(tmp_path / "val2014"))
-    scores = score_run(out)
-    # "At the table." -> "at table" (period, article dropped): 3 matches -> (3 x 2/3 + 7 x 1) / 10 = 0.9;
-    # "Two" -> "2": 10 matches -> 1.0
-    assert scores["metrics"]["accuracy"] == pytest.approx((0.9 + 1.0) / 2)
-    assert scores["counts"]["scored"] == 2 and scores["counts"]["unreadable"] == 2
-    reasons = sorted(row["reason"] for row in scores["problems"]["unreadable_rows"])
-    assert reasons == ["duplicate question id", "question id 393225001 is not in v2_mscoco_val2014_annotations.json"]
-
-
-def test_gqa_exact_match_after_llavas_conversion(tmp_path):
-    for image in ("n161313", "n235859", "n308578"):
-        write_png(tmp_path / "images" / f"{image}.jpg")
-    questions = write_jsonl(
-        tmp_path / "llava_gqa_testdev_balanced.jsonl",
-        [
-            {"question_id": "201307251", "image": "n161313.jpg", "text": "Is it overcast?" + SUFFIX},
-            {"question_id": "201640614", "image": "n235859.jpg", "text": "Which side is the cup on?" + SUFFIX},
-            {"question_id": "202225914", "image": "n308578.jpg", "text": "On which side is the man?" + SUFFIX},
-        ],
-    )
-
-    def entry(question, image, answer):
-        return {
-            "semantic": [],
-            "entailed": [],
-            "equivalent": [],
-            "question": question,
-            "imageId": image,
-            "isBalanced": True,
-            "groups": {"global": None, "local": "10c-sky_overcast"},
-            "answer": answer,
-            "semanticStr": "",
-            "annotations": {"answer": {}, "question": {}, "fullAnswer": {}},
-            "types": {"detailed": "weatherVerify", "semantic": "global", "structural": "verify"},
-            "fullAnswer": f"It is {answer}.",
-        }
-
-    annotations = write_json(
-        tmp_path / "testdev_balanced_questions.json",
-        {
-            "201307251": entry("Is it overcast?", "n161313", "no"),
-            "201640614": entry("Which side is the cup on?", "n235859", "left"),
-            "202225914": entry("On which side is the man?", "n308578", "right"),
-        },
-    )
-    out = tmp_path / "run"
-    # convert_gqa_for_eval.py: text.rstrip('.').lower(); GQA's eval.py: prediction == answer.  "The left" is
-    # wrong there, though VQA normalisation (articles dropped) would accept it.
-    answers = by_question({"overcast": "No.", "cup": "The left", "man": "Right"})
-    scripted_run("gqa", questions, out, answers, annotations=str(annotations))
-    scores = score_run(out)
-    assert scores["metrics"]["accuracy"] == pytest.approx(2 / 3) and scores["status"] == "complete"
-
-
-def test_synthetic_set_one_reference_normalised_exact_match(tmp_path):
-    data = write_synthetic_benchmark(tmp_path / "synthetic", n=4, seed=3)
-    rows = [json.loads(line) for line in data.read_text().splitlines()]
-    wrong = rows[0]["question_id"]
-    answers = {row["text"]: f"{row['answer'].upper()}." for row in rows}  # "YELLOW." is "yellow" once normalised
-    answers[rows[0]["text"]] = "something else"
-    out = tmp_path / "run"
-    scripted_run("synthetic", data, out, lambda prompt: answers[prompt])
-    scores = score_run(out)
-    assert scores["metrics"]["accuracy"] == pytest.approx(3 / 4) and scores["status"] == "complete"
-    assert len({row["question_id"] for row in rows}) == 4 and wrong == "synthetic-00000"
+    samples, invalid = load("textvqa", tmp_path / "q.jsonl", annotations=tmp_path / "TextVQA_0.5.1_val.json")
+    assert samples[0].gold == ["stop"] * 10 and not invalid
+    # the prompt already ends with the instruction: not repeated
+    assert samples[0].prompt.count("Answer the question using a single word or phrase.") == 1
