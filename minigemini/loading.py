@@ -13,11 +13,11 @@ from typing import Any
 
 import torch
 
+from minigemini.convert.release import is_release_checkpoint
 from minigemini.errors import UserError
 from minigemini.modeling import MiniGeminiForConditionalGeneration
 from minigemini.precision import cpu_inference_dtype, parse_dtype
 from minigemini.processing import PROCESSOR_CONFIG_NAME, MiniGeminiProcessor
-from minigemini.release import is_release_checkpoint
 
 __all__ = [
     "as_processor",

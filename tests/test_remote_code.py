@@ -25,7 +25,7 @@ from tests.conftest import build_tokenizer, tiny_model
 ROOT = Path(__file__).resolve().parents[1]
 REMOTE_VENV = ROOT / ".venv-remote"
 HUB_MODULES = ["cache_compat", "configuration", "encoders", "image_processing", "mining", "modeling", "processing",
-               "release", "templates"]  # fmt: skip
+               "templates"]  # fmt: skip
 
 
 def remote_python() -> Path:
@@ -60,8 +60,10 @@ def test_saved_with_its_code_it_loads_without_minigemini(tmp_path):
     for directory in (normal, hd):
         assert sorted(p.stem for p in directory.glob("*.py")) == HUB_MODULES
         config = json.loads((directory / "config.json").read_text())
-        assert config["auto_map"] == {"AutoConfig": "configuration.MiniGeminiConfig",
-                                      "AutoModelForImageTextToText": "modeling.MiniGeminiForConditionalGeneration"}
+        assert config["auto_map"] == {
+            "AutoConfig": "configuration.MiniGeminiConfig",
+            "AutoModelForImageTextToText": "modeling.MiniGeminiForConditionalGeneration",
+        }
         assert json.loads((directory / "processor_config.json").read_text())["auto_map"] == {
             "AutoProcessor": "processing.MiniGeminiProcessor"}  # fmt: skip
     image = tmp_path / "gradient.png"

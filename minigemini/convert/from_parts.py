@@ -20,18 +20,12 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, ConvNextModel
 
 from minigemini.configuration import MiniGeminiConfig
+from minigemini.convert.common import build_config, convnext_config_from_shapes, quiet_transformers
+from minigemini.convert.release import CONVNEXT_PREFIX, release_template_for, rename_release_key
 from minigemini.mining import PatchInfoMining
 from minigemini.modeling import MiniGeminiForConditionalGeneration, add_image_token, build_projector
 from minigemini.precision import parse_dtype
 from minigemini.processing import build_processor
-from minigemini.release import (
-    CONVNEXT_PREFIX,
-    build_config,
-    convnext_config_from_shapes,
-    quiet_transformers,
-    release_template_for,
-    rename_release_key,
-)
 from minigemini.saving import check_new_directory, save_model_and_processor
 from minigemini.templates import get_template
 
@@ -103,7 +97,7 @@ def load_open_clip_convnext(path: str | os.PathLike, image_size: int = 768) -> C
     # open_clip checkpoints saved from DDP carry a `module.` prefix
     state = {key.removeprefix("module."): value for key, value in state.items()}
     trunk = {
-        f"{CONVNEXT_PREFIX}vision_{key[len(_OPEN_CLIP_TRUNK):]}": value
+        f"{CONVNEXT_PREFIX}vision_{key[len(_OPEN_CLIP_TRUNK) :]}": value
         for key, value in state.items()
         if key.startswith((_OPEN_CLIP_TRUNK + "stem.", _OPEN_CLIP_TRUNK + "stages."))
     }
@@ -112,7 +106,7 @@ def load_open_clip_convnext(path: str | os.PathLike, image_size: int = 768) -> C
             f"--vision-aux {path} has no visual.trunk.stem.* / visual.trunk.stages.* tensors; expected an open_clip "
             f"ConvNeXt checkpoint (e.g. convnext_large_d_320's open_clip_pytorch_model.bin)"
         )
-    config = convnext_config_from_shapes({k: tuple(v.shape) for k, v in trunk.items()}, image_size=image_size)
+    config = convnext_config_from_shapes({k: tuple(v.shape) for k, v in trunk.items()}, CONVNEXT_PREFIX, image_size)
     renamed = {rename_release_key(k).removeprefix(f"{CONVNEXT_PREFIX}convnext."): v for k, v in trunk.items()}
     model = ConvNextModel(config)
     result = model.load_state_dict(renamed, strict=False)

@@ -18,9 +18,15 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoProcessor
 
 from minigemini import MiniGeminiForConditionalGeneration
 from minigemini.cli import convert
-from minigemini.convert.release import convert_release_checkpoint, load_release_checkpoint, load_stage1_projector
+from minigemini.convert.release import (
+    convert_release_checkpoint,
+    is_release_checkpoint,
+    load_release_checkpoint,
+    load_stage1_projector,
+    rename_release_key,
+)
+from minigemini.modeling import RELEASE_KEY_MAPPING
 from minigemini.processing import MiniGeminiProcessor
-from minigemini.release import RELEASE_KEY_MAPPING, is_release_checkpoint, rename_release_key
 from minigemini.templates import jinja_template
 from tests.tiny_release import (
     IMAGE_TOKEN_INDEX,
@@ -156,8 +162,9 @@ def test_command_line_convert_with_template_and_dtype(tmp_path, capsys):
     parser = argparse.ArgumentParser(prog="mgm")
     convert.add_parser(parser.add_subparsers(dest="command", required=True))
     destination = tmp_path / "out"
-    args = parser.parse_args(["convert", str(release.path), str(destination), "--template", "chatml_direct",
-                              "--dtype", "bfloat16"])
+    args = parser.parse_args(
+        ["convert", str(release.path), str(destination), "--template", "chatml_direct", "--dtype", "bfloat16"]
+    )
     assert args.func(args) == 0
     assert "template=chatml_direct" in capsys.readouterr().out
     assert json.loads((destination / "processor_config.json").read_text())["template_name"] == "chatml_direct"
@@ -311,9 +318,13 @@ def _unknown_weights(release):
     from safetensors.torch import save_file
 
     save_file({"model.vision_fpn.0.weight": torch.zeros(2)}, str(release.path / "model-00003-of-00003.safetensors"))
-    _edit_json(release.path / "model.safetensors.index.json",
-               lambda d: d.update(weight_map={k: v for k, v in d["weight_map"].items() if "00003" not in v}
-                                  | {"model.vision_fpn.0.weight": "model-00003-of-00003.safetensors"}))
+    _edit_json(
+        release.path / "model.safetensors.index.json",
+        lambda d: d.update(
+            weight_map={k: v for k, v in d["weight_map"].items() if "00003" not in v}
+            | {"model.vision_fpn.0.weight": "model-00003-of-00003.safetensors"}
+        ),
+    )
     return ValueError, "does not know, refusing to drop them: model.vision_fpn.0.weight"
 
 
