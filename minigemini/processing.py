@@ -306,12 +306,15 @@ class MiniGeminiProcessor(ProcessorMixin):
     def _encode(self, texts: list[str], counts: list[int], settings: dict[str, Any]) -> list[list[int]]:
         """The tokenizer's ids of each (expanded) text, truncated by it to ``max_length`` with ``truncation``; a
         doubled leading BOS is collapsed before the cut, and a cut through image tokens is refused."""
-        limit = settings["max_length"] if settings["truncation"] else None
-        sequences = self._tokenize(texts, settings["add_special_tokens"], limit)
-        doubled = [index for index, ids in enumerate(sequences) if self._doubled_bos(ids)]
-        if doubled and limit is not None:  # one more token: the collapse below takes one off before the cut
-            longer = self._tokenize([texts[i] for i in doubled], settings["add_special_tokens"], limit + 1)
-            sequences = [longer[doubled.index(i)] if i in doubled else ids for i, ids in enumerate(sequences)]
+        limit, add_special_tokens = (
+            settings["max_length"] if settings["truncation"] else None,
+            settings["add_special_tokens"],
+        )
+        sequences = self._tokenize(texts, add_special_tokens, limit)
+        doubled = {index for index, ids in enumerate(sequences) if self._doubled_bos(ids)}
+        if doubled and limit is not None:  # the collapse takes one token off: cut those one token later
+            longer = {index: self._tokenize([texts[index]], add_special_tokens, limit + 1)[0] for index in doubled}
+            sequences = [longer.get(index, ids) for index, ids in enumerate(sequences)]
         sequences = [ids[1:] if index in doubled else ids for index, ids in enumerate(sequences)]
         for index, (ids, count) in enumerate(zip(sequences, counts)):
             if ids.count(self.image_token_id) != count * self.image_seq_length:

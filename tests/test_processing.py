@@ -205,8 +205,9 @@ def test_apply_chat_template_tokenizes_with_the_images_of_the_messages(processor
         assert torch.equal(out[key], expected[key]), key
     assert out["high_res_pixel_values"].mean((2, 3)).argmax(1).tolist() == [0, 2]  # red, then blue
     # a batch of conversations, left-padded
-    batch = processor.apply_chat_template([messages[:1], [{"role": "user", "content": "No image."}]], tokenize=True,
-                                          return_dict=True)  # fmt: skip
+    batch = processor.apply_chat_template(
+        [messages[:1], [{"role": "user", "content": "No image."}]], tokenize=True, return_dict=True
+    )
     assert batch["input_ids"].shape[0] == 2 and batch["pixel_values"].shape[0] == 1
     assert batch["attention_mask"][1, 0] == 0
 
@@ -301,8 +302,16 @@ def test_transformers_processor_keywords(processor, tokenizer):
     plain = processor(texts, images=image)
     lengths = plain["attention_mask"].sum(1).tolist()
     # TRL's collator: padding=True, padding_side="right", truncation with max_length, add_special_tokens=False
-    right = processor(text=texts, images=image, padding=True, padding_side="right", truncation=True,
-                      max_length=lengths[1] - 2, pad_to_multiple_of=None, add_special_tokens=False)  # fmt: skip
+    right = processor(
+        text=texts,
+        images=image,
+        padding=True,
+        padding_side="right",
+        truncation=True,
+        max_length=lengths[1] - 2,
+        pad_to_multiple_of=None,
+        add_special_tokens=False,
+    )
     assert right["input_ids"].shape[1] == lengths[1] - 2 and right["attention_mask"][0, -1] == 0
     with pytest.raises(ValueError, match="would cut its image tokens"):
         processor(texts, images=image, truncation=True, max_length=3)
@@ -392,8 +401,12 @@ def test_a_checkpoint_in_the_former_format_loads(tokenizer_dir, tmp_path, capfd,
     processor = MiniGeminiProcessor(small_image_processor(), tokenizer, image_seq_length=SEQ, chat_template=template)
     processor.tokenizer.save_pretrained(tmp_path)
     processor.image_processor.save_pretrained(tmp_path)
-    former = {"chat_template": template, "image_seq_length": SEQ, "image_token": "<image>",
-              "processor_class": "MiniGeminiProcessor"}  # fmt: skip
+    former = {
+        "chat_template": template,
+        "image_seq_length": SEQ,
+        "image_token": "<image>",
+        "processor_class": "MiniGeminiProcessor",
+    }
     (tmp_path / "processor_config.json").write_text(json.dumps(former, indent=2, sort_keys=True) + "\n")
     assert (tmp_path / "preprocessor_config.json").is_file()
 
