@@ -250,15 +250,14 @@ class MiniGeminiForConditionalGeneration(MiniGeminiPreTrainedModel, GenerationMi
     """Mini-Gemini with an LM head: training loss and `generate()` (images are encoded once, at prefill)."""
 
     _tied_weights_keys: ClassVar[dict[str, str]] = {"lm_head.weight": "model.language_model.embed_tokens.weight"}
+    #: Set by ``minigemini.convert.release`` (imported with the package); None in a checkpoint's own copied code.
+    release_conversion: ClassVar[ReleaseConversion | None] = None
 
     def __init__(self, config: MiniGeminiConfig):
         super().__init__(config)
         self.model = MiniGeminiModel(config)
         self.lm_head = nn.Linear(config.text_config.hidden_size, config.text_config.vocab_size, bias=False)
         self.post_init()
-
-    #: Set by ``minigemini.convert.release`` (imported with the package); None in a checkpoint's own copied code.
-    release_conversion: ClassVar[ReleaseConversion | None] = None
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):

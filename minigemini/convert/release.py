@@ -440,6 +440,7 @@ def load_release_checkpoint(source: str | os.PathLike, chat_template: str | None
 
 
 def _load(model_class, source, chat_template: str | None = None, **from_pretrained_kwargs):
+    """`load_release_checkpoint` into `model_class` (what `from_pretrained` runs through `RELEASE_CONVERSION`)."""
     for key in ("config", "key_mapping", "output_loading_info", "ignore_mismatched_sizes"):
         if key in from_pretrained_kwargs:
             raise TypeError(f"{key}= cannot be given when loading a release checkpoint (it is derived from it)")

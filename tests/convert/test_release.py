@@ -19,6 +19,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoProcessor
 from minigemini import MiniGeminiForConditionalGeneration
 from minigemini.cli import convert
 from minigemini.convert.release import (
+    RELEASE_CONVERSION,
     convert_release_checkpoint,
     is_release_checkpoint,
     load_release_checkpoint,
@@ -128,6 +129,15 @@ def test_release_is_recognised_by_its_keys_not_its_path(tmp_path):
     convert_release_checkpoint(release.path, converted)
     assert not is_release_checkpoint(converted)
     assert not is_release_checkpoint(tmp_path / "does-not-exist")
+
+
+def test_the_model_reaches_the_converter_through_its_hook(monkeypatch, tmp_path):
+    """The core cannot import minigemini.convert: importing the package registers the converter with the model; a
+    checkpoint's own copied code has none."""
+    assert MiniGeminiForConditionalGeneration.release_conversion is RELEASE_CONVERSION
+    monkeypatch.setattr(MiniGeminiForConditionalGeneration, "release_conversion", None)
+    with pytest.raises(RuntimeError, match="needs the minigemini package"):
+        MiniGeminiForConditionalGeneration.from_release_checkpoint(tmp_path)
 
 
 def test_from_pretrained_loads_a_release_directory(tmp_path):
