@@ -19,7 +19,7 @@ import os
 import threading
 import warnings
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -272,12 +272,10 @@ def load_image(source: Any, max_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS) -
         except (OSError, SyntaxError, ValueError, EOFError, IndexError) as err:
             raise ImageLoadError(f"truncated or corrupt image data ({err}): {where}") from err
 
-        try:
+        with contextlib.suppress(Exception):  # a malformed EXIF block must not make a readable image unusable
             orientation = image.getexif().get(0x0112, 1)
             if orientation in (2, 3, 4, 5, 6, 7, 8):
                 image = ImageOps.exif_transpose(image)
-        except Exception:  # a malformed EXIF block must not make a readable image unusable
-            pass
         result = _to_rgb(image, where)
         if result is opened and getattr(opened, "n_frames", 1) > 1:
             result = result.copy()  # multi-frame files keep their file open; detach the pixels from it
@@ -358,7 +356,7 @@ class MiniGeminiImageProcessor(BaseImageProcessor):
     """
 
     valid_kwargs = MiniGeminiImageProcessorKwargs
-    model_input_names = ["pixel_values", "high_res_pixel_values"]
+    model_input_names: ClassVar[list[str]] = ["pixel_values", "high_res_pixel_values"]
 
     def __init__(
         self,

@@ -13,11 +13,11 @@ from typing import Any
 
 import torch
 
+from minigemini.convert.release import is_release_checkpoint
 from minigemini.errors import UserError
 from minigemini.modeling import MiniGeminiForConditionalGeneration
 from minigemini.precision import cpu_inference_dtype, parse_dtype
 from minigemini.processing import PROCESSOR_CONFIG_NAME, MiniGeminiProcessor
-from minigemini.release import is_release_checkpoint
 
 __all__ = [
     "as_processor",
@@ -137,12 +137,14 @@ def as_processor(processor: Any):
     if isinstance(processor, (str, os.PathLike)):
         path = os.fspath(processor)
         if not os.path.isfile(os.path.join(path, PROCESSOR_CONFIG_NAME)):
-            raise UserError(f"processor: {path} is not a directory holding a Mini-Gemini processor "
-                            f"({PROCESSOR_CONFIG_NAME})")  # fmt: skip
+            raise UserError(
+                f"processor: {path} is not a directory holding a Mini-Gemini processor ({PROCESSOR_CONFIG_NAME})"
+            )
         return _load_processor(os.path.abspath(path))
     if not callable(getattr(processor, "apply_chat_template", None)):
-        raise UserError(f"processor must be a MiniGeminiProcessor or a directory holding one, "
-                        f"not {type(processor).__name__}")  # fmt: skip
+        raise UserError(
+            f"processor must be a MiniGeminiProcessor or a directory holding one, not {type(processor).__name__}"
+        )
     return processor
 
 

@@ -1,6 +1,8 @@
 """MiniGeminiForConditionalGeneration: dual vision encoders + patch info mining + projector + any causal LM."""
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -15,17 +17,50 @@ from .cache_compat import CACHE_NAME, cache_of, take_cache
 from .configuration import PROJECTOR_PATTERN, MiniGeminiConfig
 from .encoders import HighResEncoder, LowResEncoder, freeze_encoder
 from .mining import PatchInfoMining, mine_views
-from .release import (
-    RELEASE_KEY_MAPPING,
-    check_loading_info,
-    is_release_checkpoint,
-    quiet_transformers,
-    read_release_checkpoint,
-    release_config,
-    release_processor,
-)
+
+#: release key -> this package's key, in transformers' `key_mapping` form: applied in order, each regex may fire on the
+#: output of the previous ones, at most one capture group each. The rest of the release's format (its config, file
+#: layout, tokenizer and template) is read by `minigemini.convert.release`.
+RELEASE_KEY_MAPPING = {
+    # open_clip / timm ConvNeXt block leaves -> transformers ConvNextLayer names (same shapes; timm's stem and
+    # downsample LayerNorm2d are channels-first like transformers' ConvNextLayerNorm there)
+    r"^(model\.vision_tower_aux\.vision_stages\.\d+\.blocks\.\d+)\.conv_dw\.": r"\1.dwconv.",
+    r"^(model\.vision_tower_aux\.vision_stages\.\d+\.blocks\.\d+)\.norm\.": r"\1.layernorm.",
+    r"^(model\.vision_tower_aux\.vision_stages\.\d+\.blocks\.\d+)\.mlp\.fc1\.": r"\1.pwconv1.",
+    r"^(model\.vision_tower_aux\.vision_stages\.\d+\.blocks\.\d+)\.mlp\.fc2\.": r"\1.pwconv2.",
+    r"^(model\.vision_tower_aux\.vision_stages\.\d+\.blocks\.\d+)\.gamma$": r"\1.layer_scale_parameter",
+    r"^model\.vision_tower_aux\.vision_stages\.(\d+)\.blocks\.": (
+        r"model.vision_tower_aux.convnext.encoder.stages.\1.layers."
+    ),
+    r"^model\.vision_tower_aux\.vision_stages\.(\d+)\.downsample\.": (
+        r"model.vision_tower_aux.convnext.encoder.stages.\1.downsampling_layer."
+    ),
+    r"^model\.vision_tower_aux\.vision_stem\.0\.": "model.vision_tower_aux.convnext.embeddings.patch_embeddings.",
+    r"^model\.vision_tower_aux\.vision_stem\.1\.": "model.vision_tower_aux.convnext.embeddings.layernorm.",
+    # CLIP keeps transformers' own names, one wrapper level deeper
+    r"^model\.vision_tower\.vision_tower\.": "model.vision_tower.model.",
+    # mining: query / key ("aux") / value, each (LayerNorm, Linear)
+    r"^model\.vlm_uni_query_projector\.": "model.mining.query.",
+    r"^model\.vlm_uni_aux_projector\.": "model.mining.key.",
+    r"^model\.vlm_uni_val_projector\.": "model.mining.value.",
+    # a "linear" projector is one bare nn.Linear in the release, the first layer of a Sequential here
+    r"^model\.mm_projector\.(weight|bias)$": r"model.mm_projector.0.\1",
+    # the LLM body moves under language_model; lm_head keeps its name
+    r"^model\.(embed_tokens|layers|norm)\.": r"model.language_model.\1.",
+}
+
 
 IGNORE_INDEX = -100  # label of positions without loss (cross-entropy's default); the data pipeline masks with it too
+
+
+@dataclass(frozen=True)
+class ReleaseConversion:
+    """How ``from_pretrained`` converts a published release checkpoint on load: ``recognises(source)`` tells one (its
+    config.json), ``load(model_class, source, chat_template, **from_pretrained_kwargs)`` gives (model, processor).
+    ``minigemini.convert.release`` registers it, which the core does not import."""
+
+    recognises: Callable[[Any], bool]
+    load: Callable[..., tuple[Any, Any]]
 
 
 @dataclass
@@ -60,8 +95,8 @@ class MiniGeminiPreTrainedModel(PreTrainedModel):
     input_modalities = ("image", "text")
     main_input_name = "input_ids"
     supports_gradient_checkpointing = True
-    _skip_keys_device_placement = [CACHE_NAME]
-    _no_split_modules = ["PatchInfoMining"]
+    _skip_keys_device_placement: ClassVar[list[str]] = [CACHE_NAME]
+    _no_split_modules: ClassVar[list[str]] = ["PatchInfoMining"]
     _supports_flash_attn = True
     _supports_sdpa = True
     _supports_flex_attn = True
@@ -214,7 +249,9 @@ class MiniGeminiModel(MiniGeminiPreTrainedModel):
 class MiniGeminiForConditionalGeneration(MiniGeminiPreTrainedModel, GenerationMixin):
     """Mini-Gemini with an LM head: training loss and `generate()` (images are encoded once, at prefill)."""
 
-    _tied_weights_keys = {"lm_head.weight": "model.language_model.embed_tokens.weight"}
+    _tied_weights_keys: ClassVar[dict[str, str]] = {"lm_head.weight": "model.language_model.embed_tokens.weight"}
+    #: Set by ``minigemini.convert.release`` (imported with the package); None in a checkpoint's own copied code.
+    release_conversion: ClassVar[ReleaseConversion | None] = None
 
     def __init__(self, config: MiniGeminiConfig):
         super().__init__(config)
@@ -225,39 +262,39 @@ class MiniGeminiForConditionalGeneration(MiniGeminiPreTrainedModel, GenerationMi
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
         """transformers' `from_pretrained`; a published Mini-Gemini (MGM) release checkpoint is converted on load."""
-        if not model_args and is_release_checkpoint(pretrained_model_name_or_path):
+        conversion = cls.release_conversion
+        if not model_args and conversion is not None and conversion.recognises(pretrained_model_name_or_path):
             return cls.from_release_checkpoint(pretrained_model_name_or_path, **kwargs)[0]
         return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
 
     @classmethod
     def from_release_checkpoint(cls, source, chat_template: str | None = None, **from_pretrained_kwargs):
-        """Load a release checkpoint as (model, MiniGeminiProcessor or None); `release.py` has the format.
+        """Load a release checkpoint as (model, MiniGeminiProcessor or None); `minigemini.convert.release` reads it.
 
         `chat_template` overrides the detected template; `from_pretrained_kwargs` (dtype, device_map, ...) go to
         transformers' loader. The processor is None when the directory has no tokenizer; the model then gets
         `<image>` as a new last row, which a tokenizer must map to `config.image_token_id`.
         """
-        for key in ("config", "key_mapping", "output_loading_info", "ignore_mismatched_sizes"):
-            if key in from_pretrained_kwargs:
-                raise TypeError(f"{key}= cannot be given when loading a release checkpoint (it is derived from it)")
-        checkpoint = read_release_checkpoint(source)
-        config = release_config(checkpoint)
-        processor = release_processor(checkpoint, config, chat_template)
-        # transformers' load report is replaced by the stricter check below, which raises on anything that matters.
-        with quiet_transformers():
-            model, info = super().from_pretrained(
-                checkpoint.directory,
-                config=config,
-                key_mapping=RELEASE_KEY_MAPPING,
-                output_loading_info=True,
-                ignore_mismatched_sizes=True,  # reported (and raised) by check_loading_info, with the shapes
-                **from_pretrained_kwargs,
-            )
-        check_loading_info(info, checkpoint, config)
+        if cls.release_conversion is None:
+            raise RuntimeError("converting a release checkpoint needs the minigemini package (minigemini.convert)")
+        return cls.release_conversion.load(cls, source, chat_template, **from_pretrained_kwargs)
+
+    @classmethod
+    def from_release_weights(cls, directory, config: MiniGeminiConfig, **from_pretrained_kwargs):
+        """transformers' loader on a release's weights renamed by `RELEASE_KEY_MAPPING`: (model, loading info).
+
+        Shape mismatches are reported in the loading info, not raised; the model saves in this package's layout."""
+        model, info = super().from_pretrained(
+            directory,
+            config=config,
+            key_mapping=RELEASE_KEY_MAPPING,
+            output_loading_info=True,
+            ignore_mismatched_sizes=True,
+            **from_pretrained_kwargs,
+        )
         # The key mapping is remembered to save back in the source layout; this package saves in its own.
         model._weight_conversions = None
-        add_image_token(model, processor)
-        return model, processor
+        return model, info
 
     def get_input_embeddings(self):
         return self.model.get_input_embeddings()
@@ -355,8 +392,6 @@ class MiniGeminiForConditionalGeneration(MiniGeminiPreTrainedModel, GenerationMi
         else:
             denominator = max(int(denominator), 1)
         return loss / denominator
-
-
 
 
 def add_image_token(model, processor=None) -> int:

@@ -19,16 +19,16 @@ After building a processor for a new model, resize the LLM embeddings to the tok
 from __future__ import annotations
 
 import contextvars
+import functools
 import json
 import logging
 import os
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar, Unpack
 
-import torch
 from tokenizers import AddedToken
 from transformers import BatchFeature
-from transformers.processing_utils import MultiModalData, ProcessorMixin
+from transformers.processing_utils import MultiModalData, ProcessingKwargs, ProcessorMixin
 
 from .configuration import MiniGeminiConfig
 from .image_processing import MiniGeminiImageProcessor
@@ -49,13 +49,35 @@ PROCESSOR_CONFIG_NAME = "processor_config.json"
 
 # End-of-turn markers of common chat templates; stop tokens when the tokenizer's own template contains them.
 _END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>", "<|endoftext|>", "</s>")
-# The keyword arguments of transformers' processors that this one takes (see ``__call__``).
-_PADDING = {True: "longest", "longest": "longest", False: "do_not_pad", "do_not_pad": "do_not_pad", None: "longest",
-            "max_length": "max_length"}  # fmt: skip
+# What ``__call__`` takes besides text and images: transformers' text keywords that make sense here, and a few that
+# are harmless to pass (always returned / never returned / no effect).
+_TEXT_KEYWORDS = ("padding", "padding_side", "truncation", "max_length", "pad_to_multiple_of", "add_special_tokens")
+_OUTPUT_KEYWORDS = ("return_tensors", "return_mm_token_type_ids", "return_attention_mask", "return_token_type_ids")
+_KEYWORDS = {*_TEXT_KEYWORDS, *_OUTPUT_KEYWORDS, "verbose"}
+_PADDING = {True: "longest", None: "longest", False: "do_not_pad", "max_length": "max_length"}
+_PADDING.update({name: name for name in ("longest", "do_not_pad")})
 
 
 # ``from_pretrained``'s overrides of the saved settings, on their way to ``from_args_and_dict``.
 _OVERRIDES: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar("mgm_overrides", default=None)
+
+
+def _check_keywords(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The keywords ``__call__`` was given, flat, with the values transformers' processors take refused here."""
+    if kwargs.get("images_kwargs"):
+        raise TypeError("images_kwargs are not taken: the image processor's settings are saved with it")
+    nested = {**kwargs.get("text_kwargs", {}), **kwargs.get("common_kwargs", {})}
+    flat = {**nested, **{k: v for k, v in kwargs.items() if k not in ("text_kwargs", "common_kwargs", "images_kwargs")}}
+    if set(flat) - _KEYWORDS:
+        raise TypeError(f"unexpected arguments: {sorted(set(flat) - _KEYWORDS)}")
+    if flat.get("padding_side") not in (None, "left", "right"):
+        raise ValueError(f"padding_side must be 'left' or 'right', got {flat['padding_side']!r}")
+    if flat.get("return_tensors", "pt") not in (None, "pt"):
+        raise ValueError(f"return_tensors must be 'pt' or None, got {flat['return_tensors']!r}")
+    padding = flat.get("padding", True)
+    if not isinstance(padding, (bool, str, type(None))) or padding not in _PADDING:
+        raise ValueError("padding must be True/'longest', 'max_length' or False/'do_not_pad'")
+    return flat
 
 
 def _is_image_list(value: Any) -> bool:
@@ -88,6 +110,14 @@ class MiniGeminiProcessor(ProcessorMixin):
         template_name: the release template the jinja ``chat_template`` was written from (saved with the
             checkpoint; it names the stop strings); None for a tokenizer's own or a custom template.
     """
+
+    #: ``__call__``'s defaults, under transformers' keyword arguments (``_merge_kwargs``)
+    text_kwargs: ClassVar[dict[str, Any]] = {
+        "padding": True,
+        "padding_side": "left",
+        "return_tensors": "pt",
+        "add_special_tokens": True,
+    }
 
     def __init__(
         self,
@@ -234,16 +264,7 @@ class MiniGeminiProcessor(ProcessorMixin):
         images: Any = None,
         videos: Any = None,
         audio: Any = None,
-        *,
-        padding_side: str | None = None,
-        return_tensors: str | None = "pt",
-        add_special_tokens: bool = True,
-        padding: bool | str | None = True,
-        truncation: bool | str | None = None,
-        max_length: int | None = None,
-        pad_to_multiple_of: int | None = None,
-        return_mm_token_type_ids: bool = False,
-        **kwargs: Any,
+        **kwargs: Unpack[ProcessingKwargs],
     ) -> BatchFeature:
         """Tokenise ``text`` (one string or a batch), expand each ``<image>`` to ``image_seq_length`` image
         tokens and pad to the longest sample (left by default, for generation).
@@ -254,91 +275,91 @@ class MiniGeminiProcessor(ProcessorMixin):
         and ``mm_token_type_ids`` (1 at image tokens) with ``return_mm_token_type_ids``.  A doubled leading BOS
         (template text that already starts with it) is collapsed to one.
 
-        transformers' processor keywords are taken where they make sense here: ``padding`` (True/"longest",
-        "max_length", False), ``truncation`` with ``max_length`` (refused where it would cut image tokens),
-        ``pad_to_multiple_of``; ``images_kwargs``/``text_kwargs`` dicts are merged in.  ``videos``/``audio``
-        must be None.
+        transformers' processor keywords (merged by ``_merge_kwargs``, defaults in ``text_kwargs``) are taken where
+        they make sense here and passed to the tokenizer: ``padding`` (True/"longest", "max_length", False),
+        ``padding_side``, ``truncation`` with ``max_length`` (refused where it would cut image tokens),
+        ``pad_to_multiple_of``, ``add_special_tokens``, ``return_tensors``.  ``videos``/``audio`` must be None.
         """
-        for key, value in {**kwargs.pop("text_kwargs", {}), **kwargs.pop("common_kwargs", {})}.items():
-            kwargs.setdefault(key, value)
-        if kwargs.pop("images_kwargs", None):
-            raise TypeError("images_kwargs are not taken: the image processor's settings are saved with it")
-        for key in ("return_attention_mask", "return_token_type_ids", "verbose"):
-            kwargs.pop(key, None)  # always returned / never returned / no effect: harmless to pass
-        padding_side = kwargs.pop("padding_side", padding_side) or "left"
-        if kwargs:
-            raise TypeError(f"unexpected arguments: {sorted(kwargs)}")
+        _check_keywords(kwargs)
         if videos is not None or audio is not None:
             raise ValueError("Mini-Gemini takes text and images only, not videos or audio")
-        if padding_side not in ("left", "right"):
-            raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
-        if return_tensors not in (None, "pt"):
-            raise ValueError(f"return_tensors must be 'pt' or None, got {return_tensors!r}")
-        padding = _PADDING.get(padding) if isinstance(padding, (bool, str, type(None))) else None
-        if padding is None:
-            raise ValueError("padding must be True/'longest', 'max_length' or False/'do_not_pad'")
+        merged = self._merge_kwargs(**kwargs)
+        settings = {"truncation": None, "max_length": None, "pad_to_multiple_of": None, **merged["text_kwargs"]}
+        settings.update(padding=_PADDING[settings["padding"]], padding_side=settings["padding_side"] or "left")
         texts = [text] if isinstance(text, str) else list(text) if text is not None else []
         if not texts or not all(isinstance(t, str) for t in texts):
             raise ValueError("text must be a string or a non-empty list of strings")
-
         counts = [t.count(self.image_token) for t in texts]
         flat_images = self._group_images(images, counts)
-
-        encoded = self.tokenizer(texts, add_special_tokens=add_special_tokens)["input_ids"]
-        bos = self.tokenizer.bos_token_id
-        sequences = []
-        for index, (ids, count) in enumerate(zip(encoded, counts)):
-            if bos is not None and len(ids) > 1 and ids[0] == bos and ids[1] == bos:
-                ids = ids[1:]
-            if ids.count(self.image_token_id) != count:
-                raise ValueError(
-                    f"sample {index}: {count} {self.image_token} placeholder(s) in the text became "
-                    f"{ids.count(self.image_token_id)} image token(s) after tokenisation"
-                )
-            expanded: list[int] = []
-            for token_id in ids:
-                if token_id == self.image_token_id:
-                    expanded.extend([self.image_token_id] * self.image_seq_length)
-                else:
-                    expanded.append(token_id)
-            if truncation and max_length is not None and len(expanded) > max_length:
-                if self.image_token_id in expanded[max_length:]:
-                    raise ValueError(
-                        f"sample {index} is {len(expanded)} tokens ({count} image(s) of {self.image_seq_length} "
-                        f"tokens included); truncating it to max_length={max_length} would cut its image tokens"
-                    )
-                expanded = expanded[:max_length]
-            sequences.append(expanded)
-
-        longest = max(len(s) for s in sequences)
-        if padding == "max_length" and max_length is not None:
-            longest = max(longest, max_length)
-        if padding == "do_not_pad":
-            if len({len(s) for s in sequences}) > 1 and return_tensors == "pt":
-                raise ValueError("padding=False needs samples of equal length to make tensors; pass padding=True")
-        elif pad_to_multiple_of:
-            longest = -(-longest // pad_to_multiple_of) * pad_to_multiple_of
-        pad_id = self.tokenizer.pad_token_id
-        input_ids, attention_mask = [], []
-        for seq in sequences:
-            fill = longest - len(seq) if padding != "do_not_pad" else 0
-            if padding_side == "left":
-                input_ids.append([pad_id] * fill + seq)
-                attention_mask.append([0] * fill + [1] * len(seq))
-            else:
-                input_ids.append(seq + [pad_id] * fill)
-                attention_mask.append([1] * len(seq) + [0] * fill)
-
-        data: dict[str, Any] = {"input_ids": input_ids, "attention_mask": attention_mask}
-        if return_mm_token_type_ids:
-            data["mm_token_type_ids"] = [[int(t == self.image_token_id) for t in ids] for ids in input_ids]
-        if return_tensors == "pt":
-            data = {k: torch.tensor(v, dtype=torch.long) for k, v in data.items()}
+        expanded = [t.replace(self.image_token, self.image_token * self.image_seq_length) for t in texts]
+        sequences = self._encode(expanded, counts, settings)
+        data = self._pad(sequences, settings)
+        if merged.get("return_mm_token_type_ids"):
+            data["mm_token_type_ids"] = [[int(t == self.image_token_id) for t in ids] for ids in data["input_ids"]]
+        batch = BatchFeature(data=dict(data), tensor_type=settings["return_tensors"])
         if flat_images:
             pixels = self.image_processor(flat_images, return_tensors="pt")
-            data["pixel_values"] = pixels["pixel_values"]
-            data["high_res_pixel_values"] = pixels["high_res_pixel_values"]
-        return BatchFeature(data=data)
+            batch["pixel_values"] = pixels["pixel_values"]
+            batch["high_res_pixel_values"] = pixels["high_res_pixel_values"]
+        return batch
+
+    def _encode(self, texts: list[str], counts: list[int], settings: dict[str, Any]) -> list[list[int]]:
+        """The tokenizer's ids of each (expanded) text, truncated by it to ``max_length`` with ``truncation``; a
+        doubled leading BOS is collapsed before the cut, and a cut through image tokens is refused."""
+        limit, add_special_tokens = (
+            settings["max_length"] if settings["truncation"] else None,
+            settings["add_special_tokens"],
+        )
+        sequences = self._tokenize(texts, add_special_tokens, limit)
+        doubled = {index for index, ids in enumerate(sequences) if self._doubled_bos(ids)}
+        if doubled and limit is not None:  # the collapse takes one token off: cut those one token later
+            longer = {index: self._tokenize([texts[index]], add_special_tokens, limit + 1)[0] for index in doubled}
+            sequences = [longer.get(index, ids) for index, ids in enumerate(sequences)]
+        sequences = [ids[1:] if index in doubled else ids for index, ids in enumerate(sequences)]
+        for index, (ids, count) in enumerate(zip(sequences, counts)):
+            if ids.count(self.image_token_id) != count * self.image_seq_length:
+                self._raise_image_token_count(index, texts[index], ids, count, settings)
+        return sequences
+
+    def _tokenize(self, texts: list[str], add_special_tokens: bool, max_length: int | None) -> list[list[int]]:
+        tokenize = functools.partial(self.tokenizer, add_special_tokens=add_special_tokens)
+        return tokenize(texts, truncation=max_length is not None, max_length=max_length)["input_ids"]
+
+    def _doubled_bos(self, ids: list[int]) -> bool:
+        bos = self.tokenizer.bos_token_id
+        return bos is not None and len(ids) > 1 and ids[0] == bos and ids[1] == bos
+
+    def _raise_image_token_count(self, index: int, text: str, ids: list[int], count: int, settings: dict[str, Any]):
+        found = ids.count(self.image_token_id)
+        if settings["truncation"] and found < count * self.image_seq_length:
+            whole = self._tokenize([text], settings["add_special_tokens"], None)[0]
+            length = len(whole) - self._doubled_bos(whole)
+            raise ValueError(
+                f"sample {index} is {length} tokens ({count} image(s) of {self.image_seq_length} tokens included); "
+                f"truncating it to max_length={settings['max_length']} would cut its image tokens"
+            )
+        raise ValueError(
+            f"sample {index}: {count} {self.image_token} placeholder(s) in the text became "
+            f"{found / self.image_seq_length:g} image token(s) after tokenisation"
+        )
+
+    def _pad(self, sequences: list[list[int]], settings: dict[str, Any]) -> dict[str, list[list[int]]]:
+        """``input_ids`` and ``attention_mask``, padded by the tokenizer; "max_length" pads to at least the longest
+        sample, and unpadded samples of unequal length cannot make tensors."""
+        padding, max_length = settings["padding"], settings["max_length"]
+        if padding == "max_length":
+            max_length = max(max(map(len, sequences)), max_length or 0)
+        if padding == "do_not_pad" and settings["return_tensors"] and len(set(map(len, sequences))) > 1:
+            raise ValueError("padding=False needs samples of equal length to make tensors; pass padding=True")
+        padded = self.tokenizer.pad(
+            {"input_ids": sequences},
+            padding=padding,
+            max_length=max_length if padding == "max_length" else None,
+            pad_to_multiple_of=settings["pad_to_multiple_of"],
+            padding_side=settings["padding_side"],
+            return_attention_mask=True,
+        )
+        return {"input_ids": padded["input_ids"], "attention_mask": padded["attention_mask"]}
 
     def decode(self, *args, **kwargs) -> str:
         """Passthrough to ``tokenizer.decode``."""

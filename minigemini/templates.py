@@ -179,9 +179,7 @@ def get_template(template: str | ChatTemplate) -> ChatTemplate:
     try:
         return _TEMPLATES[template]
     except (KeyError, TypeError):
-        raise ValueError(
-            f"unknown chat template {template!r}; known templates: {', '.join(TEMPLATE_NAMES)}"
-        ) from None
+        raise ValueError(f"unknown chat template {template!r}; known templates: {', '.join(TEMPLATE_NAMES)}") from None
 
 
 def content_to_text(content: Any) -> str:
@@ -314,26 +312,30 @@ def _literal(text: str) -> str:
 # Message content -> text with every <image> moved first, each followed by "\n" (content_to_text and
 # normalize_image_placeholders), in jinja.
 _JINJA_PRELUDE = (
-    "{%- macro mgm_text(content) -%}"
-    "{%- if content is string -%}{{ content }}"
-    "{%- elif content is iterable and content is not mapping -%}"
-    "{%- for part in content -%}"
-    "{%- if part is mapping and part['type'] == 'text' -%}{{ part['text'] if part['text'] is defined else '' }}"
-    "{%- elif part is mapping and part['type'] == 'image' -%}" + IMAGE_PLACEHOLDER +
-    "{%- else -%}{{ raise_exception(\"unsupported message content part; use 'text' or 'image' parts\") }}"
-    "{%- endif -%}"
-    "{%- endfor -%}"
-    "{%- elif content is none or content is undefined -%}"
-    "{%- else -%}{{ raise_exception('message content must be a string or a list of parts') }}"
-    "{%- endif -%}"
-    "{%- endmacro -%}"
-    "{%- macro mgm_normalize(text) -%}"
-    "{%- set count = text.count(" + _literal(IMAGE_PLACEHOLDER) + ") -%}"
-    "{%- if count == 0 -%}{{ text }}"
-    "{%- else -%}{{ ((" + _literal(IMAGE_PLACEHOLDER + "\n") + " * count) ~ text.replace("
-    + _literal(IMAGE_PLACEHOLDER) + ", '').strip()).strip() }}"
-    "{%- endif -%}"
-    "{%- endmacro -%}"
+    (
+        "{%- macro mgm_text(content) -%}"
+        "{%- if content is string -%}{{ content }}"
+        "{%- elif content is iterable and content is not mapping -%}"
+        "{%- for part in content -%}"
+        "{%- if part is mapping and part['type'] == 'text' -%}{{ part['text'] if part['text'] is defined else '' }}"
+        "{%- elif part is mapping and part['type'] == 'image' -%}@IMAGE@"
+        "{%- else -%}{{ raise_exception(\"unsupported message content part; use 'text' or 'image' parts\") }}"
+        "{%- endif -%}"
+        "{%- endfor -%}"
+        "{%- elif content is none or content is undefined -%}"
+        "{%- else -%}{{ raise_exception('message content must be a string or a list of parts') }}"
+        "{%- endif -%}"
+        "{%- endmacro -%}"
+        "{%- macro mgm_normalize(text) -%}"
+        "{%- set count = text.count(@IMAGE_LITERAL@) -%}"
+        "{%- if count == 0 -%}{{ text }}"
+        "{%- else -%}{{ ((@IMAGE_LINE_LITERAL@ * count) ~ text.replace(@IMAGE_LITERAL@, '').strip()).strip() }}"
+        "{%- endif -%}"
+        "{%- endmacro -%}"
+    )
+    .replace("@IMAGE_LITERAL@", _literal(IMAGE_PLACEHOLDER))
+    .replace("@IMAGE_LINE_LITERAL@", _literal(IMAGE_PLACEHOLDER + "\n"))
+    .replace("@IMAGE@", IMAGE_PLACEHOLDER)
 )
 
 # The role checks of ``_prepare`` (release templates only: a tokenizer's own template may know more roles).
@@ -370,9 +372,7 @@ def jinja_template(template: str | ChatTemplate) -> str:
         parts.append(f"{{{{ {lit(tpl.system_prefix)} ~ ns.system ~ {lit(tpl.system_suffix)} }}}}")
     pending = "ns.system != ''" if tpl.system_in_first_user is not None else "false"
     parts.append(f"{{%- set ns.pending = {pending} -%}}")
-    user_text = (
-        f"{lit(IMAGE_PLACEHOLDER)} * text.count({lit(IMAGE_PLACEHOLDER)})" if tpl.user_images_only else "text"
-    )
+    user_text = f"{lit(IMAGE_PLACEHOLDER)} * text.count({lit(IMAGE_PLACEHOLDER)})" if tpl.user_images_only else "text"
     parts += [
         "{%- for message in messages if message['role'] != 'system' -%}",
         "{%- set text = mgm_normalize(mgm_text(message['content'])) -%}",

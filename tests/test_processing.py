@@ -12,9 +12,14 @@ from transformers import AutoImageProcessor, AutoProcessor, AutoTokenizer
 
 from minigemini.image_processing import MiniGeminiImageProcessor
 from minigemini.processing import MiniGeminiProcessor
-from minigemini.templates import jinja_template, render, wrap_jinja_template
+from minigemini.templates import (
+    content_to_text,
+    jinja_template,
+    normalize_image_placeholders,
+    render,
+    wrap_jinja_template,
+)
 from tests.conftest import build_tokenizer
-from tests.legacy_processing import LegacyMiniGeminiProcessor
 
 SEQ = 7  # visual tokens per image in these tests
 
@@ -200,14 +205,49 @@ def test_apply_chat_template_tokenizes_with_the_images_of_the_messages(processor
         assert torch.equal(out[key], expected[key]), key
     assert out["high_res_pixel_values"].mean((2, 3)).argmax(1).tolist() == [0, 2]  # red, then blue
     # a batch of conversations, left-padded
-    batch = processor.apply_chat_template([messages[:1], [{"role": "user", "content": "No image."}]], tokenize=True,
-                                          return_dict=True)  # fmt: skip
+    batch = processor.apply_chat_template(
+        [messages[:1], [{"role": "user", "content": "No image."}]], tokenize=True, return_dict=True
+    )
     assert batch["input_ids"].shape[0] == 2 and batch["pixel_values"].shape[0] == 1
     assert batch["attention_mask"][1, 0] == 0
 
 
-def test_new_processor_gives_what_the_former_one_gave(tokenizer_dir):
-    """Prompts and tensors of the ProcessorMixin processor equal those of the processor it replaced."""
+def reference_prompt(processor, messages, add_generation_prompt):
+    """The prompt by the Python renderer of the release templates, or the tokenizer's own jinja template with each
+    <image> moved to the start of its message."""
+    if processor.template_name is not None:
+        return render(processor.template_name, messages, add_generation_prompt=add_generation_prompt)
+    normalised = [
+        {**message, "content": normalize_image_placeholders(content_to_text(message.get("content", "")))}
+        for message in messages
+    ]
+    tokenizer = processor.tokenizer
+    return tokenizer.apply_chat_template(normalised, tokenize=False, add_generation_prompt=add_generation_prompt)
+
+
+def reference_inputs(processor, prompts, side):
+    """input_ids and attention_mask worked out from the tokenizer's ids of each prompt: a doubled leading BOS
+    collapsed, each image token repeated image_seq_length times, padded with the pad token on `side`."""
+    tokenizer, image_id = processor.tokenizer, processor.image_token_id
+    rows = []
+    for prompt in prompts:
+        ids = tokenizer(prompt)["input_ids"]
+        if ids[:2] == [tokenizer.bos_token_id] * 2:
+            ids = ids[1:]
+        rows.append([t for token in ids for t in [token] * (processor.image_seq_length if token == image_id else 1)])
+    width = max(map(len, rows))
+    ids, mask = [], []
+    for row in rows:
+        fill = width - len(row)
+        pads, ones = [tokenizer.pad_token_id] * fill, [1] * len(row)
+        ids.append(pads + row if side == "left" else row + pads)
+        mask.append([0] * fill + ones if side == "left" else ones + [0] * fill)
+    return torch.tensor(ids), torch.tensor(mask)
+
+
+def test_prompts_and_tensors_match_a_reference_worked_out_here(tokenizer_dir):
+    """Prompts from the templates' Python renderer (or the tokenizer's own template); ids from the tokenizer's ids
+    of each prompt, expanded and padded here; pixels from the image processor on the images in text order."""
     gradient = np.arange(5 * 7 * 3, dtype=np.uint8).reshape(5, 7, 3)
     images = [solid((255, 0, 0)), gradient, solid((0, 90, 200))]
     conversations = [
@@ -224,22 +264,21 @@ def test_new_processor_gives_what_the_former_one_gave(tokenizer_dir):
     for template, hd in [("vicuna_v1", False), ("llama_3", True), ("gemma", False), (None, False), (None, True)]:
         tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
         tokenizer.chat_template = chatml
-        legacy_tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
-        legacy_tokenizer.chat_template = chatml
         image_kwargs = {"image_grid": 2, "image_global": True} if hd else {}
         seq = 5 * 4 if hd else SEQ
-        new = MiniGeminiProcessor(small_image_processor(**image_kwargs), tokenizer, seq, chat_template=template)
-        old = LegacyMiniGeminiProcessor(small_image_processor(**image_kwargs), legacy_tokenizer, seq, template)
+        processor = MiniGeminiProcessor(small_image_processor(**image_kwargs), tokenizer, seq, chat_template=template)
         for generation_prompt in (True, False):
-            prompts = [new.apply_chat_template(c, add_generation_prompt=generation_prompt) for c in conversations]
-            assert prompts == [old.apply_chat_template(c, add_generation_prompt=generation_prompt)
-                               for c in conversations]  # fmt: skip
+            prompts = [processor.apply_chat_template(c, add_generation_prompt=generation_prompt) for c in conversations]
+            assert prompts == [reference_prompt(processor, c, generation_prompt) for c in conversations]
+        prompts.append("<s>USER: <image>\nAgain?")  # text that starts with the BOS the tokenizer adds
+        pixels = processor.image_processor([*images, images[0]], return_tensors="pt")
         for side in ("left", "right"):
-            a = new(prompts, images=[[images[0]], images[1:], []], padding_side=side)
-            b = old(prompts, images=[[images[0]], images[1:], []], padding_side=side)
-            assert a.keys() == b.keys()
-            for key in a:
-                assert torch.equal(a[key], b[key]), (template, hd, side, key)
+            out = processor(prompts, images=[[images[0]], images[1:], [], [images[0]]], padding_side=side)
+            assert list(out.keys()) == ["input_ids", "attention_mask", "pixel_values", "high_res_pixel_values"]
+            input_ids, attention_mask = reference_inputs(processor, prompts, side)
+            assert torch.equal(out["input_ids"], input_ids) and torch.equal(out["attention_mask"], attention_mask)
+            for key in ("pixel_values", "high_res_pixel_values"):
+                assert torch.equal(out[key], pixels[key]), (template, hd, side, key)
 
 
 def test_what_engines_ask_of_a_processor(processor):
@@ -263,8 +302,16 @@ def test_transformers_processor_keywords(processor, tokenizer):
     plain = processor(texts, images=image)
     lengths = plain["attention_mask"].sum(1).tolist()
     # TRL's collator: padding=True, padding_side="right", truncation with max_length, add_special_tokens=False
-    right = processor(text=texts, images=image, padding=True, padding_side="right", truncation=True,
-                      max_length=lengths[1] - 2, pad_to_multiple_of=None, add_special_tokens=False)  # fmt: skip
+    right = processor(
+        text=texts,
+        images=image,
+        padding=True,
+        padding_side="right",
+        truncation=True,
+        max_length=lengths[1] - 2,
+        pad_to_multiple_of=None,
+        add_special_tokens=False,
+    )
     assert right["input_ids"].shape[1] == lengths[1] - 2 and right["attention_mask"][0, -1] == 0
     with pytest.raises(ValueError, match="would cut its image tokens"):
         processor(texts, images=image, truncation=True, max_length=3)
@@ -274,6 +321,13 @@ def test_transformers_processor_keywords(processor, tokenizer):
     assert fixed["input_ids"].shape[1] == lengths[1] + 3
     nested = processor(texts, images=image, text_kwargs={"padding_side": "right"})
     assert nested["attention_mask"][0, -1] == 0
+    shorter = processor(texts, images=image, padding="max_length", max_length=3)  # pads to the longest
+    assert torch.equal(shorter["input_ids"], plain["input_ids"])
+    as_lists = processor(texts, images=image, common_kwargs={"return_tensors": None})  # was refused as unexpected
+    assert as_lists["input_ids"] == plain["input_ids"].tolist()
+    # a doubled leading BOS is collapsed before the cut: max_length tokens are kept
+    cut = processor("<s>USER: hello there", truncation=True, max_length=4)["input_ids"][0].tolist()
+    assert cut == processor("USER: hello there")["input_ids"][0, :4].tolist()
     with pytest.raises(ValueError, match="equal length"):
         processor(texts, images=image, padding=False)
     with pytest.raises(ValueError, match="not videos or audio"):
@@ -347,8 +401,12 @@ def test_a_checkpoint_in_the_former_format_loads(tokenizer_dir, tmp_path, capfd,
     processor = MiniGeminiProcessor(small_image_processor(), tokenizer, image_seq_length=SEQ, chat_template=template)
     processor.tokenizer.save_pretrained(tmp_path)
     processor.image_processor.save_pretrained(tmp_path)
-    former = {"chat_template": template, "image_seq_length": SEQ, "image_token": "<image>",
-              "processor_class": "MiniGeminiProcessor"}  # fmt: skip
+    former = {
+        "chat_template": template,
+        "image_seq_length": SEQ,
+        "image_token": "<image>",
+        "processor_class": "MiniGeminiProcessor",
+    }
     (tmp_path / "processor_config.json").write_text(json.dumps(former, indent=2, sort_keys=True) + "\n")
     assert (tmp_path / "preprocessor_config.json").is_file()
 

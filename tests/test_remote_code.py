@@ -24,8 +24,16 @@ from tests.conftest import build_tokenizer, tiny_model
 
 ROOT = Path(__file__).resolve().parents[1]
 REMOTE_VENV = ROOT / ".venv-remote"
-HUB_MODULES = ["cache_compat", "configuration", "encoders", "image_processing", "mining", "modeling", "processing",
-               "release", "templates"]  # fmt: skip
+HUB_MODULES = [
+    "cache_compat",
+    "configuration",
+    "encoders",
+    "image_processing",
+    "mining",
+    "modeling",
+    "processing",
+    "templates",
+]
 
 
 def remote_python() -> Path:
@@ -34,11 +42,8 @@ def remote_python() -> Path:
     if stamp.is_file() and stamp.read_text().strip() != transformers.__version__:
         shutil.rmtree(REMOTE_VENV)
     if not stamp.is_file():
-        subprocess.run(
-            ["make", "-C", str(ROOT), ".venv-remote/.installed", f"PYTHON={sys._base_executable}",
-             f"TRANSFORMERS_VERSION={transformers.__version__}"],
-            check=True, timeout=1200,
-        )  # fmt: skip
+        make = ["make", "-C", str(ROOT), ".venv-remote/.installed", f"PYTHON={sys._base_executable}"]
+        subprocess.run([*make, f"TRANSFORMERS_VERSION={transformers.__version__}"], check=True, timeout=1200)
     return REMOTE_VENV / "bin" / "python"
 
 
@@ -60,17 +65,20 @@ def test_saved_with_its_code_it_loads_without_minigemini(tmp_path):
     for directory in (normal, hd):
         assert sorted(p.stem for p in directory.glob("*.py")) == HUB_MODULES
         config = json.loads((directory / "config.json").read_text())
-        assert config["auto_map"] == {"AutoConfig": "configuration.MiniGeminiConfig",
-                                      "AutoModelForImageTextToText": "modeling.MiniGeminiForConditionalGeneration"}
+        assert config["auto_map"] == {
+            "AutoConfig": "configuration.MiniGeminiConfig",
+            "AutoModelForImageTextToText": "modeling.MiniGeminiForConditionalGeneration",
+        }
         assert json.loads((directory / "processor_config.json").read_text())["auto_map"] == {
-            "AutoProcessor": "processing.MiniGeminiProcessor"}  # fmt: skip
+            "AutoProcessor": "processing.MiniGeminiProcessor"
+        }
     image = tmp_path / "gradient.png"
     Image.fromarray(np.arange(40 * 30 * 3, dtype=np.uint8).reshape(30, 40, 3)).save(image)
 
     output = tmp_path / "remote.pt"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "modules"), "PYTHONPATH": ""}
-    subprocess.run([str(python), str(ROOT / "tests" / "remote_code_probe.py"), str(output), str(image), str(normal),
-                    str(hd)], check=True, timeout=600, env=env, cwd=tmp_path)  # fmt: skip
+    probe = [str(python), str(ROOT / "tests" / "remote_code_probe.py"), str(output), str(image)]
+    subprocess.run([*probe, str(normal), str(hd)], check=True, timeout=600, env=env, cwd=tmp_path)
     remote = torch.load(output, weights_only=False)
 
     for directory in (normal, hd):

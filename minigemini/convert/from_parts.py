@@ -20,18 +20,12 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, ConvNextModel
 
 from minigemini.configuration import MiniGeminiConfig
+from minigemini.convert.common import build_config, convnext_config_from_shapes, quiet_transformers
+from minigemini.convert.release import CONVNEXT_PREFIX, release_template_for, rename_release_key
 from minigemini.mining import PatchInfoMining
 from minigemini.modeling import MiniGeminiForConditionalGeneration, add_image_token, build_projector
 from minigemini.precision import parse_dtype
 from minigemini.processing import build_processor
-from minigemini.release import (
-    CONVNEXT_PREFIX,
-    build_config,
-    convnext_config_from_shapes,
-    quiet_transformers,
-    release_template_for,
-    rename_release_key,
-)
 from minigemini.saving import check_new_directory, save_model_and_processor
 from minigemini.templates import get_template
 
@@ -103,7 +97,7 @@ def load_open_clip_convnext(path: str | os.PathLike, image_size: int = 768) -> C
     # open_clip checkpoints saved from DDP carry a `module.` prefix
     state = {key.removeprefix("module."): value for key, value in state.items()}
     trunk = {
-        f"{CONVNEXT_PREFIX}vision_{key[len(_OPEN_CLIP_TRUNK):]}": value
+        f"{CONVNEXT_PREFIX}vision_{key[len(_OPEN_CLIP_TRUNK) :]}": value
         for key, value in state.items()
         if key.startswith((_OPEN_CLIP_TRUNK + "stem.", _OPEN_CLIP_TRUNK + "stages."))
     }
@@ -112,7 +106,7 @@ def load_open_clip_convnext(path: str | os.PathLike, image_size: int = 768) -> C
             f"--vision-aux {path} has no visual.trunk.stem.* / visual.trunk.stages.* tensors; expected an open_clip "
             f"ConvNeXt checkpoint (e.g. convnext_large_d_320's open_clip_pytorch_model.bin)"
         )
-    config = convnext_config_from_shapes({k: tuple(v.shape) for k, v in trunk.items()}, image_size=image_size)
+    config = convnext_config_from_shapes({k: tuple(v.shape) for k, v in trunk.items()}, CONVNEXT_PREFIX, image_size)
     renamed = {rename_release_key(k).removeprefix(f"{CONVNEXT_PREFIX}convnext."): v for k, v in trunk.items()}
     model = ConvNextModel(config)
     result = model.load_state_dict(renamed, strict=False)
@@ -172,6 +166,43 @@ def _resolve_dtype(dtype: str | torch.dtype | None, llm_dir: Path) -> torch.dtyp
     return parse_dtype(dtype)
 
 
+def _load_llm(llm_dir: Path, config: MiniGeminiConfig, dtype: torch.dtype):
+    """(tokenizer, causal LM) of `--llm`, every weight the config needs present."""
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(llm_dir)
+    except Exception as error:
+        raise ValueError(f"--llm {llm_dir}: cannot load its tokenizer ({type(error).__name__}: {error})") from error
+    with quiet_transformers():
+        language_model, info = AutoModelForCausalLM.from_pretrained(
+            llm_dir, config=config.text_config, dtype=dtype, output_loading_info=True
+        )
+    missing = set(info["missing_keys"]) - ({"lm_head.weight"} if config.tie_word_embeddings else set())
+    if missing:
+        raise ValueError(f"--llm {llm_dir} lacks weights: {sorted(missing)[:6]}")
+    return tokenizer, language_model
+
+
+def _assemble(config: MiniGeminiConfig, vision_model, convnext, language_model, dtype: torch.dtype):
+    """The model, in eval mode, with the loaded parts placed into a shell built on the meta device (nothing is
+    allocated twice), and new mining layers and projector."""
+    with torch.device("meta"):
+        model = MiniGeminiForConditionalGeneration(config)
+    model.model.vision_tower.model = vision_model
+    model.model.vision_tower_aux.convnext = convnext
+    model.model.language_model = language_model.base_model
+    model.lm_head = language_model.get_output_embeddings()
+    # New layers with PyTorch's default init, as the release's stage 1 started from.
+    model.model.mining = PatchInfoMining(
+        config.vision_config.hidden_size, config.vision_aux_hidden_size, config.mining_hidden_size
+    ).to(dtype)
+    model.model.mm_projector = build_projector(config).to(dtype)
+    model.generation_config = language_model.generation_config  # the LLM's eos / pad / sampling defaults
+    left_on_meta = [name for name, tensor in [*model.named_parameters(), *model.named_buffers()] if tensor.is_meta]
+    if left_on_meta:  # a part whose structure differs from what the config builds
+        raise RuntimeError(f"internal error: weights not filled in: {left_on_meta[:6]}")
+    return model.eval()
+
+
 def init_model(
     vision: str | os.PathLike,
     vision_aux: str | os.PathLike,
@@ -188,7 +219,6 @@ def init_model(
     chat_template defaults to the LLM tokenizer's own jinja template when it has one, else the release template
     its special tokens suggest.
     """
-
     if out is not None:
         out = check_new_directory(out)  # before loading anything
     if chat_template is not None:
@@ -218,34 +248,8 @@ def init_model(
         projector_type="mlp2x_gelu",
     )
     config.dtype = dtype
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(llm_dir)
-    except Exception as error:
-        raise ValueError(f"--llm {llm_dir}: cannot load its tokenizer ({type(error).__name__}: {error})") from error
-    with quiet_transformers():
-        language_model, info = AutoModelForCausalLM.from_pretrained(
-            llm_dir, config=config.text_config, dtype=dtype, output_loading_info=True
-        )
-    missing = set(info["missing_keys"]) - ({"lm_head.weight"} if config.tie_word_embeddings else set())
-    if missing:
-        raise ValueError(f"--llm {llm_dir} lacks weights: {sorted(missing)[:6]}")
-    with torch.device("meta"):  # a shell: every part is replaced below, nothing is allocated twice
-        model = MiniGeminiForConditionalGeneration(config)
-    model.model.vision_tower.model = vision_model
-    model.model.vision_tower_aux.convnext = convnext
-    model.model.language_model = language_model.base_model
-    model.lm_head = language_model.get_output_embeddings()
-    # New layers with PyTorch's default init, as the release's stage 1 started from.
-    model.model.mining = PatchInfoMining(
-        config.vision_config.hidden_size, config.vision_aux_hidden_size, config.mining_hidden_size
-    ).to(dtype)
-    model.model.mm_projector = build_projector(config).to(dtype)
-    model.generation_config = language_model.generation_config  # the LLM's eos / pad / sampling defaults
-    left_on_meta = [name for name, tensor in [*model.named_parameters(), *model.named_buffers()] if tensor.is_meta]
-    if left_on_meta:  # a part whose structure differs from what the config builds
-        raise RuntimeError(f"internal error: weights not filled in: {left_on_meta[:6]}")
-    model.eval()
-
+    tokenizer, language_model = _load_llm(llm_dir, config, dtype)
+    model = _assemble(config, vision_model, convnext, language_model, dtype)
     if chat_template is None and not getattr(tokenizer, "chat_template", None):
         chat_template = release_template_for(tokenizer, language_model.config)
     processor = build_processor(config, tokenizer, chat_template, **_image_statistics(vision_dir))

@@ -31,19 +31,30 @@ from tests.tiny_release import (
     text_config_dict,
 )
 
-VISION = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, image_size=32,
-              patch_size=8)
+VISION = dict(
+    hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, image_size=32, patch_size=8
+)
 
 
 @pytest.fixture(scope="module")
 def parts(tmp_path_factory):
     root = tmp_path_factory.mktemp("parts")
     torch.manual_seed(0)
-    clip = CLIPModel(CLIPConfig(
-        vision_config=VISION,
-        text_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=4,
-                         vocab_size=50, bos_token_id=0, eos_token_id=1, pad_token_id=1),
-    ))
+    clip = CLIPModel(
+        CLIPConfig(
+            vision_config=VISION,
+            text_config=dict(
+                hidden_size=32,
+                intermediate_size=64,
+                num_hidden_layers=1,
+                num_attention_heads=4,
+                vocab_size=50,
+                bos_token_id=0,
+                eos_token_id=1,
+                pad_token_id=1,
+            ),
+        )
+    )
     clip.save_pretrained(root / "clip")
     siglip = SiglipVisionModel(SiglipVisionConfig(**VISION))
     siglip.save_pretrained(root / "siglip")
@@ -52,10 +63,14 @@ def parts(tmp_path_factory):
     convnext = ConvNextModel(ConvNextConfig(hidden_sizes=[8, 16, 24, 32], depths=[1, 1, 2, 1]))
     convnext.save_pretrained(root / "convnext")
     open_clip = convnext_timm_tensors(torch.Generator().manual_seed(1), "visual.trunk.")
-    open_clip.update({  # parts of an open_clip checkpoint that the HR encoder does not use
-        "visual.trunk.head.norm.weight": torch.ones(32), "visual.head.mlp.fc1.weight": torch.zeros(4, 32),
-        "text.token_embedding.weight": torch.zeros(10, 8), "logit_scale": torch.tensor(1.0),
-    })
+    open_clip.update(
+        {  # parts of an open_clip checkpoint that the HR encoder does not use
+            "visual.trunk.head.norm.weight": torch.ones(32),
+            "visual.head.mlp.fc1.weight": torch.zeros(4, 32),
+            "text.token_embedding.weight": torch.zeros(10, 8),
+            "logit_scale": torch.tensor(1.0),
+        }
+    )
     (root / "openclip").mkdir()
     torch.save(open_clip, root / "openclip" / "open_clip_pytorch_model.bin")
     tokenizer = make_tokenizer("vicuna")
@@ -63,7 +78,12 @@ def parts(tmp_path_factory):
     llm.save_pretrained(root / "llm")
     tokenizer.save_pretrained(root / "llm")
     return {
-        "root": root, "clip": clip, "convnext": convnext, "open_clip": open_clip, "llm": llm, "tokenizer": tokenizer
+        "root": root,
+        "clip": clip,
+        "convnext": convnext,
+        "open_clip": open_clip,
+        "llm": llm,
+        "tokenizer": tokenizer,
     }
 
 
@@ -114,8 +134,9 @@ def test_open_clip_convnext_gives_the_reference_hr_map(parts, tmp_path, as_direc
 
 def test_siglip_hd_model(parts, tmp_path):
     root = parts["root"]
-    model, processor = init_model(root / "siglip", root / "convnext", root / "llm", tmp_path / "mgm", hd=True,
-                                  chat_template="plain")
+    model, processor = init_model(
+        root / "siglip", root / "convnext", root / "llm", tmp_path / "mgm", hd=True, chat_template="plain"
+    )
     config = model.config
     assert config.vision_feature_select_strategy == "full"  # SigLIP has no CLS token to drop
     assert (config.image_grid, config.image_global, config.image_size_aux) == (2, True, 256)
@@ -133,9 +154,23 @@ def test_command_line_init(parts, tmp_path, capsys):
     parser = argparse.ArgumentParser(prog="mgm")
     init_module.add_parser(parser.add_subparsers(dest="command", required=True))
     out = tmp_path / "mgm"
-    args = parser.parse_args(["init", "--vision", str(root / "clip"), "--vision-aux",
-                              str(root / "openclip" / "open_clip_pytorch_model.bin"), "--llm", str(root / "llm"),
-                              "--out", str(out), "--image-size-aux", "64", "--dtype", "bfloat16"])
+    args = parser.parse_args(
+        [
+            "init",
+            "--vision",
+            str(root / "clip"),
+            "--vision-aux",
+            str(root / "openclip" / "open_clip_pytorch_model.bin"),
+            "--llm",
+            str(root / "llm"),
+            "--out",
+            str(out),
+            "--image-size-aux",
+            "64",
+            "--dtype",
+            "bfloat16",
+        ]
+    )
     assert args.func(args) == 0
     assert "16 visual tokens per image" in capsys.readouterr().out
     model = MiniGeminiForConditionalGeneration.from_pretrained(out, dtype="auto")

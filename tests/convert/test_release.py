@@ -18,9 +18,16 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoProcessor
 
 from minigemini import MiniGeminiForConditionalGeneration
 from minigemini.cli import convert
-from minigemini.convert.release import convert_release_checkpoint, load_release_checkpoint, load_stage1_projector
+from minigemini.convert.release import (
+    RELEASE_CONVERSION,
+    convert_release_checkpoint,
+    is_release_checkpoint,
+    load_release_checkpoint,
+    load_stage1_projector,
+    rename_release_key,
+)
+from minigemini.modeling import RELEASE_KEY_MAPPING
 from minigemini.processing import MiniGeminiProcessor
-from minigemini.release import RELEASE_KEY_MAPPING, is_release_checkpoint, rename_release_key
 from minigemini.templates import jinja_template
 from tests.tiny_release import (
     IMAGE_TOKEN_INDEX,
@@ -124,6 +131,15 @@ def test_release_is_recognised_by_its_keys_not_its_path(tmp_path):
     assert not is_release_checkpoint(tmp_path / "does-not-exist")
 
 
+def test_the_model_reaches_the_converter_through_its_hook(monkeypatch, tmp_path):
+    """The core cannot import minigemini.convert: importing the package registers the converter with the model; a
+    checkpoint's own copied code has none."""
+    assert MiniGeminiForConditionalGeneration.release_conversion is RELEASE_CONVERSION
+    monkeypatch.setattr(MiniGeminiForConditionalGeneration, "release_conversion", None)
+    with pytest.raises(RuntimeError, match="needs the minigemini package"):
+        MiniGeminiForConditionalGeneration.from_release_checkpoint(tmp_path)
+
+
 def test_from_pretrained_loads_a_release_directory(tmp_path):
     release = make_release(tmp_path / "release", "gemma", hd=True)
     model = MiniGeminiForConditionalGeneration.from_pretrained(release.path)
@@ -156,8 +172,9 @@ def test_command_line_convert_with_template_and_dtype(tmp_path, capsys):
     parser = argparse.ArgumentParser(prog="mgm")
     convert.add_parser(parser.add_subparsers(dest="command", required=True))
     destination = tmp_path / "out"
-    args = parser.parse_args(["convert", str(release.path), str(destination), "--template", "chatml_direct",
-                              "--dtype", "bfloat16"])
+    args = parser.parse_args(
+        ["convert", str(release.path), str(destination), "--template", "chatml_direct", "--dtype", "bfloat16"]
+    )
     assert args.func(args) == 0
     assert "template=chatml_direct" in capsys.readouterr().out
     assert json.loads((destination / "processor_config.json").read_text())["template_name"] == "chatml_direct"
@@ -311,9 +328,13 @@ def _unknown_weights(release):
     from safetensors.torch import save_file
 
     save_file({"model.vision_fpn.0.weight": torch.zeros(2)}, str(release.path / "model-00003-of-00003.safetensors"))
-    _edit_json(release.path / "model.safetensors.index.json",
-               lambda d: d.update(weight_map={k: v for k, v in d["weight_map"].items() if "00003" not in v}
-                                  | {"model.vision_fpn.0.weight": "model-00003-of-00003.safetensors"}))
+    _edit_json(
+        release.path / "model.safetensors.index.json",
+        lambda d: d.update(
+            weight_map={k: v for k, v in d["weight_map"].items() if "00003" not in v}
+            | {"model.vision_fpn.0.weight": "model-00003-of-00003.safetensors"}
+        ),
+    )
     return ValueError, "does not know, refusing to drop them: model.vision_fpn.0.weight"
 
 
