@@ -192,8 +192,8 @@ def prepare_for_stage(model, config: TrainConfig):
         if (kept.r, kept.lora_alpha) != (config.lora_r, config.lora_alpha):
             logger.warning(
                 "%s goes on at its own LoRA rank %d and alpha %d (the settings' %d and %d are not used)",
-                adapter, kept.r, kept.lora_alpha, config.lora_r, config.lora_alpha,
-            )  # fmt: skip
+                *(adapter, kept.r, kept.lora_alpha, config.lora_r, config.lora_alpha),
+            )
     elif config.lora:
         from minigemini.train.lora import apply_lora
 
