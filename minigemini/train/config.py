@@ -1,5 +1,9 @@
 """TrainConfig: one flat set of training settings, from stage defaults < a recipe (YAML) < command-line overrides.
 
+Each setting is declared once, as a field with its help in ``metadata`` (as TRL's configs): ``settings_parser`` derives
+the `mgm train` flags from the fields with ``HfArgumentParser``, ``trainer_arguments`` the ``TrainingArguments`` the
+settings give as they are, and the values are converted and checked in ``__post_init__``, where the object is built.
+
 The defaults of each stage are the paper's (§4.1) and the release scripts' settings:
 
 - stage 1 (modality alignment): mining + projector trained, LLM and both encoders frozen, ``plain`` template, images
