@@ -15,16 +15,13 @@ import argparse
 import logging
 from pathlib import Path
 
-from minigemini.cli.options import dtype_choice
-from minigemini.train.config import SAMPLERS, TrainConfig
+from minigemini.train.config import TrainConfig, settings_parser
 
 __all__ = ["add_parser", "config_from_args", "run"]
 
-# flag -> TrainConfig field, for flags whose names differ from the field
-_RENAMED = {"lr": "learning_rate"}
-
 
 def _add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags beside the settings' own (``settings_parser``, the parser's parent): the recipe and --set."""
     parser.add_argument(
         "--recipe",
         help="YAML recipe (recipes/stage1.yaml, recipes/stage2.yaml, ...), or `synthetic`: the default model's whole "
@@ -43,85 +40,7 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
         const="default",
         help="synthetic recipe only: write the committed form of the result (default: minigemini/assets/default_model)",
     )
-    parser.add_argument("--stage", type=int, choices=(1, 2), help="1: align (mining + projector), 2: instruction-tune")
-    io = parser.add_argument_group("data and model")
-    io.add_argument(
-        "--model",
-        help="starting model directory (save_pretrained: mgm init / mgm convert / stage 1 output), or a LoRA "
-        "adapter folder (a --lora stage's output) whose adapter trains on with --lora",
-    )
-    io.add_argument(
-        "--data", nargs="+", help="LLaVA-format .json / .jsonl files, or shards (mgm data shard; hf:NAME): streamed"
-    )
-    io.add_argument("--image-folder", nargs="+", help="root folder(s) for relative image paths (first match wins)")
-    io.add_argument("--output", help="output directory: checkpoints, final model + processor, logs")
-    io.add_argument("--processor", help="processor directory (default: the model directory)")
-    io.add_argument(
-        "--template",
-        help="chat template: model (the model's own: its processor's, else the tokenizer's; stage 2's default), "
-        "plain (stage 1's default), vicuna_v1, gemma, llama_3, mistral_instruct, chatml_direct",
-    )
-    io.add_argument("--max-length", type=int, help="longest sample in tokens, visual tokens included")
-    io.add_argument("--pad-to-square", action=argparse.BooleanOptionalAction, default=None)
-
-    what = parser.add_argument_group("what is trained")
-    what.add_argument("--tune-vision", action="store_true", default=None, help="also train the LR (CLIP) encoder")
-    what.add_argument(
-        "--tune-vision-aux", action="store_true", default=None, help="also train the HR (ConvNeXt) encoder"
-    )
-    what.add_argument("--lora", action="store_true", default=None, help="LoRA on the LLM (stage 2)")
-    what.add_argument("--lora-r", type=int)
-    what.add_argument("--lora-alpha", type=int)
-    what.add_argument("--lora-dropout", type=float)
-    what.add_argument("--bits", type=int, choices=(4, 8, 16), help="4/8: QLoRA (CUDA + bitsandbytes)")
-
-    opt = parser.add_argument_group("optimisation")
-    opt.add_argument("--lr", type=float, help="learning rate")
-    opt.add_argument("--projector-lr", type=float, help="learning rate of the mining layer and projector")
-    opt.add_argument("--global-batch-size", type=int)
-    opt.add_argument("--per-device-batch-size", type=int)
-    opt.add_argument("--epochs", type=float)
-    opt.add_argument("--max-steps", type=int)
-    opt.add_argument("--warmup-ratio", type=float)
-    opt.add_argument("--lr-scheduler")
-    opt.add_argument("--weight-decay", type=float)
-    opt.add_argument("--precision", type=dtype_choice, metavar="{auto,bf16,fp16,fp32}")
-    opt.add_argument("--gradient-checkpointing", action=argparse.BooleanOptionalAction, default=None)
-    opt.add_argument(
-        "--supervised-head",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="LM head at supervised positions only (default on); --no-supervised-head computes all logits",
-    )
-    opt.add_argument("--sampler", choices=SAMPLERS)
-    opt.add_argument(
-        "--length-group-steps",
-        type=int,
-        help="modality_length sampler: sort this many steps' samples by length together (less padding; default 1)",
-    )
-    opt.add_argument("--seed", type=int)
-
-    run = parser.add_argument_group("run")
-    run.add_argument("--save-steps", type=int)
-    run.add_argument("--save-total-limit", type=int)
-    run.add_argument("--logging-steps", type=int)
-    run.add_argument("--dataloader-workers", type=int)
-    run.add_argument(
-        "--deepspeed", help="DeepSpeed JSON config (recipes/distributed/zero2.json, zero2_offload.json, zero3.json)"
-    )
-    run.add_argument(
-        "--fsdp",
-        help='FSDP2 options, e.g. "full_shard auto_wrap" (or accelerate launch with recipes/distributed/fsdp.yaml)',
-    )
-    run.add_argument(
-        "--fsdp-config", help="FSDP JSON config (Trainer fsdp_config keys; checkpoints sharded by default)"
-    )
-    run.add_argument(
-        "--resume", action="store_true", default=None, help="continue from the last checkpoint in --output"
-    )
-    run.add_argument("--report-to", help="none, tensorboard, wandb, ...")
-    run.add_argument("--no-progress", dest="progress", action="store_false", default=None)
-    run.add_argument(
+    parser.add_argument(
         "--set",
         dest="settings",
         action="append",
@@ -137,6 +56,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         help="train a stage (1: alignment, 2: instruction tuning) from a recipe",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
+        parents=[settings_parser()],
     )
     _add_arguments(parser)
     parser.set_defaults(func=run)
@@ -145,7 +65,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="mgm train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="mgm train",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        parents=[settings_parser()],
     )
     _add_arguments(parser)
     return parser
@@ -153,11 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     fields = set(TrainConfig.field_names())
-    overrides = {}
-    for key, value in vars(args).items():
-        key = _RENAMED.get(key, key)
-        if key in fields and key != "recipe":
-            overrides[key] = value
+    overrides = {key: value for key, value in vars(args).items() if key in fields}  # the flags given
     for setting in args.settings or []:
         key, sep, value = setting.partition("=")
         if not sep:

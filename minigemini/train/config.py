@@ -1,5 +1,9 @@
 """TrainConfig: one flat set of training settings, from stage defaults < a recipe (YAML) < command-line overrides.
 
+Each setting is declared once, as a field with its help in ``metadata`` (as TRL's configs): ``settings_parser`` derives
+the `mgm train` flags from the fields with ``HfArgumentParser``, ``trainer_arguments`` the ``TrainingArguments`` the
+settings give as they are, and the values are converted and checked in ``__post_init__``, where the object is built.
+
 The defaults of each stage are the paper's (§4.1) and the release scripts' settings:
 
 - stage 1 (modality alignment): mining + projector trained, LLM and both encoders frozen, ``plain`` template, images
@@ -15,16 +19,21 @@ per-device batch and the number of processes, so one recipe runs on one CPU or o
 
 from __future__ import annotations
 
+import argparse
+import copy
 import dataclasses
 import os
 import types
 import typing
 from typing import Any
 
-from minigemini.precision import PRECISIONS
+from transformers import HfArgumentParser
+from transformers.hf_argparser import string_to_bool
+
+from minigemini.precision import PRECISIONS, dtype_name
 from minigemini.templates import TEMPLATE_NAMES
 
-__all__ = ["MODEL_TEMPLATE", "STAGE_DEFAULTS", "TrainConfig", "load_recipe"]
+__all__ = ["MODEL_TEMPLATE", "SAMPLERS", "STAGE_DEFAULTS", "TRAINER", "TrainConfig", "load_recipe", "settings_parser"]
 
 #: ``template`` value for the model's own chat template: its processor's (a release template name), else the
 #: tokenizer's jinja template.  Stage 2's default; stage 1 may name it too (its default is ``plain``).
@@ -54,56 +63,112 @@ STAGE_DEFAULTS: dict[int, dict[str, Any]] = {
 
 SAMPLERS = ("modality_length", "random", "sequential")
 
+#: Field metadata key naming the ``TrainingArguments`` field a setting is passed to as it is (``trainer_arguments``).
+TRAINER = "trainer"
+
+
+def _setting(default: Any = None, help: str = "", **metadata: Any) -> Any:
+    """A TrainConfig field: its default, its --help, and other metadata (argparse options, ``TRAINER``)."""
+    return dataclasses.field(default=default, metadata={"help": help, **metadata})
+
+
+def _precision_choice(value: str) -> str:
+    """--precision: any spelling of the one dtype vocabulary (bf16 or bfloat16, ...) -> its short name."""
+    try:
+        return dtype_name(value)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
 
 @dataclasses.dataclass
 class TrainConfig:
+    """The settings of one training stage, each declared once: its type, default and help (the `mgm train` flags are
+    derived from them by ``settings_parser``, the ``TrainingArguments`` by ``trainer_arguments``).  The values are
+    converted (YAML reads 1e-3 as a string) and checked where the object is built; None values of the settings in
+    ``STAGE_DEFAULTS`` take the stage's default."""
+
     # what to train, on what
-    stage: int = 2
-    model: str | None = None  # a save_pretrained directory (mgm init / mgm convert / a stage-1 output)
-    data: list[str] = dataclasses.field(default_factory=list)
-    image_folder: list[str] = dataclasses.field(default_factory=list)
-    output: str | None = None
-    processor: str | None = None  # default: the model directory
-    template: str | None = None  # a release template name or MODEL_TEMPLATE; None: the stage's (plain / model)
-    pad_to_square: bool | None = None
-    max_length: int | None = None
+    stage: int = _setting(2, "1: align (mining + projector), 2: instruction-tune", choices=(1, 2))
+    model: str | None = _setting(
+        help="starting model directory (save_pretrained: mgm init / mgm convert / stage 1 output), or a LoRA adapter "
+        "folder (a --lora stage's output) whose adapter trains on with --lora"
+    )
+    data: list[str] = dataclasses.field(
+        default_factory=list,
+        metadata={"help": "LLaVA-format .json / .jsonl files, or shards (mgm data shard; hf:NAME): streamed"},
+    )
+    image_folder: list[str] = dataclasses.field(
+        default_factory=list, metadata={"help": "root folder(s) for relative image paths (first match wins)"}
+    )
+    output: str | None = _setting(
+        help="output directory: checkpoints, final model + processor, logs", trainer="output_dir"
+    )
+    processor: str | None = _setting(help="processor directory (default: the model directory)")
+    template: str | None = _setting(
+        help=f"chat template: {MODEL_TEMPLATE} (the model's own: its processor's, else the tokenizer's; stage 2's "
+        f"default), plain (stage 1's default), {', '.join(name for name in TEMPLATE_NAMES if name != 'plain')}"
+    )
+    pad_to_square: bool | None = _setting(
+        help="pad images to square with the mean colour (stage 2's default) or not (stage 1's)", nargs="?", const=True
+    )
+    max_length: int | None = _setting(help="longest sample in tokens, visual tokens included")
     # what is trained
-    tune_vision: bool = False  # also train the LR (CLIP) encoder
-    tune_vision_aux: bool = False  # also train the HR (ConvNeXt) encoder
-    lora: bool = False
-    lora_r: int = 128
-    lora_alpha: int = 256
-    lora_dropout: float = 0.05
-    bits: int = 16  # 4 or 8: QLoRA (needs CUDA + bitsandbytes)
+    tune_vision: bool = _setting(False, "also train the LR (CLIP) encoder")
+    tune_vision_aux: bool = _setting(False, "also train the HR (ConvNeXt) encoder")
+    lora: bool = _setting(False, "LoRA on the LLM (stage 2)")
+    lora_r: int = _setting(128, "LoRA rank")
+    lora_alpha: int = _setting(256, "LoRA alpha")
+    lora_dropout: float = _setting(0.05, "LoRA dropout")
+    bits: int = _setting(16, "4/8: QLoRA (CUDA + bitsandbytes)", choices=(4, 8, 16))
     # optimisation
-    learning_rate: float | None = None
-    projector_lr: float | None = None  # mining + projector; default: learning_rate
-    global_batch_size: int | None = None
-    per_device_batch_size: int | None = None
-    epochs: float = 1.0
-    max_steps: int = -1
-    warmup_ratio: float = 0.03
-    lr_scheduler: str = "cosine"
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
-    precision: str = "auto"  # bf16, except fp32 on a CPU without bf16 kernels (minigemini/precision.py)
-    gradient_checkpointing: bool = True
-    supervised_head: bool = True  # LM head + loss at supervised positions only
-    seed: int = 42
-    sampler: str | None = None
-    length_group_steps: int = 1  # modality_length: steps whose samples are sorted by length together (less padding)
-    shuffle_buffer: int = 1000  # shard data: samples each DataLoader worker shuffles among (data/stream.py)
+    learning_rate: float | None = _setting(help="learning rate", aliases=["--lr"], trainer="learning_rate")
+    projector_lr: float | None = _setting(help="learning rate of the mining layer and projector (default: --lr)")
+    global_batch_size: int | None = _setting(help="samples per optimizer step over all processes")
+    per_device_batch_size: int | None = _setting(
+        help="samples per forward pass on each process", trainer="per_device_train_batch_size"
+    )
+    epochs: float = _setting(1.0, "passes over the data", trainer="num_train_epochs")
+    max_steps: int = _setting(-1, "stop after this many optimizer steps (-1: the epochs decide)", trainer="max_steps")
+    warmup_ratio: float = _setting(0.03, "share of the steps that warm the learning rate up", trainer="warmup_steps")
+    lr_scheduler: str = _setting("cosine", "learning-rate schedule (the Trainer's names)", trainer="lr_scheduler_type")
+    weight_decay: float = _setting(0.0, "AdamW weight decay", trainer="weight_decay")
+    max_grad_norm: float = _setting(1.0, "gradient clipping norm", trainer="max_grad_norm")
+    precision: str = _setting(
+        "auto",
+        "auto: bf16, except fp16 on a GPU without bf16 and fp32 on a CPU without bf16 kernels (minigemini/precision.py)",
+        metavar="{auto,bf16,fp16,fp32}",
+        type=_precision_choice,
+    )
+    gradient_checkpointing: bool = _setting(True, "recompute activations in the backward pass (less memory)")
+    supervised_head: bool = _setting(
+        True, "LM head at supervised positions only (default on); --no-supervised-head computes all logits"
+    )
+    seed: int = _setting(42, "random seed (data order, LoRA initialisation, dropout)", trainer="seed")
+    sampler: str | None = _setting(
+        help="order of the samples (stage 1: random, stage 2: modality_length)", choices=SAMPLERS
+    )
+    length_group_steps: int = _setting(
+        1, "modality_length sampler: sort this many steps' samples by length together (less padding)"
+    )
+    shuffle_buffer: int = _setting(1000, "shard data: samples each DataLoader worker shuffles among (data/stream.py)")
     # runtime
-    save_steps: int = 1000
-    save_total_limit: int | None = 1
-    logging_steps: int = 1
-    dataloader_workers: int = 2
-    deepspeed: str | None = None  # a DeepSpeed JSON config (recipes/distributed/zero2.json, zero3.json)
-    fsdp: str | None = None  # e.g. "full_shard auto_wrap"; or launch with `accelerate launch --config_file fsdp.yaml`
-    fsdp_config: str | None = None
-    resume: bool = False
-    report_to: str = "none"
-    progress: bool = True
+    save_steps: int = _setting(1000, "save a checkpoint every this many steps", trainer="save_steps")
+    save_total_limit: int | None = _setting(1, "checkpoints kept (the oldest are deleted)", trainer="save_total_limit")
+    logging_steps: int = _setting(1, "log every this many steps", trainer="logging_steps")
+    dataloader_workers: int = _setting(2, "DataLoader worker processes", trainer="dataloader_num_workers")
+    deepspeed: str | None = _setting(
+        help="DeepSpeed JSON config (recipes/distributed/zero2.json, zero2_offload.json, zero3.json)",
+        trainer="deepspeed",
+    )
+    fsdp: str | None = _setting(
+        help='FSDP2 options, e.g. "full_shard auto_wrap" (or accelerate launch with recipes/distributed/fsdp.yaml)'
+    )
+    fsdp_config: str | None = _setting(
+        help="FSDP JSON config (Trainer fsdp_config keys; checkpoints sharded by default)"
+    )
+    resume: bool = _setting(False, "continue from the last checkpoint in --output")
+    report_to: str = _setting("none", "none, tensorboard, wandb, ...", trainer="report_to")
+    progress: bool = _setting(True, "a progress bar (--no-progress: none)")
 
     # ------------------------------------------------------------------------------------------ building
 
@@ -121,30 +186,21 @@ class TrainConfig:
         unknown = sorted(set(values) - set(cls.field_names()))
         if unknown:
             raise ValueError(f"unknown training setting(s) {unknown}; known: {', '.join(cls.field_names())}")
-        stage = int(values.get("stage", cls.stage))
-        if stage not in STAGE_DEFAULTS:
-            raise ValueError(f"stage must be 1 or 2, got {stage}")
-        merged = {**STAGE_DEFAULTS[stage], **values, "stage": stage}
-        return cls(**{k: _coerce(cls, k, v) for k, v in merged.items()})
+        return cls(**values)
 
     def __post_init__(self):
-        for key in ("data", "image_folder"):
-            value = getattr(self, key)
-            if isinstance(value, (str, os.PathLike)):
-                setattr(self, key, [os.fspath(value)])
-        for key, value in STAGE_DEFAULTS.get(self.stage, {}).items():
-            if getattr(self, key) is None and value is not None:
-                setattr(self, key, value)
-
-    def validate(self) -> None:
-        """Check the settings that need no files; raises ValueError with the fix."""
-        if self.stage not in (1, 2):
+        hints = typing.get_type_hints(type(self))
+        for name in self.field_names():
+            setattr(self, name, _typed(name, hints[name], getattr(self, name)))
+        if self.stage not in STAGE_DEFAULTS:
             raise ValueError(f"stage must be 1 or 2, got {self.stage}")
-        for key in ("model", "output"):
-            if not getattr(self, key):
-                raise ValueError(f"--{key} is required")
-        if not self.data:
-            raise ValueError("--data is required (LLaVA-format .json or .jsonl files)")
+        for key, value in STAGE_DEFAULTS[self.stage].items():
+            if getattr(self, key) is None:
+                setattr(self, key, value)
+        self._check_values()
+
+    def _check_values(self) -> None:
+        """The settings must make sense alone and together; raises ValueError with the fix."""
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         if self.template != MODEL_TEMPLATE and self.template not in TEMPLATE_NAMES:
@@ -173,8 +229,17 @@ class TrainConfig:
             raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
         for key in ("learning_rate", "global_batch_size", "per_device_batch_size", "max_length"):
             value = getattr(self, key)
-            if value is None or value <= 0:
+            if value <= 0:
                 raise ValueError(f"{key} must be positive, got {value}")
+
+    def validate(self) -> None:
+        """Check that the settings name what a run needs (the values themselves are checked when the object is built);
+        raises ValueError with the fix."""
+        for key in ("model", "output"):
+            if not getattr(self, key):
+                raise ValueError(f"--{key} is required")
+        if not self.data:
+            raise ValueError("--data is required (LLaVA-format .json or .jsonl files)")
 
     def accumulation_steps(self, world_size: int = 1) -> int:
         """Gradient-accumulation steps so that per-device batch x processes x steps == global batch."""
@@ -187,8 +252,42 @@ class TrainConfig:
             )
         return self.global_batch_size // per_step
 
+    def trainer_arguments(self) -> dict[str, Any]:
+        """The ``TrainingArguments`` keywords the settings give as they are (their fields' ``TRAINER`` metadata)."""
+        return {f.metadata[TRAINER]: getattr(self, f.name) for f in dataclasses.fields(self) if TRAINER in f.metadata}
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def settings_parser() -> argparse.ArgumentParser:
+    """The command line of the settings, derived from the fields by ``HfArgumentParser``: ``--name`` and
+    ``--name-with-dashes`` with the field's help, ``--no-name`` for each yes/no setting.  No defaults are filled in
+    (the stage's, the recipe's and the fields' apply in ``from_sources``): the namespace holds only the flags given."""
+    parser = _SettingsParser(TrainConfig, add_help=False)
+    for field in dataclasses.fields(TrainConfig):
+        if _is_bool(field) and field.default is not True:  # HfArgumentParser adds --no-NAME for default-True ones
+            parser.add_argument(f"--no-{field.name.replace('_', '-')}", action="store_false", dest=field.name)
+    for action in parser._actions:
+        action.default = argparse.SUPPRESS
+    return parser
+
+
+class _SettingsParser(HfArgumentParser):
+    """``HfArgumentParser`` where a field's metadata may name the flag's ``type`` (else its annotation's), and its
+    ``TRAINER`` entry, no argparse option, is left out."""
+
+    @staticmethod
+    def _parse_dataclass_field(parser, field):
+        field = copy.copy(field)
+        metadata = {key: value for key, value in field.metadata.items() if key != TRAINER}
+        field.type = metadata.pop("type", field.type)
+        field.metadata = types.MappingProxyType(metadata)
+        HfArgumentParser._parse_dataclass_field(parser, field)
+
+
+def _is_bool(field: dataclasses.Field) -> bool:
+    return typing.get_type_hints(TrainConfig)[field.name] in (bool, bool | None)
 
 
 def load_recipe(path: str | os.PathLike) -> dict[str, Any]:
@@ -213,34 +312,25 @@ def load_recipe(path: str | os.PathLike) -> dict[str, Any]:
     return values
 
 
-def _coerce(cls, name: str, value: Any) -> Any:
-    """Convert strings from YAML / `--set` to the field's type (YAML reads 1e-3 as a string, for one)."""
-    hint = typing.get_type_hints(cls)[name]
-    args = typing.get_args(hint)
+def _typed(name: str, hint: Any, value: Any) -> Any:
+    """A value from a recipe, ``--set`` or Python in the field's type (YAML reads 1e-3 as a string, for one)."""
     if value is None:
         return None
-    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
-        types_ = [a for a in args if a is not type(None)]
-    else:
-        types_ = [hint]
-    target = types_[0]
-    if typing.get_origin(target) is list:
+    kinds = [a for a in typing.get_args(hint) if a is not type(None)] if isinstance(hint, types.UnionType) else [hint]
+    kind = kinds[0]
+    if typing.get_origin(kind) is list:
         return [os.fspath(v) for v in value] if isinstance(value, (list, tuple)) else [os.fspath(value)]
-    if target is bool:
-        if isinstance(value, str):
-            lowered = value.strip().lower()
-            if lowered in ("1", "true", "yes", "on"):
-                return True
-            if lowered in ("0", "false", "no", "off"):
-                return False
-            raise ValueError(f"{name} must be true or false, got {value!r}")
-        return bool(value)
-    if target in (int, float):
+    if kind is bool:
+        try:
+            return string_to_bool(value) if isinstance(value, str) else bool(value)
+        except argparse.ArgumentTypeError:
+            raise ValueError(f"{name} must be true or false, got {value!r}") from None
+    if kind in (int, float):
         try:
             number = float(value)
         except (TypeError, ValueError):
             raise ValueError(f"{name} must be a number, got {value!r}") from None
-        if target is int:
+        if kind is int:
             if number != int(number):
                 raise ValueError(f"{name} must be an integer, got {value!r}")
             return int(number)

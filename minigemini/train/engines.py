@@ -18,6 +18,7 @@ engine or world size (``check_deepspeed_config``, ``check_resume_engine``).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -27,18 +28,21 @@ import torch
 from minigemini.errors import UserError
 
 __all__ = [
+    "DDP",
+    "FSDP",
+    "Engine",
     "accelerate_fsdp",
     "check_deepspeed_config",
     "check_resume_engine",
     "checkpoint_engine",
     "consolidate_final_save",
     "enable_fsdp_on_cpu",
-    "engine_name",
     "fsdp_requested",
     "fsdp_settings",
     "launch_alone",
     "on_accelerator",
     "read_deepspeed_config",
+    "run_engine",
     "start_deepspeed_comm",
 ]
 
@@ -124,18 +128,93 @@ def consolidate_final_save(trainer) -> None:
     """Before the final ``save_model``: FSDP gathers the full state dict (checkpoints stay sharded), so the output is
     a plain ``save_pretrained`` folder.  DeepSpeed consolidates by itself (ZeRO-3: ``stage3_gather_16bit_weights_on_
     model_save`` in the config, checked before training)."""
-    if trainer.is_fsdp_enabled:
+    if Engine.of_trainer(trainer).is_fsdp:
         trainer.accelerator.state.fsdp_plugin.set_state_dict_type("FULL_STATE_DICT")
 
 
+# ---------------------------------------------------------------------------------------------- the engine
+
+
+@dataclasses.dataclass(frozen=True)
+class Engine:
+    """A run's distributed engine: DDP (one process included), FSDP or DeepSpeed at a ZeRO stage.
+
+    The rest of the package asks it what differs between engines rather than testing which one it is."""
+
+    kind: str  # "DDP", "FSDP" or "DeepSpeed"
+    zero_stage: int | None = None  # DeepSpeed's
+
+    @classmethod
+    def deepspeed(cls, zero_stage: int) -> Engine:
+        return cls("DeepSpeed", int(zero_stage))
+
+    @classmethod
+    def of_trainer(cls, trainer) -> Engine:
+        """The engine a Trainer's accelerator runs (after ``enable_fsdp_on_cpu``)."""
+        if trainer.is_deepspeed_enabled:
+            return cls.deepspeed(trainer.accelerator.state.deepspeed_plugin.zero_stage)
+        return FSDP if trainer.is_fsdp_enabled else DDP
+
+    @property
+    def name(self) -> str:
+        """In words: "DeepSpeed ZeRO-3", "FSDP" or "DDP"."""
+        return f"DeepSpeed ZeRO-{self.zero_stage}" if self.is_deepspeed else self.kind
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def is_deepspeed(self) -> bool:
+        return self.kind == "DeepSpeed"
+
+    @property
+    def is_fsdp(self) -> bool:
+        return self.kind == "FSDP"
+
+    @property
+    def sharded(self) -> bool:
+        """Parameters or their state are sharded over the processes: the engine handles unused parameters itself, and
+        the Trainer must not touch the (sharded) trainable parameters."""
+        return self.kind != "DDP"
+
+    @property
+    def gathers_params(self) -> bool:
+        """ZeRO-3: the weights are partitioned (while loading, too) and gathered for the forward pass and to save."""
+        return self.zero_stage == 3
+
+    @property
+    def casts_model(self) -> bool:
+        """DeepSpeed casts the whole model to its half type and keeps its own fp32 master weights: the model loads in
+        that type, and nothing (LoRA adapters included) is upcast to fp32."""
+        return self.is_deepspeed
+
+    @property
+    def fp32_parameters(self) -> bool:
+        """FSDP keeps fp32 parameters (its mixed-precision policy casts for compute): the model loads in fp32."""
+        return self.is_fsdp
+
+    @property
+    def checkpoint_layout(self) -> Engine:
+        """The engine as its checkpoints show it (``checkpoint_engine``): ZeRO-0, -1 and -2 write the same layout."""
+        return Engine.deepspeed(2) if self.is_deepspeed and self.zero_stage < 3 else self
+
+
+DDP = Engine("DDP")
+FSDP = Engine("FSDP")
+
+
+def run_engine(config) -> Engine:
+    """The engine of a run with these settings (``TrainConfig``): DeepSpeed with ``--deepspeed`` (its config's ZeRO
+    stage), FSDP with ``--fsdp`` or under ``accelerate launch`` with an FSDP config, else DDP."""
+    fsdp = bool(config.fsdp) or accelerate_fsdp()
+    if not config.deepspeed:
+        return FSDP if fsdp else DDP
+    if fsdp:
+        raise UserError("choose DeepSpeed or FSDP, not both (--deepspeed under an FSDP accelerate config)")
+    return Engine.deepspeed(read_deepspeed_config(config.deepspeed).get("zero_optimization", {}).get("stage", 0))
+
+
 # ---------------------------------------------------------------------------------------------- checks before training
-
-
-def engine_name(deepspeed_config: dict | None, fsdp: bool) -> str:
-    """A run's engine in words: "DeepSpeed ZeRO-3", "FSDP" or "DDP" (one process included)."""
-    if deepspeed_config is not None:
-        return f"DeepSpeed ZeRO-{int(deepspeed_config.get('zero_optimization', {}).get('stage', 0))}"
-    return "FSDP" if fsdp else "DDP"
 
 
 def read_deepspeed_config(path: str) -> dict:
@@ -162,14 +241,16 @@ def check_deepspeed_config(path: str, values: dict, batch: dict[str, int]) -> No
                 f'processes x accumulation): set it to "auto" or change the recipe'
             )
     zero = values.get("zero_optimization", {})
-    if zero.get("stage") == 3 and not zero.get("stage3_gather_16bit_weights_on_model_save", False):
+    if Engine.deepspeed(zero.get("stage", 0)).gathers_params and not zero.get(
+        "stage3_gather_16bit_weights_on_model_save", False
+    ):
         raise UserError(
             f"{path}: ZeRO-3 needs stage3_gather_16bit_weights_on_model_save: true, else the final model is left as "
             "partitions (recipes/distributed/zero3.json has it)"
         )
 
 
-def checkpoint_engine(checkpoint: str) -> tuple[str, int]:
+def checkpoint_engine(checkpoint: str) -> tuple[Engine, int]:
     """The engine and number of processes that wrote a Trainer checkpoint, from its files: DeepSpeed writes
     ``global_step*/`` (ZeRO-3: one ``zero_pp_rank_*_model_states.pt`` per rank), FSDP ``pytorch_model_fsdp*``, and
     each process its own ``rng_state_<rank>.pth`` (one process: ``rng_state.pth``)."""
@@ -178,21 +259,20 @@ def checkpoint_engine(checkpoint: str) -> tuple[str, int]:
     if steps:
         inner = os.listdir(os.path.join(checkpoint, steps[0]))
         stage3 = any(n.startswith("zero_pp_rank_") and n.endswith("_model_states.pt") for n in inner)
-        engine = "DeepSpeed ZeRO-3" if stage3 else "DeepSpeed ZeRO-2"
+        engine = Engine.deepspeed(3 if stage3 else 2)
     elif any(n.startswith("pytorch_model_fsdp") for n in names):
-        engine = "FSDP"
+        engine = FSDP
     else:
-        engine = "DDP"
+        engine = DDP
     ranks = [n for n in names if n.startswith("rng_state_") and n.endswith(".pth")]
     return engine, len(ranks) or 1
 
 
-def check_resume_engine(checkpoint: str, engine: str, processes: int) -> None:
+def check_resume_engine(checkpoint: str, engine: Engine, processes: int) -> None:
     """Refuse to resume a checkpoint written by another engine or number of processes (its optimizer state, shards and
     data order would not fit)."""
     written, world = checkpoint_engine(checkpoint)
-    if engine.startswith("DeepSpeed ZeRO-") and engine[-1] in "012":
-        engine = "DeepSpeed ZeRO-2"  # ZeRO-1 and -2 write the same layout
+    engine = engine.checkpoint_layout
     if (written, world) != (engine, processes):
         raise UserError(
             f"--resume: {checkpoint} was written by {written} on {world} process(es), this run is {engine} on "

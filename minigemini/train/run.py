@@ -33,15 +33,15 @@ from minigemini.processing import MiniGeminiProcessor
 from minigemini.train.callbacks import JsonlLogCallback, ProgressBarCallback
 from minigemini.train.config import MODEL_TEMPLATE, TrainConfig
 from minigemini.train.engines import (
-    accelerate_fsdp,
+    Engine,
     check_deepspeed_config,
     check_resume_engine,
     consolidate_final_save,
-    engine_name,
     fsdp_settings,
     launch_alone,
     on_accelerator,
     read_deepspeed_config,
+    run_engine,
     start_deepspeed_comm,
 )
 from minigemini.train.stages import configure_trainable, parameter_counts, upcast_trainable
@@ -77,13 +77,11 @@ def world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
-def _load_dtype(config: TrainConfig) -> torch.dtype:
-    """Half precision for what stays frozen (trainable parameters are upcast after), except: FSDP keeps fp32
-    parameters (its mixed-precision policy casts for compute); DeepSpeed casts the whole model to its half type and
-    keeps its own fp32 master weights, so everything loads in that type and nothing is upcast."""
+def _load_dtype(config: TrainConfig, engine: Engine) -> torch.dtype:
+    """Half precision for what stays frozen (trainable parameters are upcast after, unless the engine casts the whole
+    model itself), except where the engine keeps fp32 parameters (FSDP)."""
     half = _HALF.get(config.precision)
-    fsdp = bool(config.fsdp) or accelerate_fsdp()
-    return torch.float32 if half is None or fsdp else half
+    return torch.float32 if half is None or engine.fp32_parameters else half
 
 
 def streamed(config: TrainConfig) -> bool:
@@ -137,7 +135,7 @@ def lora_to_continue(config: TrainConfig) -> str | None:
 def load_model(config: TrainConfig, processor: MiniGeminiProcessor) -> MiniGeminiForConditionalGeneration:
     """Load the starting checkpoint (an adapter's base) in the dtype the precision and engine want (``_load_dtype``)."""
     half = _HALF.get(config.precision)
-    kwargs: dict[str, Any] = {"dtype": _load_dtype(config)}
+    kwargs: dict[str, Any] = {"dtype": _load_dtype(config, run_engine(config))}
     if config.bits != 16:
         from minigemini.train.lora import quantization_config
 
@@ -171,7 +169,9 @@ def load_model(config: TrainConfig, processor: MiniGeminiProcessor) -> MiniGemin
 
 
 def prepare_for_stage(model, config: TrainConfig):
-    """requires_grad for the stage; LoRA / QLoRA wrapping; trainable parameters kept in fp32."""
+    """requires_grad for the stage; LoRA / QLoRA wrapping; trainable parameters kept in fp32 (unless the engine casts
+    the whole model itself)."""
+    fp32 = not run_engine(config).casts_model
     if config.bits != 16:
         import peft
 
@@ -187,13 +187,13 @@ def prepare_for_stage(model, config: TrainConfig):
     if adapter is not None:
         from minigemini.train.lora import continue_lora
 
-        model = continue_lora(model, adapter, adapter_fp32=not config.deepspeed)
+        model = continue_lora(model, adapter, adapter_fp32=fp32)
         kept = model.peft_config["default"]
         if (kept.r, kept.lora_alpha) != (config.lora_r, config.lora_alpha):
             logger.warning(
                 "%s goes on at its own LoRA rank %d and alpha %d (the settings' %d and %d are not used)",
-                adapter, kept.r, kept.lora_alpha, config.lora_r, config.lora_alpha,
-            )  # fmt: skip
+                *(adapter, kept.r, kept.lora_alpha, config.lora_r, config.lora_alpha),
+            )
     elif config.lora:
         from minigemini.train.lora import apply_lora
 
@@ -208,56 +208,44 @@ def prepare_for_stage(model, config: TrainConfig):
             config.lora_alpha,
             config.lora_dropout,
             extra_modules_to_save=extra,
-            adapter_fp32=not config.deepspeed,
+            adapter_fp32=fp32,
         )
-    if (next(model.parameters()).dtype != torch.float32 and not config.deepspeed) or config.bits != 16:
+    if (next(model.parameters()).dtype != torch.float32 and fp32) or config.bits != 16:
         upcast_trainable(model)
     return model
 
 
 def build_training_arguments(config: TrainConfig, accumulation_steps: int) -> TrainingArguments:
+    """The settings a Trainer field takes as they are (``TrainConfig.trainer_arguments``), those derived from the
+    settings, and this package's fixed choices."""
     return TrainingArguments(
-        output_dir=config.output,
-        per_device_train_batch_size=config.per_device_batch_size,
+        **config.trainer_arguments(),
         gradient_accumulation_steps=accumulation_steps,
-        num_train_epochs=config.epochs,
-        max_steps=config.max_steps,
-        learning_rate=config.learning_rate,
-        lr_scheduler_type=config.lr_scheduler,
-        warmup_steps=config.warmup_ratio,  # a float in [0, 1) is a ratio of the total steps
-        weight_decay=config.weight_decay,
-        max_grad_norm=config.max_grad_norm,
         bf16=config.precision == "bf16",
         fp16=config.precision == "fp16",
         activation_checkpointing=config.gradient_checkpointing and config.bits == 16,
-        activation_checkpointing_kwargs={"use_reentrant": False},
-        logging_steps=config.logging_steps,
-        save_strategy="steps",
-        save_steps=config.save_steps,
-        save_total_limit=config.save_total_limit,
-        seed=config.seed,
-        dataloader_num_workers=config.dataloader_workers,
-        remove_unused_columns=False,
-        include_num_input_tokens_seen="non_padding",
-        restore_callback_states_from_checkpoint=True,  # DataTotals: a resumed run reports the whole run's samples
         ignore_data_skip=streamed(config),  # a ShardStream resumes by itself, without reading what it skips
-        report_to=config.report_to,
         use_cpu=not on_accelerator(),
-        ddp_find_unused_parameters=False,  # every trainable parameter is kept in the graph (see MiniGeminiTrainer)
-        deepspeed=config.deepspeed,
         fsdp=config.fsdp or "",
         fsdp_config=fsdp_settings(config.fsdp, config.fsdp_config),
-        disable_tqdm=True,
+        **_FIXED_ARGUMENTS,
     )
 
 
-def _check_launch(config: TrainConfig, accumulation: int) -> str | None:
+_FIXED_ARGUMENTS = {
+    "activation_checkpointing_kwargs": {"use_reentrant": False},
+    "save_strategy": "steps",
+    "remove_unused_columns": False,
+    "include_num_input_tokens_seen": "non_padding",
+    "restore_callback_states_from_checkpoint": True,  # DataTotals: a resumed run reports the whole run's samples
+    "ddp_find_unused_parameters": False,  # every trainable parameter is kept in the graph (see MiniGeminiTrainer)
+    "disable_tqdm": True,
+}
+
+
+def _check_launch(config: TrainConfig, engine: Engine, accumulation: int) -> str | None:
     """Fail early on a launch that cannot work; returns the checkpoint to resume from (with --resume)."""
-    fsdp = bool(config.fsdp) or accelerate_fsdp()
-    deepspeed_config = None
-    if config.deepspeed:
-        if fsdp:
-            raise UserError("choose DeepSpeed or FSDP, not both (--deepspeed under an FSDP accelerate config)")
+    if engine.is_deepspeed:
         deepspeed_config = read_deepspeed_config(config.deepspeed)
         batch = {
             "train_batch_size": config.global_batch_size,
@@ -297,7 +285,7 @@ def _check_launch(config: TrainConfig, accumulation: int) -> str | None:
     if not complete:
         detail = f" (incomplete: {', '.join(incomplete)})" if incomplete else ""
         raise FileNotFoundError(f"--resume: no complete checkpoint-* folder in {config.output} to resume from{detail}")
-    check_resume_engine(complete[-1], engine_name(deepspeed_config, fsdp), world_size())
+    check_resume_engine(complete[-1], engine, world_size())
     return complete[-1]
 
 
@@ -335,7 +323,8 @@ def train(config: TrainConfig, callbacks: list | None = None) -> TrainResult:
     config.validate()
     config = dataclasses.replace(config, precision=resolve_precision(config.precision))
     accumulation = config.accumulation_steps(world_size())
-    resume_from = _check_launch(config, accumulation)
+    engine = run_engine(config)
+    resume_from = _check_launch(config, engine, accumulation)
     started = time.time()
     processor = MiniGeminiProcessor.from_pretrained(config.processor or config.model)
     dataset = build_dataset(config, processor)  # bad data fails here, before the model is loaded
@@ -343,19 +332,43 @@ def train(config: TrainConfig, callbacks: list | None = None) -> TrainResult:
         # the scan above used the tokenizer's threads; say so before the DataLoader forks its workers
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     # Before the model: with ZeRO-3 the arguments make from_pretrained load the weights already partitioned.
-    if config.deepspeed:
+    if engine.is_deepspeed:
         launch_alone()
     args = build_training_arguments(config, accumulation)
-    if config.deepspeed:
+    if engine.is_deepspeed:
         start_deepspeed_comm()
 
-    model = load_model(config, processor)
-    model = prepare_for_stage(model, config)
+    model = prepare_for_stage(load_model(config, processor), config)
     counts = parameter_counts(model)
     logger.info(
         "stage %d: %s of %s parameters trainable", config.stage, f"{counts['trainable']:,}", f"{counts['total']:,}"
     )
+    trainer = _build_trainer(config, model, args, dataset, processor, callbacks)
+    output = trainer.train(resume_from_checkpoint=resume_from)
+    consolidate_final_save(trainer)
+    trainer.save_model(config.output)
 
+    summary = {
+        "stage": config.stage,
+        "output": os.path.abspath(config.output),
+        "lora": config.lora,
+        **_run_counts(trainer, output, dataset, time.time() - started),
+        "trainable_parameters": counts["trainable"],
+        "total_parameters": counts["total"],
+        "world_size": args.world_size,
+        "distributed": trainer.accelerator.distributed_type.value,  # NO, MULTI_CPU, MULTI_GPU, FSDP, DEEPSPEED
+        "gradient_accumulation_steps": accumulation,
+        "config": config.to_dict(),
+    }
+    if trainer.is_world_process_zero():
+        with open(os.path.join(config.output, SUMMARY_FILE), "w", encoding="utf-8") as f:
+            json.dump(summary, f, indent=2)
+            f.write("\n")
+    return TrainResult(output=config.output, summary=summary, trainer=trainer)
+
+
+def _build_trainer(config: TrainConfig, model, args, dataset, processor, callbacks) -> MiniGeminiTrainer:
+    """The Trainer with the JSONL log (and the progress bar) in place of the Trainer's own printing."""
     callbacks = [JsonlLogCallback(os.path.join(config.output, LOG_FILE)), *(callbacks or [])]
     if config.progress:
         callbacks.append(ProgressBarCallback())
@@ -373,21 +386,18 @@ def train(config: TrainConfig, callbacks: list | None = None) -> TrainResult:
     )
     for default in (ProgressCallback, PrinterCallback):
         trainer.remove_callback(default)
+    return trainer
 
-    output = trainer.train(resume_from_checkpoint=resume_from)
-    consolidate_final_save(trainer)
-    trainer.save_model(config.output)
 
+def _run_counts(trainer: MiniGeminiTrainer, output, dataset, elapsed: float) -> dict[str, Any]:
+    """Steps, samples, skips, truncations, tokens and speed of the finished run (resumed parts included)."""
     totals = trainer.data_totals()
     skipped = dict(dataset.skips.counts)
     for reason, count in totals["skipped"].items():
         skipped[reason] = skipped.get(reason, 0) + count
-    runtime = output.metrics.get("train_runtime", time.time() - started)
+    runtime = output.metrics.get("train_runtime", elapsed)
     tokens = trainer.state.num_input_tokens_seen
-    summary = {
-        "stage": config.stage,
-        "output": os.path.abspath(config.output),
-        "lora": config.lora,
+    return {
         "steps": trainer.state.global_step,
         "epochs": trainer.state.epoch,
         "dataset_samples": getattr(dataset, "num_samples", len(dataset)),
@@ -399,18 +409,7 @@ def train(config: TrainConfig, callbacks: list | None = None) -> TrainResult:
         "time_s": round(runtime, 3),
         "tokens_per_s": round(tokens / runtime, 1) if runtime > 0 else None,
         "train_loss": output.metrics.get("train_loss"),
-        "trainable_parameters": counts["trainable"],
-        "total_parameters": counts["total"],
-        "world_size": args.world_size,
-        "distributed": trainer.accelerator.distributed_type.value,  # NO, MULTI_CPU, MULTI_GPU, FSDP, DEEPSPEED
-        "gradient_accumulation_steps": accumulation,
-        "config": config.to_dict(),
     }
-    if trainer.is_world_process_zero():
-        with open(os.path.join(config.output, SUMMARY_FILE), "w", encoding="utf-8") as f:
-            json.dump(summary, f, indent=2)
-            f.write("\n")
-    return TrainResult(output=config.output, summary=summary, trainer=trainer)
 
 
 def describe_summary(summary: dict[str, Any]) -> str:

@@ -25,7 +25,7 @@ from transformers.trainer_callback import ExportableState
 from minigemini.data.collator import DATA_STATS_KEY
 from minigemini.data.sampler import ModalityLengthGroupedSampler
 from minigemini.data.stream import ShardStream
-from minigemini.train.engines import enable_fsdp_on_cpu
+from minigemini.train.engines import Engine, enable_fsdp_on_cpu
 from minigemini.train.stages import is_multimodal_parameter
 
 __all__ = ["DataTotals", "MiniGeminiTrainer", "StreamResume"]
@@ -170,7 +170,7 @@ class MiniGeminiTrainer(Trainer):
 
     def create_optimizer(self, model=None):
         optimizer = self._create_optimizer(model)
-        if self.is_fsdp_enabled and not getattr(optimizer, "_mgm_zero_grads", False):
+        if self.engine.is_fsdp and not getattr(optimizer, "_mgm_zero_grads", False):
             optimizer.register_step_pre_hook(_zero_missing_grads)
             optimizer._mgm_zero_grads = True
         return optimizer
@@ -208,9 +208,13 @@ class MiniGeminiTrainer(Trainer):
         return result
 
     @property
+    def engine(self) -> Engine:
+        return Engine.of_trainer(self)
+
+    @property
     def _touch_trainable(self) -> bool:
-        # FSDP and DeepSpeed shard parameters and handle unused ones themselves; touching shards there is unsafe.
-        return not (self.is_deepspeed_enabled or self.is_fsdp_enabled)
+        # sharding engines handle unused parameters themselves; touching shards there is unsafe
+        return not self.engine.sharded
 
     def _trainable_parameters(self):
         if not hasattr(self, "_trainable_cache"):

@@ -197,3 +197,103 @@ def test_mgm_cli_subcommands(small_workspace, capsys, tmp_path, monkeypatch):
     assert err.startswith("mgm train: error: no usable training sample") and len(err.strip().splitlines()) == 1
     assert cli.main(["merge-lora", "--adapter", str(tmp_path), "--output", str(tmp_path / "m")]) == 2
     assert "not a LoRA adapter folder" in capsys.readouterr().err
+
+
+FLAGS = [
+    "--bits",
+    "--data",
+    "--dataloader-workers",
+    "--deepspeed",
+    "--epochs",
+    "--export",
+    "--fsdp",
+    "--fsdp-config",
+    "--global-batch-size",
+    "--gradient-checkpointing",
+    "--image-folder",
+    "--length-group-steps",
+    "--logging-steps",
+    "--lora",
+    "--lora-alpha",
+    "--lora-dropout",
+    "--lora-r",
+    "--lr",
+    "--lr-scheduler",
+    "--max-length",
+    "--max-steps",
+    "--model",
+    "--no-gradient-checkpointing",
+    "--no-pad-to-square",
+    "--no-progress",
+    "--no-supervised-head",
+    "--output",
+    "--pad-to-square",
+    "--per-device-batch-size",
+    "--precision",
+    "--processor",
+    "--projector-lr",
+    "--recipe",
+    "--report-to",
+    "--resume",
+    "--sampler",
+    "--save-steps",
+    "--save-total-limit",
+    "--seed",
+    "--set",
+    "--stage",
+    "--supervised-head",
+    "--template",
+    "--tune-vision",
+    "--tune-vision-aux",
+    "--variant",
+    "--warmup-ratio",
+    "--weight-decay",
+]
+
+
+def test_the_flags_are_derived_from_the_settings_and_keep_their_names():
+    parser = build_parser()
+    options = {option for action in parser._actions for option in action.option_strings}
+    assert set(FLAGS) <= options
+    for name in TrainConfig.field_names():  # every setting has its flag
+        assert f"--{name.replace('_', '-')}" in options, name
+    help_text = parser.format_help()
+    assert "--tune-vision-aux" in help_text and "also train the HR (ConvNeXt) encoder" in help_text
+    # only the flags given override the recipe (no defaults of the parser)
+    assert config_from_args(parser.parse_args(["--no-progress"])).to_dict() == {
+        **TrainConfig().to_dict(),
+        "progress": False,
+    }
+    args = parser.parse_args(
+        ["--lr", "1e-4", "--pad-to-square", "--no-gradient-checkpointing", "--precision", "bfloat16"]
+    )
+    config = config_from_args(args)
+    assert (config.learning_rate, config.pad_to_square, config.gradient_checkpointing) == (1e-4, True, False)
+    assert (
+        config.precision == "bf16"
+        and config_from_args(parser.parse_args(["--no-pad-to-square"])).pad_to_square is False
+    )
+
+
+def test_settings_are_checked_where_they_are_built():
+    with pytest.raises(ValueError, match="stage must be 1 or 2, got 3"):
+        TrainConfig(stage=3)
+    with pytest.raises(ValueError, match="sampler must be one of"):
+        TrainConfig(sampler="shuffled")
+    with pytest.raises(ValueError, match="lora must be true or false, got 'maybe'"):
+        TrainConfig.from_sources(None, {"lora": "maybe"})
+    with pytest.raises(ValueError, match="lora_r must be an integer, got 2.5"):
+        TrainConfig.from_sources(None, {"lora_r": 2.5})
+    config = TrainConfig.from_sources(None, {"learning_rate": "1e-3", "data": "one.json", "lora": "yes", "stage": "2"})
+    assert (config.learning_rate, config.data, config.lora, config.stage) == (1e-3, ["one.json"], True, 2)
+    with pytest.raises(ValueError, match="--model is required"):
+        config.validate()  # what a run needs besides sound values
+
+
+def test_trainer_arguments_come_from_the_settings_metadata():
+    config = TrainConfig.from_sources(None, {"stage": 1, "output": "out", "epochs": 2, "dataloader_workers": 0})
+    arguments = config.trainer_arguments()
+    assert arguments["output_dir"] == "out" and arguments["num_train_epochs"] == 2.0
+    assert arguments["per_device_train_batch_size"] == 16 and arguments["learning_rate"] == 1e-3
+    assert arguments["dataloader_num_workers"] == 0 and arguments["warmup_steps"] == 0.03
+    assert "gradient_checkpointing" not in arguments and "fsdp_config" not in arguments  # derived in run.py

@@ -29,7 +29,9 @@ import torch
 from safetensors.torch import load_file
 
 from minigemini import MiniGeminiConfig, MiniGeminiForConditionalGeneration, MiniGeminiProcessor, cli
+from minigemini.errors import UserError
 from minigemini.train import TrainConfig, train
+from minigemini.train.engines import DDP, FSDP, Engine, check_resume_engine, checkpoint_engine, run_engine
 from minigemini.train.lora import merge_lora
 from tests.serving_helpers import free_port
 from tests.train.engine_helpers import (
@@ -360,3 +362,41 @@ def test_a_world_size_the_batch_does_not_divide_is_refused(workspace, tmp_path, 
     monkeypatch.setenv("WORLD_SIZE", "3")  # as torchrun --nproc_per_node 3 would set it
     err = refused(capsys, tmp_path, train_args(workspace, tmp_path))
     assert "global batch 4 is not a multiple of per-device batch 2 x 3 process(es)" in err
+
+
+# ------------------------------------------------------------------------------------------------------ the engine type
+
+
+def test_one_engine_type_answers_what_differs_between_engines(tmp_path, monkeypatch):
+    zero3 = json.loads((DISTRIBUTED / "zero3.json").read_text())
+    (tmp_path / "zero1.json").write_text(json.dumps({**zero3, "zero_optimization": {"stage": 1}}))
+    monkeypatch.delenv("ACCELERATE_USE_FSDP", raising=False)
+    config = TrainConfig.from_sources(None, {"deepspeed": str(DISTRIBUTED / "zero3.json")})
+    assert run_engine(config) == Engine.deepspeed(3) and str(run_engine(config)) == "DeepSpeed ZeRO-3"
+    assert run_engine(TrainConfig.from_sources(None, {"fsdp": "full_shard"})) is FSDP
+    assert run_engine(TrainConfig()) is DDP
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")  # accelerate launch with an FSDP config
+    assert run_engine(TrainConfig()) is FSDP
+    with pytest.raises(UserError, match="choose DeepSpeed or FSDP, not both"):
+        run_engine(config)
+
+    assert [e.sharded for e in (DDP, FSDP, Engine.deepspeed(2))] == [False, True, True]
+    assert [e.gathers_params for e in (FSDP, Engine.deepspeed(2), Engine.deepspeed(3))] == [False, False, True]
+    assert [e.casts_model for e in (DDP, FSDP, Engine.deepspeed(3))] == [False, False, True]
+    assert [e.fp32_parameters for e in (DDP, FSDP, Engine.deepspeed(3))] == [False, True, False]
+    assert Engine.deepspeed(1).checkpoint_layout == Engine.deepspeed(2) == Engine.deepspeed(0).checkpoint_layout
+
+
+def test_resuming_under_another_engine_is_refused_by_the_checkpoints_files(tmp_path):
+    checkpoint = tmp_path / "checkpoint-3"
+    (checkpoint / "global_step3").mkdir(parents=True)
+    for rank in (0, 1):
+        (checkpoint / f"rng_state_{rank}.pth").touch()
+    (checkpoint / "global_step3" / "bf16_zero_pp_rank_0_mp_rank_00_optim_states.pt").touch()
+    assert checkpoint_engine(str(checkpoint)) == (Engine.deepspeed(2), 2)
+    check_resume_engine(str(checkpoint), Engine.deepspeed(1), 2)  # ZeRO-1 and -2 write the same layout
+    with pytest.raises(UserError, match=r"written by DeepSpeed ZeRO-2 on 2 process\(es\), this run is FSDP on 2"):
+        check_resume_engine(str(checkpoint), FSDP, 2)
+    (checkpoint / "global_step3" / "zero_pp_rank_0_mp_rank_00_model_states.pt").touch()
+    with pytest.raises(UserError, match=r"written by DeepSpeed ZeRO-3 on 2 process\(es\), this run is DDP on 1"):
+        check_resume_engine(str(checkpoint), DDP, 1)

@@ -113,9 +113,8 @@ def test_qlora_needs_cuda_and_bitsandbytes():
 
 
 def test_lora_is_refused_in_stage_one():
-    config = TrainConfig.from_sources(None, {"stage": 1, "lora": True, "model": "m", "data": ["d"], "output": "o"})
-    with pytest.raises(ValueError, match="stage 2"):
-        config.validate()
+    with pytest.raises(ValueError, match="stage 2"):  # where the settings are built
+        TrainConfig.from_sources(None, {"stage": 1, "lora": True, "model": "m", "data": ["d"], "output": "o"})
 
 
 def test_a_lora_adapter_as_the_model_trains_on_in_that_adapter(lora_run, tmp_path, caplog):

@@ -22,8 +22,15 @@ from tests.train.test_kill import ROOT, CountSteps, start_and_kill
 from tests.train.test_stages import config, weights, workspace  # noqa: F401  (workspace is a fixture)
 from tests.training_helpers import caption_records, conversation, write_images, write_jsonl
 
-COMMON = {"stage": 2, "learning_rate": 1e-3, "max_steps": 6, "save_steps": 2, "save_total_limit": 2,
-          "dataloader_workers": 2, "shuffle_buffer": 4}  # fmt: skip
+COMMON = {
+    "stage": 2,
+    "learning_rate": 1e-3,
+    "max_steps": 6,
+    "save_steps": 2,
+    "save_total_limit": 2,
+    "dataloader_workers": 2,
+    "shuffle_buffer": 4,
+}
 
 
 @pytest.fixture(scope="module")
@@ -33,8 +40,14 @@ def shards(workspace):  # noqa: F811
     records = caption_records([names[i % 4] for i in range(32)])
     records[5] = conversation("<image>\nDescribe.", "Noise.", image="corrupt.png")  # left out by `mgm data shard`
     data = write_jsonl(root / "stream.jsonl", records)
-    result = write_shards([data], root / "stream_shards", [str(root / "stream_images"), workspace["images"]],
-                          "webdataset", 8, progress=False)  # fmt: skip
+    result = write_shards(
+        [data],
+        root / "stream_shards",
+        [str(root / "stream_images"), workspace["images"]],
+        "webdataset",
+        8,
+        progress=False,
+    )
     assert result.manifest["samples"] == 31 and result.manifest["skipped"] == {"unreadable_image": 1}
     # every image inside one shard goes bad after sharding (same sizes, so the manifest still matches)
     tar = root / "stream_shards" / "shard-00001.tar"
@@ -113,10 +126,24 @@ def torchrun_train(cfg, log_dir):
         json.dump({k: v for k, v in cfg.to_dict().items() if v is not None}, f)
     with open(script, "w", encoding="utf-8") as f:
         f.write(RECORDING_TRAIN)
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", script,
-               log_dir, "--recipe", recipe]  # fmt: skip
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false",
-           "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        script,
+        log_dir,
+        "--recipe",
+        recipe,
+    ]
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
+    }
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=False)
     assert done.returncode == 0, done.stderr[-4000:]
     seen = []
@@ -129,8 +156,14 @@ def torchrun_train(cfg, log_dir):
 def test_two_ranks_two_workers_resume_mid_epoch_with_the_same_samples(workspace, shards):  # noqa: F811
     """DDP (2 ranks x 2 workers, 4 readers of the 4 shards): resumed from the mid-epoch checkpoint, each rank trains on
     exactly the micro-batches it trained on in the uninterrupted run, to the same weights."""
-    common = {**COMMON, "data": [shards], "image_folder": [], "per_device_batch_size": 1, "max_steps": 4,
-              "save_total_limit": 3}  # fmt: skip
+    common = {
+        **COMMON,
+        "data": [shards],
+        "image_folder": [],
+        "per_device_batch_size": 1,
+        "max_steps": 4,
+        "save_total_limit": 3,
+    }
     root = workspace["root"]
     full = torchrun_train(config(workspace, "ddp_full", **common), str(root / "ddp_full_log"))
     accumulation = 2  # global batch 4 = 1 a micro-batch x 2 ranks x 2

@@ -44,8 +44,17 @@ def dataset() -> Dataset:
 def test_sft_trainer_fine_tunes_a_converted_model(converted, tmp_path):
     model = AutoModelForImageTextToText.from_pretrained(converted, dtype=torch.float32)
     processor = AutoProcessor.from_pretrained(converted)
-    args = SFTConfig(output_dir=str(tmp_path / "out"), max_steps=3, per_device_train_batch_size=2, learning_rate=1e-3,
-                     logging_steps=1, report_to=[], save_strategy="no", use_cpu=True, seed=0)  # fmt: skip
+    args = SFTConfig(
+        output_dir=str(tmp_path / "out"),
+        max_steps=3,
+        per_device_train_batch_size=2,
+        learning_rate=1e-3,
+        logging_steps=1,
+        report_to=[],
+        save_strategy="no",
+        use_cpu=True,
+        seed=0,
+    )
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset(), processing_class=processor)
 
     # TRL's own collator, through the processor's chat template: both image tensors, one image per conversation
@@ -80,9 +89,16 @@ def test_trl_batches_lack_the_bos_the_tokenizer_adds(tmp_path):
 
     processor = build_processor(tiny_config(), AutoTokenizer.from_pretrained(build_tokenizer(tmp_path)), "vicuna_v1")
     row = dataset()[0]
-    messages = [{"role": "user", "content": [{"type": "image", "image": row["images"][0]},
-                                             {"type": "text", "text": row["messages"][0]["content"]}]},
-                row["messages"][1]]  # fmt: skip
+    messages = [
+        {
+            "role": "user",
+            "content": [
+                {"type": "image", "image": row["images"][0]},
+                {"type": "text", "text": row["messages"][0]["content"]},
+            ],
+        },
+        row["messages"][1],
+    ]
     ours = processor.apply_chat_template(messages, tokenize=True, return_dict=True)
     trl_batch = DataCollatorForVisionLanguageModeling(processor)([row])
     bos = processor.tokenizer.bos_token_id
