@@ -12,9 +12,18 @@ import warnings
 import torch
 
 __all__ = [
-    "DTYPE_NAMES", "PRECISIONS", "TOWER_PRECISIONS", "check_tower_precision", "cpu_has_fast_bf16", "cpu_inference_dtype",
-    "dtype_name", "parse_dtype", "resolve_precision", "tower_autocast", "tower_device",
-]  # fmt: skip
+    "DTYPE_NAMES",
+    "PRECISIONS",
+    "TOWER_PRECISIONS",
+    "check_tower_precision",
+    "cpu_has_fast_bf16",
+    "cpu_inference_dtype",
+    "dtype_name",
+    "parse_dtype",
+    "resolve_precision",
+    "tower_autocast",
+    "tower_device",
+]
 
 # The one dtype vocabulary of every command and function: the short names are documented, the long ones accepted.
 DTYPE_NAMES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}

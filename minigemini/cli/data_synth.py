@@ -28,13 +28,25 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--test-generation", type=int, default=0, help="held-out picture requests")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--image-size", type=int, default=192, help="pixels per side of the saved images")
-    parser.add_argument("--text-size", type=int, nargs=2, default=(10, 14), metavar=("MIN", "MAX"),
-                        help="font size range of the small print, in pixels")  # fmt: skip
+    parser.add_argument(
+        "--text-size",
+        type=int,
+        nargs=2,
+        default=(10, 14),
+        metavar=("MIN", "MAX"),
+        help="font size range of the small print, in pixels",
+    )
     parser.add_argument("--kinds", nargs="+", default=list(SCENE_KINDS), choices=SCENE_KINDS, help="scene kinds")
     parser.add_argument("--max-questions", type=int, default=5, help="questions per training dialogue")
-    parser.add_argument("--drills", nargs="+", default=[], choices=QUESTION_TYPES, metavar="TYPE",
-                        help="also write drills.json: per scene, one short dialogue of all its questions of these "
-                             f"types ({', '.join(QUESTION_TYPES)})")  # fmt: skip
+    parser.add_argument(
+        "--drills",
+        nargs="+",
+        default=[],
+        choices=QUESTION_TYPES,
+        metavar="TYPE",
+        help="also write drills.json: per scene, one short dialogue of all its questions of these "
+        f"types ({', '.join(QUESTION_TYPES)})",
+    )
     parser.add_argument("--overwrite", action="store_true", help="write into a non-empty folder")
     parser.set_defaults(func=run)
     return parser

@@ -29,7 +29,7 @@ def write_world(
     test_per_type: int = 0,
     test_generation: int = 0,
     seed: int = 0,
-    options: WorldOptions = WorldOptions(),
+    options: WorldOptions | None = None,
     max_questions: int = 5,
     drills: tuple[str, ...] | list[str] = (),
     overwrite: bool = False,
@@ -46,6 +46,7 @@ def write_world(
     questions of those types, one short dialogue asking all of them -- extra stage-2 answers of the types a model
     learns slowest, without the long description every dialogue carries (research/README.md measures them).
     ``instructions.json`` is the same with or without them."""
+    options = options or WorldOptions()
     options.validate()
     if scenes < 0 or generation < 0 or test_per_type < 0 or test_generation < 0:
         raise ValueError("scene, generation and test counts must be >= 0")
@@ -66,20 +67,31 @@ def write_world(
         scene = make_scene(scene_seed, options)
         name = f"images/{index:06d}.png"
         scene.image.save(output / name)
-        captions.append({
-            "id": f"caption-{index:06d}", "image": name, "source": f"synthetic-{scene.kind}",
-            "conversations": [{"from": "human", "value": "<image>\nDescribe the image briefly."},
-                              {"from": "gpt", "value": scene.caption}],
-            "regions": [r.record() for r in scene.regions],
-        })  # fmt: skip
-        instructions.append({
-            "id": f"dialogue-{index:06d}", "image": name, "source": f"synthetic-{scene.kind}",
-            "conversations": scene_dialogue(scene, rng, max_questions),
-        })  # fmt: skip
+        captions.append(
+            {
+                "id": f"caption-{index:06d}",
+                "image": name,
+                "source": f"synthetic-{scene.kind}",
+                "conversations": [
+                    {"from": "human", "value": "<image>\nDescribe the image briefly."},
+                    {"from": "gpt", "value": scene.caption},
+                ],
+                "regions": [r.record() for r in scene.regions],
+            }
+        )
+        instructions.append(
+            {
+                "id": f"dialogue-{index:06d}",
+                "image": name,
+                "source": f"synthetic-{scene.kind}",
+                "conversations": scene_dialogue(scene, rng, max_questions),
+            }
+        )
         drill = scene_drill(scene, drills)
         if drill:
-            drill_records.append({"id": f"drill-{index:06d}", "image": name, "source": f"synthetic-{scene.kind}",
-                                  "conversations": drill})  # fmt: skip
+            drill_records.append(
+                {"id": f"drill-{index:06d}", "image": name, "source": f"synthetic-{scene.kind}", "conversations": drill}
+            )
         if progress and (index + 1) % 1000 == 0:
             print(f"  {index + 1}/{scenes} scenes", flush=True)
     for index, request_seed in enumerate(scene_seeds(seed + 1, generation)):
