@@ -17,8 +17,8 @@ from minigemini.precision import parse_dtype
 
 # Presets use the release's geometry (336 px / patch 14 -> 576 tokens, HR 768 -> 8x8 windows) at sizes this CPU runs.
 PRESETS = {
-    "tiny": dict(clip=(128, 2, 2), convnext=([16, 32, 64, 128], [1, 1, 1, 1]), llm=(128, 2, 4)),
-    "small": dict(clip=(768, 12, 12), convnext=([96, 192, 384, 768], [3, 3, 9, 3]), llm=(576, 30, 9)),
+    "tiny": {"clip": (128, 2, 2), "convnext": ([16, 32, 64, 128], [1, 1, 1, 1]), "llm": (128, 2, 4)},
+    "small": {"clip": (768, 12, 12), "convnext": ([96, 192, 384, 768], [3, 3, 9, 3]), "llm": (576, 30, 9)},
 }
 
 
@@ -175,7 +175,7 @@ def run_bench(args) -> dict:
     model = model.to(device).eval()
     config = model.config
     inputs = random_inputs(config, args.batch_size, args.text_tokens, device, dtype)
-    progress = lambda step: print(f"  timing {step}...", file=sys.stderr, flush=True)  # noqa: E731
+    progress = lambda step: print(f"  timing {step}...", file=sys.stderr, flush=True)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     with torch.inference_mode():

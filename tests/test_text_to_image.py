@@ -20,7 +20,7 @@ def pixel(image, xy):
 
 def test_parse_shapes_counts_sizes_positions_background_words():
     spec = parse_description(
-        'Three small blue stars at the top, a big red circle in the bottom-left corner and 2 squares '
+        "Three small blue stars at the top, a big red circle in the bottom-left corner and 2 squares "
         'on a yellow background with the words "HELLO" and “MGM”'
     )
     assert spec.background == "yellow"
@@ -65,7 +65,9 @@ def test_renderer_counts_and_shapes():
     # a star's tips are coloured but the space between two tips is background
     star = stars[0]
     assert pixel(scene.image, (star.center[0], star.center[1] - 0.9 * star.radius)) == COLOURS["purple"]
-    assert pixel(scene.image, (star.center[0] + 0.8 * star.radius, star.center[1] - 0.6 * star.radius)) == COLOURS["white"]
+    assert (
+        pixel(scene.image, (star.center[0] + 0.8 * star.radius, star.center[1] - 0.6 * star.radius)) == COLOURS["white"]
+    )
 
 
 def test_renderer_is_deterministic_with_a_seed():
@@ -137,28 +139,56 @@ def tiny_sdxl(tmp_path):
     tokenizer = tiny_clip_tokenizer()
     torch.manual_seed(0)
     unet = UNet2DConditionModel(
-        block_out_channels=(2, 4), layers_per_block=1, sample_size=16, in_channels=4, out_channels=4,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        attention_head_dim=(2, 4), use_linear_projection=True, addition_embed_type="text_time",
-        addition_time_embed_dim=8, transformer_layers_per_block=(1, 1),
+        block_out_channels=(2, 4),
+        layers_per_block=1,
+        sample_size=16,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        attention_head_dim=(2, 4),
+        use_linear_projection=True,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=8,
+        transformer_layers_per_block=(1, 1),
         projection_class_embeddings_input_dim=80,  # 6 time ids x 8 + the 32-wide pooled text embedding
-        cross_attention_dim=64, norm_num_groups=1,
-    )  # fmt: skip
+        cross_attention_dim=64,
+        norm_num_groups=1,
+    )
     vae = AutoencoderKL(
-        block_out_channels=[4, 8], in_channels=3, out_channels=3, latent_channels=4, norm_num_groups=2,
-        down_block_types=["DownEncoderBlock2D"] * 2, up_block_types=["UpDecoderBlock2D"] * 2, sample_size=32,
-    )  # fmt: skip
+        block_out_channels=[4, 8],
+        in_channels=3,
+        out_channels=3,
+        latent_channels=4,
+        norm_num_groups=2,
+        down_block_types=["DownEncoderBlock2D"] * 2,
+        up_block_types=["UpDecoderBlock2D"] * 2,
+        sample_size=32,
+    )
     text_config = CLIPTextConfig(
-        bos_token_id=0, eos_token_id=1, pad_token_id=1, hidden_size=32, intermediate_size=37, num_attention_heads=4,
-        num_hidden_layers=2, vocab_size=len(tokenizer), projection_dim=32, max_position_embeddings=16,
-    )  # fmt: skip
+        bos_token_id=0,
+        eos_token_id=1,
+        pad_token_id=1,
+        hidden_size=32,
+        intermediate_size=37,
+        num_attention_heads=4,
+        num_hidden_layers=2,
+        vocab_size=len(tokenizer),
+        projection_dim=32,
+        max_position_embeddings=16,
+    )
     scheduler = EulerDiscreteScheduler(
         beta_start=0.00085, beta_end=0.012, steps_offset=1, beta_schedule="scaled_linear", timestep_spacing="leading"
     )
     pipeline = StableDiffusionXLPipeline(
-        unet=unet, vae=vae, scheduler=scheduler, tokenizer=tokenizer, tokenizer_2=tokenizer,
-        text_encoder=CLIPTextModel(text_config), text_encoder_2=CLIPTextModelWithProjection(text_config),
-    )  # fmt: skip
+        unet=unet,
+        vae=vae,
+        scheduler=scheduler,
+        tokenizer=tokenizer,
+        tokenizer_2=tokenizer,
+        text_encoder=CLIPTextModel(text_config),
+        text_encoder_2=CLIPTextModelWithProjection(text_config),
+    )
     pipeline.save_pretrained(tmp_path)
     return tmp_path
 

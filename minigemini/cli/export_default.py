@@ -33,14 +33,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from minigemini.errors import require
     from minigemini.precision import parse_dtype
-    from minigemini.saving import check_new_directory, save_model_and_processor
-    from minigemini.synthetic.default_model import load_default_model
+    from minigemini.saving import check_new_directory
+    from minigemini.synthetic.default_model import save_default_model
 
     check_new_directory(args.output)  # before the minute the first build of the LLM takes
-    require("peft", "gguf", "accelerate", extra="demo")  # LoRA merge; SmolLM2 comes as a GGUF file
-    model, processor = load_default_model(dtype=parse_dtype(args.dtype), hd=args.hd)
-    save_model_and_processor(model, processor, args.output)
+    save_default_model(args.output, dtype=parse_dtype(args.dtype), hd=args.hd)
     print(f"Wrote the default model{' (HD)' if args.hd else ''} to {args.output}")
     return 0

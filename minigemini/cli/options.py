@@ -37,9 +37,10 @@ DEFAULT_MODEL_NAME = "default"
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("model")
     group.add_argument(
-        "--model", default=DEFAULT_MODEL_NAME,
+        "--model",
+        default=DEFAULT_MODEL_NAME,
         help="a Mini-Gemini directory (model + processor), or `default`: the model trained on the synthetic world",
-    )  # fmt: skip
+    )
     group.add_argument("--device", default="auto", help="auto (CUDA, else MPS, else CPU), cpu, cuda, cuda:1, mps")
     add_dtype_argument(
         group, help="auto: bf16 on CUDA, fp16 on MPS; on a CPU bf16 where it has bf16 kernels, else fp32"
@@ -48,9 +49,11 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     bits.add_argument("--load-4bit", action="store_true", help="quantise the LLM to 4 bit (bitsandbytes, CUDA)")
     bits.add_argument("--load-8bit", action="store_true", help="quantise the LLM to 8 bit (bitsandbytes, CUDA)")
     group.add_argument(
-        "--template", default=None, choices=TEMPLATE_NAMES,
+        "--template",
+        default=None,
+        choices=TEMPLATE_NAMES,
         help="chat template of the release to use instead of the processor's saved one",
-    )  # fmt: skip
+    )
 
 
 def add_generation_arguments(parser: argparse.ArgumentParser, temperature: float = 0.2) -> None:
@@ -63,10 +66,12 @@ def add_generation_arguments(parser: argparse.ArgumentParser, temperature: float
 def add_text_to_image_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("pictures")
     group.add_argument(
-        "--image-generator", default="auto", metavar="BACKEND",
+        "--image-generator",
+        default="auto",
+        metavar="BACKEND",
         help=f"text-to-image backend: {', '.join(BACKEND_CHOICES)} or a diffusers pipeline id/directory "
         "(auto: SDXL when it is in the local Hugging Face cache, else the offline synthetic renderer)",
-    )  # fmt: skip
+    )
     group.add_argument("--image-steps", type=int, default=None, help="diffusion steps (default: the pipeline's)")
 
 

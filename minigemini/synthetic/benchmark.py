@@ -20,9 +20,15 @@ __all__ = ["SCENE_FOR_TYPE", "write_picture_requests", "write_synthetic_benchmar
 
 #: The scene kind that asks each question type.
 SCENE_FOR_TYPE = {
-    "colour": "shapes", "shape": "shapes", "count": "shapes", "position": "shapes",
-    "word": "text", "number": "text", "chart": "chart", "document": "document",
-}  # fmt: skip
+    "colour": "shapes",
+    "shape": "shapes",
+    "count": "shapes",
+    "position": "shapes",
+    "word": "text",
+    "number": "text",
+    "chart": "chart",
+    "document": "document",
+}
 
 
 def write_synthetic_benchmark(directory: str | Path, n: int = 40, seed: int = 0, options=None) -> Path:
@@ -47,8 +53,15 @@ def write_synthetic_benchmark(directory: str | Path, n: int = 40, seed: int = 0,
         question = pick.choice(candidates)
         name = f"images/{index:05d}.png"
         scene.image.save(directory / name)
-        rows.append({"question_id": f"synthetic-{index:05d}", "image": name, "text": question.text,
-                     "answer": question.answer, "category": qtype})  # fmt: skip
+        rows.append(
+            {
+                "question_id": f"synthetic-{index:05d}",
+                "image": name,
+                "text": question.text,
+                "answer": question.answer,
+                "category": qtype,
+            }
+        )
     path = directory / "questions.jsonl"
     write_text_atomic(path, "".join(json.dumps(row) + "\n" for row in rows))
     return path

@@ -30,6 +30,7 @@ __all__ = [
     "default_model_available",
     "is_llm_key",
     "load_default_model",
+    "save_default_model",
     "synthetic_config",
     "without_lora",
 ]
@@ -109,8 +110,9 @@ def build_model(llm_dir: str | Path, variant: str = "mining", encoders: str | Pa
         towers = ("vision_tower.", "vision_tower_aux.")
         missing = [k for k in result.missing_keys if k.startswith(towers)]
         if missing or result.unexpected_keys:
-            raise ValueError(f"{encoders} does not fit the towers (missing {missing[:4]}, unexpected "
-                             f"{result.unexpected_keys[:4]})")  # fmt: skip
+            raise ValueError(
+                f"{encoders} does not fit the towers (missing {missing[:4]}, unexpected {result.unexpected_keys[:4]})"
+            )
     return model.eval(), processor
 
 
@@ -170,14 +172,23 @@ def without_lora(directory: Path, llm_dir: str | Path | None, hd: bool):
     return model, processor
 
 
+def save_default_model(output: str | Path, dtype: torch.dtype = torch.float32, hd: bool = False) -> None:
+    """Write the committed default model (``load_default_model``'s, LoRA merged) to ``output`` as one plain checkpoint
+    directory, processor included: whole or not at all, and an existing non-empty directory is refused."""
+    from minigemini.errors import require
+    from minigemini.saving import save_model_and_processor
+
+    require("peft", "gguf", "accelerate", extra="demo")  # LoRA merge; SmolLM2 comes as a GGUF file
+    model, processor = load_default_model(dtype=dtype, hd=hd)
+    save_model_and_processor(model, processor, output)
+
+
 def default_checkpoint(cache: str | Path | None = None) -> Path:
     """The committed default model as one plain checkpoint directory (LoRA merged, fp32, processor included), written
     once into ``cache`` (default: ``$MGM_CACHE`` or ``~/.cache/minigemini``) under a name that changes with the
     committed weights; ``load_pretrained`` and ``from_pretrained`` load it like any saved model."""
     import hashlib
 
-    from minigemini.errors import require
-    from minigemini.saving import save_model_and_processor
     from minigemini.synthetic.smollm2 import cache_dir
 
     digest = hashlib.sha256()
@@ -185,11 +196,9 @@ def default_checkpoint(cache: str | Path | None = None) -> Path:
         digest.update(path.relative_to(DEFAULT_MODEL_DIR).as_posix().encode() + b"\0" + path.read_bytes())
     target = Path(cache or cache_dir()) / f"default-model-{digest.hexdigest()[:12]}"
     if not (target / "config.json").is_file():
-        require("peft", "gguf", "accelerate", extra="demo")  # LoRA merge; SmolLM2 comes as a GGUF file
         print(f"Writing the default model as a plain checkpoint to {target} (once)...")
-        model, processor = load_default_model()
         try:
-            save_model_and_processor(model, processor, target)
+            save_default_model(target)
         except FileExistsError:  # another process wrote it meanwhile
             if not (target / "config.json").is_file():
                 raise

@@ -23,10 +23,14 @@ def _valid(region) -> bool:
         return False
     box, words, text = region.get("box"), region.get("words"), region.get("text", "")
     return (
-        isinstance(box, list) and len(box) == 4 and all(isinstance(v, (int, float)) for v in box)
-        and 0 <= box[0] <= box[2] <= 1 and 0 <= box[1] <= box[3] <= 1
-        and isinstance(words, list) and isinstance(text, str)
-    )  # fmt: skip
+        isinstance(box, list)
+        and len(box) == 4
+        and all(isinstance(v, (int, float)) for v in box)
+        and 0 <= box[0] <= box[2] <= 1
+        and 0 <= box[1] <= box[3] <= 1
+        and isinstance(words, list)
+        and isinstance(text, str)
+    )
 
 
 def read_caption_regions(data: list[str]) -> dict[str, list[dict]]:

@@ -67,10 +67,9 @@ SHAPES = ("circle", "square", "triangle", "star")
 MAX_PER_PHRASE = 12
 MAX_SHAPES = 24
 
-_NUMBERS = {
-    "a": 1, "an": 1, "one": 1, "single": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7,
-    "eight": 8, "nine": 9, "ten": 10, "eleven": 11, "twelve": 12,
-}  # fmt: skip
+_NUMBERS = {"a": 1, "an": 1, "one": 1, "single": 1} | dict(
+    zip(("two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve"), range(2, 13))
+)
 _SIZES = {"small": 0.55, "tiny": 0.55, "little": 0.55, "big": 1.0, "large": 1.0, "huge": 1.0}
 _DEFAULT_SIZE = 0.8
 # (pattern, (column, row)) -- corners first so that "top left" is not read as "top".
@@ -86,9 +85,7 @@ _POSITIONS: tuple[tuple[str, tuple[int, int]], ...] = (
     (r"\b(?:centre|center|middle)\b", (1, 1)),
 )
 #: Cells of the 3 x 3 layout, row-major: the names the world writes and this parser reads.
-CELL_NAMES = (
-    "top left", "top", "top right", "left", "centre", "right", "bottom left", "bottom", "bottom right",
-)  # fmt: skip
+CELL_NAMES = ("top left", "top", "top right", "left", "centre", "right", "bottom left", "bottom", "bottom right")
 _POSITION_NAMES = {(index % 3, index // 3): name for index, name in enumerate(CELL_NAMES)}  # (column, row) -> name
 
 _COLOUR_RE = "|".join(sorted(COLOURS, key=len, reverse=True))
@@ -191,10 +188,14 @@ def _slots(box: tuple[float, float, float, float], count: int) -> list[tuple[flo
     rows = math.ceil(count / columns)
     slot_w, slot_h = width / columns, height / rows
     return [
-        (x0 + (i % columns) * slot_w, y0 + (i // columns) * slot_h, x0 + (i % columns + 1) * slot_w,
-         y0 + (i // columns + 1) * slot_h)
+        (
+            x0 + (i % columns) * slot_w,
+            y0 + (i // columns) * slot_h,
+            x0 + (i % columns + 1) * slot_w,
+            y0 + (i // columns + 1) * slot_h,
+        )
         for i in range(count)
-    ]  # fmt: skip
+    ]
 
 
 def _polygon(kind: str, cx: float, cy: float, r: float) -> list[tuple[float, float]]:

@@ -68,9 +68,12 @@ WORDS = (
 #: Colours shapes, bars and requests use (grey/white excluded: too close to the backgrounds).
 PALETTE = ("red", "green", "blue", "yellow", "orange", "purple", "pink", "brown", "black", "cyan")
 _BACKGROUNDS = {
-    "white": (250, 250, 250), "beige": (240, 232, 215), "pale blue": (222, 234, 248), "lavender": (236, 228, 245),
+    "white": (250, 250, 250),
+    "beige": (240, 232, 215),
+    "pale blue": (222, 234, 248),
+    "lavender": (236, 228, 245),
     "mint": (226, 243, 230),
-}  # fmt: skip
+}
 _BACKGROUND_STYLES = ("plain", "gradient", "noisy")
 _INK = ((15, 15, 15), (40, 40, 90), (70, 20, 20))
 NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
@@ -345,9 +348,15 @@ def make_scene(seed: int, options: WorldOptions = WorldOptions(), kind: str | No
 # ----------------------------------------------------------------------------------------------- picture requests
 
 _REQUEST_OPENERS = (
-    "Draw {}.", "Generate an image of {}.", "Can you make a picture showing {}?", "I would like a drawing of {}.",
-    "Please create an image with {}.", "Show me {}.", "Paint {}, please.", "Could you draw {} for me?",
-)  # fmt: skip
+    "Draw {}.",
+    "Generate an image of {}.",
+    "Can you make a picture showing {}?",
+    "I would like a drawing of {}.",
+    "Please create an image with {}.",
+    "Show me {}.",
+    "Paint {}, please.",
+    "Could you draw {} for me?",
+)
 _POSITION_PARAPHRASES = {
     "top left": ("at the top left", "in the top left corner", "in the upper left"),
     "top right": ("at the top right", "in the top right corner", "in the upper right"),
@@ -401,8 +410,9 @@ def make_picture_request(seed: int) -> PictureRequest:
         position = cells[index] if rng.random() < 0.7 else None
         shapes.append(ShapeSpec(kinds[index], rng.randint(1, 4), colours[index], position=position))
     if len(shapes) == 2 and not all(s.position for s in shapes):  # unplaced shapes would share the centre
-        shapes = [s if s.position else ShapeSpec(s.kind, s.count, s.colour, position=cells[i]) for i, s in
-                  enumerate(shapes)]  # fmt: skip
+        shapes = [
+            s if s.position else ShapeSpec(s.kind, s.count, s.colour, position=cells[i]) for i, s in enumerate(shapes)
+        ]
     background = colours[2] if rng.random() < 0.4 else "white"
     words = (rng.choice(WORDS),) if rng.random() < 0.25 else ()
     spec = SceneSpec(shapes=tuple(shapes), background=background, words=words)

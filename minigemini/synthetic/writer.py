@@ -29,7 +29,7 @@ def write_world(
     test_per_type: int = 0,
     test_generation: int = 0,
     seed: int = 0,
-    options: WorldOptions = WorldOptions(),
+    options: WorldOptions | None = None,
     max_questions: int = 5,
     drills: tuple[str, ...] | list[str] = (),
     overwrite: bool = False,
@@ -46,16 +46,9 @@ def write_world(
     questions of those types, one short dialogue asking all of them -- extra stage-2 answers of the types a model
     learns slowest, without the long description every dialogue carries (research/README.md measures them).
     ``instructions.json`` is the same with or without them."""
-    options.validate()
-    if scenes < 0 or generation < 0 or test_per_type < 0 or test_generation < 0:
-        raise ValueError("scene, generation and test counts must be >= 0")
-    if max_questions < 1:
-        raise ValueError(f"max_questions must be >= 1, got {max_questions}")
+    options = options or WorldOptions()
     drills = tuple(drills)
-    unknown = sorted(set(drills) - set(QUESTION_TYPES))
-    if unknown:
-        raise ValueError(f"drill question types must be among {QUESTION_TYPES}, got unknown {unknown}")
-    dejavu_font(options.text_size[0])  # fail before writing anything when the fonts are missing
+    _check_settings(options, (scenes, generation, test_per_type, test_generation), max_questions, drills)
     output = Path(output)
     if output.exists() and any(output.iterdir()) and not overwrite:
         raise FileExistsError(f"{output} exists and is not empty; choose a new folder or pass --overwrite")
@@ -66,20 +59,11 @@ def write_world(
         scene = make_scene(scene_seed, options)
         name = f"images/{index:06d}.png"
         scene.image.save(output / name)
-        captions.append({
-            "id": f"caption-{index:06d}", "image": name, "source": f"synthetic-{scene.kind}",
-            "conversations": [{"from": "human", "value": "<image>\nDescribe the image briefly."},
-                              {"from": "gpt", "value": scene.caption}],
-            "regions": [r.record() for r in scene.regions],
-        })  # fmt: skip
-        instructions.append({
-            "id": f"dialogue-{index:06d}", "image": name, "source": f"synthetic-{scene.kind}",
-            "conversations": scene_dialogue(scene, rng, max_questions),
-        })  # fmt: skip
-        drill = scene_drill(scene, drills)
+        caption, dialogue, drill = _scene_records(scene, index, name, rng, max_questions, drills)
+        captions.append(caption)
+        instructions.append(dialogue)
         if drill:
-            drill_records.append({"id": f"drill-{index:06d}", "image": name, "source": f"synthetic-{scene.kind}",
-                                  "conversations": drill})  # fmt: skip
+            drill_records.append(drill)
         if progress and (index + 1) % 1000 == 0:
             print(f"  {index + 1}/{scenes} scenes", flush=True)
     for index, request_seed in enumerate(scene_seeds(seed + 1, generation)):
@@ -100,3 +84,38 @@ def write_world(
         output / "world.json", {"seed": seed, "options": options.__dict__, "drills": list(drills), "counts": counts}
     )
     return counts
+
+
+def _check_settings(options: WorldOptions, counts: tuple[int, ...], max_questions: int, drills: tuple[str, ...]):
+    """Refuse bad settings, and missing fonts, before anything is written."""
+    options.validate()
+    if any(count < 0 for count in counts):
+        raise ValueError("scene, generation and test counts must be >= 0")
+    if max_questions < 1:
+        raise ValueError(f"max_questions must be >= 1, got {max_questions}")
+    unknown = sorted(set(drills) - set(QUESTION_TYPES))
+    if unknown:
+        raise ValueError(f"drill question types must be among {QUESTION_TYPES}, got unknown {unknown}")
+    dejavu_font(options.text_size[0])
+
+
+def _scene_records(scene, index: int, name: str, rng: random.Random, max_questions: int, drills: tuple[str, ...]):
+    """A scene's caption record (with its regions), its dialogue record, and its drill record (None: no question of
+    the ``drills`` types)."""
+
+    def record(kind: str, conversations: list[dict]) -> dict:
+        return {
+            "id": f"{kind}-{index:06d}",
+            "image": name,
+            "source": f"synthetic-{scene.kind}",
+            "conversations": conversations,
+        }
+
+    describe = [
+        {"from": "human", "value": "<image>\nDescribe the image briefly."},
+        {"from": "gpt", "value": scene.caption},
+    ]
+    caption = record("caption", describe) | {"regions": [r.record() for r in scene.regions]}
+    dialogue = record("dialogue", scene_dialogue(scene, rng, max_questions))
+    drill = scene_drill(scene, drills)
+    return caption, dialogue, record("drill", drill) if drill else None

@@ -51,8 +51,9 @@ def small_world_and_init(tmp_path, llm):
     model, processor = build_model(llm, "mining")
     save_model_and_processor(model, processor, tmp_path / "init")
     data = [str(tmp_path / "world" / "captions.json")]
-    images = MiniGeminiImageProcessor(image_size=model.config.vision_config.image_size,
-                                      image_size_aux=model.config.image_size_aux)  # fmt: skip
+    images = MiniGeminiImageProcessor(
+        image_size=model.config.vision_config.image_size, image_size_aux=model.config.image_size_aux
+    )
     low, high, captions, _ = load_caption_pairs(data, [], images, progress=False)
     return model, processor, data, low, high, captions
 
@@ -124,10 +125,16 @@ def test_alignment_with_regions_binds_each_tokens_words(tmp_path):
             tokens = m.model.get_image_features(low.float(), high.float()).float()
         return recall_at_own_k((F.normalize(tokens, dim=-1) @ words.T)[covered], wanted[covered])
 
-    settings = WordAlignmentConfig(epochs=60, batch_size=8, learning_rate=3e-3, warmup_steps=1, precision="fp32",
-                                  region_weight=1.0)  # fmt: skip
-    without = align_visual_tokens(tmp_path / "init", data, tmp_path / "plain",
-                                  WordAlignmentConfig(**{**settings.__dict__, "region_weight": 0.0}), progress=False)  # fmt: skip
+    settings = WordAlignmentConfig(
+        epochs=60, batch_size=8, learning_rate=3e-3, warmup_steps=1, precision="fp32", region_weight=1.0
+    )
+    without = align_visual_tokens(
+        tmp_path / "init",
+        data,
+        tmp_path / "plain",
+        WordAlignmentConfig(**{**settings.__dict__, "region_weight": 0.0}),
+        progress=False,
+    )
     out = align_visual_tokens(tmp_path / "init", data, tmp_path / "aligned", settings, progress=False)
     plain = token_recall(MiniGeminiForConditionalGeneration.from_pretrained(str(without)))
     bound = token_recall(MiniGeminiForConditionalGeneration.from_pretrained(str(out)))
@@ -146,6 +153,7 @@ def test_a_malformed_region_is_an_error_naming_its_record(tmp_path):
     save_model_and_processor(model, processor, tmp_path / "init")
     settings = WordAlignmentConfig(batch_size=2, region_weight=1.0)
     with pytest.raises(ValueError, match=r"captions.json#1: a region must be"):
-        align_visual_tokens(tmp_path / "init", [str(tmp_path / "world" / "captions.json")], tmp_path / "out",
-                            settings, progress=False)  # fmt: skip
+        align_visual_tokens(
+            tmp_path / "init", [str(tmp_path / "world" / "captions.json")], tmp_path / "out", settings, progress=False
+        )
     assert not (tmp_path / "out").exists()  # nothing half-written

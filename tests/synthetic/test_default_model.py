@@ -20,8 +20,14 @@ def default_model():
 def test_default_model_writes_drawable_prompts_for_held_out_requests(default_model):
     model, processor = default_model
     requests = [make_picture_request(10**7 + i) for i in range(8)]  # seeds the training world never drew
-    answers = batch_chat(model, [(None, request_image(r.request)) for r in requests], processor,
-                         batch_size=8, max_new_tokens=60, progress=False)  # fmt: skip
+    answers = batch_chat(
+        model,
+        [(None, request_image(r.request)) for r in requests],
+        processor,
+        batch_size=8,
+        max_new_tokens=60,
+        progress=False,
+    )
     matched = sum(spec_matches(r.spec, extract_image_prompt(a) or "") for r, a in zip(requests, answers))
     assert matched >= 6, list(zip([r.request for r in requests], answers))
 
@@ -29,8 +35,9 @@ def test_default_model_writes_drawable_prompts_for_held_out_requests(default_mod
 def test_default_model_still_chats(default_model):
     model, processor = default_model
     checks = CHAT_CHECKS[:8]  # none of them among the chat step's prompts (test_chat_replay)
-    answers = batch_chat(model, [(None, q) for q, _ in checks], processor,
-                         batch_size=8, max_new_tokens=32, progress=False)  # fmt: skip
+    answers = batch_chat(
+        model, [(None, q) for q, _ in checks], processor, batch_size=8, max_new_tokens=32, progress=False
+    )
     # sentences, not the one-word answers stage 2's image questions teach
     assert all(len(a.split()) >= 4 for a in answers), answers
     right = sum(passes(a, keys) for (_, keys), a in zip(checks, answers))
@@ -53,8 +60,14 @@ def test_default_model_sees_colours_in_held_out_scenes(default_model):
     model, processor = default_model
     scenes = [make_scene(10**8 + i, kind="shapes") for i in range(16)]  # seeds the training world never drew
     questions = [next(q for q in s.questions if q.type == "colour") for s in scenes]
-    answers = batch_chat(model, [(s.image, q.text) for s, q in zip(scenes, questions)], processor,
-                         batch_size=8, max_new_tokens=8, progress=False)  # fmt: skip
+    answers = batch_chat(
+        model,
+        [(s.image, q.text) for s, q in zip(scenes, questions)],
+        processor,
+        batch_size=8,
+        max_new_tokens=8,
+        progress=False,
+    )
     right = sum(vqa_accuracy(a, [q.answer]) for q, a in zip(questions, answers))
     # measured on the held-out benchmark: 98 % (README); chance among the 10 colours is 10 %
     assert right >= 8, list(zip([q.answer for q in questions], answers))
@@ -76,8 +89,12 @@ def test_default_model_saved_as_a_plain_checkpoint_answers_through_transformers(
     assert loaded.chat_template == processor.chat_template
     pipe = pipeline("image-text-to-text", model=str(directory), dtype=torch.bfloat16)
     image = bundled_image_path()
-    messages = [{"role": "user", "content": [{"type": "image", "path": str(image)},
-                                             {"type": "text", "text": "Describe the image."}]}]  # fmt: skip
+    messages = [
+        {
+            "role": "user",
+            "content": [{"type": "image", "path": str(image)}, {"type": "text", "text": "Describe the image."}],
+        }
+    ]
     answer = pipe(text=messages, max_new_tokens=40, return_full_text=False)[0]["generated_text"]
     expected = chat(model, image, "Describe the image.", processor, max_new_tokens=40)
     assert answer.strip() == expected and expected.endswith("background.")

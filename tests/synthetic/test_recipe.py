@@ -26,9 +26,18 @@ pytest.importorskip("peft")
 
 def tiny_llm(path) -> str:
     build_tokenizer(path, chat_template=CHATML_TEMPLATE)
-    config = LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                         num_key_value_heads=2, vocab_size=300, max_position_embeddings=1024, bos_token_id=0,
-                         eos_token_id=1, tie_word_embeddings=True)  # fmt: skip
+    config = LlamaConfig(
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vocab_size=300,
+        max_position_embeddings=1024,
+        bos_token_id=0,
+        eos_token_id=1,
+        tie_word_embeddings=True,
+    )
     torch.manual_seed(0)
     LlamaForCausalLM(config).save_pretrained(path)
     return str(path)
@@ -45,12 +54,29 @@ RECIPE = {
     "encoders": {"epochs": 1, "batch_size": 4, "warmup_steps": 1},
     "read": {"steps": 2, "batch_size": 4, "warmup_steps": 1},
     "align": {"batch_size": 4, "warmup_steps": 1, "region_weight": 1.0},
-    "stage1": {"global_batch_size": 4, "per_device_batch_size": 4, "max_steps": 2, "gradient_checkpointing": False,
-               "dataloader_workers": 0, "progress": False},
-    "stage2": {"lora": True, "lora_r": 4, "lora_alpha": 32, "tune_vision": False, "tune_vision_aux": False,
-               "learning_rate": 1e-3, "global_batch_size": 4, "per_device_batch_size": 4, "max_steps": 2,
-               "gradient_checkpointing": False, "dataloader_workers": 0, "progress": False},
-}  # fmt: skip
+    "stage1": {
+        "global_batch_size": 4,
+        "per_device_batch_size": 4,
+        "max_steps": 2,
+        "gradient_checkpointing": False,
+        "dataloader_workers": 0,
+        "progress": False,
+    },
+    "stage2": {
+        "lora": True,
+        "lora_r": 4,
+        "lora_alpha": 32,
+        "tune_vision": False,
+        "tune_vision_aux": False,
+        "learning_rate": 1e-3,
+        "global_batch_size": 4,
+        "per_device_batch_size": 4,
+        "max_steps": 2,
+        "gradient_checkpointing": False,
+        "dataloader_workers": 0,
+        "progress": False,
+    },
+}
 
 
 def test_encoder_pretraining_resumes_to_the_same_weights(tmp_path, monkeypatch):
@@ -93,8 +119,14 @@ def test_reading_pretraining_teaches_the_hr_tower_to_name_drawn_strings(tmp_path
     write_world(tmp_path / "world", scenes=8, generation=0, seed=0)
     data = [str(tmp_path / "world" / "captions.json")]
     config = tower_config(llm)
-    encoders = pretrain_encoders(config, data, [], tmp_path / "encoders",
-                                 EncoderPretrainConfig(epochs=1, batch_size=4, warmup_steps=1), progress=False)  # fmt: skip
+    encoders = pretrain_encoders(
+        config,
+        data,
+        [],
+        tmp_path / "encoders",
+        EncoderPretrainConfig(epochs=1, batch_size=4, warmup_steps=1),
+        progress=False,
+    )
     settings = ReadingPretrainConfig(steps=60, batch_size=8, warmup_steps=1, checkpoint_steps=25)
     straight = pretrain_reading(config, encoders, data, tmp_path / "straight", settings)
     logged = [line.split() for line in capsys.readouterr().out.splitlines() if line.strip().startswith("step")]
@@ -147,8 +179,9 @@ def test_named_strings_scores_each_drawn_string_on_its_cells(mistake):
     targets = torch.zeros(2, 6, 6, dtype=torch.long)
     targets[0, 1, 1:3], targets[0, 4, 4] = 2, 3  # "47" and "cat" in image 0
     targets[1, 0:2, 0] = 1  # "7" in image 1
-    metrics = reading.named_strings(_Oracle(targets, len(strings) + 1, mistake), torch.zeros(2, 3, 24, 24), targets,
-                                    strings)  # fmt: skip
+    metrics = reading.named_strings(
+        _Oracle(targets, len(strings) + 1, mistake), torch.zeros(2, 3, 24, 24), targets, strings
+    )
     assert metrics == {"words": 1.0, "numbers": 0.5 if mistake else 1.0}  # "47" read as "7"
 
 

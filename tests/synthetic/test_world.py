@@ -88,8 +88,10 @@ def test_regions_mark_where_each_named_thing_is_drawn():
         named = {w for region in scene.regions for w in region.words}
         for q in scene.questions:  # every short answer is a region's words (positions: of one region)
             if q.type == "position":
-                assert any(" ".join(w for w in r.words if w in "top bottom left right centre") == q.answer
-                           for r in scene.regions)  # fmt: skip
+                assert any(
+                    " ".join(w for w in r.words if w in "top bottom left right centre") == q.answer
+                    for r in scene.regions
+                )
             else:
                 assert q.answer in named, (seed, q)
 
@@ -191,8 +193,13 @@ def test_drills_ask_every_question_of_their_types_and_leave_the_dialogues_alone(
         turns = [(q.text, q.answer) for q in make_scene(seed).questions if q.type in types]
         if turns:
             wanted[f"drill-{index:06d}"] = turns
-    got = {r["id"]: [(h["value"].removeprefix("<image>\n"), g["value"]) for h, g in
-                     zip(r["conversations"][0::2], r["conversations"][1::2])] for r in drills}  # fmt: skip
+    got = {
+        r["id"]: [
+            (h["value"].removeprefix("<image>\n"), g["value"])
+            for h, g in zip(r["conversations"][0::2], r["conversations"][1::2])
+        ]
+        for r in drills
+    }
     assert got == wanted and counts["drills"] == len(drills) >= 5
     records, skips = read_records([tmp_path / "drilled" / "drills.json"], image_folders=[tmp_path / "drilled"])
     assert sum(skips.counts.values()) == 0 and all(len(r.images) == 1 for r in records)

@@ -162,78 +162,121 @@ def align_visual_tokens(
     )
     low, high, captions, ids = load_caption_pairs(data, [], image_processor, progress)
     regions = read_caption_regions(data) if config.region_weight else {}
-    side = model.config.vision_config.image_size // model.config.vision_config.patch_size
     if model.config.image_grid != 1 or model.config.image_global:  # HD views: tokens are not one grid on the image
         regions = {}
-    region_words = {str(w).lower() for rs in regions.values() for r in rs for w in r["words"]}
-    candidates, targets = caption_targets(captions, processor.tokenizer, config.max_word_share, region_words)
-    with_regions = [i for i, key in enumerate(ids) if key in regions]
-    token_targets = {i: region_targets(regions[ids[i]], side, candidates, processor.tokenizer) for i in with_regions}
     device = tower_device()
-    embeddings = model.get_input_embeddings().weight.detach()
-    words = F.normalize(embeddings[candidates].float(), dim=-1).to(device)
-    word_norm = embeddings[: len(embeddings) - 1].norm(dim=-1).mean().to(device)  # the <image> row (last, zero) left out
+    objective = _WordObjective(model, processor.tokenizer, captions, ids, regions, config, device)
+    _train_vision_side(model, objective, low, high, config, device, progress)
+    model.eval().cpu()
+    save_model_and_processor(model, processor, output)
+    return output
+
+
+class _WordObjective:
+    """Each image's visual tokens scored against the LLM's embeddings of the candidate words, as a learned scale and
+    bias over the cosine: the caption loss (every caption word resembled by some token, no other word), the length
+    loss (the tokens at a word embedding's norm), and the loss of the tokens its regions cover."""
+
+    def __init__(
+        self, model, tokenizer, captions: list[str], ids: list[str], regions: dict, config: WordAlignmentConfig, device
+    ):
+        """``regions``: record id -> its regions, for the images whose tokens are trained on them too."""
+        side = model.config.vision_config.image_size // model.config.vision_config.patch_size
+        region_words = {str(w).lower() for rs in regions.values() for r in rs for w in r["words"]}
+        self.candidates, self.targets = caption_targets(captions, tokenizer, config.max_word_share, region_words)
+        self.token_targets = {  # image index -> (T, C)
+            i: region_targets(regions[key], side, self.candidates, tokenizer)
+            for i, key in enumerate(ids)
+            if key in regions
+        }
+        embeddings = model.get_input_embeddings().weight.detach()
+        self.words = F.normalize(embeddings[self.candidates].float(), dim=-1).to(device)
+        # the <image> row (last, zero) left out
+        self.word_norm = embeddings[: len(embeddings) - 1].norm(dim=-1).mean().to(device)
+        self.scale = torch.nn.Parameter(torch.tensor(math.log(10.0), device=device))
+        self.bias = torch.nn.Parameter(torch.tensor(-5.0, device=device))
+        self.norm_weight, self.region_weight, self.device = config.norm_weight, config.region_weight, device
+
+    def __call__(self, tokens: torch.Tensor, similarity: torch.Tensor, batch: torch.Tensor) -> dict:
+        """The losses of ``batch``'s visual tokens (B, T, D) and their best cosine with each word (B, C), with what
+        the progress line reports."""
+        logits = self.scale.exp() * similarity + self.bias
+        target = self.targets[batch].to(self.device)
+        match = F.binary_cross_entropy_with_logits(logits, target)
+        length = ((tokens.norm(dim=-1) / self.word_norm - 1) ** 2).mean()
+        loss = match + self.norm_weight * length
+        region_loss, region_recall = self._regions(tokens, batch)
+        if region_loss is not None:
+            loss = loss + self.region_weight * region_loss
+        return {
+            "loss": loss,
+            "match": match,
+            "length": length,
+            "logits": logits,
+            "target": target,
+            "region_recall": region_recall,
+        }
+
+    def _regions(self, tokens: torch.Tensor, batch: torch.Tensor) -> tuple[torch.Tensor | None, float | None]:
+        """The loss and recall of the tokens the regions of ``batch``'s images cover (None, None: no such token)."""
+        rows = [r for r, i in enumerate(batch.tolist()) if i in self.token_targets]
+        wanted = torch.stack([self.token_targets[int(batch[r])] for r in rows]).float() if rows else torch.zeros(0, 1)
+        wanted = wanted.to(self.device)
+        covered = wanted.sum(dim=-1) > 0  # a box may cover no patch
+        if not covered.any():
+            return None, None
+        per_token = F.normalize(tokens[rows], dim=-1) @ self.words.T
+        token_logits = (self.scale.exp() * per_token + self.bias)[covered]
+        loss = F.binary_cross_entropy_with_logits(token_logits, wanted[covered])
+        return loss, recall_at_own_k(token_logits.detach(), wanted[covered])
+
+
+def _train_vision_side(model, objective: _WordObjective, low, high, config: WordAlignmentConfig, device, progress):
+    """Train the towers, mining and projector of ``model`` (moved to ``device``; the LLM frozen where it is) and the
+    objective's scale and bias on ``objective``."""
+    from minigemini.synthetic.recipe.encoders import optimizer_step, warmup_cosine
 
     model.requires_grad_(False)
-    vision = [m for m in (model.model.vision_tower, model.model.vision_tower_aux, model.model.mining,
-                          model.model.mm_projector) if m is not None]  # fmt: skip
+    vision = [
+        m
+        for m in (model.model.vision_tower, model.model.vision_tower_aux, model.model.mining, model.model.mm_projector)
+        if m is not None
+    ]
     for module in vision:
         module.requires_grad_(True)
-        module.to(device)  # the LLM is only read above, and stays where it is
-    scale = torch.nn.Parameter(torch.tensor(math.log(10.0), device=device))
-    bias = torch.nn.Parameter(torch.tensor(-5.0, device=device))
-    parameters = [p for m in vision for p in m.parameters()] + [scale, bias]
+        module.to(device)  # the LLM is only read, and stays where it is
+    parameters = [p for m in vision for p in m.parameters()] + [objective.scale, objective.bias]
     optimizer = torch.optim.AdamW(parameters, lr=config.learning_rate, weight_decay=0.0)
-    steps_per_epoch = len(captions) // config.batch_size or 1
-    total = steps_per_epoch * config.epochs
-    schedule = lambda step: min(1.0, (step + 1) / config.warmup_steps) * 0.5 * (1 + math.cos(math.pi * step / total))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    steps_per_epoch = len(low) // config.batch_size or 1
+    scheduler = warmup_cosine(optimizer, config.warmup_steps, steps_per_epoch * config.epochs)
     autocast = tower_autocast(config.precision, device)
     print(
-        f"Word alignment: {len(captions)} images, {len(candidates)} word tokens, {config.epochs} epoch(s) x "
-        f"{steps_per_epoch} steps of {config.batch_size}; {len(with_regions)} with regions; on {device.type}",
+        f"Word alignment: {len(low)} images, {len(objective.candidates)} word tokens, {config.epochs} epoch(s) x "
+        f"{steps_per_epoch} steps of {config.batch_size}; {len(objective.token_targets)} with regions; "
+        f"on {device.type}",
         flush=True,
     )
     model.train()
     started = time.perf_counter()
     for epoch in range(config.epochs):
-        order = torch.randperm(len(captions), generator=torch.Generator().manual_seed(config.seed + epoch))
+        order = torch.randperm(len(low), generator=torch.Generator().manual_seed(config.seed + epoch))
         for step in range(steps_per_epoch):
             batch = order[step * config.batch_size : (step + 1) * config.batch_size]
             with autocast:
-                tokens, similarity = token_word_similarity(model, low[batch].to(device), high[batch].to(device), words)
-            logits = scale.exp() * similarity + bias
-            target = targets[batch].to(device)
-            match = F.binary_cross_entropy_with_logits(logits, target)
-            length = ((tokens.norm(dim=-1) / word_norm - 1) ** 2).mean()
-            loss = match + config.norm_weight * length
-            rows = [r for r, i in enumerate(batch.tolist()) if i in token_targets]
-            wanted = torch.stack([token_targets[int(batch[r])] for r in rows]).float() if rows else torch.zeros(0, 1)
-            wanted = wanted.to(device)
-            covered = wanted.sum(dim=-1) > 0  # a box may cover no patch
-            region_recall = None
-            if covered.any():
-                per_token = F.normalize(tokens[rows], dim=-1) @ words.T
-                token_logits = (scale.exp() * per_token + bias)[covered]
-                loss = loss + config.region_weight * F.binary_cross_entropy_with_logits(token_logits, wanted[covered])
-                region_recall = recall_at_own_k(token_logits.detach(), wanted[covered])
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(parameters, 1.0)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
+                tokens, similarity = token_word_similarity(
+                    model, low[batch].to(device), high[batch].to(device), objective.words
+                )
+            losses = objective(tokens, similarity, batch)
+            optimizer_step(losses["loss"], parameters, optimizer, scheduler)
             if progress and (step % 10 == 0 or step == steps_per_epoch - 1):
-                recall = recall_at_own_k(logits.detach(), target)
-                regional = "" if region_recall is None else f"  region recall {region_recall:.2f}"
+                recall = recall_at_own_k(losses["logits"].detach(), losses["target"])
+                regional = "" if losses["region_recall"] is None else f"  region recall {losses['region_recall']:.2f}"
                 print(
-                    f"  epoch {epoch + 1} step {step + 1}/{steps_per_epoch}  loss {match.item():.4f}  "
-                    f"length {length.item():.3f}  word recall {recall:.2f}{regional}  "
+                    f"  epoch {epoch + 1} step {step + 1}/{steps_per_epoch}  loss {losses['match'].item():.4f}  "
+                    f"length {losses['length'].item():.3f}  word recall {recall:.2f}{regional}  "
                     f"({time.perf_counter() - started:.0f} s)",
                     flush=True,
                 )
-    model.eval().cpu()
-    save_model_and_processor(model, processor, output)
-    return output
 
 
 def token_word_similarity(model, low: torch.Tensor, high: torch.Tensor, words: torch.Tensor):

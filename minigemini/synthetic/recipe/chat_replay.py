@@ -58,19 +58,31 @@ def write_chat_replay(model_dir: str | Path, output: str | Path, config: ChatRep
         return output
     prompts = read_prompts(config.prompts)
     model, processor = load_pretrained(model_dir, dtype="fp32")  # fp32: the LLM's answers as released
-    answers = batch_generate(model, [(None, prompt) for prompt in prompts], processor, batch_size=config.batch_size,
-                             max_new_tokens=config.max_new_tokens, progress=False)  # fmt: skip
+    answers = batch_generate(
+        model,
+        [(None, prompt) for prompt in prompts],
+        processor,
+        batch_size=config.batch_size,
+        max_new_tokens=config.max_new_tokens,
+        progress=False,
+    )
     kept = [(p, a.text) for p, a in zip(prompts, answers) if a.finish_reason == "stop" and a.text]
     if not kept:
         raise ValueError(
             f"chat replay: no answer ended within {config.max_new_tokens} new tokens; raise max_new_tokens"
         )
     records = [
-        {"id": f"{SOURCE}-{index:04d}-{copy}", "source": SOURCE,
-         "conversations": [{"from": "human", "value": prompt}, {"from": "gpt", "value": answer}]}
+        {
+            "id": f"{SOURCE}-{index:04d}-{copy}",
+            "source": SOURCE,
+            "conversations": [{"from": "human", "value": prompt}, {"from": "gpt", "value": answer}],
+        }
         for index, (prompt, answer) in enumerate(kept)
         for copy in range(config.repeats)
-    ]  # fmt: skip
-    print(f"[chat replay] {len(kept)} of {len(prompts)} answers ended within {config.max_new_tokens} tokens (the "
-          f"rest are left out), {len(records)} records -> {output}", flush=True)  # fmt: skip
+    ]
+    print(
+        f"[chat replay] {len(kept)} of {len(prompts)} answers ended within {config.max_new_tokens} tokens (the "
+        f"rest are left out), {len(records)} records -> {output}",
+        flush=True,
+    )
     return write_records(output, records)

@@ -33,7 +33,16 @@ from minigemini.image_processing import MiniGeminiImageProcessor, load_image
 from minigemini.precision import check_tower_precision, tower_autocast, tower_device
 from minigemini.saving import write_file_atomic, write_json_atomic
 
-__all__ = ["ContrastiveTowers", "EncoderPretrainConfig", "WordVocabulary", "pretrain_encoders", "resume"]
+__all__ = [
+    "ContrastiveTowers",
+    "EncoderPretrainConfig",
+    "WordVocabulary",
+    "optimizer_step",
+    "pretrain_encoders",
+    "resume",
+    "save_checkpoint",
+    "warmup_cosine",
+]
 
 ENCODERS_FILE = "encoders.safetensors"
 _CHECKPOINT = "checkpoint.pt"
@@ -157,6 +166,27 @@ def resume(checkpoint: Path, **stateful) -> dict | None:
     return state
 
 
+def save_checkpoint(checkpoint: Path, extra: dict, **stateful) -> None:
+    """Write (atomically) the checkpoint ``resume`` reads: each of ``stateful``'s state dicts, and ``extra``."""
+    state = {**{name: source.state_dict() for name, source in stateful.items()}, **extra}
+    write_file_atomic(checkpoint, partial(torch.save, state))
+
+
+def warmup_cosine(optimizer: torch.optim.Optimizer, warmup_steps: int, total: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """A linear warm-up over ``warmup_steps``, then a cosine decay to 0 at step ``total``."""
+    schedule = lambda step: min(1.0, (step + 1) / warmup_steps) * 0.5 * (1 + math.cos(math.pi * step / total))
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+
+
+def optimizer_step(loss: torch.Tensor, parameters, optimizer, scheduler) -> None:
+    """One update of a tower step: backward, gradients clipped to norm 1, the optimizer and the schedule stepped."""
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(parameters, 1.0)
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
 def pretrain_encoders(
     model_config: MiniGeminiConfig,
     data: list[str],
@@ -167,8 +197,6 @@ def pretrain_encoders(
 ) -> Path:
     """Train both towers of ``model_config`` contrastively on the captions of ``data``; write
     ``output/encoders.safetensors`` (keys as in MiniGeminiModel: ``vision_tower.*``, ``vision_tower_aux.*``)."""
-    from safetensors.torch import save_file
-
     config = config or EncoderPretrainConfig()
     config.validate()
     output = Path(output)
@@ -187,9 +215,7 @@ def pretrain_encoders(
     towers = ContrastiveTowers(model_config, len(vocabulary), config.embed_dim, config.max_words).to(device)
     optimizer = torch.optim.AdamW(towers.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     steps_per_epoch = len(captions) // config.batch_size or 1
-    total = steps_per_epoch * config.epochs
-    schedule = lambda step: min(1.0, (step + 1) / config.warmup_steps) * 0.5 * (1 + math.cos(math.pi * step / total))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    scheduler = warmup_cosine(optimizer, config.warmup_steps, steps_per_epoch * config.epochs)
     checkpoint_path = output / _CHECKPOINT
     state = resume(checkpoint_path, towers=towers, optimizer=optimizer, scheduler=scheduler)
     start_epoch = state["epoch"] if state else 0
@@ -203,18 +229,13 @@ def pretrain_encoders(
     )
     towers.train()
     for epoch in range(start_epoch, config.epochs):
-        generator = torch.Generator().manual_seed(config.seed + epoch)
-        order = torch.randperm(len(captions), generator=generator)
+        order = torch.randperm(len(captions), generator=torch.Generator().manual_seed(config.seed + epoch))
         started = time.perf_counter()
         for step in range(steps_per_epoch):
             batch = order[step * config.batch_size : (step + 1) * config.batch_size]
             with autocast:
                 losses = towers(low[batch].to(device).float(), high[batch].to(device).float(), ids[batch].to(device))
-            losses["loss"].backward()
-            torch.nn.utils.clip_grad_norm_(towers.parameters(), 1.0)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
+            optimizer_step(losses["loss"], towers.parameters(), optimizer, scheduler)
             if progress and (step % 10 == 0 or step == steps_per_epoch - 1):
                 print(
                     f"  epoch {epoch + 1} step {step + 1}/{steps_per_epoch}  loss {losses['loss'].item():.3f}  "
@@ -222,13 +243,17 @@ def pretrain_encoders(
                     f"({time.perf_counter() - started:.0f} s)",
                     flush=True,
                 )
-        state = {
-            "towers": towers.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "epoch": epoch + 1,
-        }
-        write_file_atomic(checkpoint_path, partial(torch.save, state))
+        extra = {"epoch": epoch + 1}
+        save_checkpoint(checkpoint_path, extra, towers=towers, optimizer=optimizer, scheduler=scheduler)
+    _save_towers(towers, output, config)
+    checkpoint_path.unlink(missing_ok=True)
+    return output / ENCODERS_FILE
+
+
+def _save_towers(towers: ContrastiveTowers, output: Path, config: EncoderPretrainConfig) -> None:
+    """Write the two towers' weights (``encoders.safetensors``, atomically) and the settings that trained them."""
+    from safetensors.torch import save_file
+
     weights = {
         key: value.detach().cpu().contiguous()
         for key, value in towers.state_dict().items()
@@ -236,5 +261,3 @@ def pretrain_encoders(
     }
     write_file_atomic(output / ENCODERS_FILE, lambda staging: save_file(weights, str(staging)))
     write_json_atomic(output / "pretrain_config.json", asdict(config))
-    checkpoint_path.unlink(missing_ok=True)
-    return output / ENCODERS_FILE

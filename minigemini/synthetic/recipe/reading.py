@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass
-from functools import partial
 from pathlib import Path
 
 import torch
@@ -31,7 +30,13 @@ from minigemini.encoders import HighResEncoder
 from minigemini.image_processing import MiniGeminiImageProcessor
 from minigemini.precision import check_tower_precision, tower_autocast, tower_device
 from minigemini.saving import write_file_atomic, write_json_atomic
-from minigemini.synthetic.recipe.encoders import ENCODERS_FILE, load_caption_pairs, resume
+from minigemini.synthetic.recipe.encoders import (
+    ENCODERS_FILE,
+    load_caption_pairs,
+    optimizer_step,
+    resume,
+    save_checkpoint,
+)
 from minigemini.synthetic.regions import read_caption_regions, string_targets
 
 __all__ = ["ReadingPretrainConfig", "pretrain_reading"]
@@ -98,23 +103,90 @@ def named_strings(reader: StringReader, high, targets, strings, batch_size: int 
     return {kind: sum(h) / len(h) for kind, h in hits.items() if h}
 
 
-def _crops(high, targets, batch, crop_cells, stride_cells, cell_pixels, generator):
-    """Crops of ``crop_cells`` fused-map cells around a random string cell of each image, offsets on the stride."""
-    pixels, labels = [], []
-    for index in batch.tolist():
-        drawn = (targets[index] > 0).nonzero()
-        row, column = drawn[torch.randint(len(drawn), (1,), generator=generator)][0].tolist()
-        offsets = []
-        for centre in (row, column):
-            valid = [
-                o for o in range(0, targets.shape[-1] - crop_cells + 1, stride_cells) if o <= centre < o + crop_cells
-            ]
-            offsets.append(valid[int(torch.randint(len(valid), (1,), generator=generator))])
-        top, left = offsets
-        pixels.append(high[index, :, top * cell_pixels : (top + crop_cells) * cell_pixels,
-                           left * cell_pixels : (left + crop_cells) * cell_pixels])  # fmt: skip
-        labels.append(targets[index, top : top + crop_cells, left : left + crop_cells])
-    return torch.stack(pixels).float(), torch.stack(labels)
+@dataclass(frozen=True)
+class _Cells:
+    """The HR image in cells of the tower's fused map: a cell's side in pixels, the tower's total stride in cells
+    (crops start on it, so their grids match the whole image's), and the sides of the image and of a crop in cells."""
+
+    pixels: int
+    stride: int
+    side: int
+    crop: int
+
+    @classmethod
+    def of(cls, model_config: MiniGeminiConfig, crop: int) -> _Cells:
+        aux = model_config.vision_aux_config
+        pixels, stride = aux.patch_size, 2 ** (len(aux.hidden_sizes) - 1)
+        if crop and (crop % (pixels * stride) or crop > model_config.image_size_aux):
+            raise ValueError(
+                f"crop must be a multiple of the HR tower's stride ({pixels * stride} px) and at most the HR "
+                f"image ({model_config.image_size_aux} px), got {crop}"
+            )
+        side = model_config.image_size_aux // pixels
+        return cls(pixels, stride, side, crop // pixels if crop else side)
+
+
+@dataclass
+class _DrawnStrings:
+    """The HR pixels of the caption records (N, 3, H, W), each fused-map cell's string class (N, side, side; 0: none,
+    ``i + 1``: ``strings[i]``), and the indices of the images with strings to train on and to hold out."""
+
+    high: torch.Tensor
+    targets: torch.Tensor
+    strings: list[str]
+    pool: torch.Tensor
+    held_out: torch.Tensor
+
+    @classmethod
+    def read(
+        cls,
+        model_config: MiniGeminiConfig,
+        data: list[str],
+        cells: _Cells,
+        config: ReadingPretrainConfig,
+        progress: bool,
+    ) -> _DrawnStrings:
+        regions = read_caption_regions(data)
+        strings = sorted({r["text"] for rs in regions.values() for r in rs if r.get("text")})
+        if not strings:
+            raise ValueError(
+                f'no caption record of {data} has a region with drawn "text": nothing to teach reading with'
+            )
+        processor = MiniGeminiImageProcessor(
+            image_size=model_config.vision_config.image_size, image_size_aux=model_config.image_size_aux
+        )
+        _, high, _, ids = load_caption_pairs(data, [], processor, progress)
+        classes = {s: i + 1 for i, s in enumerate(strings)}
+        targets = torch.stack([string_targets(regions.get(key, []), cells.side, classes) for key in ids])
+        pool = (targets > 0).flatten(1).any(1).nonzero().flatten()
+        held_out = pool[torch.randperm(len(pool), generator=torch.Generator().manual_seed(config.seed))]
+        held_out = held_out[: int(config.holdout * len(pool))]
+        pool = pool[~torch.isin(pool, held_out)]  # in order: without a holdout, the same crops as before it existed
+        return cls(high, targets, strings, pool, held_out)
+
+    def crops(self, batch: torch.Tensor, cells: _Cells, generator: torch.Generator):
+        """Crops of ``cells.crop`` cells around a random string cell of each image, offsets on the stride."""
+        pixels, labels = [], []
+        for index in batch.tolist():
+            drawn = (self.targets[index] > 0).nonzero()
+            row, column = drawn[torch.randint(len(drawn), (1,), generator=generator)][0].tolist()
+            offsets = []
+            for centre in (row, column):
+                valid = [
+                    o
+                    for o in range(0, self.targets.shape[-1] - cells.crop + 1, cells.stride)
+                    if o <= centre < o + cells.crop
+                ]
+                offsets.append(valid[int(torch.randint(len(valid), (1,), generator=generator))])
+            top, left = offsets
+            rows, columns = slice(top, top + cells.crop), slice(left, left + cells.crop)
+            pixels.append(self.high[index, :, _pixels(rows, cells.pixels), _pixels(columns, cells.pixels)])
+            labels.append(self.targets[index, rows, columns])
+        return torch.stack(pixels).float(), torch.stack(labels)
+
+
+def _pixels(cells: slice, cell_pixels: int) -> slice:
+    return slice(cells.start * cell_pixels, cells.stop * cell_pixels)
 
 
 def pretrain_reading(
@@ -127,7 +199,7 @@ def pretrain_reading(
 ) -> Path:
     """Train the HR tower of ``encoders`` (a file of ``pretrain_encoders``) on the drawn strings of ``data``'s
     regions; write ``output/encoders.safetensors`` (the LR tower copied unchanged)."""
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import load_file
 
     config = config or ReadingPretrainConfig()
     config.validate()
@@ -135,36 +207,39 @@ def pretrain_reading(
     if (output / ENCODERS_FILE).is_file():
         print(f"HR tower already taught to read: {output / ENCODERS_FILE}")
         return output / ENCODERS_FILE
-    aux = model_config.vision_aux_config
-    cell_pixels = aux.patch_size
-    stride_cells = 2 ** (len(aux.hidden_sizes) - 1)
-    side = model_config.image_size_aux // cell_pixels
-    if config.crop and (config.crop % (cell_pixels * stride_cells) or config.crop > model_config.image_size_aux):
-        raise ValueError(
-            f"crop must be a multiple of the HR tower's stride ({cell_pixels * stride_cells} px) and at most the HR "
-            f"image ({model_config.image_size_aux} px), got {config.crop}"
-        )
-    processor = MiniGeminiImageProcessor(
-        image_size=model_config.vision_config.image_size, image_size_aux=model_config.image_size_aux
-    )
-    regions = read_caption_regions(data)
-    strings = sorted({r["text"] for rs in regions.values() for r in rs if r.get("text")})
-    if not strings:
-        raise ValueError(f'no caption record of {data} has a region with drawn "text": nothing to teach reading with')
-    _, high, _, ids = load_caption_pairs(data, [], processor, progress)
-    classes = {s: i + 1 for i, s in enumerate(strings)}
-    targets = torch.stack([string_targets(regions.get(key, []), side, classes) for key in ids])
-    pool = (targets > 0).flatten(1).any(1).nonzero().flatten()
-    held_out = pool[torch.randperm(len(pool), generator=torch.Generator().manual_seed(config.seed))]
-    held_out = held_out[: int(config.holdout * len(pool))]
-    pool = pool[~torch.isin(pool, held_out)]  # in order: without a holdout, the same crops as before it existed
-
+    cells = _Cells.of(model_config, config.crop)
+    drawn = _DrawnStrings.read(model_config, data, cells, config, progress)
     torch.manual_seed(config.seed)
-    reader = StringReader(model_config, len(strings) + 1)
+    reader = StringReader(model_config, len(drawn.strings) + 1)
     weights = load_file(str(encoders))
     reader.tower.load_state_dict({k[len(_TOWER) :]: v for k, v in weights.items() if k.startswith(_TOWER)})
     device = tower_device()
     reader.to(device)
+    autocast = tower_autocast(config.precision, device)
+    _train_reader(reader, drawn, cells, config, output, device, autocast, progress)
+    if len(drawn.held_out):
+        with autocast:
+            metrics = named_strings(
+                reader, drawn.high[drawn.held_out], drawn.targets[drawn.held_out], drawn.strings, device=device
+            )
+        print("Held-out strings named: " + ", ".join(f"{k} {v:.1%}" for k, v in metrics.items()), flush=True)
+        write_json_atomic(output / "reading_metrics.json", {"held_out_images": len(drawn.held_out), **metrics})
+    _save_tower(reader, weights, output, config)
+    (output / _CHECKPOINT).unlink(missing_ok=True)
+    return output / ENCODERS_FILE
+
+
+def _train_reader(
+    reader: StringReader,
+    drawn: _DrawnStrings,
+    cells: _Cells,
+    config: ReadingPretrainConfig,
+    output: Path,
+    device: torch.device,
+    autocast,
+    progress: bool,
+) -> None:
+    """Train ``reader`` on crops of ``drawn``'s training images, resuming from (and checkpointing into) ``output``."""
     optimizer = torch.optim.AdamW(reader.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / config.warmup_steps))
     generator = torch.Generator().manual_seed(config.seed)
@@ -174,50 +249,43 @@ def pretrain_reading(
     if state:
         generator.set_state(state["generator"])
         print(f"Resuming reading pre-training after step {start}")
-    class_weight = torch.ones(len(strings) + 1, device=device)
+    class_weight = torch.ones(len(drawn.strings) + 1, device=device)
     class_weight[0] = config.none_weight
-    autocast = tower_autocast(config.precision, device)
-    crop_cells = config.crop // cell_pixels if config.crop else side
     print(
-        f"Reading pre-training: {len(pool)} images with drawn strings, {len(strings)} distinct strings, "
-        f"{config.steps} steps of {config.batch_size} crops of {crop_cells * cell_pixels} px on {device.type}",
+        f"Reading pre-training: {len(drawn.pool)} images with drawn strings, {len(drawn.strings)} distinct strings, "
+        f"{config.steps} steps of {config.batch_size} crops of {cells.crop * cells.pixels} px on {device.type}",
         flush=True,
     )
     output.mkdir(parents=True, exist_ok=True)
     reader.train()
     started = time.perf_counter()
     for step in range(start, config.steps):
-        batch = pool[torch.randint(len(pool), (config.batch_size,), generator=generator)]
-        pixels, labels = _crops(high, targets, batch, crop_cells, stride_cells, cell_pixels, generator)
+        batch = drawn.pool[torch.randint(len(drawn.pool), (config.batch_size,), generator=generator)]
+        pixels, labels = drawn.crops(batch, cells, generator)
         pixels, labels = pixels.to(device), labels.to(device)
         with autocast:
             logits = reader(pixels)
         loss = F.cross_entropy(logits.float(), labels.long(), weight=class_weight)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(reader.parameters(), 1.0)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
+        optimizer_step(loss, reader.parameters(), optimizer, scheduler)
         if progress and (step % 50 == 0 or step + 1 == config.steps):
-            drawn = labels > 0
-            accuracy = ((logits.argmax(1) == labels) & drawn).sum() / drawn.sum().clamp_min(1)
+            named = labels > 0
+            accuracy = ((logits.argmax(1) == labels) & named).sum() / named.sum().clamp_min(1)
             print(
                 f"  step {step + 1}/{config.steps}  loss {loss.item():.3f}  string cells named {accuracy.item():.2f}  "
                 f"({time.perf_counter() - started:.0f} s)",
                 flush=True,
             )
         if (step + 1) % config.checkpoint_steps == 0 and step + 1 < config.steps:
-            state = {"reader": reader.state_dict(), "optimizer": optimizer.state_dict(),
-                     "scheduler": scheduler.state_dict(), "generator": generator.get_state(), "step": step + 1}  # fmt: skip
-            write_file_atomic(checkpoint_path, partial(torch.save, state))
-    if len(held_out):
-        with autocast:
-            metrics = named_strings(reader, high[held_out], targets[held_out], strings, device=device)
-        print("Held-out strings named: " + ", ".join(f"{k} {v:.1%}" for k, v in metrics.items()), flush=True)
-        write_json_atomic(output / "reading_metrics.json", {"held_out_images": len(held_out), **metrics})
+            extra = {"generator": generator.get_state(), "step": step + 1}
+            save_checkpoint(checkpoint_path, extra, reader=reader, optimizer=optimizer, scheduler=scheduler)
+
+
+def _save_tower(reader: StringReader, weights: dict, output: Path, config: ReadingPretrainConfig) -> None:
+    """Write ``weights`` with the reader's HR tower in place of theirs (``encoders.safetensors``, atomically) and the
+    settings that trained it."""
+    from safetensors.torch import save_file
+
     tower = {_TOWER + k: v.detach().cpu().contiguous() for k, v in reader.tower.state_dict().items()}
     result = {**{k: v for k, v in weights.items() if not k.startswith(_TOWER)}, **tower}
     write_file_atomic(output / ENCODERS_FILE, lambda staging: save_file(result, str(staging)))
     write_json_atomic(output / "reading_config.json", asdict(config))
-    checkpoint_path.unlink(missing_ok=True)
-    return output / ENCODERS_FILE
