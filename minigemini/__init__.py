@@ -25,15 +25,15 @@ AutoProcessor.register(MiniGeminiConfig, MiniGeminiProcessor, exist_ok=True)
 
 __version__ = "0.1.0"
 __all__ = [
-    "batch_chat",
-    "chat",
-    "load_pretrained",
     "ImageLoadError",
     "MiniGeminiConfig",
     "MiniGeminiForConditionalGeneration",
-    "MiniGeminiModel",
     "MiniGeminiImageProcessor",
+    "MiniGeminiModel",
     "MiniGeminiPreTrainedModel",
     "MiniGeminiProcessor",
+    "batch_chat",
+    "chat",
     "load_image",
+    "load_pretrained",
 ]
