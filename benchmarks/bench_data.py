@@ -82,7 +82,7 @@ def measure(args) -> None:
     sys.path.insert(0, ROOT)
     from minigemini.data import MiniGeminiCollator, SupervisedDataset
     from minigemini.data.stream import ShardStream
-    from tests.training_helpers import make_processor, make_tokenizer
+    from tests.helpers.training import make_processor, make_tokenizer
 
     torch.set_num_threads(1)
     os.environ["TOKENIZERS_PARALLELISM"] = "false"

@@ -126,7 +126,7 @@ def worker(plan_path: str) -> None:
 def build_workspace(root: Path, args) -> dict:
     sys.path.insert(0, str(ROOT))
     from minigemini import MiniGeminiConfig, MiniGeminiForConditionalGeneration
-    from tests.training_helpers import caption_records, make_processor, make_tokenizer, write_images, write_jsonl
+    from tests.helpers.training import caption_records, make_processor, make_tokenizer, write_images, write_jsonl
 
     model_dir = root / "model"
     tokenizer = make_tokenizer(model_dir)

@@ -42,7 +42,7 @@ import numpy as np
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # tests.serving_helpers: the tiny model
+sys.path.insert(0, str(ROOT))  # tests.helpers.serving: the tiny model
 
 KINDS = {  # name: (PIL mode, format, save options)
     "rgb-png": ("RGB", "PNG", {}),
@@ -226,7 +226,7 @@ def scenario(model_dir: str, workdir: Path, bodies: list[dict], rounds: int = 1)
 
 def resident_after_large_images(workdir: Path) -> dict:
     """Part 3: resident memory above idle after each of three requests with one large picture, one at a time."""
-    from tests.serving_helpers import save_tiny_mgm
+    from tests.helpers.serving import save_tiny_mgm
 
     model_dir = str(save_tiny_mgm(workdir / "model"))
     results = {}
@@ -245,7 +245,7 @@ def chat_body(*images: bytes) -> dict:
 def end_to_end(kind: str, clients: int, workdir: Path) -> dict:
     from minigemini.serve.limits import BODY_COPIES, BYTES_PER_DECODED_PIXEL
     from minigemini.serve.settings import ServerSettings
-    from tests.serving_helpers import save_tiny_mgm
+    from tests.helpers.serving import save_tiny_mgm
 
     settings = ServerSettings()
     model_dir = str(save_tiny_mgm(workdir / "model"))

@@ -13,9 +13,9 @@ from minigemini.loading import load_pretrained
 from minigemini.mining import PatchInfoMining
 from minigemini.train import TrainConfig, load_lora, train
 from tests.conftest import image_inputs, prompt_ids, tiny_config, tiny_model
-from tests.serving_helpers import save_tiny_mgm, solid
+from tests.helpers.serving import save_tiny_mgm, solid
 from tests.test_mining import randomised_mining
-from tests.training_helpers import caption_records, conversation, make_model_dir, write_images, write_jsonl
+from tests.helpers.training import caption_records, conversation, make_model_dir, write_images, write_jsonl
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 

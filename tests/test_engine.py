@@ -6,7 +6,7 @@ import torch
 from minigemini.engine import GenerationRequest, context_budget, run_batch
 from minigemini.inference import Conversation
 from minigemini.loading import load_pretrained
-from tests.serving_helpers import save_tiny_mgm, script_answers, solid
+from tests.helpers.serving import save_tiny_mgm, script_answers, solid
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ from minigemini import loading, precision
 from minigemini.engine import ContextTooLong
 from minigemini.inference import Conversation, batch_chat, chat, draw
 from minigemini.loading import load_pretrained, parse_dtype, resolve_device
-from tests.serving_helpers import save_tiny_mgm, solid
+from tests.helpers.serving import save_tiny_mgm, solid
 
 
 @pytest.fixture(scope="module")
@@ -114,7 +114,7 @@ def test_device_and_dtype_defaults(model_dir, monkeypatch):
 
 def test_a_published_release_checkpoint_loads_for_chat(tmp_path):
     """`mgm chat --model <a YanweiLi/MGM-* download>` works: the release layout is converted on load."""
-    from tests import tiny_release
+    from tests.helpers import tiny_release
 
     tiny_release.make_release(tmp_path / "release", "llama")
     model, processor = load_pretrained(tmp_path / "release")

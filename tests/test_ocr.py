@@ -39,7 +39,7 @@ def test_chat_cli_and_server_add_the_ocr_tokens(sign, tmp_path, monkeypatch, cap
     import io
 
     from minigemini import cli, engine, loading
-    from tests.serving_helpers import save_tiny_mgm
+    from tests.helpers.serving import save_tiny_mgm
 
     model_dir = save_tiny_mgm(tmp_path / "mgm")
     sign.save(tmp_path / "sign.png")

@@ -77,7 +77,7 @@ def test_saved_with_its_code_it_loads_without_minigemini(tmp_path):
 
     output = tmp_path / "remote.pt"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "modules"), "PYTHONPATH": ""}
-    probe = [str(python), str(ROOT / "tests" / "remote_code_probe.py"), str(output), str(image)]
+    probe = [str(python), str(ROOT / "tests" / "helpers" / "remote_code_probe.py"), str(output), str(image)]
     subprocess.run([*probe, str(normal), str(hd)], check=True, timeout=600, env=env, cwd=tmp_path)
     remote = torch.load(output, weights_only=False)
 

@@ -24,7 +24,7 @@ from minigemini import MiniGeminiForConditionalGeneration
 from minigemini.cli import init as init_module
 from minigemini.convert.from_parts import init_model, load_open_clip_convnext
 from minigemini.processing import MiniGeminiProcessor
-from tests.tiny_release import (
+from tests.helpers.tiny_release import (
     convnext_timm_tensors,
     make_tokenizer,
     reference_convnext,

@@ -1,7 +1,7 @@
 """Published-checkpoint conversion: tiny random checkpoints in the release's exact layout -> this package's format.
 
 Parity is checked against a reference forward written from DESIGN.md §2 on the raw release tensors
-(tests/tiny_release.py), not against this package's modules.
+(tests/helpers/tiny_release.py), not against this package's modules.
 """
 
 import argparse
@@ -29,7 +29,7 @@ from minigemini.convert.release import (
 from minigemini.modeling import RELEASE_KEY_MAPPING
 from minigemini.processing import MiniGeminiProcessor
 from minigemini.templates import jinja_template
-from tests.tiny_release import (
+from tests.helpers.tiny_release import (
     IMAGE_TOKEN_INDEX,
     make_release,
     make_tokenizer,
@@ -339,7 +339,7 @@ def _unknown_weights(release):
 
 
 def _towers_stripped(release):
-    from tests.tiny_release import write_weights
+    from tests.helpers.tiny_release import write_weights
 
     for f in release.path.glob("model-*.safetensors"):
         f.unlink()
@@ -349,7 +349,7 @@ def _towers_stripped(release):
 
 
 def _llm_weight_missing(release):
-    from tests.tiny_release import write_weights
+    from tests.helpers.tiny_release import write_weights
 
     for f in release.path.glob("model-*.safetensors"):
         f.unlink()
@@ -359,7 +359,7 @@ def _llm_weight_missing(release):
 
 
 def _projector_shape_wrong(release):
-    from tests.tiny_release import write_weights
+    from tests.helpers.tiny_release import write_weights
 
     for f in release.path.glob("model-*.safetensors"):
         f.unlink()

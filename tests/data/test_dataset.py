@@ -11,7 +11,7 @@ import torch
 from minigemini import MiniGeminiForConditionalGeneration, MiniGeminiProcessor
 from minigemini.data import DataError, MiniGeminiCollator, Skip, SupervisedDataset, read_records
 from minigemini.modeling import IGNORE_INDEX
-from tests.training_helpers import conversation, make_model_dir, write_images, write_jsonl
+from tests.helpers.training import conversation, make_model_dir, write_images, write_jsonl
 
 
 @pytest.fixture(scope="module")

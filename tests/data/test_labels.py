@@ -11,7 +11,7 @@ from minigemini.data import ConversationEncoder
 from minigemini.modeling import IGNORE_INDEX
 from minigemini.templates import TEMPLATE_NAMES, render
 from tests.conftest import CHATML_TEMPLATE
-from tests.training_helpers import make_processor, make_tokenizer
+from tests.helpers.training import make_processor, make_tokenizer
 
 MESSAGES = [
     {"role": "user", "content": "What is in <image> this picture?"},

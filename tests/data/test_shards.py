@@ -16,8 +16,8 @@ from minigemini.data import DataError, MiniGeminiCollator, Skip
 from minigemini.data.shards import open_shards
 from minigemini.data.stream import ShardStream
 from minigemini.datatools.shard import write_shards
-from tests.cli_helpers import data_main
-from tests.training_helpers import caption_records, conversation, make_model_dir, write_images, write_jsonl
+from tests.helpers.cli import data_main
+from tests.helpers.training import caption_records, conversation, make_model_dir, write_images, write_jsonl
 
 
 @pytest.fixture(scope="module")

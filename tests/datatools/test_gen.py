@@ -22,8 +22,8 @@ from minigemini.datatools.gen import (
     build_messages,
     check_reply,
 )
-from tests.cli_helpers import data_main as main
-from tests.serving_helpers import run_in_thread
+from tests.helpers.cli import data_main as main
+from tests.helpers.serving import run_in_thread
 
 
 class FakeLLM:
@@ -346,7 +346,7 @@ def test_against_mgm_serve(tmp_path, monkeypatch):
 
     from minigemini import MiniGeminiProcessor
     from minigemini.cli import serve as serve_cli
-    from tests.serving_helpers import save_tiny_mgm, script_answers
+    from tests.helpers.serving import save_tiny_mgm, script_answers
 
     model_dir = save_tiny_mgm(tmp_path / "mgm", max_position_embeddings=4096)
     script_answers(monkeypatch, MiniGeminiProcessor.from_pretrained(model_dir), "<h>a green star</h>")

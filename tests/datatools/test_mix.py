@@ -8,7 +8,7 @@ from PIL import Image
 
 from minigemini.data import read_records
 from minigemini.datatools.mix import load_recipe, mix
-from tests.cli_helpers import data_main as main
+from tests.helpers.cli import data_main as main
 
 RECIPES = Path(__file__).resolve().parents[2] / "recipes" / "data"
 

@@ -6,7 +6,7 @@ import pytest
 from PIL import Image, ImageDraw, ImageFont
 
 from minigemini.datatools.ocr_tokens import augment
-from tests.cli_helpers import data_main as main
+from tests.helpers.cli import data_main as main
 
 FONT = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"
 

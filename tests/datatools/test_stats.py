@@ -7,7 +7,7 @@ from PIL import Image
 from transformers import AutoTokenizer
 
 from minigemini.datatools.stats import compute_stats
-from tests.cli_helpers import data_main as main
+from tests.helpers.cli import data_main as main
 from tests.conftest import build_tokenizer
 
 

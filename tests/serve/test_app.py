@@ -18,7 +18,7 @@ from minigemini.loading import load_pretrained
 from minigemini.serve.app import create_app
 from minigemini.serve.settings import ServerSettings
 from minigemini.synthetic import COLOURS
-from tests.serving_helpers import run_in_thread, save_tiny_mgm, script_answers, solid
+from tests.helpers.serving import run_in_thread, save_tiny_mgm, script_answers, solid
 
 
 def data_url(image, format="PNG") -> str:

@@ -15,7 +15,7 @@ from minigemini.loading import load_pretrained
 from minigemini.serve.app import create_app
 from minigemini.serve.batching import BatchingEngine
 from minigemini.serve.settings import ServerSettings
-from tests.serving_helpers import run_in_thread, save_tiny_mgm, script_answers
+from tests.helpers.serving import run_in_thread, save_tiny_mgm, script_answers
 
 MAX_TOKENS = 1500
 

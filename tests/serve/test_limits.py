@@ -27,7 +27,7 @@ from minigemini.serve.limits import (
 )
 from minigemini.serve.middleware import BodyLimit
 from minigemini.serve.settings import MiB, ServerSettings
-from tests.serving_helpers import run_in_thread, save_tiny_mgm, solid
+from tests.helpers.serving import run_in_thread, save_tiny_mgm, solid
 
 
 def data_url(image) -> str:

@@ -15,7 +15,7 @@ import pytest
 from minigemini.loading import load_pretrained
 from minigemini.serve.app import create_app
 from minigemini.serve.settings import ServerSettings
-from tests.serving_helpers import run_in_thread, save_tiny_mgm
+from tests.helpers.serving import run_in_thread, save_tiny_mgm
 
 CLIENTS = 50
 REQUEST_TIMEOUT = 120.0

@@ -19,7 +19,7 @@ SCRIPT = textwrap.dedent("""
     from minigemini.loading import load_pretrained
     from minigemini.serve.app import create_app
     from minigemini.serve.settings import ServerSettings
-    from tests.serving_helpers import save_tiny_mgm
+    from tests.helpers.serving import save_tiny_mgm
 
     def resident_mib():
         line = next(l for l in Path("/proc/self/status").read_text().splitlines() if l.startswith("VmRSS:"))

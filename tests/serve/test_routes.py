@@ -10,7 +10,7 @@ from minigemini.serve import routes
 from minigemini.serve.batching import BatchingEngine
 from minigemini.serve.settings import ServerSettings
 from minigemini.serve.state import ServerState
-from tests.serving_helpers import save_tiny_mgm
+from tests.helpers.serving import save_tiny_mgm
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import pytest
 
 from minigemini import cli, engine
 from minigemini.synthetic import COLOURS
-from tests.serving_helpers import save_tiny_mgm, script_answers, solid
+from tests.helpers.serving import save_tiny_mgm, script_answers, solid
 
 
 @pytest.fixture(scope="module")

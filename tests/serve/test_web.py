@@ -7,7 +7,7 @@ import shutil
 import pytest
 
 from minigemini.serve.web import conversation_from_history
-from tests.serving_helpers import free_port, save_tiny_mgm, script_answers, solid
+from tests.helpers.serving import free_port, save_tiny_mgm, script_answers, solid
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = [

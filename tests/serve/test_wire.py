@@ -12,7 +12,7 @@ from minigemini.loading import load_pretrained
 from minigemini.serve.app import create_app
 from minigemini.serve.connections import deadline_protocol
 from minigemini.serve.settings import ServerSettings
-from tests.serving_helpers import run_in_thread, save_tiny_mgm
+from tests.helpers.serving import run_in_thread, save_tiny_mgm
 
 KEY = b"s3cret"
 GOOD = b'{"messages": [{"role": "user", "content": "hi"}], "max_tokens": 1}'

@@ -23,7 +23,7 @@ from minigemini.synthetic.world import (
     spec_matches,
 )
 from minigemini.synthetic.writer import write_world
-from tests.cli_helpers import data_main
+from tests.helpers.cli import data_main
 
 
 def test_same_seed_same_scene_and_different_seeds_differ():

@@ -10,8 +10,8 @@ import yaml
 
 from minigemini.cli.train import build_parser, config_from_args
 from minigemini.train import STAGE_DEFAULTS, TrainConfig
-from tests.cli_helpers import train_main as main
-from tests.training_helpers import conversation, make_model_dir, write_images, write_jsonl
+from tests.helpers.cli import train_main as main
+from tests.helpers.training import conversation, make_model_dir, write_images, write_jsonl
 
 RECIPES = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "recipes")
 PAPER = {  # §4.1 and the release scripts

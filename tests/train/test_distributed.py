@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file
 
 from minigemini.train import TrainConfig, train
-from tests.training_helpers import caption_records, conversation, make_model_dir, write_images, write_jsonl
+from tests.helpers.training import caption_records, conversation, make_model_dir, write_images, write_jsonl
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

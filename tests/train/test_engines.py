@@ -33,7 +33,7 @@ from minigemini.errors import UserError
 from minigemini.train import TrainConfig, train
 from minigemini.train.engines import DDP, FSDP, Engine, check_resume_engine, checkpoint_engine, run_engine
 from minigemini.train.lora import merge_lora
-from tests.serving_helpers import free_port
+from tests.helpers.serving import free_port
 from tests.train.engine_helpers import (
     DISTRIBUTED,
     ENGINES,
@@ -44,7 +44,7 @@ from tests.train.engine_helpers import (
     torchrun,
     write_plan,
 )
-from tests.training_helpers import caption_records, conversation, make_model_dir, write_images, write_jsonl
+from tests.helpers.training import caption_records, conversation, make_model_dir, write_images, write_jsonl
 
 LOSS_ATOL = 1e-5
 STEPS = 10
@@ -195,7 +195,7 @@ def test_consolidated_model_loads_in_transformers_and_mgm_chat(engine, workspace
 
 def test_the_model_gathered_from_zero3_partitions_runs_on_vllm(workspace, tmp_path):
     """The vLLM plugin serves ZeRO-3's consolidated stage-1 output: its greedy tokens equal the project's generate()."""
-    from tests.vllm_helpers import noise_image, reference_request, run_vllm_script, vllm_python
+    from tests.helpers.vllm_env import noise_image, reference_request, run_vllm_script, vllm_python
 
     vllm_python()  # the vLLM environment (make vllm-venv)
     folder = launched(workspace, "zero3")["stage1"]

@@ -14,7 +14,7 @@ from minigemini.cli.merge_lora import add_parser
 from minigemini.errors import UserError
 from minigemini.train import TrainConfig, load_lora, train
 from minigemini.train.lora import check_quantization_available
-from tests.training_helpers import (
+from tests.helpers.training import (
     assert_same_adapter,
     caption_records,
     conversation,

@@ -15,7 +15,7 @@ from minigemini.data import ModalityLengthGroupedSampler
 from minigemini.train import TrainConfig, configure_trainable, train
 from minigemini.train.run import build_dataset
 from tests.conftest import tiny_model
-from tests.training_helpers import caption_records, conversation, make_model_dir, write_images, write_jsonl
+from tests.helpers.training import caption_records, conversation, make_model_dir, write_images, write_jsonl
 
 
 @pytest.fixture(scope="module")

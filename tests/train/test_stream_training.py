@@ -20,7 +20,7 @@ from minigemini.train import train
 from minigemini.train.trainer import MiniGeminiTrainer
 from tests.train.test_kill import ROOT, CountSteps, start_and_kill
 from tests.train.test_stages import config, weights, workspace  # noqa: F401  (workspace is a fixture)
-from tests.training_helpers import caption_records, conversation, write_images, write_jsonl
+from tests.helpers.training import caption_records, conversation, write_images, write_jsonl
 
 COMMON = {
     "stage": 2,

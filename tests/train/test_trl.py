@@ -14,7 +14,7 @@ from transformers import AutoModelForImageTextToText, AutoProcessor, AutoTokeniz
 from trl import SFTConfig, SFTTrainer  # the `trl` extra
 
 from minigemini.convert.release import convert_release_checkpoint
-from tests.tiny_release import make_release
+from tests.helpers.tiny_release import make_release
 
 COLOURS = {"red": (255, 0, 0), "green": (0, 200, 0), "blue": (0, 0, 255), "black": (0, 0, 0)}
 

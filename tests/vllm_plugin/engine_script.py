@@ -1,4 +1,4 @@
-"""Run in the vLLM environment by tests/vllm_plugin/test_engine.py: `python engine_script.py JOB.json OUT.json`.
+"""Run in the vLLM environment by tests/vllm_plugin/test_model.py: `python engine_script.py JOB.json OUT.json`.
 
 For each model of the job: a real vLLM engine (fp32, eager, CPU) generates greedily for all its requests in one call
 (so they are batched together); for each model to refuse: the error vLLM raises while reading its config. First of all

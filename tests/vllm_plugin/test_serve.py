@@ -9,7 +9,7 @@ import minigemini as mgm
 from minigemini.cli import main
 from minigemini.cli.demo import bundled_image_path
 from minigemini.loading import load_pretrained
-from tests.vllm_helpers import data_url, vllm_server
+from tests.helpers.vllm_env import data_url, vllm_server
 
 QUESTION = "Describe the image."
 MAX_TOKENS = 48

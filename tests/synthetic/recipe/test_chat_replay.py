@@ -9,7 +9,7 @@ from minigemini.loading import load_pretrained
 from minigemini.synthetic.chat_checks import CHAT_CHECKS
 from minigemini.synthetic.recipe.chat_replay import ChatReplayConfig, read_prompts, write_chat_replay
 from minigemini.synthetic.recipe.pipeline import CHAT_PROMPTS
-from tests.serving_helpers import save_tiny_mgm, script_answers
+from tests.helpers.serving import save_tiny_mgm, script_answers
 
 
 @pytest.fixture(scope="module")

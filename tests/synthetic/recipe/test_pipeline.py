@@ -18,8 +18,8 @@ from minigemini.synthetic.recipe.reading import ReadingPretrainConfig, pretrain_
 from minigemini.synthetic.writer import write_world
 from minigemini.train.lora import load_lora
 from tests.conftest import CHATML_TEMPLATE, build_tokenizer
-from tests.serving_helpers import script_answers
-from tests.training_helpers import assert_same_adapter
+from tests.helpers.serving import script_answers
+from tests.helpers.training import assert_same_adapter
 
 pytest.importorskip("peft")
 

@@ -15,8 +15,8 @@ from minigemini import (
 )
 from minigemini.cli import main
 from tests.conftest import CHATML_TEMPLATE, build_tokenizer, tiny_config
-from tests.tiny_release import make_release
-from tests.vllm_helpers import noise_image, reference_request, run_vllm_script, save_tiny_vllm_mgm
+from tests.helpers.tiny_release import make_release
+from tests.helpers.vllm_env import noise_image, reference_request, run_vllm_script, save_tiny_vllm_mgm
 
 SCRIPT = Path(__file__).with_name("engine_script.py")
 MODELS = [("llama", False), ("llama", True), ("qwen2", False), ("qwen2", True)]

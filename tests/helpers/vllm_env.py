@@ -28,9 +28,9 @@ from transformers import AutoTokenizer
 
 from minigemini import MiniGeminiForConditionalGeneration, MiniGeminiImageProcessor, MiniGeminiProcessor
 from tests.conftest import CHATML_TEMPLATE, build_tokenizer, tiny_config
-from tests.serving_helpers import free_port
+from tests.helpers.serving import free_port
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 VLLM_PYTHON = Path(os.environ.get("MGM_VLLM_PYTHON") or ROOT / ".venv-vllm" / "bin" / "python")
 #: vLLM's CPU engine, sized for tiny models and a shared 2-core machine (KV cache in GiB: VLLM_CPU_KVCACHE_SPACE)
 VLLM_ENV = {"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_LOGGING_LEVEL": "WARNING", "TOKENIZERS_PARALLELISM": "false"}
@@ -68,7 +68,7 @@ def run_vllm_script(script: Path, job: dict, workdir: Path, timeout: float) -> d
 
 
 def save_tiny_vllm_mgm(path: Path, family: str = "llama", hd: bool = False, seed: int = 0):
-    """A random Mini-Gemini like `tests.serving_helpers.save_tiny_mgm` (ChatML tokenizer, processor), with attention
+    """A random Mini-Gemini like `tests.helpers.serving.save_tiny_mgm` (ChatML tokenizer, processor), with attention
     heads of 32: the smallest head size vLLM's CPU attention has kernels for. Returns (model, processor)."""
     build_tokenizer(path, chat_template=CHATML_TEMPLATE)
     tokenizer = AutoTokenizer.from_pretrained(path)

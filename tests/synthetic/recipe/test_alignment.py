@@ -21,7 +21,7 @@ from minigemini.synthetic.recipe.alignment import (
 )
 from minigemini.synthetic.recipe.encoders import load_caption_pairs
 from minigemini.synthetic.writer import write_world
-from tests.synthetic.test_recipe import tiny_llm
+from tests.synthetic.recipe.test_pipeline import tiny_llm
 
 
 def test_caption_targets_keep_the_informative_words_as_llm_tokens(tmp_path):
