@@ -62,24 +62,9 @@ def label(item):
 def test_shard_writes_images_inside_skips_bad_images_and_resumes(tmp_path, source, processor, fmt, capsys):
     data, images = source
     out = tmp_path / "shards"
-    assert (
-        data_main(
-            [
-                "shard",
-                data,
-                "--image-folder",
-                images,
-                "-o",
-                str(out),
-                "--format",
-                fmt,
-                "--shard-size",
-                "8",
-                "--no-progress",
-            ]
-        )
-        == 0
-    )
+    argv = ["shard", data, "--image-folder", images, "-o", str(out), "--format", fmt]
+    argv += ["--shard-size", "8", "--no-progress"]
+    assert data_main(argv) == 0
     printed = capsys.readouterr().out
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["records"] == 40 and manifest["samples"] == 38 and len(manifest["shards"]) == 5
@@ -101,24 +86,7 @@ def test_shard_writes_images_inside_skips_bad_images_and_resumes(tmp_path, sourc
     kept = out / manifest["shards"][0]["file"]
     mtime = os.path.getmtime(kept)
     lost.unlink()
-    assert (
-        data_main(
-            [
-                "shard",
-                data,
-                "--image-folder",
-                images,
-                "-o",
-                str(out),
-                "--format",
-                fmt,
-                "--shard-size",
-                "8",
-                "--no-progress",
-            ]
-        )
-        == 0
-    )
+    assert data_main(argv) == 0
     assert "(1 written now)" in capsys.readouterr().out and lost.is_file() and os.path.getmtime(kept) == mtime
     assert json.loads((out / "manifest.json").read_text())["shards"] == manifest["shards"]
     # another run's settings in the same folder: one clear error
