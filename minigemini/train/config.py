@@ -270,6 +270,7 @@ def settings_parser() -> argparse.ArgumentParser:
             parser.add_argument(f"--no-{field.name.replace('_', '-')}", action="store_false", dest=field.name)
     for action in parser._actions:
         action.default = argparse.SUPPRESS
+        action.option_strings.sort(key=lambda option: "_" in option)  # --with-dashes first, as the docs write them
     return parser
 
 
