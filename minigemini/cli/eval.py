@@ -130,8 +130,9 @@ def _report(scores: dict, out: Path, allow_partial: bool) -> int:
 def _list(args) -> int:
     from minigemini.evaluation.benchmarks import BENCHMARKS
 
+    width = max(10, *(len(name) for name in BENCHMARKS))
     for benchmark in BENCHMARKS.values():
-        print(f"{benchmark.name:10s} {benchmark.description}")
+        print(f"{benchmark.name:{width}s} {benchmark.description}")
     return 0
 
 

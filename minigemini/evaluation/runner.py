@@ -197,6 +197,10 @@ def _start(config: RunConfig) -> tuple[list[Sample], list[InvalidRow]]:
     benchmark = get_benchmark(config.bench)
     options = LoadOptions.create(config.data, config.image_dir, config.annotations, config.split)
     everything, invalid = load_all(benchmark, options)
+    if invalid and not everything:
+        raise EvalError(
+            f"{options.data.name}: no row is a {benchmark.name} question ({invalid[0].where}: {invalid[0].reason})"
+        )
     samples = everything if config.limit is None else everything[: config.limit]
     index, count = config.shard
     shard_samples = samples[index::count]
