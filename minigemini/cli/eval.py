@@ -33,6 +33,26 @@ def _add_judge_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--judge-timeout", type=float, default=60.0, help="seconds per request")
 
 
+def _add_engine_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("engine (which one when: docs/evaluation.md)")
+    group.add_argument(
+        "--engine",
+        choices=("transformers", "vllm", "endpoint"),
+        default=None,
+        help="transformers (default), vllm (in process; the vLLM environment), endpoint (implied by --endpoint)",
+    )
+    group.add_argument(
+        "--endpoint", default=None, help="OpenAI-compatible server answering the questions, e.g. http://host:8000/v1"
+    )
+    group.add_argument("--endpoint-model", default=None, help="model name sent to it (default: the first it lists)")
+    group.add_argument("--endpoint-key-env", default="OPENAI_API_KEY", help="environment variable holding its key")
+    group.add_argument("--endpoint-timeout", type=float, default=120.0, help="seconds per request")
+    group.add_argument("--endpoint-retries", type=int, default=2, help="retries of a failed request")
+    group.add_argument("--concurrency", type=int, default=8, help="requests in flight to the endpoint")
+    group.add_argument("--data-parallel", type=int, default=1, help="vLLM engine replicas (one per GPU)")
+    group.add_argument("--max-model-len", type=int, default=None, help="vLLM's context length (default: the model's)")
+
+
 def _add_allow_partial(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--allow-partial",
@@ -60,7 +80,12 @@ def add_parser(subparsers) -> None:
         default=None,
         help="i/n: this process answers every n-th question from i (default: RANK/WORLD_SIZE under torchrun, else 0/1)",
     )
-    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help="questions per batch (default: 8; vLLM 256; endpoint 4 x concurrency)",
+    )
     parser.add_argument("--max-new-tokens", type=int, default=None, help="default: the benchmark's (128 or 1024)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
     add_dtype_argument(
@@ -70,6 +95,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--retry-errors", action="store_true", help="ask again the questions that failed before")
     parser.add_argument("--synthetic-n", type=int, default=40, help="questions of `--bench synthetic` without --data")
     _add_allow_partial(parser)
+    _add_engine_arguments(parser)
     _add_judge_arguments(parser)
     parser.set_defaults(func=run_command)
 
@@ -164,12 +190,10 @@ def _benchmark_data(benchmark, args, out: Path) -> str | Path:
     return data
 
 
-def _run_config(args, bench: str, data: str | Path, out: Path):
-    from minigemini.evaluation.runner import EvalError, RunConfig, parse_shard, shard_from_env
+def _run_config(args, bench: str, data: str | Path, out: Path, engine):
+    from minigemini.evaluation.runner import RunConfig, parse_shard, shard_from_env
 
     shard = parse_shard(args.shard) if args.shard else shard_from_env()
-    if args.batch_size < 1:
-        raise EvalError("--batch-size must be >= 1")
     return RunConfig(
         bench=bench,
         data=str(data),
@@ -179,20 +203,49 @@ def _run_config(args, bench: str, data: str | Path, out: Path):
         split=args.split,
         limit=args.limit,
         shard=shard,
-        batch_size=args.batch_size,
+        batch_size=engine.batch_size,
         max_new_tokens=args.max_new_tokens,
-        model=str(args.model),
+        model=engine.model_name,
         retry_errors=args.retry_errors,
+        engine=engine.name,
     )
 
 
-def _run(args) -> int:
-    from minigemini.evaluation.answering import load_model_and_processor
-    from minigemini.evaluation.benchmarks import get_benchmark
-    from minigemini.evaluation.runner import EvalError, run_benchmark, score_run, shards_complete
+def _open_engine(args):
+    """The engine ``--engine`` / ``--endpoint`` name, opened (the model loaded, the server's model found)."""
+    from minigemini.evaluation.engines import EngineOptions, open_engine
+    from minigemini.evaluation.runner import EvalError
 
-    if not args.model or not args.bench:
-        raise EvalError("mgm eval needs --model and --bench (and --data, except for --bench synthetic)")
+    name = args.engine or ("endpoint" if args.endpoint else "transformers")
+    if args.batch_size is not None and args.batch_size < 1:
+        raise EvalError("--batch-size must be >= 1")
+    if name != "endpoint" and not args.model:
+        raise EvalError(f"--engine {name} needs --model")
+    options = EngineOptions(
+        model=str(model_directory(args.model)) if args.model and name != "endpoint" else args.model,
+        load={"device": args.device, "dtype": args.dtype, "chat_template": args.chat_template},
+        batch_size=args.batch_size,
+        endpoint=args.endpoint,
+        endpoint_model=args.endpoint_model,
+        api_key_env=args.endpoint_key_env,
+        concurrency=args.concurrency,
+        timeout=args.endpoint_timeout,
+        retries=args.endpoint_retries,
+        data_parallel=args.data_parallel,
+        max_model_len=args.max_model_len,
+    )
+    return open_engine(name, options)
+
+
+def _run(args) -> int:
+    from minigemini.evaluation.benchmarks import get_benchmark
+    from minigemini.evaluation.runner import EvalError, run_engine, score_run, shards_complete
+
+    if not args.bench or not (args.model or args.endpoint):
+        raise EvalError(
+            "mgm eval needs --model and --bench (and --data, except for --bench synthetic; with --endpoint URL, "
+            "--model is not needed)"
+        )
     benchmark = get_benchmark(args.bench)
     out = Path(args.out or f"eval-{benchmark.name}")
     data = _benchmark_data(benchmark, args, out)
@@ -203,11 +256,12 @@ def _run(args) -> int:
             "the answers are written (score later with `mgm eval merge --out ... --judge-url ... --judge-model ...`)",
             file=sys.stderr,
         )
-    config = _run_config(args, benchmark.name, data, out)
-    model, processor = load_model_and_processor(
-        model_directory(args.model), device=args.device, dtype=args.dtype, chat_template=args.chat_template
-    )
-    summary = run_benchmark(model, processor, config)
+    engine = _open_engine(args)
+    try:
+        config = _run_config(args, benchmark.name, data, out, engine)
+        summary = run_engine(engine, config)
+    finally:
+        engine.close()
     index, count = config.shard
     if count > 1 and not shards_complete(out):
         print(

@@ -96,8 +96,8 @@ def write_png(path: Path, colour=(200, 30, 30), size=(12, 9)) -> Path:
 class JudgeServer:
     """A tiny OpenAI-compatible chat-completions server on 127.0.0.1 (a port the OS picks), in a thread.
 
-    ``reply(prompt, request_body) -> str | int``: a string is the completion's content, an int an HTTP
-    error status.  Requests are recorded.  The server stops when the context ends, and by itself after
+    ``reply(prompt, request_body) -> str | int | bytes``: a string is the completion's content, an int an HTTP
+    error status, bytes a raw (non-JSON) body.  Requests are recorded.  The server stops when the context ends, and by itself after
     ``lifetime`` seconds whatever happens.
     """
 
@@ -119,6 +119,12 @@ class JudgeServer:
                 if isinstance(answer, int):
                     self.send_response(answer)
                     self.end_headers()
+                    return
+                if isinstance(answer, bytes):  # a reply that is not JSON
+                    self.send_response(200)
+                    self.send_header("Content-Length", str(len(answer)))
+                    self.end_headers()
+                    self.wfile.write(answer)
                     return
                 payload = json.dumps({"choices": [{"message": {"role": "assistant", "content": answer}}]}).encode()
                 self.send_response(200)
