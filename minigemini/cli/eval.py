@@ -51,6 +51,13 @@ def _add_engine_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--concurrency", type=int, default=8, help="requests in flight to the endpoint")
     group.add_argument("--data-parallel", type=int, default=1, help="vLLM engine replicas (one per GPU)")
     group.add_argument("--max-model-len", type=int, default=None, help="vLLM's context length (default: the model's)")
+    group.add_argument(
+        "--vllm-arg",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="another keyword argument of vllm.LLM (VALUE read as JSON when it parses), e.g. enforce_eager=true",
+    )
 
 
 def _add_allow_partial(parser: argparse.ArgumentParser) -> None:
@@ -233,8 +240,24 @@ def _open_engine(args):
         retries=args.endpoint_retries,
         data_parallel=args.data_parallel,
         max_model_len=args.max_model_len,
+        vllm_args=dict(_key_value(item) for item in args.vllm_arg),
     )
     return open_engine(name, options)
+
+
+def _key_value(item: str) -> tuple[str, object]:
+    """``KEY=VALUE`` of ``--vllm-arg``: VALUE as JSON where it parses (true, 0.8, {"image": 2}), else the string."""
+    import json
+
+    from minigemini.evaluation.runner import EvalError
+
+    key, sep, value = item.partition("=")
+    if not sep or not key:
+        raise EvalError(f"--vllm-arg takes KEY=VALUE, got {item!r}")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
 
 
 def _run(args) -> int:

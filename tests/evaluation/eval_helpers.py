@@ -34,7 +34,7 @@ def make_tokenizer() -> PreTrainedTokenizerFast:
     return PreTrainedTokenizerFast(tokenizer_object=core, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
 
 
-def tiny_config(vocab_size: int, image_token_id: int) -> MiniGeminiConfig:
+def tiny_config(vocab_size: int, image_token_id: int, text_overrides: dict | None = None) -> MiniGeminiConfig:
     """The sizes of tests/conftest.py's tiny config (LR 32px / patch 8 -> 16 tokens, HR 64px), with the
     vocabulary of the local tokenizer."""
     return MiniGeminiConfig(
@@ -60,13 +60,18 @@ def tiny_config(vocab_size: int, image_token_id: int) -> MiniGeminiConfig:
             "pad_token_id": 2,
             "bos_token_id": 1,
             "eos_token_id": 2,
+            **(text_overrides or {}),
         },
         image_size_aux=64,
         image_token_id=image_token_id,
     )
 
 
-def build_checkpoint(path: Path, seed: int = 0) -> Path:
+#: attention heads of 32, the smallest head size vLLM's CPU attention has kernels for
+VLLM_HEADS = {"num_attention_heads": 2, "num_key_value_heads": 1, "head_dim": 32}
+
+
+def build_checkpoint(path: Path, seed: int = 0, text_overrides: dict | None = None) -> Path:
     tokenizer = make_tokenizer()
     processor = MiniGeminiProcessor(
         MiniGeminiImageProcessor(image_size=32, image_size_aux=64),
@@ -75,7 +80,8 @@ def build_checkpoint(path: Path, seed: int = 0) -> Path:
         chat_template="vicuna_v1",
     )
     torch.manual_seed(seed)
-    model = MiniGeminiForConditionalGeneration(tiny_config(len(tokenizer), processor.image_token_id)).eval()
+    config = tiny_config(len(tokenizer), processor.image_token_id, text_overrides)
+    model = MiniGeminiForConditionalGeneration(config).eval()
     model.save_pretrained(path)
     processor.save_pretrained(path)
     return path

@@ -38,7 +38,7 @@ class EngineOptions:
     model: the model directory (transformers, vllm).  load: ``load_model_and_processor``'s keyword arguments
     (device, dtype, chat_template).  batch_size: questions handed to the engine at once (None: the engine's
     default).  endpoint / endpoint_model / api_key_env / concurrency / timeout / retries: the endpoint's.
-    data_parallel / max_model_len: vLLM's.
+    data_parallel / max_model_len / vllm_args (more keyword arguments of ``vllm.LLM``): vLLM's.
     """
 
     model: str | None = None
@@ -52,6 +52,7 @@ class EngineOptions:
     retries: int = 2
     data_parallel: int = 1
     max_model_len: int | None = None
+    vllm_args: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 class Engine:

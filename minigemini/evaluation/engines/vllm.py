@@ -46,8 +46,7 @@ class VLLMEngine(Engine):
             dtype=_DTYPES.get(str(options.load.get("dtype", "auto")), "auto"),
             seed=0,
             max_model_len=options.max_model_len,
-            limit_mm_per_prompt={"image": 4},
-            **parallel,
+            **{"limit_mm_per_prompt": {"image": 4}, **parallel, **options.vllm_args},
         )
         self.model_name = str(options.model)
         self.batch_size = options.batch_size or 256
