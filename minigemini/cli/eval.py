@@ -106,7 +106,7 @@ def add_parser(subparsers) -> None:
     _add_judge_arguments(parser)
     parser.set_defaults(func=run_command)
 
-    commands = parser.add_subparsers(dest="eval_command", metavar="{merge,synthetic,list}")
+    commands = parser.add_subparsers(dest="eval_command", metavar="{merge,synthetic,list,report}")
     merge = commands.add_parser("merge", help="join the shard outputs in --out and (re)score them")
     merge.add_argument("--out", required=True)
     merge.add_argument(
@@ -125,6 +125,10 @@ def add_parser(subparsers) -> None:
     synthetic.set_defaults(func=run_command)
     listing = commands.add_parser("list", help="list the benchmarks")
     listing.set_defaults(func=run_command)
+    report = commands.add_parser("report", help="one table (markdown + JSON) of the scored runs under folders")
+    report.add_argument("folders", nargs="+", help="run folders, or folders holding them")
+    report.add_argument("--output", default="eval-report", help="writes OUTPUT.md and OUTPUT.json")
+    report.set_defaults(func=run_command)
 
 
 def _judge(args):
@@ -295,7 +299,16 @@ def _run(args) -> int:
     return _report(score_run(out, judge=judge), out, args.allow_partial)
 
 
-_COMMANDS = {"list": _list, "synthetic": _write_synthetic, "merge": _merge}
+def _leaderboard(args) -> int:
+    from minigemini.evaluation.leaderboard import write_report
+
+    md, js, markdown = write_report(args.folders, args.output)
+    print(markdown, end="")
+    print(f"report: {md} {js}")
+    return 0
+
+
+_COMMANDS = {"list": _list, "synthetic": _write_synthetic, "merge": _merge, "report": _leaderboard}
 
 
 def run_command(args) -> int:

@@ -413,6 +413,8 @@ def score_run(out: str | Path, judge=None, rescore: bool = False) -> dict[str, A
         "status": state,
         "not_scored_because": reasons,
         "model": manifests[0].get("model"),
+        "engine": manifests[0].get("engine", "transformers"),
+        "scored_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "data": manifests[0].get("data"),
         "limit": manifests[0].get("limit"),
         "metrics": result.pop("metrics"),
