@@ -22,6 +22,7 @@ from functools import partial
 from typing import Any
 
 from minigemini.evaluation.loader import Benchmark, LoadOptions, load_rows
+from minigemini.evaluation.option_questions import table_image
 from minigemini.evaluation.prompts import SHORT_ANSWER, with_suffix
 from minigemini.evaluation.readers import Row, first_present
 from minigemini.evaluation.samples import InvalidRow, Sample, Unreadable
@@ -65,7 +66,7 @@ def _chart_image(options: LoadOptions, row: Row) -> list[Any]:
         name = str(row["imgname"])
         found = [d / sub / name for d in options.image_dirs for sub in (".", "png") if (d / sub / name).exists()]
         image = str(found[0]) if found else name
-    return options.images(image)
+    return table_image(options, image)
 
 
 def _chartqa_sample(options: LoadOptions, where: str, row: Row) -> Sample:

@@ -2,7 +2,8 @@
 
 Files: the challenge's ``val_v1.0.json`` / ``test_v1.0.json`` (``{"data": [{questionId, question, image:
 "documents/<doc>.png", docId, answers: [...], question_types}]}``; the images under the folder of the file or
-``--image-dir``) or lmms-lab's ``DocVQA`` parquet (the same fields, ``image`` as bytes).  The question id
+``--image-dir``), lmms-lab's ``DocVQA`` parquet (the same fields, ``image`` as bytes) or VLMEvalKit's
+``DocVQA_VAL.tsv`` (``index``, ``question``, ``answer`` a list literal, base64 ``image``).  The question id
 (``questionId``) is unique.  The test split has no answers: its answers are written, not scored.
 
 Prompt: ``question\\nAnswer the question using a single word or phrase.`` (LLaVA's short-answer instruction, as
@@ -21,8 +22,9 @@ from functools import partial
 from typing import Any
 
 from minigemini.evaluation.loader import Benchmark, LoadOptions, load_rows
+from minigemini.evaluation.option_questions import table_image
 from minigemini.evaluation.prompts import SHORT_ANSWER, with_suffix
-from minigemini.evaluation.readers import Row, first_present
+from minigemini.evaluation.readers import Row, answer_list, first_present
 from minigemini.evaluation.samples import InvalidRow, Sample, Unreadable
 from minigemini.evaluation.scoring import means, ratio
 
@@ -55,16 +57,20 @@ def anls(prediction: str, references: Sequence[str], threshold: float = ANLS_THR
 
 
 def _docvqa_sample(options: LoadOptions, where: str, row: Row) -> Sample:
-    qid = first_present(row, "questionId", "question_id")
+    qid = first_present(row, "questionId", "question_id", "index")
     question = first_present(row, "question")
     if qid is None or question is None:
         raise Unreadable("no field 'questionId' or 'question'")
-    answers = first_present(row, "answers")
-    if answers is not None and (isinstance(answers, str) or not all(isinstance(a, str) for a in answers)):
+    raw = first_present(row, "answers", "answer")
+    if isinstance(raw, str) and not raw.strip().startswith("["):
         raise Unreadable("field 'answers' is not a list of strings")
-    meta = {"question_types": list(row.get("question_types") or []), "doc_id": first_present(row, "docId")}
-    gold = None if answers is None else list(answers)
-    return Sample(str(qid), with_suffix(str(question), SHORT_ANSWER), options.images(row.get("image")), gold, meta)
+    gold = answer_list(raw)
+    meta = {
+        "question_types": answer_list(first_present(row, "question_types")) or [],
+        "doc_id": first_present(row, "docId"),
+    }
+    images = table_image(options, row.get("image"))
+    return Sample(str(qid), with_suffix(str(question), SHORT_ANSWER), images, gold, meta)
 
 
 def load_docvqa(options: LoadOptions) -> Iterator[Sample | InvalidRow]:

@@ -27,6 +27,7 @@ from functools import partial
 from typing import Any
 
 from minigemini.evaluation.loader import Benchmark, LoadOptions, load_rows
+from minigemini.evaluation.option_questions import table_image
 from minigemini.evaluation.readers import Row, first_present
 from minigemini.evaluation.samples import InvalidRow, Sample, Unreadable
 from minigemini.evaluation.scoring import ratio
@@ -66,7 +67,7 @@ def _hallusion_sample(options: LoadOptions, where: str, row: Row) -> Sample:
         raise Unreadable(f"no field {', '.join(repr(k) for k in missing or ['question'])}")
     meta = {key: str(value) for key, value in fields.items()}
     image = row.get("image") if row.get("image") is not None else first_present(row, "filename")
-    images = options.images(image) if str(first_present(row, "visual_input") or "1") != "0" else []
+    images = table_image(options, image) if str(first_present(row, "visual_input") or "1") != "0" else []
     qid = "_".join(meta[key] for key in _KEYS)
     return Sample(qid, str(question), images, _gold(first_present(row, "gt_answer", "answer")), meta)
 

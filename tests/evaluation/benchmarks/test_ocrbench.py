@@ -37,3 +37,25 @@ def test_ocrbench_run_counts_right_answers_by_group(tmp_path):
         "Handwritten Mathematical Expression Recognition": 1,
         "Text Recognition": 2,
     }
+
+
+def test_ocrbench_vlmevalkit_tsv(tmp_path):
+    """VLMEvalKit's OCRBench.tsv: answers as a list literal, base64 images, the type in `category` (HME100k known
+    by its type)."""
+    import base64
+    import csv
+
+    from tests.evaluation.eval_helpers import png_bytes
+
+    image = base64.b64encode(png_bytes()).decode()
+    data = tmp_path / "OCRBench.tsv"
+    with open(data, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, ["index", "image", "question", "answer", "category"], delimiter="\t")
+        writer.writeheader()
+        writer.writerow({"index": 0, "image": image, "question": "Formula?", "answer": "['x^{2}']",
+                         "category": "Handwritten Mathematical Expression Recognition"})  # fmt: skip
+        writer.writerow({"index": 1, "image": image, "question": "Word?", "answer": "['Hello', 'hi']",
+                         "category": "Regular Text Recognition"})  # fmt: skip
+    scripted_run("ocrbench", data, tmp_path / "run", by_question({"Formula": "x ^ {2}", "Word": "HI there"}))
+    scores = score_run(tmp_path / "run")
+    assert scores["metrics"] == {"final_score": 2, "accuracy": 1.0}
