@@ -1,11 +1,15 @@
 """``mgm eval``: run a model over a benchmark (resumable, shardable) and score it; ``mgm eval merge`` joins
-shards and scores; ``mgm eval synthetic`` writes the offline synthetic benchmark; ``mgm eval list``.
+shards and scores; ``mgm eval synthetic`` writes the offline synthetic benchmark; ``mgm eval list``; ``mgm eval
+report`` tabulates scored runs.  What answers is an engine (transformers, vllm, endpoint: docs/evaluation.md).
 
     mgm eval --model M --bench textvqa --data llava_textvqa_val_v051_ocr.jsonl \\
              --annotations TextVQA_0.5.1_val.json --image-dir train_images --out runs/textvqa
     mgm eval --model M --bench mmbench --data MMBench_DEV_EN.tsv --shard 0/4 --out runs/mmb   # x4, then:
     mgm eval merge --out runs/mmb
     mgm eval --model M --bench mmvet --data mm-vet/ --judge-url http://localhost:8000/v1 --judge-model gpt-4-0613
+    mgm eval --engine vllm --model M --bench mmstar --data MMStar/ --out runs/mmstar      # in the vLLM environment
+    mgm eval --endpoint http://host:8000/v1 --concurrency 16 --bench docvqa --data val_v1.0.json --out runs/docvqa
+    mgm eval report runs/ --output runs/table                                              # table.md + table.json
 
 Every run reports the questions in the benchmark file, how many were scored, unreadable and unparsed; when a
 question was not scored the score is marked partial and the exit status is 3 unless --allow-partial

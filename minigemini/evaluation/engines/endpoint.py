@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlsplit
 
+from minigemini.errors import require
 from minigemini.evaluation.engines import Engine, EngineOptions
 from minigemini.evaluation.samples import AnswerError, EvalError
 
@@ -40,6 +41,7 @@ class EndpointEngine(Engine):
     name = "endpoint"
 
     def __init__(self, options: EngineOptions):
+        require("openai", extra="eval")
         import openai
 
         if not options.endpoint:
