@@ -53,7 +53,9 @@ def _add_engine_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--endpoint-timeout", type=float, default=120.0, help="seconds per request")
     group.add_argument("--endpoint-retries", type=int, default=2, help="retries of a failed request")
     group.add_argument("--concurrency", type=int, default=8, help="requests in flight to the endpoint")
-    group.add_argument("--data-parallel", type=int, default=1, help="vLLM engine replicas (one per GPU)")
+    group.add_argument(
+        "--data-parallel", type=int, default=1, help="vLLM engine replicas, one process and one GPU each"
+    )
     group.add_argument("--max-model-len", type=int, default=None, help="vLLM's context length (default: the model's)")
     group.add_argument(
         "--vllm-arg",
@@ -205,7 +207,7 @@ def _benchmark_data(benchmark, args, out: Path) -> str | Path:
     return data
 
 
-def _run_config(args, bench: str, data: str | Path, out: Path, engine):
+def _run_config(args, bench: str, data: str | Path, out: Path, engine: str, batch_size: int, model: str):
     from minigemini.evaluation.runner import RunConfig, parse_shard, shard_from_env
 
     shard = parse_shard(args.shard) if args.shard else shard_from_env()
@@ -218,25 +220,27 @@ def _run_config(args, bench: str, data: str | Path, out: Path, engine):
         split=args.split,
         limit=args.limit,
         shard=shard,
-        batch_size=engine.batch_size,
+        batch_size=batch_size,
         max_new_tokens=args.max_new_tokens,
-        model=engine.model_name,
+        model=model,
         retry_errors=args.retry_errors,
-        engine=engine.name,
+        engine=engine,
     )
 
 
-def _open_engine(args):
-    """The engine ``--engine`` / ``--endpoint`` name, opened (the model loaded, the server's model found)."""
-    from minigemini.evaluation.engines import EngineOptions, open_engine
-    from minigemini.evaluation.runner import EvalError
+def _engine_options(args):
+    """The engine ``--engine`` / ``--endpoint`` name, and the options it is opened with."""
+    from minigemini.evaluation.engines import EngineOptions
+    from minigemini.evaluation.runner import EvalError, parse_shard
 
     name = args.engine or ("endpoint" if args.endpoint else "transformers")
+    if args.shard:
+        parse_shard(args.shard)  # a bad --shard is found before the model loads
     if args.batch_size is not None and args.batch_size < 1:
         raise EvalError("--batch-size must be >= 1")
     if name != "endpoint" and not args.model:
         raise EvalError(f"--engine {name} needs --model")
-    options = EngineOptions(
+    return name, EngineOptions(
         model=str(model_directory(args.model)) if args.model and name != "endpoint" else args.model,
         load={"device": args.device, "dtype": args.dtype, "chat_template": args.chat_template},
         batch_size=args.batch_size,
@@ -250,7 +254,26 @@ def _open_engine(args):
         max_model_len=args.max_model_len,
         vllm_args=dict(_key_value(item) for item in args.vllm_arg),
     )
-    return open_engine(name, options)
+
+
+def _answer(args, bench: str, data: str | Path, out: Path):
+    """Open the engine and answer this shard's questions with it (with ``--data-parallel N`` on vLLM: every shard,
+    in N replicas); (the run's config, its summary)."""
+    from minigemini.evaluation.engines import open_engine
+    from minigemini.evaluation.runner import run_engine
+
+    name, options = _engine_options(args)
+    if name == "vllm" and options.data_parallel > 1:
+        from minigemini.evaluation.engines.vllm import BATCH_SIZE, run_replicas
+
+        config = _run_config(args, bench, data, out, name, options.batch_size or BATCH_SIZE, options.model)
+        return config, run_replicas(options, config)
+    engine = open_engine(name, options)
+    try:
+        config = _run_config(args, bench, data, out, engine.name, engine.batch_size, engine.model_name)
+        return config, run_engine(engine, config)
+    finally:
+        engine.close()
 
 
 def _key_value(item: str) -> tuple[str, object]:
@@ -270,7 +293,7 @@ def _key_value(item: str) -> tuple[str, object]:
 
 def _run(args) -> int:
     from minigemini.evaluation.benchmarks import get_benchmark
-    from minigemini.evaluation.runner import EvalError, run_engine, score_run, shards_complete
+    from minigemini.evaluation.runner import EvalError, score_run, shards_complete
 
     if not args.bench or not (args.model or args.endpoint):
         raise EvalError(
@@ -287,12 +310,7 @@ def _run(args) -> int:
             "the answers are written (score later with `mgm eval merge --out ... --judge-url ... --judge-model ...`)",
             file=sys.stderr,
         )
-    engine = _open_engine(args)
-    try:
-        config = _run_config(args, benchmark.name, data, out, engine)
-        summary = run_engine(engine, config)
-    finally:
-        engine.close()
+    config, summary = _answer(args, benchmark.name, data, out)
     index, count = config.shard
     if count > 1 and not shards_complete(out):
         print(
