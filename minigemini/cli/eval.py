@@ -1,11 +1,15 @@
 """``mgm eval``: run a model over a benchmark (resumable, shardable) and score it; ``mgm eval merge`` joins
-shards and scores; ``mgm eval synthetic`` writes the offline synthetic benchmark; ``mgm eval list``.
+shards and scores; ``mgm eval synthetic`` writes the offline synthetic benchmark; ``mgm eval list``; ``mgm eval
+report`` tabulates scored runs.  What answers is an engine (transformers, vllm, endpoint: docs/evaluation.md).
 
     mgm eval --model M --bench textvqa --data llava_textvqa_val_v051_ocr.jsonl \\
              --annotations TextVQA_0.5.1_val.json --image-dir train_images --out runs/textvqa
     mgm eval --model M --bench mmbench --data MMBench_DEV_EN.tsv --shard 0/4 --out runs/mmb   # x4, then:
     mgm eval merge --out runs/mmb
     mgm eval --model M --bench mmvet --data mm-vet/ --judge-url http://localhost:8000/v1 --judge-model gpt-4-0613
+    mgm eval --engine vllm --model M --bench mmstar --data MMStar/ --out runs/mmstar      # in the vLLM environment
+    mgm eval --endpoint http://host:8000/v1 --concurrency 16 --bench docvqa --data val_v1.0.json --out runs/docvqa
+    mgm eval report runs/ --output runs/table                                              # table.md + table.json
 
 Every run reports the questions in the benchmark file, how many were scored, unreadable and unparsed; when a
 question was not scored the score is marked partial and the exit status is 3 unless --allow-partial
@@ -31,6 +35,35 @@ def _add_judge_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--judge-model", default=None, help="model name sent to the endpoint, e.g. gpt-4-0613")
     group.add_argument("--judge-key-env", default="OPENAI_API_KEY", help="environment variable holding the API key")
     group.add_argument("--judge-timeout", type=float, default=60.0, help="seconds per request")
+
+
+def _add_engine_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("engine (which one when: docs/evaluation.md)")
+    group.add_argument(
+        "--engine",
+        choices=("transformers", "vllm", "endpoint"),
+        default=None,
+        help="transformers (default), vllm (in process; the vLLM environment), endpoint (implied by --endpoint)",
+    )
+    group.add_argument(
+        "--endpoint", default=None, help="OpenAI-compatible server answering the questions, e.g. http://host:8000/v1"
+    )
+    group.add_argument("--endpoint-model", default=None, help="model name sent to it (default: the first it lists)")
+    group.add_argument("--endpoint-key-env", default="OPENAI_API_KEY", help="environment variable holding its key")
+    group.add_argument("--endpoint-timeout", type=float, default=120.0, help="seconds per request")
+    group.add_argument("--endpoint-retries", type=int, default=2, help="retries of a failed request")
+    group.add_argument("--concurrency", type=int, default=8, help="requests in flight to the endpoint")
+    group.add_argument(
+        "--data-parallel", type=int, default=1, help="vLLM engine replicas, one process and one GPU each"
+    )
+    group.add_argument("--max-model-len", type=int, default=None, help="vLLM's context length (default: the model's)")
+    group.add_argument(
+        "--vllm-arg",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="another keyword argument of vllm.LLM (VALUE read as JSON when it parses), e.g. enforce_eager=true",
+    )
 
 
 def _add_allow_partial(parser: argparse.ArgumentParser) -> None:
@@ -60,7 +93,12 @@ def add_parser(subparsers) -> None:
         default=None,
         help="i/n: this process answers every n-th question from i (default: RANK/WORLD_SIZE under torchrun, else 0/1)",
     )
-    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help="questions per batch (default: 8; vLLM 256; endpoint 4 x concurrency)",
+    )
     parser.add_argument("--max-new-tokens", type=int, default=None, help="default: the benchmark's (128 or 1024)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
     add_dtype_argument(
@@ -70,10 +108,11 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--retry-errors", action="store_true", help="ask again the questions that failed before")
     parser.add_argument("--synthetic-n", type=int, default=40, help="questions of `--bench synthetic` without --data")
     _add_allow_partial(parser)
+    _add_engine_arguments(parser)
     _add_judge_arguments(parser)
     parser.set_defaults(func=run_command)
 
-    commands = parser.add_subparsers(dest="eval_command", metavar="{merge,synthetic,list}")
+    commands = parser.add_subparsers(dest="eval_command", metavar="{merge,synthetic,list,report}")
     merge = commands.add_parser("merge", help="join the shard outputs in --out and (re)score them")
     merge.add_argument("--out", required=True)
     merge.add_argument(
@@ -92,6 +131,10 @@ def add_parser(subparsers) -> None:
     synthetic.set_defaults(func=run_command)
     listing = commands.add_parser("list", help="list the benchmarks")
     listing.set_defaults(func=run_command)
+    report = commands.add_parser("report", help="one table (markdown + JSON) of the scored runs under folders")
+    report.add_argument("folders", nargs="+", help="run folders, or folders holding them")
+    report.add_argument("--output", default="eval-report", help="writes OUTPUT.md and OUTPUT.json")
+    report.set_defaults(func=run_command)
 
 
 def _judge(args):
@@ -130,8 +173,9 @@ def _report(scores: dict, out: Path, allow_partial: bool) -> int:
 def _list(args) -> int:
     from minigemini.evaluation.benchmarks import BENCHMARKS
 
+    width = max(10, *(len(name) for name in BENCHMARKS))
     for benchmark in BENCHMARKS.values():
-        print(f"{benchmark.name:10s} {benchmark.description}")
+        print(f"{benchmark.name:{width}s} {benchmark.description}")
     return 0
 
 
@@ -163,12 +207,10 @@ def _benchmark_data(benchmark, args, out: Path) -> str | Path:
     return data
 
 
-def _run_config(args, bench: str, data: str | Path, out: Path):
-    from minigemini.evaluation.runner import EvalError, RunConfig, parse_shard, shard_from_env
+def _run_config(args, bench: str, data: str | Path, out: Path, engine: str, batch_size: int, model: str):
+    from minigemini.evaluation.runner import RunConfig, parse_shard, shard_from_env
 
     shard = parse_shard(args.shard) if args.shard else shard_from_env()
-    if args.batch_size < 1:
-        raise EvalError("--batch-size must be >= 1")
     return RunConfig(
         bench=bench,
         data=str(data),
@@ -178,20 +220,86 @@ def _run_config(args, bench: str, data: str | Path, out: Path):
         split=args.split,
         limit=args.limit,
         shard=shard,
-        batch_size=args.batch_size,
+        batch_size=batch_size,
         max_new_tokens=args.max_new_tokens,
-        model=str(args.model),
+        model=model,
         retry_errors=args.retry_errors,
+        engine=engine,
     )
 
 
-def _run(args) -> int:
-    from minigemini.evaluation.answering import load_model_and_processor
-    from minigemini.evaluation.benchmarks import get_benchmark
-    from minigemini.evaluation.runner import EvalError, run_benchmark, score_run, shards_complete
+def _engine_options(args):
+    """The engine ``--engine`` / ``--endpoint`` name, and the options it is opened with."""
+    from minigemini.evaluation.engines import EngineOptions
+    from minigemini.evaluation.runner import EvalError, parse_shard
 
-    if not args.model or not args.bench:
-        raise EvalError("mgm eval needs --model and --bench (and --data, except for --bench synthetic)")
+    name = args.engine or ("endpoint" if args.endpoint else "transformers")
+    if args.shard:
+        parse_shard(args.shard)  # a bad --shard is found before the model loads
+    if args.batch_size is not None and args.batch_size < 1:
+        raise EvalError("--batch-size must be >= 1")
+    if name != "endpoint" and not args.model:
+        raise EvalError(f"--engine {name} needs --model")
+    return name, EngineOptions(
+        model=str(model_directory(args.model)) if args.model and name != "endpoint" else args.model,
+        load={"device": args.device, "dtype": args.dtype, "chat_template": args.chat_template},
+        batch_size=args.batch_size,
+        endpoint=args.endpoint,
+        endpoint_model=args.endpoint_model,
+        api_key_env=args.endpoint_key_env,
+        concurrency=args.concurrency,
+        timeout=args.endpoint_timeout,
+        retries=args.endpoint_retries,
+        data_parallel=args.data_parallel,
+        max_model_len=args.max_model_len,
+        vllm_args=dict(_key_value(item) for item in args.vllm_arg),
+    )
+
+
+def _answer(args, bench: str, data: str | Path, out: Path):
+    """Open the engine and answer this shard's questions with it (with ``--data-parallel N`` on vLLM: every shard,
+    in N replicas); (the run's config, its summary)."""
+    from minigemini.evaluation.engines import open_engine
+    from minigemini.evaluation.runner import run_engine
+
+    name, options = _engine_options(args)
+    if name == "vllm" and options.data_parallel > 1:
+        from minigemini.evaluation.engines.vllm import BATCH_SIZE, run_replicas
+
+        config = _run_config(args, bench, data, out, name, options.batch_size or BATCH_SIZE, options.model)
+        return config, run_replicas(options, config)
+    engine = open_engine(name, options)
+    try:
+        config = _run_config(args, bench, data, out, engine.name, engine.batch_size, engine.model_name)
+        return config, run_engine(engine, config)
+    finally:
+        engine.close()
+
+
+def _key_value(item: str) -> tuple[str, object]:
+    """``KEY=VALUE`` of ``--vllm-arg``: VALUE as JSON where it parses (true, 0.8, {"image": 2}), else the string."""
+    import json
+
+    from minigemini.evaluation.runner import EvalError
+
+    key, sep, value = item.partition("=")
+    if not sep or not key:
+        raise EvalError(f"--vllm-arg takes KEY=VALUE, got {item!r}")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
+
+
+def _run(args) -> int:
+    from minigemini.evaluation.benchmarks import get_benchmark
+    from minigemini.evaluation.runner import EvalError, score_run, shards_complete
+
+    if not args.bench or not (args.model or args.endpoint):
+        raise EvalError(
+            "mgm eval needs --model and --bench (and --data, except for --bench synthetic; with --endpoint URL, "
+            "--model is not needed)"
+        )
     benchmark = get_benchmark(args.bench)
     out = Path(args.out or f"eval-{benchmark.name}")
     data = _benchmark_data(benchmark, args, out)
@@ -202,11 +310,7 @@ def _run(args) -> int:
             "the answers are written (score later with `mgm eval merge --out ... --judge-url ... --judge-model ...`)",
             file=sys.stderr,
         )
-    config = _run_config(args, benchmark.name, data, out)
-    model, processor = load_model_and_processor(
-        model_directory(args.model), device=args.device, dtype=args.dtype, chat_template=args.chat_template
-    )
-    summary = run_benchmark(model, processor, config)
+    config, summary = _answer(args, benchmark.name, data, out)
     index, count = config.shard
     if count > 1 and not shards_complete(out):
         print(
@@ -217,7 +321,16 @@ def _run(args) -> int:
     return _report(score_run(out, judge=judge), out, args.allow_partial)
 
 
-_COMMANDS = {"list": _list, "synthetic": _write_synthetic, "merge": _merge}
+def _leaderboard(args) -> int:
+    from minigemini.evaluation.leaderboard import write_report
+
+    md, js, markdown = write_report(args.folders, args.output)
+    print(markdown, end="")
+    print(f"report: {md} {js}")
+    return 0
+
+
+_COMMANDS = {"list": _list, "synthetic": _write_synthetic, "merge": _merge, "report": _leaderboard}
 
 
 def run_command(args) -> int:

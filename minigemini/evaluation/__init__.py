@@ -4,7 +4,8 @@
 (``benchmarks.BENCHMARKS``); beside it the infrastructure: ``loader`` (what a benchmark is, the one loader
 skeleton), ``readers`` (files -> rows), ``samples``, ``choices`` / ``normalize`` / ``scoring`` / ``prompts`` (shared
 by several benchmarks), ``runner`` (``run_benchmark``: resumable JSONL, shards; ``score_run``: merge + score),
-``rescore``, ``report``, ``judge``, and ``answering.generate_answers``, the single generation call, shared with the
+``rescore``, ``report``, ``judge``, ``leaderboard`` (``mgm eval report``), ``answering.generate_answers``, the single
+generation call, and ``engines/`` (what answers: transformers, vllm, endpoint; one registry), shared with the
 lmms-eval adapter (``lmms_adapter``, imported only by lmms-eval).  ``mgm eval`` is ``minigemini.cli.eval``.
 """
 

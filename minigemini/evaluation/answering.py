@@ -15,7 +15,7 @@ import torch
 from minigemini.loading import model_and_processor
 from minigemini.templates import IMAGE_PLACEHOLDER, stop_strings
 
-__all__ = ["generate_answers", "load_model_and_processor"]
+__all__ = ["cut_at_stops", "generate_answers", "load_model_and_processor", "render_prompt", "stop_strings_of"]
 
 
 def _as_list(images: Any) -> list:
@@ -26,7 +26,8 @@ def _as_list(images: Any) -> list:
     return [images]
 
 
-def _stops(processor) -> list[str]:
+def stop_strings_of(processor) -> list[str]:
+    """The strings that end an answer of this processor's chat template (its end-of-sequence token otherwise)."""
     template = getattr(processor, "template_name", None)
     if template:
         return [s for s in stop_strings(template) if s]
@@ -62,18 +63,14 @@ def generate_answers(
     if not batch:
         return []
     model, processor = model_and_processor(model, processor)
-    prompts, images = [], []
-    for sample_images, question in batch:
-        sample_images = _as_list(sample_images)
-        text = IMAGE_PLACEHOLDER * len(sample_images) + str(question).replace(IMAGE_PLACEHOLDER, "").strip()
-        prompts.append(processor.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True))
-        images.append(sample_images)
+    images = [_as_list(sample_images) for sample_images, _ in batch]
+    prompts = [render_prompt(processor, len(pictures), question) for pictures, (_, question) in zip(images, batch)]
     inputs = processor(text=prompts, images=images if any(images) else None, padding_side="left", return_tensors="pt")
     dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
     inputs = {
         key: value.to(model.device, dtype=dtype if value.is_floating_point() else None) for key, value in inputs.items()
     }
-    stops = _stops(processor) + [s for s in (stop or []) if s]
+    stops = stop_strings_of(processor) + [s for s in (stop or []) if s]
     tokenizer = processor.tokenizer
     output = model.generate(
         **inputs,
@@ -84,14 +81,23 @@ def generate_answers(
         eos_token_id=_eos_ids(processor, stops) or None,
     )
     new_tokens = output[:, inputs["input_ids"].shape[1] :]
-    answers = []
-    for text in processor.batch_decode(new_tokens, skip_special_tokens=True):
-        for s in stops:
-            position = text.find(s)
-            if position >= 0:
-                text = text[:position]
-        answers.append(text.strip())
-    return answers
+    return [cut_at_stops(text, stops) for text in processor.batch_decode(new_tokens, skip_special_tokens=True)]
+
+
+def render_prompt(processor, images: int, question: str) -> str:
+    """The chat-template text of one question with ``images`` images (each ``<image>`` first, as the release
+    trains): what every local engine tokenises."""
+    text = IMAGE_PLACEHOLDER * images + str(question).replace(IMAGE_PLACEHOLDER, "").strip()
+    return processor.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True)
+
+
+def cut_at_stops(text: str, stops: Sequence[str]) -> str:
+    """The answer: ``text`` up to the first of ``stops``, stripped."""
+    for s in stops:
+        position = text.find(s)
+        if position >= 0:
+            text = text[:position]
+    return text.strip()
 
 
 def load_model_and_processor(path: str, device: str = "auto", dtype: str = "auto", chat_template: str | None = None):

@@ -7,8 +7,10 @@ declares (pyproject.toml)::
     minigemini = "minigemini.evaluation.lmms_adapter:lmms_eval_manifest"
 
 Only lmms-eval imports this module, so lmms-eval is imported at the top; nothing else in ``minigemini``
-imports it, and the package works without lmms-eval installed.  Generation goes through the same
-``generate_answers`` as ``mgm eval``.
+imports it, and the package works without lmms-eval installed.  Answers come from the same engines as
+``mgm eval`` (``engines/``): ``--model_args pretrained=DIR`` (transformers), ``pretrained=DIR,engine=vllm`` (vLLM in
+process, in the vLLM environment) or ``endpoint=URL[,endpoint_model=NAME,concurrency=N]`` (any OpenAI-compatible
+server).
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ try:
 except ImportError as error:  # pragma: no cover - depends on the environment
     raise ImportError("the lmms-eval adapter needs lmms-eval: pip install 'minigemini[lmms]'") from error
 
-from minigemini.evaluation.answering import generate_answers, load_model_and_processor
+from minigemini.evaluation.engines import EngineOptions, open_engine
+from minigemini.evaluation.samples import AnswerError
 from minigemini.templates import IMAGE_PLACEHOLDER
 
 __all__ = ["MiniGeminiLMMS", "lmms_eval_manifest"]
@@ -38,28 +41,44 @@ def lmms_eval_manifest():
 class MiniGeminiLMMS(lmms):
     """lmms-eval "simple" model: ``generate_until`` over (context, gen_kwargs, doc_to_visual, doc_id, task, split).
 
-    model_args: ``pretrained`` (directory), ``device`` (auto), ``dtype`` (auto), ``batch_size`` (1),
-    ``max_new_tokens`` (default when a task sets none: 128), ``chat_template`` (override).  Decoding is
-    greedy whatever ``temperature`` a task asks for, as the paper's evaluation decodes.
+    model_args: ``pretrained`` (directory), ``engine`` (transformers, vllm; endpoint when ``endpoint`` is given),
+    ``endpoint`` (URL), ``endpoint_model``, ``concurrency`` (8), ``device`` (auto), ``dtype`` (auto),
+    ``batch_size`` (1 on transformers), ``max_new_tokens`` (default when a task sets none: 128), ``chat_template`` (override).
+    Decoding is greedy whatever ``temperature`` a task asks for, as the paper's evaluation decodes.  A question
+    the endpoint fails answers "" (lmms-eval takes text only).
     """
 
     is_simple = True
 
     def __init__(
         self,
-        pretrained: str,
+        pretrained: str | None = None,
         device: str = "auto",
         dtype: str = "auto",
-        batch_size: int | str = 1,
+        batch_size: int | str | None = None,
         max_new_tokens: int | str = 128,
         chat_template: str | None = None,
+        engine: str | None = None,
+        endpoint: str | None = None,
+        endpoint_model: str | None = None,
+        concurrency: int | str = 8,
         **kwargs,
     ) -> None:
         super().__init__()
-        self.model, self.processor = load_model_and_processor(
-            pretrained, device=device, dtype=dtype, chat_template=chat_template
+        engine = engine or ("endpoint" if endpoint else "transformers")
+        if batch_size is None:  # one at a time on transformers (no padding); the others' own default
+            batch_size = 1 if engine == "transformers" else None
+        options = EngineOptions(
+            model=pretrained,
+            load={"device": device, "dtype": dtype, "chat_template": chat_template},
+            batch_size=None if batch_size is None else max(1, int(batch_size)),
+            endpoint=endpoint,
+            endpoint_model=endpoint_model,
+            concurrency=int(concurrency),
         )
-        self.batch_size_per_gpu = max(1, int(batch_size))
+        self.engine = open_engine(engine, options)
+        self.model, self.processor = self.engine.model, self.engine.processor
+        self.batch_size_per_gpu = self.engine.batch_size
         self.default_max_new_tokens = int(max_new_tokens)
         self.ignored_arguments = sorted(kwargs)
 
@@ -92,10 +111,9 @@ class MiniGeminiLMMS(lmms):
         for (max_new, until), positions in groups.items():
             for start in range(0, len(positions), self.batch_size_per_gpu):
                 chunk = positions[start : start + self.batch_size_per_gpu]
-                texts = generate_answers(
-                    self.model, self.processor, [prepared[i] for i in chunk], max_new_tokens=max_new, stop=list(until)
-                )
+                texts = self.engine.answer([prepared[i] for i in chunk], max_new, stop=list(until))
                 for position, text in zip(chunk, texts):
+                    text = "" if isinstance(text, AnswerError) else text
                     answers[position] = text
                     self.cache_hook.add_partial(
                         "generate_until", (requests[position].args[0], requests[position].args[1]), text

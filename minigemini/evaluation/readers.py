@@ -11,6 +11,7 @@ ScienceQA) are indexed by ``AnnotationIndex``.
 
 from __future__ import annotations
 
+import ast
 import csv
 import json
 import math
@@ -25,6 +26,7 @@ from minigemini.evaluation.samples import EvalError, InvalidRow, Unreadable
 __all__ = [
     "AnnotationIndex",
     "Row",
+    "answer_list",
     "first_present",
     "image_source",
     "iter_rows",
@@ -183,6 +185,25 @@ def first_present(row: Row, *keys: str) -> Any:
             continue
         return value
     return None
+
+
+def answer_list(value: Any) -> list[str] | None:
+    """A cell holding a question's answers as a list of strings: a list (JSON, parquet), a list literal written into
+    a TSV cell (VLMEvalKit's ``"['a', 'b']"``) or one answer; None when the cell is empty."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("[") and text.endswith("]"):
+            try:
+                value = ast.literal_eval(text)
+            except (ValueError, SyntaxError):
+                return [value]
+        else:
+            return [value]
+    if isinstance(value, (list, tuple)) and all(isinstance(a, (str, int, float)) for a in value):
+        return [str(a) for a in value]
+    raise Unreadable(f"answers {str(value)[:40]!r} are not a list of strings")
 
 
 def image_source(value: Any, base_dirs: Sequence[Path]) -> Any:

@@ -28,7 +28,7 @@ from minigemini.evaluation.benchmarks import get_benchmark
 from minigemini.evaluation.loader import Benchmark, LoadOptions, load_all
 from minigemini.evaluation.report import status, tally
 from minigemini.evaluation.rescore import RULES_VERSION, run_questions
-from minigemini.evaluation.samples import EvalError, InvalidRow, Sample, prediction_record
+from minigemini.evaluation.samples import AnswerError, EvalError, InvalidRow, Sample, prediction_record
 from minigemini.image_processing import ImageLoadError, load_image
 
 __all__ = [
@@ -39,6 +39,7 @@ __all__ = [
     "read_all_predictions",
     "read_predictions",
     "run_benchmark",
+    "run_engine",
     "score_run",
     "shard_from_env",
 ]
@@ -60,6 +61,7 @@ class RunConfig:
     max_new_tokens: int | None = None
     model: str | None = None
     retry_errors: bool = False
+    engine: str = "transformers"
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -155,6 +157,7 @@ def _manifest(
         "limit": config.limit,
         "shard": list(config.shard),
         "model": config.model,
+        "engine": config.engine,
         "questions_in_file": in_file,
         "left_out_by_limit": left_out_by_limit,
         "qids": [s.qid for s in samples],
@@ -197,6 +200,10 @@ def _start(config: RunConfig) -> tuple[list[Sample], list[InvalidRow]]:
     benchmark = get_benchmark(config.bench)
     options = LoadOptions.create(config.data, config.image_dir, config.annotations, config.split)
     everything, invalid = load_all(benchmark, options)
+    if invalid and not everything:
+        raise EvalError(
+            f"{options.data.name}: no row is a {benchmark.name} question ({invalid[0].where}: {invalid[0].reason})"
+        )
     samples = everything if config.limit is None else everything[: config.limit]
     index, count = config.shard
     shard_samples = samples[index::count]
@@ -235,14 +242,18 @@ def _answer_chunk(
         texts = answer_fn(model, processor, [(images, s.prompt) for s, images in ready], max_new_tokens)
     except ValueError:
         return records + [_answer_one(s, images, answer_fn, model, processor, max_new_tokens) for s, images in ready]
-    return records + [prediction_record(s, prediction=t) for (s, _), t in zip(ready, texts)]
+    return records + [_record(s, t) for (s, _), t in zip(ready, texts)]
+
+
+def _record(sample: Sample, answer: str | AnswerError) -> dict[str, Any]:
+    if isinstance(answer, AnswerError):
+        return prediction_record(sample, error=str(answer))
+    return prediction_record(sample, prediction=answer)
 
 
 def _answer_one(sample: Sample, images: list, answer_fn: AnswerFn, model, processor, max_new_tokens: int) -> dict:
     try:
-        return prediction_record(
-            sample, prediction=answer_fn(model, processor, [(images, sample.prompt)], max_new_tokens)[0]
-        )
+        return _record(sample, answer_fn(model, processor, [(images, sample.prompt)], max_new_tokens)[0])
     except ValueError as error:
         return prediction_record(sample, error=f"generation: {error}")
 
@@ -294,6 +305,16 @@ def run_benchmark(
         "invalid_rows": len(invalid),
         "predictions": str(predictions_path),
     }
+
+
+def run_engine(engine, config: RunConfig, log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """``run_benchmark`` with the answers of ``engine`` (``engines.Engine``), handed ``config.batch_size`` questions
+    at a time."""
+
+    def answer_fn(model, processor, batch, max_new_tokens):
+        return engine.answer(batch, max_new_tokens)
+
+    return run_benchmark(engine.model, engine.processor, config, answer_fn=answer_fn, log=log)
 
 
 def _manifests(out: Path) -> list[dict[str, Any]]:
@@ -392,6 +413,8 @@ def score_run(out: str | Path, judge=None, rescore: bool = False) -> dict[str, A
         "status": state,
         "not_scored_because": reasons,
         "model": manifests[0].get("model"),
+        "engine": manifests[0].get("engine", "transformers"),
+        "scored_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "data": manifests[0].get("data"),
         "limit": manifests[0].get("limit"),
         "metrics": result.pop("metrics"),

@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-__all__ = ["EvalError", "InvalidRow", "Sample", "Unreadable", "prediction_record"]
+__all__ = ["AnswerError", "EvalError", "InvalidRow", "Sample", "Unreadable", "prediction_record"]
 
 
 class EvalError(ValueError):
@@ -29,6 +29,11 @@ class Sample:
     images: list[Any]
     gold: Any
     meta: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+class AnswerError(Exception):
+    """What an engine gives, in place of an answer, for a question it failed (an endpoint that refused, timed out
+    or replied without text): written as the question's error, never scored as wrong."""
 
 
 class Unreadable(ValueError):

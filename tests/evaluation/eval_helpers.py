@@ -34,7 +34,7 @@ def make_tokenizer() -> PreTrainedTokenizerFast:
     return PreTrainedTokenizerFast(tokenizer_object=core, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
 
 
-def tiny_config(vocab_size: int, image_token_id: int) -> MiniGeminiConfig:
+def tiny_config(vocab_size: int, image_token_id: int, text_overrides: dict | None = None) -> MiniGeminiConfig:
     """The sizes of tests/conftest.py's tiny config (LR 32px / patch 8 -> 16 tokens, HR 64px), with the
     vocabulary of the local tokenizer."""
     return MiniGeminiConfig(
@@ -60,13 +60,18 @@ def tiny_config(vocab_size: int, image_token_id: int) -> MiniGeminiConfig:
             "pad_token_id": 2,
             "bos_token_id": 1,
             "eos_token_id": 2,
+            **(text_overrides or {}),
         },
         image_size_aux=64,
         image_token_id=image_token_id,
     )
 
 
-def build_checkpoint(path: Path, seed: int = 0) -> Path:
+#: attention heads of 32, the smallest head size vLLM's CPU attention has kernels for
+VLLM_HEADS = {"num_attention_heads": 2, "num_key_value_heads": 1, "head_dim": 32}
+
+
+def build_checkpoint(path: Path, seed: int = 0, text_overrides: dict | None = None) -> Path:
     tokenizer = make_tokenizer()
     processor = MiniGeminiProcessor(
         MiniGeminiImageProcessor(image_size=32, image_size_aux=64),
@@ -75,7 +80,8 @@ def build_checkpoint(path: Path, seed: int = 0) -> Path:
         chat_template="vicuna_v1",
     )
     torch.manual_seed(seed)
-    model = MiniGeminiForConditionalGeneration(tiny_config(len(tokenizer), processor.image_token_id)).eval()
+    config = tiny_config(len(tokenizer), processor.image_token_id, text_overrides)
+    model = MiniGeminiForConditionalGeneration(config).eval()
     model.save_pretrained(path)
     processor.save_pretrained(path)
     return path
@@ -96,8 +102,8 @@ def write_png(path: Path, colour=(200, 30, 30), size=(12, 9)) -> Path:
 class JudgeServer:
     """A tiny OpenAI-compatible chat-completions server on 127.0.0.1 (a port the OS picks), in a thread.
 
-    ``reply(prompt, request_body) -> str | int``: a string is the completion's content, an int an HTTP
-    error status.  Requests are recorded.  The server stops when the context ends, and by itself after
+    ``reply(prompt, request_body) -> str | int | bytes``: a string is the completion's content, an int an HTTP
+    error status, bytes a raw (non-JSON) body.  Requests are recorded.  The server stops when the context ends, and by itself after
     ``lifetime`` seconds whatever happens.
     """
 
@@ -119,6 +125,12 @@ class JudgeServer:
                 if isinstance(answer, int):
                     self.send_response(answer)
                     self.end_headers()
+                    return
+                if isinstance(answer, bytes):  # a reply that is not JSON
+                    self.send_response(200)
+                    self.send_header("Content-Length", str(len(answer)))
+                    self.end_headers()
+                    self.wfile.write(answer)
                     return
                 payload = json.dumps({"choices": [{"message": {"role": "assistant", "content": answer}}]}).encode()
                 self.send_response(200)

@@ -109,3 +109,40 @@ def test_generate_until_matches_generate_answers(registered, tiny_checkpoint):
     assert answers == expected
     with pytest.raises(NotImplementedError):
         model.loglikelihood(requests)
+
+
+def test_the_adapter_answers_through_an_endpoint_as_through_transformers(registered, tiny_checkpoint):
+    """`--model_args endpoint=URL`: a real `mgm serve` on 127.0.0.1 answers lmms-eval's requests as the
+    transformers engine does."""
+    import uvicorn
+    from lmms_eval.api.instance import Instance
+
+    from minigemini.evaluation.lmms_adapter import MiniGeminiLMMS
+    from minigemini.serve.app import create_app
+    from minigemini.serve.settings import ServerSettings
+    from tests.helpers.serving import run_in_thread
+
+    local = MiniGeminiLMMS.create_from_arg_string(
+        f"pretrained={tiny_checkpoint},max_new_tokens=4,device=cpu,dtype=fp32"
+    )
+    docs = [
+        {"image": Image.new("RGB", (20, 14), (60 * i, 90, 30)), "q": f"What shape is in picture {i}?"} for i in range(3)
+    ]
+    requests = [
+        Instance(
+            "generate_until",
+            (f"<image>\n{doc['q']}", {"until": ["\n\n"]}, lambda doc: [doc["image"]], i, "toy", "test"),
+            idx=0,
+            metadata={"task": "toy", "doc_id": i, "repeats": 1},
+        )
+        for i, doc in enumerate(docs)
+    ]
+    local.task_dict = {"toy": {"test": docs}}
+    expected = local.generate_until(requests)
+    app = create_app(local.model, local.processor, ServerSettings(), batch_wait=0)
+    with run_in_thread(uvicorn.Server(uvicorn.Config(app, log_config=None))) as base:
+        remote = MiniGeminiLMMS.create_from_arg_string(f"endpoint={base},concurrency=2,max_new_tokens=4")
+        remote.task_dict = local.task_dict
+        assert remote.engine.name == "endpoint" and remote.batch_size == 8
+        assert remote.generate_until(requests) == expected
+        remote.engine.close()

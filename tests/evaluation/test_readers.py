@@ -160,3 +160,15 @@ def test_unknown_file_type_and_missing_data(tmp_path):
     with pytest.raises(FileNotFoundError):
         load("textvqa", tmp_path / "nope.jsonl")
     assert isinstance(InvalidRow("a", "b").to_json(), dict)
+
+
+def test_answer_list_reads_the_layouts_benchmarks_keep_answers_in():
+    from minigemini.evaluation.readers import answer_list
+    from minigemini.evaluation.samples import Unreadable
+
+    assert answer_list(["a", "b"]) == ["a", "b"]
+    assert answer_list("['a', \"b's\"]") == ["a", "b's"]  # VLMEvalKit's TSV cell
+    assert answer_list("one answer") == ["one answer"] and answer_list("[broken") == ["[broken"]
+    assert answer_list([3, 4.5]) == ["3", "4.5"] and answer_list(None) is None
+    with pytest.raises(Unreadable):
+        answer_list([{"answer": "a"}])

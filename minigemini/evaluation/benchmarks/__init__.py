@@ -8,12 +8,19 @@ entry in ``MODULES``.  How each is read and scored, and where that rule comes fr
 from __future__ import annotations
 
 from minigemini.evaluation.benchmarks import (
+    ai2d,
+    chartqa,
+    docvqa,
+    hallusionbench,
     mathvista,
     mmbench,
     mme,
     mmmu,
+    mmstar,
     mmvet,
+    ocrbench,
     pope,
+    realworldqa,
     scienceqa,
     seed,
     synthetic,
@@ -25,7 +32,26 @@ from minigemini.evaluation.loader import Benchmark
 __all__ = ["BENCHMARKS", "MODULES", "get_benchmark"]
 
 #: The registry, in the order ``mgm eval list`` shows the benchmarks.
-MODULES = (textvqa, vqa, pope, mme, mmbench, scienceqa, seed, mmmu, mathvista, mmvet, synthetic)
+MODULES = (
+    textvqa,
+    vqa,
+    pope,
+    mme,
+    mmbench,
+    scienceqa,
+    seed,
+    mmmu,
+    mathvista,
+    mmvet,
+    docvqa,
+    chartqa,
+    ocrbench,
+    ai2d,
+    mmstar,
+    hallusionbench,
+    realworldqa,
+    synthetic,
+)
 
 BENCHMARKS: dict[str, Benchmark] = {b.name: b for module in MODULES for b in module.BENCHMARKS}
 
