@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 from pathlib import Path
 
+from minigemini.errors import UserError
 from minigemini.train.config import TrainConfig, settings_parser
 
 __all__ = ["add_parser", "config_from_args", "run"]
@@ -103,6 +105,10 @@ def run(args: argparse.Namespace) -> int:
             print(describe_summary(result.summary))
         del result
         finished = True
+    except (UserError, ValueError, OSError):
+        if int(os.environ.get("RANK", "0")) != 0:
+            return 2  # every rank refuses alike: rank 0 prints the line (`mgm`'s error handler), the others exit
+        raise
     finally:
         _leave_process_group(finished)
     return 0

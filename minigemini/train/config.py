@@ -63,6 +63,11 @@ STAGE_DEFAULTS: dict[int, dict[str, Any]] = {
 
 SAMPLERS = ("modality_length", "random", "sequential")
 
+#: Non-finite steps in a row that stop a run (``max_nonfinite_steps``; train/guard.py).  One such step is mostly a
+#: transient (a bad batch, a loss spike) that skipping it mends; once the weights or the optimizer state are broken,
+#: every later step is non-finite too, and five in a row tell the two apart for five skipped steps' cost.
+NONFINITE_PATIENCE = 5
+
 #: Field metadata key naming the ``TrainingArguments`` field a setting is passed to as it is (``trainer_arguments``).
 TRAINER = "trainer"
 
@@ -151,6 +156,11 @@ class TrainConfig:
         1, "modality_length sampler: sort this many steps' samples by length together (less padding)"
     )
     shuffle_buffer: int = _setting(1000, "shard data: samples each DataLoader worker shuffles among (data/stream.py)")
+    max_nonfinite_steps: int = _setting(
+        NONFINITE_PATIENCE,
+        "stop after this many optimizer steps in a row whose loss or gradient norm is NaN or infinite (each is "
+        "skipped and named; 0: skip them, never stop)",
+    )
     # runtime
     save_steps: int = _setting(1000, "save a checkpoint every this many steps", trainer="save_steps")
     save_total_limit: int | None = _setting(1, "checkpoints kept (the oldest are deleted)", trainer="save_total_limit")
@@ -225,6 +235,8 @@ class TrainConfig:
             raise ValueError("LoRA adapts the LLM, which stage 1 keeps frozen: use --lora in stage 2")
         if self.deepspeed and self.fsdp:
             raise ValueError("choose DeepSpeed or FSDP, not both")
+        if self.max_nonfinite_steps < 0:
+            raise ValueError(f"max_nonfinite_steps must be >= 0 (0: never stop), got {self.max_nonfinite_steps}")
         if not 0 <= self.warmup_ratio < 1:
             raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
         for key in ("learning_rate", "global_batch_size", "per_device_batch_size", "max_length"):
