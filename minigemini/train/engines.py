@@ -119,9 +119,23 @@ def fsdp_settings(fsdp: str | None, fsdp_config: str | None) -> dict | None:
     if fsdp_config:
         with open(fsdp_config, encoding="utf-8") as f:
             settings = json.load(f)
+    # the --fsdp words as fsdp_config entries (the Trainer's own reading of an fsdp string is deprecated)
+    for word in fsdp.split():
+        if word not in _FSDP_WORDS:
+            raise ValueError(f"--fsdp {fsdp!r}: unknown option {word!r}; use {', '.join(_FSDP_WORDS)}")
+        settings.update((key, value) for key, value in _FSDP_WORDS[word].items() if key not in settings)
     if "state_dict_type" not in settings and "fsdp_state_dict_type" not in settings:
         settings["state_dict_type"] = "SHARDED_STATE_DICT"
     return settings
+
+
+#: --fsdp word -> fsdp_config entries (FSDP2); auto_wrap is the Trainer's default wrapping
+_FSDP_WORDS = {
+    "full_shard": {"reshard_after_forward": True},
+    "shard_grad_op": {"reshard_after_forward": False},
+    "offload": {"cpu_offload": True},
+    "auto_wrap": {},
+}
 
 
 def consolidate_final_save(trainer) -> None:

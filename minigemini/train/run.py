@@ -226,7 +226,7 @@ def build_training_arguments(config: TrainConfig, accumulation_steps: int) -> Tr
         activation_checkpointing=config.gradient_checkpointing and config.bits == 16,
         ignore_data_skip=streamed(config),  # a ShardStream resumes by itself, without reading what it skips
         use_cpu=not on_accelerator(),
-        fsdp=config.fsdp or "",
+        fsdp=bool(config.fsdp),  # its options are in fsdp_config
         fsdp_config=fsdp_settings(config.fsdp, config.fsdp_config),
         **_FIXED_ARGUMENTS,
     )

@@ -8,6 +8,7 @@ entry in ``MODULES``.  How each is read and scored, and where that rule comes fr
 from __future__ import annotations
 
 from minigemini.evaluation.benchmarks import (
+    custom,
     mathvista,
     mmbench,
     mme,
@@ -25,7 +26,7 @@ from minigemini.evaluation.loader import Benchmark
 __all__ = ["BENCHMARKS", "MODULES", "get_benchmark"]
 
 #: The registry, in the order ``mgm eval list`` shows the benchmarks.
-MODULES = (textvqa, vqa, pope, mme, mmbench, scienceqa, seed, mmmu, mathvista, mmvet, synthetic)
+MODULES = (textvqa, vqa, pope, mme, mmbench, scienceqa, seed, mmmu, mathvista, mmvet, synthetic, custom)
 
 BENCHMARKS: dict[str, Benchmark] = {b.name: b for module in MODULES for b in module.BENCHMARKS}
 
