@@ -5,8 +5,10 @@ Counts by source (the ``source`` field that ``mgm data mix`` writes; ``(untagged
 (text-only, one image, several images), generation samples (``<GEN>``) and OCR-augmented ones; length percentiles
 in tokens of the chosen tokenizer (``--tokenizer``: a tokenizer or model directory) or in whitespace words without
 one -- text of every turn, plus ``--image-tokens`` per image (576 for 336-px models, 2880 for HD; chat-template
-tokens are not counted); images referenced, missing and (with ``--verify-images``) unreadable; broken JSON lines and
-malformed records, each with the first examples.
+tokens are not counted); images referenced, missing and (with ``--verify-images``) unreadable; records with images
+but no ``<image>`` (training puts it before the first question); with ``--max-length``, records longer than that;
+broken JSON lines and malformed records, each with the first examples.  ``--write-clean FILE`` writes the records
+without any of those problems and names each one left out.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from minigemini.generation import GEN_TAG
 from minigemini.ocr import OCR_PREFIX
 from minigemini.templates import IMAGE_PLACEHOLDER
 
-__all__ = ["PERCENTILES", "compute_stats", "describe"]
+__all__ = ["PERCENTILES", "compute_stats", "describe", "write_clean"]
 
 PERCENTILES = (50, 90, 95, 99)
 
@@ -89,11 +91,15 @@ class _Tally:
         self.image_counts: list[int] = []
         self.gen = self.ocr = self.turns = self.referenced = 0
         self.images_checked: dict[str, str | None] = {}  # image -> its problem (None: usable)
+        self.records: list[tuple[str, Any]] = []  # (where, record) of each record read, as ``texts``
+        self.dropped: dict[str, str] = {}  # where -> the first problem of a record a clean file leaves out
+        self.untagged = 0  # records with images but no <image>
 
     def add(self, where: str, obj: Any, folders: list[str]) -> None:
         record_texts = _texts(obj) if isinstance(obj, dict) else None
         if record_texts is None:
             raise Skip("bad_record", where, "needs a 'conversations' list of turns with string values")
+        self.records.append((where, obj))
         images = images_of(obj)
         source = str(obj.get("source") or "(untagged)")
         modality = "text" if not images else ("image" if len(images) == 1 else "multi_image")
@@ -106,6 +112,10 @@ class _Tally:
         self.ocr += OCR_PREFIX.strip() in joined
         self.texts.append(joined.replace(IMAGE_PLACEHOLDER, ""))  # image tokens are counted per image
         self.image_counts.append(len(images))
+        placeholders = joined.count(IMAGE_PLACEHOLDER)
+        self.untagged += bool(images) and placeholders == 0
+        if placeholders and placeholders != len(images):
+            self._problem(Skip("image_count_mismatch", where, f"{placeholders} <image> for {len(images)} image(s)"))
         for number, image in enumerate(images):
             self.referenced += 1
             if image is None or isinstance(image, bytes):  # inside a shard's row
@@ -115,6 +125,8 @@ class _Tally:
             key = resolved or f"?{image}"
             if key not in self.images_checked:
                 self._check(key, check_image, resolved or "", self.verify_images, where, str(image))
+            elif self.images_checked[key] is not None:  # an image already found bad, in another record
+                self.dropped.setdefault(where, self.images_checked[key])
 
     def _check(self, key: str, check, *args) -> None:
         try:
@@ -122,10 +134,15 @@ class _Tally:
             self.images_checked[key] = None
         except Skip as skip:
             self.images_checked[key] = skip.reason
-            self.problems.add(skip)
+            self._problem(skip)
 
-    def lengths(self, tokenizer: Any, image_tokens: int) -> dict[str, Any]:
-        """Length percentiles in tokens (or words without a tokenizer), ``image_tokens`` per image."""
+    def _problem(self, skip: Skip) -> None:
+        self.problems.add(skip)
+        self.dropped.setdefault(skip.source, skip.reason)
+
+    def lengths(self, tokenizer: Any, image_tokens: int, max_length: int | None = None) -> dict[str, Any]:
+        """Length percentiles in tokens (or words without a tokenizer), ``image_tokens`` per image; records longer
+        than ``max_length`` are problems."""
         if tokenizer is not None:
             lengths = []
             for start in range(0, len(self.texts), 1024):  # batches keep memory flat on million-record files
@@ -137,6 +154,11 @@ class _Tally:
             unit = "words"
         totals = np.asarray(lengths, dtype=np.int64) + image_tokens * np.asarray(self.image_counts, dtype=np.int64)
         length = {"unit": unit, "image_tokens": image_tokens}
+        if max_length is not None:
+            length["max_length"] = max_length
+            for (where, _), total in zip(self.records, totals.tolist()):
+                if total > max_length:
+                    self._problem(Skip("over_max_length", where, f"{total} {unit} > {max_length}"))
         if self.texts:
             length.update({f"p{p}": int(np.percentile(totals, p)) for p in PERCENTILES})
             length.update(mean=round(float(totals.mean()), 1), max=int(totals.max()), min=int(totals.min()))
@@ -163,11 +185,14 @@ def compute_stats(
     tokenizer: Any = None,
     image_tokens: int = 576,
     verify_images: bool = False,
+    max_length: int | None = None,
+    tally: _Tally | None = None,
 ) -> dict[str, Any]:
-    """The statistics of ``data_files`` as a dict (what ``--json`` writes)."""
+    """The statistics of ``data_files`` as a dict (what ``--json`` writes); ``tally``: an empty ``_Tally`` that
+    keeps the records read (``write_clean``)."""
     if not data_files:
         raise ValueError("no data files given")
-    tally = _Tally(verify_images)
+    tally = tally or _Tally(verify_images)
     for path in data_files:
         folders = list(image_folders or []) or [os.path.dirname(os.path.abspath(path))]
         for where, obj, error in _rows(path, tally.problems):
@@ -176,7 +201,8 @@ def compute_stats(
                     raise Skip("bad_json", where, error)
                 tally.add(where, obj, folders)
             except Skip as skip:
-                tally.problems.add(skip)
+                tally._problem(skip)
+    length = tally.lengths(tokenizer, image_tokens, max_length)
     checked = tally.images_checked.values()
     return {
         "files": [os.path.abspath(p) for p in data_files],
@@ -187,7 +213,7 @@ def compute_stats(
         "by_source_and_modality": {s: dict(c) for s, c in sorted(tally.source_modality.items())},
         "generation_samples": tally.gen,
         "ocr_augmented": tally.ocr,
-        "length": tally.lengths(tokenizer, image_tokens),
+        "length": length,
         "images": {
             "referenced": tally.referenced,
             "unique": len(tally.images_checked),
@@ -195,8 +221,27 @@ def compute_stats(
             "unreadable": sum(p == "unreadable_image" for p in checked),
             "decoded": verify_images,
         },
+        "images_without_placeholder": tally.untagged,
         "problems": tally.problems.report(),
+        "problem_records": dict(sorted(tally.dropped.items())),
     }
+
+
+def write_clean(
+    data_files: list[str], out: str, image_folders: list[str] | None = None, **options: Any
+) -> tuple[dict[str, Any], int]:
+    """``compute_stats`` of JSON data files, and the records with no problem written to ``out`` (JSON Lines for
+    ``.jsonl``, else a JSON array); returns (the statistics, records written).  The records left out are the
+    statistics' ``problem_records`` (sample -> its first problem)."""
+    from minigemini.data.jsonio import write_records
+
+    if any(is_shard_source(path) for path in data_files):
+        raise ValueError("--write-clean rewrites JSON / JSONL files; shards are written by `mgm data shard`")
+    tally = _Tally(options.get("verify_images", False))
+    stats = compute_stats(data_files, image_folders, tally=tally, **options)
+    kept = [obj for where, obj in tally.records if where not in tally.dropped]
+    write_records(out, kept)
+    return stats, len(kept)
 
 
 def describe(stats: dict[str, Any]) -> str:
@@ -219,6 +264,11 @@ def describe(stats: dict[str, Any]) -> str:
         f"images: {images['referenced']} referenced, {images['unique']} unique, {images['missing']} missing"
         + (f", {images['unreadable']} unreadable" if images["decoded"] else " (not decoded; --verify-images)")
     )
+    if stats.get("images_without_placeholder"):
+        lines.append(
+            f"{stats['images_without_placeholder']} record(s) with images but no <image> in the text (training puts "
+            "it before the first question)"
+        )
     problems = SkipCounter.from_report(stats["problems"])
     if problems:
         lines.append("problems:\n" + "\n".join(f"  {line}" for line in problems.lines()))

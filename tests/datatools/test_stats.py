@@ -86,3 +86,39 @@ def test_plugs_into_the_mgm_parser_like_other_subcommands(tmp_path, capsys):
     (tmp_path / "d.json").write_text(json.dumps([{"conversations": _turns("hi")}]))
     args = parser.parse_args(["data", "stats", str(tmp_path / "d.json")])
     assert args.func(args) == 0 and "1 records" in capsys.readouterr().out
+
+
+def test_write_clean_leaves_out_and_names_every_problem_record(tmp_path, capsys):
+    Image.new("RGB", (8, 8)).save(tmp_path / "ok.png")
+    (tmp_path / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 20)
+
+    def record(image, question="<image>\nWhat?", answer="A thing."):
+        turns = [{"from": "human", "value": question}, {"from": "gpt", "value": answer}]
+        return {"image": image, "conversations": turns}
+
+    rows = [
+        record("ok.png"),
+        record("missing.png"),
+        record("corrupt.png"),
+        record("ok.png", question="What, no tag?"),  # kept: training puts <image> first
+        record("ok.png", answer="word " * 50),
+        record("ok.png", question="<image>\n<image>\nTwo?"),
+    ]
+    data = tmp_path / "data.jsonl"
+    data.write_text("".join(json.dumps(row) + "\n" for row in rows) + "{broken\n")
+    clean = tmp_path / "clean.jsonl"
+    argv = ["stats", str(data), "--verify-images", "--image-tokens", "1", "--max-length", "20"]
+    assert main([*argv, "--write-clean", str(clean)]) == 0
+    out = capsys.readouterr().out
+    assert "1 record(s) with images but no <image>" in out
+    assert "wrote 2 record(s)" in out and "left out 5:" in out
+    for where, reason in [
+        ("data.jsonl:2", "missing_image"),
+        ("data.jsonl:3", "unreadable_image"),
+        ("data.jsonl:5", "over_max_length"),
+        ("data.jsonl:6", "image_count_mismatch"),
+        ("data.jsonl:7", "bad_json"),
+    ]:
+        assert f"  {where} ({reason})" in out
+    kept = [json.loads(line) for line in clean.read_text().splitlines()]
+    assert kept == [rows[0], rows[3]]
