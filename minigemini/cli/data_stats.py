@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     print(describe(stats))
     if args.write_clean:
         dropped = stats["problem_records"]
-        print(f"wrote {kept} record(s) to {args.write_clean}; left out {len(dropped)}:")
+        print(f"wrote {kept} record(s) to {args.write_clean}; left out {len(dropped)}" + (":" if dropped else ""))
         for where, reason in dropped.items():
             print(f"  {where} ({reason})")
     if args.json:
