@@ -25,6 +25,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--image-tokens", type=int, default=576, help="tokens per image added to each length")
     parser.add_argument("--verify-images", action="store_true", help="decode every image (slow)")
     parser.add_argument(
+        "--verify-hashes",
+        action="store_true",
+        help="shards: check each shard's SHA-256 against the manifest.json that `mgm data shard` wrote",
+    )
+    parser.add_argument(
         "--max-length", type=int, help="report records longer than this (tokens with --tokenizer, else words)"
     )
     parser.add_argument(
@@ -44,6 +49,7 @@ def run(args: argparse.Namespace) -> int:
         "image_tokens": args.image_tokens,
         "verify_images": args.verify_images,
         "max_length": args.max_length,
+        "verify_hashes": args.verify_hashes,
     }
     if args.write_clean:
         stats, kept = write_clean(args.data, args.write_clean, args.image_folder, **options)

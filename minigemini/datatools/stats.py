@@ -8,20 +8,23 @@ one -- text of every turn, plus ``--image-tokens`` per image (576 for 336-px mod
 tokens are not counted); images referenced, missing and (with ``--verify-images``) unreadable; records with images
 but no ``<image>`` (training puts it before the first question); with ``--max-length``, records longer than that;
 broken JSON lines and malformed records, each with the first examples.  ``--write-clean FILE`` writes the records
-without any of those problems and names each one left out.
+without any of those problems and names each one left out.  For a folder of shards, also the records ``mgm data
+shard`` left out (its ``manifest.json``), and with ``--verify-hashes`` whether each shard still has the SHA-256 the
+manifest recorded (a shard edited or truncated since is a ``checksum_mismatch`` problem).
 """
 
 from __future__ import annotations
 
 import os
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from minigemini.data.jsonio import iter_raw
 from minigemini.data.records import DataError, resolve_image
-from minigemini.data.shards import Broken, is_shard_source, open_shards, read_shard, row_to_record
+from minigemini.data.shards import MANIFEST, Broken, is_shard_source, open_shards, read_shard, row_to_record
 from minigemini.data.skips import Skip, SkipCounter
 from minigemini.datatools.mix import check_image, images_of
 from minigemini.generation import GEN_TAG
@@ -67,6 +70,29 @@ def _check_embedded(image: bytes | None, decode: bool, source: str, name: str) -
             load_image(image)
         except (ImageLoadError, OSError):
             raise Skip("unreadable_image", source, name) from None
+
+
+def _shard_manifest(source: str, verify_hashes: bool, problems: SkipCounter) -> SkipCounter | None:
+    """The records ``mgm data shard`` left out of a shard folder (its manifest's skips), None without a manifest;
+    with ``verify_hashes`` each shard whose SHA-256 differs from the manifest's is a ``checksum_mismatch`` problem."""
+    import json
+
+    from minigemini.datatools.shard import _sha256
+
+    path = os.path.join(source, MANIFEST)
+    if not os.path.isfile(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        manifest = json.load(f)
+    dropped = SkipCounter(log_first=0)
+    dropped.merge(manifest.get("skipped", {}), manifest.get("skipped_examples"))
+    for entry in manifest["shards"] if verify_hashes else []:
+        shard = os.path.join(source, entry["file"])
+        if not os.path.isfile(shard):
+            problems.add(Skip("checksum_mismatch", entry["file"], "missing"))
+        elif _sha256(Path(shard)) != entry["sha256"]:
+            problems.add(Skip("checksum_mismatch", entry["file"], f"its SHA-256 is not the one in {MANIFEST}"))
+    return dropped
 
 
 def load_tokenizer(name: str):
@@ -186,6 +212,7 @@ def compute_stats(
     image_tokens: int = 576,
     verify_images: bool = False,
     max_length: int | None = None,
+    verify_hashes: bool = False,
     tally: _Tally | None = None,
 ) -> dict[str, Any]:
     """The statistics of ``data_files`` as a dict (what ``--json`` writes); ``tally``: an empty ``_Tally`` that
@@ -193,7 +220,11 @@ def compute_stats(
     if not data_files:
         raise ValueError("no data files given")
     tally = tally or _Tally(verify_images)
+    sharded = SkipCounter(log_first=0)  # left out when the shards were written
     for path in data_files:
+        manifest = _shard_manifest(path, verify_hashes, tally.problems) if is_shard_source(path) else None
+        if manifest is not None:
+            sharded.merge(manifest.counts, manifest.examples)
         folders = list(image_folders or []) or [os.path.dirname(os.path.abspath(path))]
         for where, obj, error in _rows(path, tally.problems):
             try:
@@ -224,6 +255,7 @@ def compute_stats(
         "images_without_placeholder": tally.untagged,
         "problems": tally.problems.report(),
         "problem_records": dict(sorted(tally.dropped.items())),
+        "dropped_when_sharded": sharded.report(),
     }
 
 
@@ -268,6 +300,12 @@ def describe(stats: dict[str, Any]) -> str:
         lines.append(
             f"{stats['images_without_placeholder']} record(s) with images but no <image> in the text (training puts "
             "it before the first question)"
+        )
+    sharded = SkipCounter.from_report(stats.get("dropped_when_sharded", {}))
+    if sharded:
+        lines.append(
+            f"left out when sharded ({MANIFEST}): {sum(sharded.counts.values())}\n"
+            + "\n".join(f"  {line}" for line in sharded.lines())
         )
     problems = SkipCounter.from_report(stats["problems"])
     if problems:

@@ -122,3 +122,29 @@ def test_write_clean_leaves_out_and_names_every_problem_record(tmp_path, capsys)
         assert f"  {where} ({reason})" in out
     kept = [json.loads(line) for line in clean.read_text().splitlines()]
     assert kept == [rows[0], rows[3]]
+
+
+def test_shards_report_what_sharding_left_out_and_verify_their_hashes(tmp_path, capsys):
+    Image.new("RGB", (8, 8)).save(tmp_path / "ok.png")
+    turns = [{"from": "human", "value": "<image>\nWhat?"}, {"from": "gpt", "value": "A thing."}]
+    rows = [{"image": "ok.png", "conversations": turns}] * 6 + [{"image": "gone.png", "conversations": turns}] * 2
+    data = tmp_path / "data.jsonl"
+    data.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    shards = tmp_path / "shards"
+    assert (
+        main(["shard", str(data), "-o", str(shards), "--format", "parquet", "--shard-size", "3", "--no-progress"]) == 0
+    )
+    capsys.readouterr()
+    assert main(["stats", str(shards), "--verify-hashes"]) == 0
+    out = capsys.readouterr().out
+    assert "left out when sharded (manifest.json): 2\n  missing_image: 2" in out
+    assert "checksum_mismatch" not in out
+    shard = sorted(shards.glob("*.parquet"))[0]
+    content = shard.read_bytes()
+    assert b"A thing." in content
+    shard.write_bytes(content.replace(b"A thing.", b"A thinG.", 1))  # an answer edited, the same size
+    assert main(["stats", str(shards), "--verify-hashes"]) == 0
+    assert (
+        f"checksum_mismatch: 1 (e.g. {shard.name}: its SHA-256 is not the one in manifest.json)"
+        in capsys.readouterr().out
+    )
