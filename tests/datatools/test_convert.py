@@ -47,10 +47,11 @@ def test_a_csv_without_an_answer_column_is_one_line(tmp_path, capsys):
     table.write_text("image,question\na.png,What?\n")
     assert main(["convert", str(table), "-o", str(tmp_path / "out.json")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == [
+    expected = (
         f"mgm data convert: error: {table}: no answer column (accepted names: answer, response, output, caption; "
         "its columns: image, question)"
-    ]
+    )
+    assert err == [expected]
 
 
 def test_training_reads_a_json_file_with_a_byte_order_mark(tmp_path):

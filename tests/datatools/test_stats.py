@@ -7,8 +7,8 @@ from PIL import Image
 from transformers import AutoTokenizer
 
 from minigemini.datatools.stats import compute_stats
-from tests.helpers.cli import data_main as main
 from tests.conftest import build_tokenizer
+from tests.helpers.cli import data_main as main
 
 
 def _turns(question, answer="fine"):
@@ -139,7 +139,7 @@ def test_shards_report_what_sharding_left_out_and_verify_their_hashes(tmp_path, 
     out = capsys.readouterr().out
     assert "left out when sharded (manifest.json): 2\n  missing_image: 2" in out
     assert "checksum_mismatch" not in out
-    shard = sorted(shards.glob("*.parquet"))[0]
+    shard = min(shards.glob("*.parquet"))
     content = shard.read_bytes()
     assert b"A thing." in content
     shard.write_bytes(content.replace(b"A thing.", b"A thinG.", 1))  # an answer edited, the same size
