@@ -21,7 +21,7 @@ from minigemini.data.records import DataError
 from minigemini.data.skips import Skip
 from minigemini.templates import IMAGE_PLACEHOLDER
 
-__all__ = ["COLUMNS", "convert_table", "read_table", "to_record"]
+__all__ = ["COLUMNS", "convert_table", "image_path_problem", "read_table", "to_record"]
 
 #: column -> its accepted names
 COLUMNS = {
@@ -75,11 +75,20 @@ def _images(value: Any, where: str) -> list[str]:
     if not isinstance(value, list) or not all(isinstance(item, str) and item for item in value):
         raise Skip("bad_record", where, f"image must be a path or a list of paths, got {value!r}")
     for image in value:
-        if os.path.isabs(image):
-            raise Skip("bad_record", where, f"absolute image path {image}: give it relative to the image folder")
-        if os.path.normpath(image).split(os.sep)[0] == "..":
-            raise Skip("bad_record", where, f"image path {image} leaves the image folder (../)")
+        problem = image_path_problem(image, absolute_allowed=False)
+        if problem:
+            raise Skip("bad_record", where, problem)
     return value
+
+
+def image_path_problem(image: str, absolute_allowed: bool) -> str | None:
+    """What is wrong with an image path of a record (relative to the image folder), or None: a path that leaves the
+    folder (``../``), or an absolute one where the folder is given (``absolute_allowed`` False)."""
+    if os.path.isabs(image):
+        return None if absolute_allowed else f"absolute image path {image}: give it relative to the image folder"
+    if os.path.normpath(image).split(os.sep)[0] == "..":
+        return f"image path {image} leaves the image folder (../)"
+    return None
 
 
 def to_record(where: str, row: Any) -> dict[str, Any]:

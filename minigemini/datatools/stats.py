@@ -26,6 +26,7 @@ from minigemini.data.jsonio import iter_raw
 from minigemini.data.records import DataError, resolve_image
 from minigemini.data.shards import MANIFEST, Broken, is_shard_source, open_shards, read_shard, row_to_record
 from minigemini.data.skips import Skip, SkipCounter
+from minigemini.datatools.convert import image_path_problem
 from minigemini.datatools.mix import check_image, images_of
 from minigemini.generation import GEN_TAG
 from minigemini.ocr import OCR_PREFIX
@@ -120,6 +121,7 @@ class _Tally:
         self.records: list[tuple[str, Any]] = []  # (where, record) of each record read, as ``texts``
         self.dropped: dict[str, str] = {}  # where -> the first problem of a record a clean file leaves out
         self.untagged = 0  # records with images but no <image>
+        self.folder_given = False  # --image-folder given: image paths are relative to it
 
     def add(self, where: str, obj: Any, folders: list[str]) -> None:
         record_texts = _texts(obj) if isinstance(obj, dict) else None
@@ -146,6 +148,10 @@ class _Tally:
             self.referenced += 1
             if image is None or isinstance(image, bytes):  # inside a shard's row
                 self._check(f"{where}/{number}", _check_embedded, image, self.verify_images, where, f"image {number}")
+                continue
+            problem = image_path_problem(str(image), absolute_allowed=not self.folder_given)
+            if problem:
+                self._problem(Skip("bad_image_path", where, problem))
                 continue
             resolved = resolve_image(str(image), folders)
             key = resolved or f"?{image}"
@@ -220,6 +226,7 @@ def compute_stats(
     if not data_files:
         raise ValueError("no data files given")
     tally = tally or _Tally(verify_images)
+    tally.folder_given = bool(image_folders)
     sharded = SkipCounter(log_first=0)  # left out when the shards were written
     for path in data_files:
         manifest = _shard_manifest(path, verify_hashes, tally.problems) if is_shard_source(path) else None

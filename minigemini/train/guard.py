@@ -83,12 +83,11 @@ class NonFiniteGuard(TrainerCallback, ExportableState):
         )
         loss_bad, norm_bad, supervised, empty = trainer.accelerator.reduce(flags, "sum").tolist()
         self.counts["empty_batches"] += int(empty)
-        bad = bool(loss_bad or norm_bad)
-        self.skipping = bad or supervised == 0
-        if bad:
+        self.skipping = bool(loss_bad or norm_bad or supervised == 0)
+        if supervised == 0:  # (its loss may be 0 / 0 with --no-supervised-head): neither good nor bad
+            self.counts["empty_steps"] += 1
+        elif loss_bad or norm_bad:
             self._on_nonfinite(trainer, norm, patience)
-        elif supervised == 0:
-            self.counts["empty_steps"] += 1  # neither good nor bad: the steps in a row go on
         else:
             self.counts["in_a_row"] = 0
         self._reset_window()

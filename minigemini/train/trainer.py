@@ -187,7 +187,8 @@ class MiniGeminiTrainer(Trainer):
     def _get_grad_norm(self, model, grad_norm=None):
         # called once per optimizer step, after clipping and before the step: where the guard decides
         grad_norm = super()._get_grad_norm(model, grad_norm=grad_norm)
-        scaler = self.accelerator.scaler is not None  # fp16: the scaler skips its own overflows
+        # fp16: the loss scaler (torch's, or DeepSpeed's own) skips its overflows and lowers its scale
+        scaler = self.accelerator.scaler is not None or (self.engine.is_deepspeed and self.args.fp16)
         self._guard.decide(self, grad_norm, self.max_nonfinite_steps, scaler_handles_overflow=scaler)
         return grad_norm
 

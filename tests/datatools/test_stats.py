@@ -103,21 +103,27 @@ def test_write_clean_leaves_out_and_names_every_problem_record(tmp_path, capsys)
         record("ok.png", question="What, no tag?"),  # kept: training puts <image> first
         record("ok.png", answer="word " * 50),
         record("ok.png", question="<image>\n<image>\nTwo?"),
+        record("../ok.png"),
+        record(str(tmp_path / "ok.png")),  # absolute, where --image-folder is given
     ]
     data = tmp_path / "data.jsonl"
     data.write_text("".join(json.dumps(row) + "\n" for row in rows) + "{broken\n")
     clean = tmp_path / "clean.jsonl"
     argv = ["stats", str(data), "--verify-images", "--image-tokens", "1", "--max-length", "20"]
+    argv += ["--image-folder", str(tmp_path)]
     assert main([*argv, "--write-clean", str(clean)]) == 0
     out = capsys.readouterr().out
     assert "1 record(s) with images but no <image>" in out
-    assert "wrote 2 record(s)" in out and "left out 5:" in out
+    assert "bad_image_path: 2 (e.g. data.jsonl:7: image path ../ok.png leaves the image folder (../))" in out
+    assert "wrote 2 record(s)" in out and "left out 7:" in out
     for where, reason in [
         ("data.jsonl:2", "missing_image"),
         ("data.jsonl:3", "unreadable_image"),
         ("data.jsonl:5", "over_max_length"),
         ("data.jsonl:6", "image_count_mismatch"),
-        ("data.jsonl:7", "bad_json"),
+        ("data.jsonl:7", "bad_image_path"),
+        ("data.jsonl:8", "bad_image_path"),
+        ("data.jsonl:9", "bad_json"),
     ]:
         assert f"  {where} ({reason})" in out
     kept = [json.loads(line) for line in clean.read_text().splitlines()]
