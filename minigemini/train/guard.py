@@ -114,10 +114,12 @@ class NonFiniteGuard(TrainerCallback, ExportableState):
             if last
             else "no checkpoint was saved before, and no model is written"
         )
+        causes = [f"a learning rate too high (--lr {trainer.args.learning_rate:g})", "bad samples"]
+        if trainer.args.fp16:
+            causes.insert(1, "fp16 overflow (--precision bf16 or fp32)")
         return (
             f"training stopped at {what}: {self.counts['in_a_row']} non-finite steps in a row (--max-nonfinite-steps "
-            f"{patience}). Likely causes: a learning rate too high (--lr {trainer.args.learning_rate:g}), fp16 "
-            f"overflow (--precision bf16 or fp32), or bad samples; {kept}"
+            f"{patience}). Likely causes: {', '.join(causes[:-1])} or {causes[-1]}; {kept}"
         )
 
     def on_step_end(self, args, state, control, **kwargs):
