@@ -132,6 +132,11 @@ class TrainConfig:
         help="pad images to square with the mean colour (stage 2's default) or not (stage 1's)", nargs="?", const=True
     )
     max_length: int | None = _setting(help="longest sample in tokens, visual tokens included")
+    verify_images: bool = _setting(
+        False,
+        "decode every image of JSON data before training (slow): a corrupt one is skipped and named at the start, "
+        "not when a step draws it (shards: mgm data stats --verify-images)",
+    )
     # what is trained
     tune_vision: bool = _setting(False, "also train the LR (CLIP) encoder")
     tune_vision_aux: bool = _setting(False, "also train the HR (ConvNeXt) encoder")

@@ -122,6 +122,7 @@ def build_dataset(config: TrainConfig, processor: MiniGeminiProcessor) -> Superv
         template=template,
         max_length=config.max_length,
         image_processor=image_processor,
+        verify_images=config.verify_images,
     )
 
 
