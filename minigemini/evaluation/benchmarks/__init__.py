@@ -26,7 +26,7 @@ from minigemini.evaluation.loader import Benchmark
 __all__ = ["BENCHMARKS", "MODULES", "get_benchmark"]
 
 #: The registry, in the order ``mgm eval list`` shows the benchmarks.
-MODULES = (textvqa, vqa, pope, mme, mmbench, scienceqa, seed, mmmu, mathvista, mmvet, synthetic, custom)
+MODULES = (textvqa, vqa, pope, mme, mmbench, scienceqa, seed, mmmu, mathvista, mmvet, custom, synthetic)
 
 BENCHMARKS: dict[str, Benchmark] = {b.name: b for module in MODULES for b in module.BENCHMARKS}
 
