@@ -22,6 +22,7 @@ import dataclasses
 import json
 import logging
 import os
+import warnings
 
 import torch
 
@@ -41,6 +42,7 @@ __all__ = [
     "fsdp_settings",
     "launch_alone",
     "on_accelerator",
+    "quiet_deepspeed_comm",
     "read_deepspeed_config",
     "run_engine",
     "start_deepspeed_comm",
@@ -96,6 +98,16 @@ def launch_alone() -> None:
         port = probe.getsockname()[1]
     values = {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "LOCAL_WORLD_SIZE": "1"}
     os.environ.update({**values, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
+
+
+def quiet_deepspeed_comm() -> None:
+    """ZeRO calls ``torch.distributed.reduce_scatter_tensor`` and ``all_gather_into_tensor``, which torch now flags as
+    deprecated on every call (some 400 FutureWarning lines in a 2-step ZeRO-3 run): those two are ignored."""
+    warnings.filterwarnings(
+        "ignore",
+        message=r"`torch\.distributed\.(reduce_scatter_tensor|all_gather_into_tensor)` is deprecated",
+        category=FutureWarning,
+    )
 
 
 def start_deepspeed_comm() -> None:

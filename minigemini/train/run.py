@@ -40,6 +40,7 @@ from minigemini.train.engines import (
     fsdp_settings,
     launch_alone,
     on_accelerator,
+    quiet_deepspeed_comm,
     read_deepspeed_config,
     run_engine,
     start_deepspeed_comm,
@@ -341,6 +342,7 @@ def train(config: TrainConfig, callbacks: list | None = None) -> TrainResult:
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     # Before the model: with ZeRO-3 the arguments make from_pretrained load the weights already partitioned.
     if engine.is_deepspeed:
+        quiet_deepspeed_comm()
         launch_alone()
     args = build_training_arguments(config, accumulation)
     if engine.is_deepspeed:
