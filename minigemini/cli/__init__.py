@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import sys
 
 from minigemini.errors import UserError, missing_extra
@@ -78,7 +79,14 @@ def run(args: argparse.Namespace) -> int:
         return 130
 
 
+def _quiet_upstream() -> None:
+    """DeepSpeed, imported by accelerate whenever it is installed, logs that it falls back to the CPU in every command
+    (even `mgm init`): that line says nothing about what the command does, and is dropped."""
+    logging.getLogger("DeepSpeed").addFilter(lambda record: "Setting accelerator to CPU" not in record.getMessage())
+
+
 def main(argv: list[str] | None = None) -> int:
+    _quiet_upstream()
     try:
         parser = build_parser()
     except ImportError as error:  # a command module needs an extra even to build its parser

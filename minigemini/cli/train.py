@@ -1,10 +1,14 @@
 """`mgm train`: run a training stage from a recipe (YAML) with command-line overrides.
 
-    mgm train --recipe recipes/stage1.yaml --model MODEL_DIR --data pretrain.json --image-folder images/ --output OUT
-    torchrun --nproc_per_node 8 -m minigemini.train --recipe recipes/stage2.yaml ...          # DDP
-    accelerate launch --config_file recipes/distributed/fsdp.yaml -m minigemini.train ...    # FSDP
-    torchrun --nproc_per_node 8 -m minigemini.train ... --deepspeed recipes/distributed/zero3.json
-    several machines: docs/distributed.md
+    mgm train --recipe stage1 --model MODEL_DIR --data pretrain.json --image-folder images/ --output OUT
+    torchrun --nproc_per_node 8 -m minigemini.train --recipe stage2 ...                          # DDP
+    torchrun --nproc_per_node 8 -m minigemini.train --recipe stage2 ... --fsdp                   # FSDP
+    accelerate launch --config_file $(mgm train --show-path fsdp) -m minigemini.train ...        # FSDP
+    torchrun --nproc_per_node 8 -m minigemini.train ... --deepspeed zero3                        # DeepSpeed
+    several machines: docs/distributed.md; fine-tuning a released model on your data: docs/finetune.md
+
+Recipes and launcher configs ship with the package (minigemini/recipes/): name them (stage2_lora, zero3, fsdp) from
+any folder, or give a path.
 
 Precedence: stage defaults < --recipe < flags < --set KEY=VALUE.
 """
@@ -13,9 +17,11 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 from pathlib import Path
 
-from minigemini.train.config import TrainConfig, settings_parser
+from minigemini.errors import UserError
+from minigemini.train.config import TrainConfig, settings_parser, shipped_file
 
 __all__ = ["add_parser", "config_from_args", "run"]
 
@@ -24,7 +30,8 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     """The flags beside the settings' own (``settings_parser``, the parser's parent): the recipe and --set."""
     parser.add_argument(
         "--recipe",
-        help="YAML recipe (recipes/stage1.yaml, recipes/stage2.yaml, ...), or `synthetic`: the default model's whole "
+        help="YAML recipe: a path, or a shipped one by name (stage1, stage2, stage2_hd, stage2_large, stage2_lora), or "
+        "`synthetic`: the default model's whole "
         "recipe (minigemini/synthetic/recipe/recipe.yaml: world, encoders, read, init, align, stage 1, chat, stage 2, "
         "drill)",
     )
@@ -39,6 +46,12 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
         nargs="?",
         const="default",
         help="synthetic recipe only: write the committed form of the result (default: minigemini/assets/default_model)",
+    )
+    parser.add_argument(
+        "--show-path",
+        metavar="NAME",
+        help="print the path of a shipped recipe or launcher config (stage2_lora, zero3, fsdp, ...) and exit, e.g. "
+        "accelerate launch --config_file $(mgm train --show-path fsdp) -m minigemini.train ...",
     )
     parser.add_argument(
         "--set",
@@ -90,6 +103,9 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 def run(args: argparse.Namespace) -> int:
     from minigemini.train.run import describe_summary, train
 
+    if args.show_path:
+        print(shipped_file(args.show_path, "--show-path"))
+        return 0
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("minigemini").setLevel(logging.INFO)
     pipeline = _synthetic_pipeline(args)
@@ -103,6 +119,10 @@ def run(args: argparse.Namespace) -> int:
             print(describe_summary(result.summary))
         del result
         finished = True
+    except (UserError, ValueError, OSError):
+        if int(os.environ.get("RANK", "0")) != 0:
+            return 2  # every rank refuses alike: rank 0 prints the line (`mgm`'s error handler), the others exit
+        raise
     finally:
         _leave_process_group(finished)
     return 0

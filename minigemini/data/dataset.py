@@ -21,7 +21,7 @@ from torch.utils.data import Dataset
 from minigemini.data.labels import ConversationEncoder
 from minigemini.data.records import DataError, Record, read_records
 from minigemini.data.skips import Skip
-from minigemini.image_processing import ImageLoadError, MiniGeminiImageProcessor
+from minigemini.image_processing import ImageLoadError, MiniGeminiImageProcessor, load_image
 from minigemini.modeling import IGNORE_INDEX
 
 __all__ = ["SupervisedDataset", "fit_to_length", "load_sample"]
@@ -66,6 +66,17 @@ def load_sample(
     return item
 
 
+def _images_decode(record: Record, skips) -> bool:
+    """Whether every image of ``record`` decodes; one that does not is counted as its ``unreadable_image`` skip."""
+    for image in record.images:
+        try:
+            load_image(image).load()
+        except (ImageLoadError, OSError) as err:
+            skips.add(Skip("unreadable_image", record.source, str(err)))
+            return False
+    return True
+
+
 class SupervisedDataset(Dataset):
     """Map-style dataset of supervised conversations (text-only, one image or several per sample).
 
@@ -77,6 +88,8 @@ class SupervisedDataset(Dataset):
         max_length: longest sequence in tokens, visual tokens included.  Longer samples are truncated when the cut
             keeps every image token and at least one supervised token, and skipped (``too_long``) otherwise.
         image_processor: overrides the processor's (stage 1 uses one without pad-to-square, as the release did).
+        verify_images: decode every image while reading (slow): a record with one that does not decode is skipped
+            (``unreadable_image``) and named before training, not when a step draws it.
 
     Items: ``input_ids`` and ``labels`` (1-D int64), ``source``, ``truncated`` for a sample cut to max_length, plus
     ``pixel_values`` / ``high_res_pixel_values`` (one row per image) for samples with images; or the ``Skip`` of a
@@ -91,6 +104,7 @@ class SupervisedDataset(Dataset):
         template: str | None = None,
         max_length: int = 2048,
         image_processor: MiniGeminiImageProcessor | None = None,
+        verify_images: bool = False,
     ):
         if max_length < 2:
             raise ValueError(f"max_length must be >= 2, got {max_length}")
@@ -100,6 +114,8 @@ class SupervisedDataset(Dataset):
         self.image_token_id = processor.image_token_id
         self._warned: set[str] = set()
         records, self.skips = read_records(data_files, image_folders)
+        if verify_images:
+            records = [record for record in records if _images_decode(record, self.skips)]
         self.records: list[Record] = []
         self.lengths: list[int] = []
         truncated = 0

@@ -69,11 +69,11 @@ def resolve_image(path: str, image_folders: Sequence[str]) -> str | None:
 
 def _iter_raw(path: str) -> Iterable[tuple[str, Any, str | None]]:
     """Yield (source, object or None, json error) for each record of a .json array or a JSON Lines file."""
-    with open(path, encoding="utf-8") as f:
+    with open(path, encoding="utf-8-sig") as f:  # a byte-order mark is read as none
         head = f.read(4096).lstrip()
     name = os.path.basename(path)
     if head.startswith("["):
-        with open(path, encoding="utf-8") as f:
+        with open(path, encoding="utf-8-sig") as f:  # a byte-order mark is read as none
             try:
                 data = json.load(f)
             except json.JSONDecodeError as err:
@@ -84,7 +84,7 @@ def _iter_raw(path: str) -> Iterable[tuple[str, Any, str | None]]:
         for index, obj in enumerate(data):
             yield f"{name}#{index}", obj, None
         return
-    with open(path, encoding="utf-8") as f:
+    with open(path, encoding="utf-8-sig") as f:  # a byte-order mark is read as none
         for line_number, line in enumerate(f, start=1):
             if not line.strip():
                 continue

@@ -5,28 +5,34 @@ Counts by source (the ``source`` field that ``mgm data mix`` writes; ``(untagged
 (text-only, one image, several images), generation samples (``<GEN>``) and OCR-augmented ones; length percentiles
 in tokens of the chosen tokenizer (``--tokenizer``: a tokenizer or model directory) or in whitespace words without
 one -- text of every turn, plus ``--image-tokens`` per image (576 for 336-px models, 2880 for HD; chat-template
-tokens are not counted); images referenced, missing and (with ``--verify-images``) unreadable; broken JSON lines and
-malformed records, each with the first examples.
+tokens are not counted); images referenced, missing and (with ``--verify-images``) unreadable; records with images
+but no ``<image>`` (training puts it before the first question); with ``--max-length``, records longer than that;
+broken JSON lines and malformed records, each with the first examples.  ``--write-clean FILE`` writes the records
+without any of those problems and names each one left out.  For a folder of shards, also the records ``mgm data
+shard`` left out (its ``manifest.json``), and with ``--verify-hashes`` whether each shard still has the SHA-256 the
+manifest recorded (a shard edited or truncated since is a ``checksum_mismatch`` problem).
 """
 
 from __future__ import annotations
 
 import os
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from minigemini.data.jsonio import iter_raw
 from minigemini.data.records import DataError, resolve_image
-from minigemini.data.shards import Broken, is_shard_source, open_shards, read_shard, row_to_record
+from minigemini.data.shards import MANIFEST, Broken, is_shard_source, open_shards, read_shard, row_to_record
 from minigemini.data.skips import Skip, SkipCounter
+from minigemini.datatools.convert import image_path_problem
 from minigemini.datatools.mix import check_image, images_of
 from minigemini.generation import GEN_TAG
 from minigemini.ocr import OCR_PREFIX
 from minigemini.templates import IMAGE_PLACEHOLDER
 
-__all__ = ["PERCENTILES", "compute_stats", "describe"]
+__all__ = ["PERCENTILES", "compute_stats", "describe", "write_clean"]
 
 PERCENTILES = (50, 90, 95, 99)
 
@@ -67,6 +73,29 @@ def _check_embedded(image: bytes | None, decode: bool, source: str, name: str) -
             raise Skip("unreadable_image", source, name) from None
 
 
+def _shard_manifest(source: str, verify_hashes: bool, problems: SkipCounter) -> SkipCounter | None:
+    """The records ``mgm data shard`` left out of a shard folder (its manifest's skips), None without a manifest;
+    with ``verify_hashes`` each shard whose SHA-256 differs from the manifest's is a ``checksum_mismatch`` problem."""
+    import json
+
+    from minigemini.datatools.shard import _sha256
+
+    path = os.path.join(source, MANIFEST)
+    if not os.path.isfile(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        manifest = json.load(f)
+    dropped = SkipCounter(log_first=0)
+    dropped.merge(manifest.get("skipped", {}), manifest.get("skipped_examples"))
+    for entry in manifest["shards"] if verify_hashes else []:
+        shard = os.path.join(source, entry["file"])
+        if not os.path.isfile(shard):
+            problems.add(Skip("checksum_mismatch", entry["file"], "missing"))
+        elif _sha256(Path(shard)) != entry["sha256"]:
+            problems.add(Skip("checksum_mismatch", entry["file"], f"its SHA-256 is not the one in {MANIFEST}"))
+    return dropped
+
+
 def load_tokenizer(name: str):
     from transformers import AutoTokenizer
 
@@ -89,11 +118,16 @@ class _Tally:
         self.image_counts: list[int] = []
         self.gen = self.ocr = self.turns = self.referenced = 0
         self.images_checked: dict[str, str | None] = {}  # image -> its problem (None: usable)
+        self.records: list[tuple[str, Any]] = []  # (where, record) of each record read, as ``texts``
+        self.dropped: dict[str, str] = {}  # where -> the first problem of a record a clean file leaves out
+        self.untagged = 0  # records with images but no <image>
+        self.folder_given = False  # --image-folder given: image paths are relative to it
 
     def add(self, where: str, obj: Any, folders: list[str]) -> None:
         record_texts = _texts(obj) if isinstance(obj, dict) else None
         if record_texts is None:
             raise Skip("bad_record", where, "needs a 'conversations' list of turns with string values")
+        self.records.append((where, obj))
         images = images_of(obj)
         source = str(obj.get("source") or "(untagged)")
         modality = "text" if not images else ("image" if len(images) == 1 else "multi_image")
@@ -106,15 +140,25 @@ class _Tally:
         self.ocr += OCR_PREFIX.strip() in joined
         self.texts.append(joined.replace(IMAGE_PLACEHOLDER, ""))  # image tokens are counted per image
         self.image_counts.append(len(images))
+        placeholders = joined.count(IMAGE_PLACEHOLDER)
+        self.untagged += bool(images) and placeholders == 0
+        if placeholders and placeholders != len(images):
+            self._problem(Skip("image_count_mismatch", where, f"{placeholders} <image> for {len(images)} image(s)"))
         for number, image in enumerate(images):
             self.referenced += 1
             if image is None or isinstance(image, bytes):  # inside a shard's row
                 self._check(f"{where}/{number}", _check_embedded, image, self.verify_images, where, f"image {number}")
                 continue
+            problem = image_path_problem(str(image), absolute_allowed=not self.folder_given)
+            if problem:
+                self._problem(Skip("bad_image_path", where, problem))
+                continue
             resolved = resolve_image(str(image), folders)
             key = resolved or f"?{image}"
             if key not in self.images_checked:
                 self._check(key, check_image, resolved or "", self.verify_images, where, str(image))
+            elif self.images_checked[key] is not None:  # an image already found bad, in another record
+                self.dropped.setdefault(where, self.images_checked[key])
 
     def _check(self, key: str, check, *args) -> None:
         try:
@@ -122,10 +166,15 @@ class _Tally:
             self.images_checked[key] = None
         except Skip as skip:
             self.images_checked[key] = skip.reason
-            self.problems.add(skip)
+            self._problem(skip)
 
-    def lengths(self, tokenizer: Any, image_tokens: int) -> dict[str, Any]:
-        """Length percentiles in tokens (or words without a tokenizer), ``image_tokens`` per image."""
+    def _problem(self, skip: Skip) -> None:
+        self.problems.add(skip)
+        self.dropped.setdefault(skip.source, skip.reason)
+
+    def lengths(self, tokenizer: Any, image_tokens: int, max_length: int | None = None) -> dict[str, Any]:
+        """Length percentiles in tokens (or words without a tokenizer), ``image_tokens`` per image; records longer
+        than ``max_length`` are problems."""
         if tokenizer is not None:
             lengths = []
             for start in range(0, len(self.texts), 1024):  # batches keep memory flat on million-record files
@@ -137,6 +186,11 @@ class _Tally:
             unit = "words"
         totals = np.asarray(lengths, dtype=np.int64) + image_tokens * np.asarray(self.image_counts, dtype=np.int64)
         length = {"unit": unit, "image_tokens": image_tokens}
+        if max_length is not None:
+            length["max_length"] = max_length
+            for (where, _), total in zip(self.records, totals.tolist()):
+                if total > max_length:
+                    self._problem(Skip("over_max_length", where, f"{total} {unit} > {max_length}"))
         if self.texts:
             length.update({f"p{p}": int(np.percentile(totals, p)) for p in PERCENTILES})
             length.update(mean=round(float(totals.mean()), 1), max=int(totals.max()), min=int(totals.min()))
@@ -163,12 +217,21 @@ def compute_stats(
     tokenizer: Any = None,
     image_tokens: int = 576,
     verify_images: bool = False,
+    max_length: int | None = None,
+    verify_hashes: bool = False,
+    tally: _Tally | None = None,
 ) -> dict[str, Any]:
-    """The statistics of ``data_files`` as a dict (what ``--json`` writes)."""
+    """The statistics of ``data_files`` as a dict (what ``--json`` writes); ``tally``: an empty ``_Tally`` that
+    keeps the records read (``write_clean``)."""
     if not data_files:
         raise ValueError("no data files given")
-    tally = _Tally(verify_images)
+    tally = tally or _Tally(verify_images)
+    tally.folder_given = bool(image_folders)
+    sharded = SkipCounter(log_first=0)  # left out when the shards were written
     for path in data_files:
+        manifest = _shard_manifest(path, verify_hashes, tally.problems) if is_shard_source(path) else None
+        if manifest is not None:
+            sharded.merge(manifest.counts, manifest.examples)
         folders = list(image_folders or []) or [os.path.dirname(os.path.abspath(path))]
         for where, obj, error in _rows(path, tally.problems):
             try:
@@ -176,7 +239,8 @@ def compute_stats(
                     raise Skip("bad_json", where, error)
                 tally.add(where, obj, folders)
             except Skip as skip:
-                tally.problems.add(skip)
+                tally._problem(skip)
+    length = tally.lengths(tokenizer, image_tokens, max_length)
     checked = tally.images_checked.values()
     return {
         "files": [os.path.abspath(p) for p in data_files],
@@ -187,7 +251,7 @@ def compute_stats(
         "by_source_and_modality": {s: dict(c) for s, c in sorted(tally.source_modality.items())},
         "generation_samples": tally.gen,
         "ocr_augmented": tally.ocr,
-        "length": tally.lengths(tokenizer, image_tokens),
+        "length": length,
         "images": {
             "referenced": tally.referenced,
             "unique": len(tally.images_checked),
@@ -195,8 +259,28 @@ def compute_stats(
             "unreadable": sum(p == "unreadable_image" for p in checked),
             "decoded": verify_images,
         },
+        "images_without_placeholder": tally.untagged,
         "problems": tally.problems.report(),
+        "problem_records": dict(sorted(tally.dropped.items())),
+        "dropped_when_sharded": sharded.report(),
     }
+
+
+def write_clean(
+    data_files: list[str], out: str, image_folders: list[str] | None = None, **options: Any
+) -> tuple[dict[str, Any], int]:
+    """``compute_stats`` of JSON data files, and the records with no problem written to ``out`` (JSON Lines for
+    ``.jsonl``, else a JSON array); returns (the statistics, records written).  The records left out are the
+    statistics' ``problem_records`` (sample -> its first problem)."""
+    from minigemini.data.jsonio import write_records
+
+    if any(is_shard_source(path) for path in data_files):
+        raise ValueError("--write-clean rewrites JSON / JSONL files; shards are written by `mgm data shard`")
+    tally = _Tally(options.get("verify_images", False))
+    stats = compute_stats(data_files, image_folders, tally=tally, **options)
+    kept = [obj for where, obj in tally.records if where not in tally.dropped]
+    write_records(out, kept)
+    return stats, len(kept)
 
 
 def describe(stats: dict[str, Any]) -> str:
@@ -219,6 +303,17 @@ def describe(stats: dict[str, Any]) -> str:
         f"images: {images['referenced']} referenced, {images['unique']} unique, {images['missing']} missing"
         + (f", {images['unreadable']} unreadable" if images["decoded"] else " (not decoded; --verify-images)")
     )
+    if stats.get("images_without_placeholder"):
+        lines.append(
+            f"{stats['images_without_placeholder']} record(s) with images but no <image> in the text (training puts "
+            "it before the first question)"
+        )
+    sharded = SkipCounter.from_report(stats.get("dropped_when_sharded", {}))
+    if sharded:
+        lines.append(
+            f"left out when sharded ({MANIFEST}): {sum(sharded.counts.values())}\n"
+            + "\n".join(f"  {line}" for line in sharded.lines())
+        )
     problems = SkipCounter.from_report(stats["problems"])
     if problems:
         lines.append("problems:\n" + "\n".join(f"  {line}" for line in problems.lines()))

@@ -23,8 +23,10 @@ import argparse
 import copy
 import dataclasses
 import os
+import re
 import types
 import typing
+from pathlib import Path
 from typing import Any
 
 from transformers import HfArgumentParser
@@ -33,7 +35,20 @@ from transformers.hf_argparser import string_to_bool
 from minigemini.precision import PRECISIONS, dtype_name
 from minigemini.templates import TEMPLATE_NAMES
 
-__all__ = ["MODEL_TEMPLATE", "SAMPLERS", "STAGE_DEFAULTS", "TRAINER", "TrainConfig", "load_recipe", "settings_parser"]
+__all__ = [
+    "MODEL_TEMPLATE",
+    "RECIPES_DIR",
+    "SAMPLERS",
+    "STAGE_DEFAULTS",
+    "TRAINER",
+    "TrainConfig",
+    "load_recipe",
+    "settings_parser",
+    "shipped_file",
+]
+
+#: The recipes and launcher configs that ship with the package (``recipes/`` of the repository links to them).
+RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
 
 #: ``template`` value for the model's own chat template: its processor's (a release template name), else the
 #: tokenizer's jinja template.  Stage 2's default; stage 1 may name it too (its default is ``plain``).
@@ -62,6 +77,11 @@ STAGE_DEFAULTS: dict[int, dict[str, Any]] = {
 }
 
 SAMPLERS = ("modality_length", "random", "sequential")
+
+#: Non-finite steps in a row that stop a run (``max_nonfinite_steps``; train/guard.py).  One such step is mostly a
+#: transient (a bad batch, a loss spike) that skipping it mends; once the weights or the optimizer state are broken,
+#: every later step is non-finite too, and five in a row tell the two apart for five skipped steps' cost.
+NONFINITE_PATIENCE = 5
 
 #: Field metadata key naming the ``TrainingArguments`` field a setting is passed to as it is (``trainer_arguments``).
 TRAINER = "trainer"
@@ -112,6 +132,11 @@ class TrainConfig:
         help="pad images to square with the mean colour (stage 2's default) or not (stage 1's)", nargs="?", const=True
     )
     max_length: int | None = _setting(help="longest sample in tokens, visual tokens included")
+    verify_images: bool = _setting(
+        False,
+        "decode every image of JSON data before training (slow): a corrupt one is skipped and named at the start, "
+        "not when a step draws it (shards: mgm data stats --verify-images)",
+    )
     # what is trained
     tune_vision: bool = _setting(False, "also train the LR (CLIP) encoder")
     tune_vision_aux: bool = _setting(False, "also train the HR (ConvNeXt) encoder")
@@ -151,17 +176,26 @@ class TrainConfig:
         1, "modality_length sampler: sort this many steps' samples by length together (less padding)"
     )
     shuffle_buffer: int = _setting(1000, "shard data: samples each DataLoader worker shuffles among (data/stream.py)")
+    max_nonfinite_steps: int = _setting(
+        NONFINITE_PATIENCE,
+        "stop after this many optimizer steps in a row whose loss or gradient norm is NaN or infinite (each is "
+        "skipped and named; 0: skip them, never stop)",
+    )
     # runtime
     save_steps: int = _setting(1000, "save a checkpoint every this many steps", trainer="save_steps")
     save_total_limit: int | None = _setting(1, "checkpoints kept (the oldest are deleted)", trainer="save_total_limit")
     logging_steps: int = _setting(1, "log every this many steps", trainer="logging_steps")
     dataloader_workers: int = _setting(2, "DataLoader worker processes", trainer="dataloader_num_workers")
     deepspeed: str | None = _setting(
-        help="DeepSpeed JSON config (recipes/distributed/zero2.json, zero2_offload.json, zero3.json)",
+        help="DeepSpeed JSON config: a path, or a shipped one by name (zero2, zero2_offload, zero3)",
         trainer="deepspeed",
     )
     fsdp: str | None = _setting(
-        help='FSDP2 options, e.g. "full_shard auto_wrap" (or accelerate launch with recipes/distributed/fsdp.yaml)'
+        help="FSDP2: --fsdp alone shards everything (full_shard); shard_grad_op keeps the parameters whole between "
+        "forward and backward, offload adds CPU offload (or: accelerate launch --config_file $(mgm train --show-path "
+        "fsdp))",
+        nargs="?",
+        const="full_shard",
     )
     fsdp_config: str | None = _setting(
         help="FSDP JSON config (Trainer fsdp_config keys; checkpoints sharded by default)"
@@ -192,6 +226,9 @@ class TrainConfig:
         hints = typing.get_type_hints(type(self))
         for name in self.field_names():
             setattr(self, name, _typed(name, hints[name], getattr(self, name)))
+        for key in ("deepspeed", "fsdp_config"):  # a path, or the name of a shipped config (zero3)
+            if getattr(self, key):
+                setattr(self, key, shipped_file(getattr(self, key), f"--{key.replace('_', '-')}"))
         if self.stage not in STAGE_DEFAULTS:
             raise ValueError(f"stage must be 1 or 2, got {self.stage}")
         for key, value in STAGE_DEFAULTS[self.stage].items():
@@ -225,6 +262,8 @@ class TrainConfig:
             raise ValueError("LoRA adapts the LLM, which stage 1 keeps frozen: use --lora in stage 2")
         if self.deepspeed and self.fsdp:
             raise ValueError("choose DeepSpeed or FSDP, not both")
+        if self.max_nonfinite_steps < 0:
+            raise ValueError(f"max_nonfinite_steps must be >= 0 (0: never stop), got {self.max_nonfinite_steps}")
         if not 0 <= self.warmup_ratio < 1:
             raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
         for key in ("learning_rate", "global_batch_size", "per_device_batch_size", "max_length"):
@@ -291,10 +330,27 @@ def _is_bool(field: dataclasses.Field) -> bool:
     return typing.get_type_hints(TrainConfig)[field.name] in (bool, bool | None)
 
 
+def shipped_file(value: str | os.PathLike, what: str = "recipe") -> str:
+    """A file by its path, else a recipe or launcher config of the package by name (``RECIPES_DIR``): ``stage2_lora``,
+    ``zero3``, ``fsdp``, or an old repository path such as ``recipes/distributed/zero3.json``."""
+    value = os.fspath(value)
+    if os.path.isfile(value):
+        return value
+    name = re.sub(r"^(.*/)?recipes/", "", Path(value).as_posix())
+    for folder in (RECIPES_DIR, RECIPES_DIR / "distributed"):
+        for candidate in (name, f"{name}.yaml", f"{name}.json", Path(name).name):
+            if (folder / candidate).is_file():
+                return str(folder / candidate)
+    known = sorted(path.stem for path in RECIPES_DIR.rglob("*") if path.suffix in (".yaml", ".json"))
+    raise FileNotFoundError(f"{what} {value}: no such file, nor a shipped one of that name ({', '.join(known)})")
+
+
 def load_recipe(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a YAML (or JSON) recipe: a flat mapping of TrainConfig settings."""
+    """Read a YAML (or JSON) recipe, by path or by the name of a shipped one (``shipped_file``): a flat mapping of
+    TrainConfig settings."""
     import yaml
 
+    path = shipped_file(path)
     with open(path, encoding="utf-8") as f:
         try:
             values = yaml.safe_load(f) or {}

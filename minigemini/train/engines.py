@@ -22,6 +22,7 @@ import dataclasses
 import json
 import logging
 import os
+import warnings
 
 import torch
 
@@ -41,6 +42,7 @@ __all__ = [
     "fsdp_settings",
     "launch_alone",
     "on_accelerator",
+    "quiet_deepspeed_comm",
     "read_deepspeed_config",
     "run_engine",
     "start_deepspeed_comm",
@@ -98,6 +100,16 @@ def launch_alone() -> None:
     os.environ.update({**values, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
 
 
+def quiet_deepspeed_comm() -> None:
+    """ZeRO calls ``torch.distributed.reduce_scatter_tensor`` and ``all_gather_into_tensor``, which torch now flags as
+    deprecated on every call (some 400 FutureWarning lines in a 2-step ZeRO-3 run): those two are ignored."""
+    warnings.filterwarnings(
+        "ignore",
+        message=r"`torch\.distributed\.(reduce_scatter_tensor|all_gather_into_tensor)` is deprecated",
+        category=FutureWarning,
+    )
+
+
 def start_deepspeed_comm() -> None:
     """Attach ``deepspeed.comm`` to the running gloo process group (before a ZeRO-3 ``from_pretrained``)."""
     import torch.distributed as dist
@@ -119,9 +131,23 @@ def fsdp_settings(fsdp: str | None, fsdp_config: str | None) -> dict | None:
     if fsdp_config:
         with open(fsdp_config, encoding="utf-8") as f:
             settings = json.load(f)
+    # the --fsdp words as fsdp_config entries (the Trainer's own reading of an fsdp string is deprecated)
+    for word in fsdp.split():
+        if word not in _FSDP_WORDS:
+            raise ValueError(f"--fsdp {fsdp!r}: unknown option {word!r}; use {', '.join(_FSDP_WORDS)}")
+        settings.update((key, value) for key, value in _FSDP_WORDS[word].items() if key not in settings)
     if "state_dict_type" not in settings and "fsdp_state_dict_type" not in settings:
         settings["state_dict_type"] = "SHARDED_STATE_DICT"
     return settings
+
+
+#: --fsdp word -> fsdp_config entries (FSDP2); auto_wrap is the Trainer's default wrapping
+_FSDP_WORDS = {
+    "full_shard": {"reshard_after_forward": True},
+    "shard_grad_op": {"reshard_after_forward": False},
+    "offload": {"cpu_offload": True},
+    "auto_wrap": {},
+}
 
 
 def consolidate_final_save(trainer) -> None:

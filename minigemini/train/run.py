@@ -40,6 +40,7 @@ from minigemini.train.engines import (
     fsdp_settings,
     launch_alone,
     on_accelerator,
+    quiet_deepspeed_comm,
     read_deepspeed_config,
     run_engine,
     start_deepspeed_comm,
@@ -122,6 +123,7 @@ def build_dataset(config: TrainConfig, processor: MiniGeminiProcessor) -> Superv
         template=template,
         max_length=config.max_length,
         image_processor=image_processor,
+        verify_images=config.verify_images,
     )
 
 
@@ -226,7 +228,7 @@ def build_training_arguments(config: TrainConfig, accumulation_steps: int) -> Tr
         activation_checkpointing=config.gradient_checkpointing and config.bits == 16,
         ignore_data_skip=streamed(config),  # a ShardStream resumes by itself, without reading what it skips
         use_cpu=not on_accelerator(),
-        fsdp=config.fsdp or "",
+        fsdp=bool(config.fsdp),  # its options are in fsdp_config
         fsdp_config=fsdp_settings(config.fsdp, config.fsdp_config),
         **_FIXED_ARGUMENTS,
     )
@@ -306,6 +308,11 @@ def find_checkpoints(folder: str) -> list[tuple[str, bool]]:
     return [(steps[step], _is_complete(steps[step])) for step in sorted(steps)]
 
 
+def _checkpoint_step(checkpoint: str) -> int:
+    with open(os.path.join(checkpoint, TRAINER_STATE_NAME), encoding="utf-8") as f:
+        return int(json.load(f).get("global_step", 0))
+
+
 def _is_complete(checkpoint: str) -> bool:
     try:
         with open(os.path.join(checkpoint, TRAINER_STATE_NAME), encoding="utf-8") as f:
@@ -325,6 +332,8 @@ def train(config: TrainConfig, callbacks: list | None = None) -> TrainResult:
     accumulation = config.accumulation_steps(world_size())
     engine = run_engine(config)
     resume_from = _check_launch(config, engine, accumulation)
+    if resume_from is not None and int(os.environ.get("RANK", "0")) == 0:
+        logger.info("--resume: continuing from %s (step %d)", resume_from, _checkpoint_step(resume_from))
     started = time.time()
     processor = MiniGeminiProcessor.from_pretrained(config.processor or config.model)
     dataset = build_dataset(config, processor)  # bad data fails here, before the model is loaded
@@ -333,6 +342,7 @@ def train(config: TrainConfig, callbacks: list | None = None) -> TrainResult:
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     # Before the model: with ZeRO-3 the arguments make from_pretrained load the weights already partitioned.
     if engine.is_deepspeed:
+        quiet_deepspeed_comm()
         launch_alone()
     args = build_training_arguments(config, accumulation)
     if engine.is_deepspeed:
@@ -383,6 +393,7 @@ def _build_trainer(config: TrainConfig, model, args, dataset, processor, callbac
         sampler=config.sampler,
         length_group_steps=config.length_group_steps,
         full_logits=None if config.supervised_head else True,
+        max_nonfinite_steps=config.max_nonfinite_steps,
     )
     for default in (ProgressCallback, PrinterCallback):
         trainer.remove_callback(default)
@@ -409,6 +420,7 @@ def _run_counts(trainer: MiniGeminiTrainer, output, dataset, elapsed: float) -> 
         "time_s": round(runtime, 3),
         "tokens_per_s": round(tokens / runtime, 1) if runtime > 0 else None,
         "train_loss": output.metrics.get("train_loss"),
+        **trainer.guard_counts(),
     }
 
 
@@ -428,6 +440,13 @@ def describe_summary(summary: dict[str, Any]) -> str:
         lines.append(f"Skipped {summary['skipped_total']} record(s): {reasons}")
     else:
         lines.append("Skipped 0 records")
+    if summary.get("nonfinite_steps"):
+        lines.append(f"Skipped {summary['nonfinite_steps']} optimizer step(s) with a non-finite loss or gradient norm")
+    if summary.get("empty_batches"):
+        lines.append(
+            f"{summary['empty_batches']} micro-batch(es) had no supervised token ({summary['empty_steps']} whole "
+            "step(s) skipped)"
+        )
     if summary["truncated"]:
         lines.append(f"Truncated {summary['truncated']} over-long sample(s) (image tokens kept)")
     lines.append(f"Saved to {summary['output']} ({LOG_FILE}, {SUMMARY_FILE} beside the weights)")

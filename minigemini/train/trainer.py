@@ -5,6 +5,9 @@
 - ``create_optimizer``: a separate learning rate for the mining layer and the projector (``projector_lr``);
 - ``_prepare_inputs``: takes the collator's ``data_stats`` (samples, runtime skips) out of the batch and counts them
   (in ``DataTotals``, a callback whose counts travel in checkpoints, so a resumed run reports the whole run's);
+- ``training_step`` / ``_get_grad_norm``: the non-finite guard (``guard.NonFiniteGuard``) sees each micro-batch's
+  samples, supervised tokens and loss, and before each optimizer step decides with the other processes to take it,
+  skip it (the optimizer's step pre-hook drops the gradients) or stop the run;
 - ``compute_loss``: keeps every trainable parameter in the graph with a zero term, so text-only batches, batches whose
   samples were all skipped, or unused MoE experts never make DDP (or a frozen-LLM backward) fail.
 
@@ -25,7 +28,9 @@ from transformers.trainer_callback import ExportableState
 from minigemini.data.collator import DATA_STATS_KEY
 from minigemini.data.sampler import ModalityLengthGroupedSampler
 from minigemini.data.stream import ShardStream
+from minigemini.train.config import NONFINITE_PATIENCE
 from minigemini.train.engines import Engine, enable_fsdp_on_cpu
+from minigemini.train.guard import NonFiniteGuard
 from minigemini.train.stages import is_multimodal_parameter
 
 __all__ = ["DataTotals", "MiniGeminiTrainer", "StreamResume"]
@@ -92,6 +97,7 @@ class MiniGeminiTrainer(Trainer):
         length_group_steps: with "modality_length", how many steps' samples are sorted by length together.
         full_logits: passed to the model's forward in training; None lets the model compute the LM head at supervised
             positions only (same loss, much less memory), True computes it everywhere.
+        max_nonfinite_steps: non-finite steps in a row that stop the run (0: never; ``guard.NonFiniteGuard``).
     """
 
     def __init__(
@@ -101,14 +107,17 @@ class MiniGeminiTrainer(Trainer):
         sampler: str = "modality_length",
         length_group_steps: int = 1,
         full_logits: bool | None = None,
+        max_nonfinite_steps: int = NONFINITE_PATIENCE,
         **kwargs,
     ):
+        self.max_nonfinite_steps = max_nonfinite_steps
         self.projector_lr = projector_lr
         self.length_group_steps = length_group_steps
         self.full_logits = full_logits
         self.sampler_kind = sampler
         super().__init__(*args, **kwargs)
         self.add_callback(DataTotals())
+        self.add_callback(NonFiniteGuard())
         if isinstance(self.train_dataset, ShardStream):
             self.add_callback(StreamResume(self.train_dataset))
 
@@ -168,12 +177,37 @@ class MiniGeminiTrainer(Trainer):
 
     # ------------------------------------------------------------------------------------------ optimisation
 
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        stats = inputs.get(DATA_STATS_KEY) or {}
+        self._guard.see_batch(inputs, stats.get("sources"))
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        self._guard.see_loss(loss)
+        return loss
+
+    def _get_grad_norm(self, model, grad_norm=None):
+        # called once per optimizer step, after clipping and before the step: where the guard decides
+        grad_norm = super()._get_grad_norm(model, grad_norm=grad_norm)
+        # fp16: the loss scaler (torch's, or DeepSpeed's own) skips its overflows and lowers its scale
+        scaler = self.accelerator.scaler is not None or (self.engine.is_deepspeed and self.args.fp16)
+        self._guard.decide(self, grad_norm, self.max_nonfinite_steps, scaler_handles_overflow=scaler)
+        return grad_norm
+
     def create_optimizer(self, model=None):
         optimizer = self._create_optimizer(model)
-        if self.engine.is_fsdp and not getattr(optimizer, "_mgm_zero_grads", False):
-            optimizer.register_step_pre_hook(_zero_missing_grads)
-            optimizer._mgm_zero_grads = True
+        if not getattr(optimizer, "_mgm_hooked", False):
+            optimizer.register_step_pre_hook(self._before_optimizer_step)
+            optimizer._mgm_hooked = True
         return optimizer
+
+    def _before_optimizer_step(self, optimizer, args, kwargs) -> None:
+        if self.engine.is_deepspeed:
+            return  # DeepSpeed steps inside its backward and skips non-finite gradients itself
+        if self._guard.skipping:  # no gradient: AdamW leaves the weights and its moments as they were
+            for group in optimizer.param_groups:
+                for parameter in group["params"]:
+                    parameter.grad = None
+        elif self.engine.is_fsdp:
+            _zero_missing_grads(optimizer)
 
     def _create_optimizer(self, model=None):
         if self.optimizer is not None or self.projector_lr is None:
@@ -224,6 +258,17 @@ class MiniGeminiTrainer(Trainer):
     # ------------------------------------------------------------------------------------------ accounting
 
     @property
+    def _guard(self) -> NonFiniteGuard:
+        # looked up each time, as _data_totals
+        return next(c for c in self.callback_handler.callbacks if isinstance(c, NonFiniteGuard))
+
+    def guard_counts(self) -> dict:
+        """Optimizer steps skipped as non-finite, micro-batches and steps without supervised tokens (whole run)."""
+        counts = dict(self._guard.counts)
+        counts.pop("in_a_row")
+        return counts
+
+    @property
     def _data_totals(self) -> DataTotals:
         # looked up each time: resuming replaces the instance with one carrying the checkpoint's counts
         return next(c for c in self.callback_handler.callbacks if isinstance(c, DataTotals))
@@ -235,7 +280,7 @@ class MiniGeminiTrainer(Trainer):
         return {**totals, "skipped": dict(Counter(totals["skipped"].values()))}
 
 
-def _zero_missing_grads(optimizer, args, kwargs) -> None:
+def _zero_missing_grads(optimizer) -> None:
     """Under FSDP, a trainable parameter that got no gradient (the mining layer's key LayerNorm bias never does: the
     softmax over a window ignores it) gets a zero one, so every parameter has optimizer state: a sharded checkpoint
     then holds the state of each, as resuming it expects (DDP gets the same zeros from ``compute_loss``)."""

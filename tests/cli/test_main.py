@@ -12,7 +12,7 @@ def test_every_command_is_registered():
     parser = cli.build_parser()
     commands = parser._subparsers._group_actions[0].choices
     assert set(commands) == set(cli.SUBCOMMANDS)
-    data_commands = {"mix", "ocr", "gen", "stats", "shard", "synth"}
+    data_commands = {"convert", "mix", "ocr", "gen", "stats", "shard", "synth"}
     assert set(commands["data"]._subparsers._group_actions[0].choices) == data_commands
 
 
@@ -102,3 +102,23 @@ def test_library_errors_are_one_line_and_interrupts_exit_130(monkeypatch, capsys
     assert cli.main(["convert", "/no/such/release", "/tmp/never-written"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("mgm convert: error: ") and len(err.strip().splitlines()) == 1
+
+
+def test_deepspeeds_cpu_fallback_line_is_not_printed_by_every_command():
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": f"{root}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    done = subprocess.run(
+        [sys.executable, "-m", "minigemini.cli", "train", "--show-path", "zero3"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        check=True,
+    )
+    assert done.stdout.strip().endswith("zero3.json")
+    assert "Setting accelerator to CPU" not in done.stdout + done.stderr

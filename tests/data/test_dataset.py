@@ -175,3 +175,18 @@ def test_stage_one_image_processing_can_skip_padding(tmp_path, processor, images
     assert padded["pixel_values"].shape == cropped["pixel_values"].shape
     assert not torch.allclose(padded["pixel_values"], cropped["pixel_values"])
     np.testing.assert_array_equal(padded["input_ids"].numpy(), cropped["input_ids"].numpy())
+
+
+def test_verify_images_finds_corrupt_images_before_training(tmp_path, processor, images):
+    folder, names = images
+    (tmp_path / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)
+    data = write_jsonl(
+        tmp_path / "data.jsonl",
+        [conversation("<image>\nWhat?", "A.", image=str(folder / names[0]))]
+        + [conversation("<image>\nWhat?", "B.", image=str(tmp_path / "corrupt.png"))],
+    )
+    lazy = SupervisedDataset(data, processor)
+    assert len(lazy) == 2 and not lazy.skips.counts  # found only when a step draws it
+    checked = SupervisedDataset(data, processor, verify_images=True)
+    assert len(checked) == 1 and checked.skips.counts == {"unreadable_image": 1}
+    assert checked.skips.examples["unreadable_image"][0].startswith("data.jsonl:2")

@@ -7,8 +7,8 @@ from PIL import Image
 from transformers import AutoTokenizer
 
 from minigemini.datatools.stats import compute_stats
-from tests.helpers.cli import data_main as main
 from tests.conftest import build_tokenizer
+from tests.helpers.cli import data_main as main
 
 
 def _turns(question, answer="fine"):
@@ -86,3 +86,71 @@ def test_plugs_into_the_mgm_parser_like_other_subcommands(tmp_path, capsys):
     (tmp_path / "d.json").write_text(json.dumps([{"conversations": _turns("hi")}]))
     args = parser.parse_args(["data", "stats", str(tmp_path / "d.json")])
     assert args.func(args) == 0 and "1 records" in capsys.readouterr().out
+
+
+def test_write_clean_leaves_out_and_names_every_problem_record(tmp_path, capsys):
+    Image.new("RGB", (8, 8)).save(tmp_path / "ok.png")
+    (tmp_path / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 20)
+
+    def record(image, question="<image>\nWhat?", answer="A thing."):
+        turns = [{"from": "human", "value": question}, {"from": "gpt", "value": answer}]
+        return {"image": image, "conversations": turns}
+
+    rows = [
+        record("ok.png"),
+        record("missing.png"),
+        record("corrupt.png"),
+        record("ok.png", question="What, no tag?"),  # kept: training puts <image> first
+        record("ok.png", answer="word " * 50),
+        record("ok.png", question="<image>\n<image>\nTwo?"),
+        record("../ok.png"),
+        record(str(tmp_path / "ok.png")),  # absolute, where --image-folder is given
+    ]
+    data = tmp_path / "data.jsonl"
+    data.write_text("".join(json.dumps(row) + "\n" for row in rows) + "{broken\n")
+    clean = tmp_path / "clean.jsonl"
+    argv = ["stats", str(data), "--verify-images", "--image-tokens", "1", "--max-length", "20"]
+    argv += ["--image-folder", str(tmp_path)]
+    assert main([*argv, "--write-clean", str(clean)]) == 0
+    out = capsys.readouterr().out
+    assert "1 record(s) with images but no <image>" in out
+    assert "bad_image_path: 2 (e.g. data.jsonl:7: image path ../ok.png leaves the image folder (../))" in out
+    assert "wrote 2 record(s)" in out and "left out 7:" in out
+    for where, reason in [
+        ("data.jsonl:2", "missing_image"),
+        ("data.jsonl:3", "unreadable_image"),
+        ("data.jsonl:5", "over_max_length"),
+        ("data.jsonl:6", "image_count_mismatch"),
+        ("data.jsonl:7", "bad_image_path"),
+        ("data.jsonl:8", "bad_image_path"),
+        ("data.jsonl:9", "bad_json"),
+    ]:
+        assert f"  {where} ({reason})" in out
+    kept = [json.loads(line) for line in clean.read_text().splitlines()]
+    assert kept == [rows[0], rows[3]]
+
+
+def test_shards_report_what_sharding_left_out_and_verify_their_hashes(tmp_path, capsys):
+    Image.new("RGB", (8, 8)).save(tmp_path / "ok.png")
+    turns = [{"from": "human", "value": "<image>\nWhat?"}, {"from": "gpt", "value": "A thing."}]
+    rows = [{"image": "ok.png", "conversations": turns}] * 6 + [{"image": "gone.png", "conversations": turns}] * 2
+    data = tmp_path / "data.jsonl"
+    data.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    shards = tmp_path / "shards"
+    assert (
+        main(["shard", str(data), "-o", str(shards), "--format", "parquet", "--shard-size", "3", "--no-progress"]) == 0
+    )
+    capsys.readouterr()
+    assert main(["stats", str(shards), "--verify-hashes"]) == 0
+    out = capsys.readouterr().out
+    assert "left out when sharded (manifest.json): 2\n  missing_image: 2" in out
+    assert "checksum_mismatch" not in out
+    shard = min(shards.glob("*.parquet"))
+    content = shard.read_bytes()
+    assert b"A thing." in content
+    shard.write_bytes(content.replace(b"A thing.", b"A thinG.", 1))  # an answer edited, the same size
+    assert main(["stats", str(shards), "--verify-hashes"]) == 0
+    assert (
+        f"checksum_mismatch: 1 (e.g. {shard.name}: its SHA-256 is not the one in manifest.json)"
+        in capsys.readouterr().out
+    )

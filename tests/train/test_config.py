@@ -297,3 +297,34 @@ def test_trainer_arguments_come_from_the_settings_metadata():
     assert arguments["per_device_train_batch_size"] == 16 and arguments["learning_rate"] == 1e-3
     assert arguments["dataloader_num_workers"] == 0 and arguments["warmup_steps"] == 0.03
     assert "gradient_checkpointing" not in arguments and "fsdp_config" not in arguments  # derived in run.py
+
+
+def test_shipped_recipes_and_launcher_configs_work_by_name_from_any_folder(tmp_path, monkeypatch, capsys):
+    from minigemini.cli import main
+    from minigemini.train.config import RECIPES_DIR
+    from minigemini.train.engines import fsdp_settings
+
+    monkeypatch.chdir(tmp_path)
+    config = TrainConfig.from_sources("stage2_lora", {"deepspeed": "zero3"})
+    assert config.lora and config.deepspeed == str(RECIPES_DIR / "distributed" / "zero3.json")
+    # the repository's paths keep working, from the repository or (by their name) from anywhere
+    assert TrainConfig.from_sources("recipes/stage2_large.yaml").deepspeed == str(
+        RECIPES_DIR / "distributed/zero3.json"
+    )
+    assert TrainConfig.from_sources(os.path.join(RECIPES, "stage1.yaml")).stage == 1
+    assert TrainConfig.from_sources(None, {"deepspeed": "recipes/distributed/zero2.json"}).deepspeed.endswith(
+        "zero2.json"
+    )
+    with pytest.raises(FileNotFoundError, match="nor a shipped one of that name .*stage2_lora"):
+        TrainConfig.from_sources("stage3")
+    assert main(["train", "--show-path", "fsdp"]) == 0
+    assert capsys.readouterr().out.strip() == str(RECIPES_DIR / "distributed" / "fsdp.yaml")
+    # --fsdp alone shards everything; its words become fsdp_config entries (the Trainer's fsdp string is deprecated)
+    assert fsdp_settings("full_shard", None)["reshard_after_forward"] is True
+    assert fsdp_settings("shard_grad_op offload auto_wrap", None) == {
+        "reshard_after_forward": False,
+        "cpu_offload": True,
+        "state_dict_type": "SHARDED_STATE_DICT",
+    }
+    with pytest.raises(ValueError, match="unknown option 'hybrid'"):
+        fsdp_settings("hybrid", None)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from minigemini.evaluation.benchmarks import (
     ai2d,
     chartqa,
+    custom,
     docvqa,
     hallusionbench,
     mathvista,
@@ -50,6 +51,7 @@ MODULES = (
     mmstar,
     hallusionbench,
     realworldqa,
+    custom,
     synthetic,
 )
 
