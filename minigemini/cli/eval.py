@@ -18,7 +18,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from minigemini.cli.options import add_dtype_argument, model_directory
+from minigemini.cli.options import add_dtype_argument, add_quantize_arguments, model_directory
 
 __all__ = ["add_parser", "run_command"]
 
@@ -67,6 +67,7 @@ def add_parser(subparsers) -> None:
         parser, help="auto: bf16 on CUDA, fp16 on MPS; on a CPU bf16 where it has bf16 kernels, else fp32"
     )
     parser.add_argument("--chat-template", default=None, help="override the processor's chat template")
+    add_quantize_arguments(parser)
     parser.add_argument("--retry-errors", action="store_true", help="ask again the questions that failed before")
     parser.add_argument("--synthetic-n", type=int, default=40, help="questions of `--bench synthetic` without --data")
     _add_allow_partial(parser)
@@ -204,7 +205,7 @@ def _run(args) -> int:
         )
     config = _run_config(args, benchmark.name, data, out)
     model, processor = load_model_and_processor(
-        model_directory(args.model), device=args.device, dtype=args.dtype, chat_template=args.chat_template
+        model_directory(args.model), args.device, args.dtype, args.chat_template, args.quantize
     )
     summary = run_benchmark(model, processor, config)
     index, count = config.shard
