@@ -150,4 +150,15 @@ def test_bad_input_is_one_line(model_dir, mgm_cli, monkeypatch):
     real = __import__("importlib").util.find_spec
     monkeypatch.setattr("importlib.util.find_spec", lambda name, *a: None if name == "bitsandbytes" else real(name, *a))
     code, _, err = mgm_cli(["eval", "--model", model_dir, "--bench", "synthetic", "--device", "cpu", "--load-8bit"])
-    assert code == 2 and err == 'mgm eval: error: quantization int8 needs bitsandbytes: pip install "minigemini[quant]"\n'
+    assert (
+        code == 2 and err == 'mgm eval: error: quantization int8 needs bitsandbytes: pip install "minigemini[quant]"\n'
+    )
+
+
+def test_full_training_from_a_4bit_model_is_refused_in_one_line(model_dir, mgm_cli, tmp_path):
+    command = ["train", "--model", model_dir, "--data", str(tmp_path / "x.jsonl"), "--output", str(tmp_path / "o")]
+    code, _, err = mgm_cli([*command, "--bits", "4"])
+    assert (
+        code == 2
+        and err == "mgm train: error: --bits 4 quantises the LLM, which then trains only through LoRA: add --lora\n"
+    )
