@@ -162,3 +162,12 @@ def test_full_training_from_a_4bit_model_is_refused_in_one_line(model_dir, mgm_c
         code == 2
         and err == "mgm train: error: --bits 4 quantises the LLM, which then trains only through LoRA: add --lora\n"
     )
+
+
+def test_an_fp16_load_keeps_the_vision_side_in_fp32_and_answers(model_dir):
+    """The price of transformers' `_keep_in_fp32_modules`: in fp16 (MPS, GPUs without bf16) the towers, mining and
+    projector load in fp32, the LLM in fp16; the model casts between them."""
+    model, processor = load_pretrained(model_dir, device="cpu", dtype="fp16")
+    assert next(model.model.vision_tower_aux.parameters()).dtype == torch.float32
+    assert model.model.language_model.layers[0].mlp.down_proj.weight.dtype == torch.float16
+    assert isinstance(mgm.chat(model, IMAGE, "What?", processor=processor, max_new_tokens=2), str)
