@@ -32,23 +32,25 @@ def resident_or_allocated(device) -> int:
 
 
 def speeds(model, new_tokens: int, repeats: int = 3) -> tuple[float, float]:
-    """(prefill tokens/s, decode tokens/s) at batch 1 on a random image prompt in the model's shapes."""
+    """(prefill tokens/s, decode tokens/s) at batch 1 on a random image prompt in the model's shapes; decode from two
+    generate() lengths (1 and ``new_tokens``), so that the prefill cancels out."""
     import torch
 
     from minigemini.profiling import median_time, random_inputs
 
     dtype = next(model.model.vision_tower.parameters()).dtype
     inputs = random_inputs(model.config, 1, 32, model.device, dtype)
-    tokens = inputs["input_ids"].shape[1]
+
+    def generate(tokens: int):
+        return model.generate(**inputs, min_new_tokens=tokens, max_new_tokens=tokens, do_sample=False)
+
     with torch.inference_mode():
         prefill = median_time(lambda: model(**inputs), repeats, model.device)
-        options = {"min_new_tokens": new_tokens, "max_new_tokens": new_tokens, "do_sample": False}
-        whole = median_time(lambda: model.generate(**inputs, **options), repeats, model.device)
-    return tokens / prefill, new_tokens / max(whole - prefill, 1e-9)
+        first, whole = (median_time(lambda n=n: generate(n), repeats, model.device) for n in (1, new_tokens))
+    return inputs["input_ids"].shape[1] / prefill, (new_tokens - 1) / (whole - first)
 
 
 def one_mode(mode: str, args) -> dict:
-    from minigemini import cli
     from minigemini.loading import load_pretrained, resolve_device
     from minigemini.synthetic.default_model import default_checkpoint
 
@@ -62,6 +64,18 @@ def one_mode(mode: str, args) -> dict:
     prefill, decode = speeds(model, args.new_tokens)
     peak = resident_or_allocated(device) - before
     del model
+    row = {"mode": mode, "device": str(device), "dtype": str(model_dtype).removeprefix("torch.")}
+    row.update(footprint_mib=round(footprint / 2**20, 1), peak_mib=round(peak / 2**20, 1))
+    row.update(prefill_tok_s=round(prefill, 1), decode_tok_s=round(decode, 2), questions=args.n)
+    if args.n:
+        row.update(score(checkpoint, quantization, args))
+    return row
+
+
+def score(checkpoint: str, quantization: str | None, args) -> dict:
+    """`mgm eval --bench synthetic` on ``args.n`` questions: its metrics and seconds."""
+    from minigemini import cli
+
     with tempfile.TemporaryDirectory() as out:
         command = ["eval", "--model", checkpoint, "--bench", "synthetic", "--synthetic-n", str(args.n), "--device",
                    args.device, "--dtype", args.dtype, "--out", out, "--batch-size", str(args.batch_size)]  # fmt: skip
@@ -71,25 +85,13 @@ def one_mode(mode: str, args) -> dict:
         if cli.main(command) not in (0, None):
             raise SystemExit(f"mgm {' '.join(command)} failed")
         seconds = time.perf_counter() - started
-        scores = json.loads((Path(out) / "scores.json").read_text())
-    return {
-        "mode": mode,
-        "device": str(device),
-        "dtype": str(model_dtype).removeprefix("torch."),
-        "footprint_mib": round(footprint / 2**20, 1),
-        "peak_mib": round(peak / 2**20, 1),
-        "prefill_tok_s": round(prefill, 1),
-        "decode_tok_s": round(decode, 1),
-        "score": scores["metrics"],
-        "questions": args.n,
-        "eval_s": round(seconds, 1),
-    }
+        return {"score": json.loads((Path(out) / "scores.json").read_text())["metrics"], "eval_s": round(seconds, 1)}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--modes", nargs="+", default=["full", "int8", "nf4"])
-    parser.add_argument("--n", type=int, default=200, help="synthetic questions")
+    parser.add_argument("--n", type=int, default=200, help="synthetic questions (0: speed and memory only)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="auto", help="dtype of the full-precision parts (auto as for loading)")
     parser.add_argument("--new-tokens", type=int, default=32)
@@ -109,7 +111,9 @@ def main() -> None:
             sys.exit(f"{mode} failed:\n{done.stderr[-4000:]}")
         rows.append(json.loads(lines[-1].removeprefix("RESULT ")))
         print(rows[-1], file=sys.stderr, flush=True)
-    keys = ["mode", "footprint_mib", "peak_mib", "prefill_tok_s", "decode_tok_s", "score", "eval_s"]
+    keys = ["mode", "footprint_mib", "peak_mib", "prefill_tok_s", "decode_tok_s", "score", "eval_s"][
+        : 7 if args.n else 5
+    ]
     print("| " + " | ".join(keys) + " |\n| " + " | ".join("---" for _ in keys) + " |")
     for row in rows:
         print("| " + " | ".join(str(row[key]) for key in keys) + " |")
