@@ -205,7 +205,11 @@ def _run(args) -> int:
         )
     config = _run_config(args, benchmark.name, data, out)
     model, processor = load_model_and_processor(
-        model_directory(args.model), args.device, args.dtype, args.chat_template, args.quantize
+        model_directory(args.model),
+        device=args.device,
+        dtype=args.dtype,
+        chat_template=args.chat_template,
+        quantize=args.quantize,
     )
     summary = run_benchmark(model, processor, config)
     index, count = config.shard
