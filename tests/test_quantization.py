@@ -141,7 +141,7 @@ def test_mgm_quantize_writes_a_checkpoint_that_loads_with_no_config(model_dir, t
     assert len(err.splitlines()) == 1
 
 
-def test_bad_input_is_one_line(model_dir, mgm_cli, monkeypatch):
+def test_bad_input_is_one_line(model_dir, mgm_cli, monkeypatch, tmp_path):
     code, _, err = mgm_cli(["chat", "--model", model_dir, "--device", "cpu", "--quantize", "torchao-int4"])
     assert (
         code == 2
@@ -149,7 +149,8 @@ def test_bad_input_is_one_line(model_dir, mgm_cli, monkeypatch):
     )
     real = __import__("importlib").util.find_spec
     monkeypatch.setattr("importlib.util.find_spec", lambda name, *a: None if name == "bitsandbytes" else real(name, *a))
-    code, _, err = mgm_cli(["eval", "--model", model_dir, "--bench", "synthetic", "--device", "cpu", "--load-8bit"])
+    command = ["eval", "--model", model_dir, "--bench", "synthetic", "--device", "cpu", "--out", str(tmp_path / "e")]
+    code, _, err = mgm_cli([*command, "--load-8bit"])
     assert (
         code == 2 and err == 'mgm eval: error: quantization int8 needs bitsandbytes: pip install "minigemini[quant]"\n'
     )
