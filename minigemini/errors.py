@@ -36,6 +36,7 @@ EXTRAS = {
     "lmms_eval": "lmms",
     "deepspeed": "deepspeed",
     "bitsandbytes": "qlora",
+    "torchao": "quant",
     "sentencepiece": "convert",
     "trl": "trl",
 }

@@ -149,13 +149,16 @@ def chat(
     top_p: float = 1.0,
     device: str | None = None,
     dtype: str | None = None,
+    quantization: str | None = None,
 ) -> str:
     """Answer one question about an image (or several, or none): ``chat("path/to/mgm", "cat.jpg", "What is it?")``.
 
     ``model``: a loaded ``MiniGeminiForConditionalGeneration`` or a directory (loaded once and cached, with its
-    processor, on ``device``/``dtype``); ``processor``: a processor, a directory holding one, or None (the model's).  ``image``: anything ``load_image`` accepts, a list of them, or None.
+    processor, on ``device``/``dtype``, its LLM quantised with ``quantization``: ``"nf4"``, ``"int8"``, ...);
+    ``processor``: a processor, a directory holding one, or None (the model's).  ``image``: anything ``load_image``
+    accepts, a list of them, or None.
     """
-    model, processor = model_and_processor(model, processor, device, dtype)
+    model, processor = model_and_processor(model, processor, device, dtype, quantization)
     conversation = Conversation()
     conversation.add_user(question, _as_list(image))
     request = conversation.request(model, processor, max_new_tokens, temperature, top_p)
@@ -176,6 +179,7 @@ def batch_generate(
     errors: str = "raise",
     device: str | None = None,
     dtype: str | None = None,
+    quantization: str | None = None,
 ) -> list[GenerationRequest | None]:
     """Generate for many ``(image, question)`` pairs (image: one, a list, or None), ``batch_size`` at a time.
 
@@ -190,7 +194,7 @@ def batch_generate(
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if errors not in ("raise", "skip"):
         raise ValueError(f"errors must be 'raise' or 'skip', got {errors!r}")
-    model, processor = model_and_processor(model, processor, device, dtype)
+    model, processor = model_and_processor(model, processor, device, dtype, quantization)
     pairs = list(pairs)
     answers: list[GenerationRequest | None] = [None] * len(pairs)
     order = sorted(range(len(pairs)), key=lambda i: (len(_as_list(pairs[i][0])), len(pairs[i][1])))

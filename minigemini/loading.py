@@ -18,6 +18,7 @@ from minigemini.errors import UserError
 from minigemini.modeling import MiniGeminiForConditionalGeneration
 from minigemini.precision import cpu_inference_dtype, parse_dtype
 from minigemini.processing import PROCESSOR_CONFIG_NAME, MiniGeminiProcessor
+from minigemini.quantization import check_not_quantized, checkpoint_quantization, quantization_config, scheme_from_flags
 
 __all__ = [
     "as_processor",
@@ -58,31 +59,6 @@ def default_dtype(device: torch.device) -> torch.dtype:
     return cpu_inference_dtype()
 
 
-def quantization_config(load_in_4bit: bool, load_in_8bit: bool, device: torch.device, compute_dtype: torch.dtype):
-    if load_in_4bit and load_in_8bit:
-        raise ValueError("choose one of 4-bit and 8-bit loading, not both")
-    bits = 4 if load_in_4bit else 8
-    if device.type != "cuda":
-        raise ValueError(f"{bits}-bit loading needs bitsandbytes on a CUDA device; this run uses {device.type}")
-    try:
-        import bitsandbytes  # noqa: F401
-    except ImportError:
-        raise ValueError(f"{bits}-bit loading needs bitsandbytes: pip install bitsandbytes") from None
-    from transformers import BitsAndBytesConfig
-
-    # Only the LLM is quantised: the towers, mining and projector are small and precision-sensitive.
-    skip = ["vision_tower", "vision_tower_aux", "mining", "mm_projector", "lm_head"]
-    if load_in_4bit:
-        return BitsAndBytesConfig(
-            load_in_4bit=True,
-            bnb_4bit_compute_dtype=compute_dtype,
-            bnb_4bit_quant_type="nf4",
-            bnb_4bit_use_double_quant=True,
-            llm_int8_skip_modules=skip,
-        )
-    return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=skip)
-
-
 def load_pretrained(
     path: str | os.PathLike,
     device: str | torch.device | None = None,
@@ -90,23 +66,32 @@ def load_pretrained(
     load_in_4bit: bool = False,
     load_in_8bit: bool = False,
     chat_template: str | None = None,
+    quantization: Any = None,
 ):
     """Load a saved Mini-Gemini and its processor; returns ``(model, processor)`` in eval mode on ``device``.
 
     ``path``: a directory saved by this package, or a published MGM release checkpoint (converted on load by
     ``MiniGeminiForConditionalGeneration.from_release_checkpoint``).  ``chat_template`` overrides the processor's (a
-    release template name, e.g. ``"vicuna_v1"``).  4/8-bit loading quantises the LLM only and needs bitsandbytes and
-    CUDA.
+    release template name, e.g. ``"vicuna_v1"``).  ``quantization``: a scheme name of ``quantization.SCHEMES``
+    (``"nf4"``, ``"int8"``, ...) or a transformers quantization config; it quantises the LLM only (``load_in_4bit`` /
+    ``load_in_8bit``: the release's spellings of ``"nf4"``/``"int8"``).  A checkpoint saved quantised (``mgm
+    quantize``) loads quantised with none, in the dtype it was saved in.
     """
     path = os.fspath(path)
     device = resolve_device(device)
-    dtype = parse_dtype(dtype) or default_dtype(device)
     if not os.path.isdir(path):
         raise FileNotFoundError(f"model directory not found: {path}")
+    quantization = scheme_from_flags(quantization, load_in_4bit, load_in_8bit)
+    check_not_quantized(path, quantization)
+    saved_quantized = checkpoint_quantization(path) is not None
+    # a checkpoint saved quantised loads in the dtype it was saved in (transformers casts only part of it otherwise)
+    dtype = "auto" if saved_quantized else parse_dtype(dtype) or default_dtype(device)
     kwargs: dict[str, Any] = {"dtype": dtype}
-    if load_in_4bit or load_in_8bit:
-        kwargs["quantization_config"] = quantization_config(load_in_4bit, load_in_8bit, device, dtype)
-        kwargs["device_map"] = {"": device.index or 0}
+    quantized = quantization is not None or saved_quantized
+    if quantization is not None:
+        kwargs["quantization_config"] = quantization_config(quantization, device, dtype)
+    if quantized:  # quantised weights are placed while they load; they cannot be moved afterwards
+        kwargs["device_map"] = {"": device}
     if not os.path.isfile(os.path.join(path, PROCESSOR_CONFIG_NAME)) and is_release_checkpoint(path):
         # a published MGM checkpoint (YanweiLi/MGM-*): converted on load, processor and template derived from it
         model, processor = MiniGeminiForConditionalGeneration.from_release_checkpoint(path, chat_template, **kwargs)
@@ -116,14 +101,14 @@ def load_pretrained(
         overrides = {"chat_template": chat_template} if chat_template else {}
         processor = MiniGeminiProcessor.from_pretrained(path, **overrides)
         model = MiniGeminiForConditionalGeneration.from_pretrained(path, **kwargs)
-    if not (load_in_4bit or load_in_8bit):
+    if not quantized:
         model = model.to(device)
     return model.eval(), processor
 
 
 @functools.lru_cache(maxsize=2)
-def load_cached(path: str, device: str | None, dtype: str | None):
-    return load_pretrained(path, device=device, dtype=dtype)
+def load_cached(path: str, device: str | None, dtype: str | None, quantization: str | None = None):
+    return load_pretrained(path, device=device, dtype=dtype, quantization=quantization)
 
 
 @functools.lru_cache(maxsize=4)
@@ -148,12 +133,15 @@ def as_processor(processor: Any):
     return processor
 
 
-def model_and_processor(model: Any, processor: Any = None, device: str | None = None, dtype: str | None = None):
+def model_and_processor(
+    model: Any, processor: Any = None, device: str | None = None, dtype: str | None = None, quantization: Any = None
+):
     """``(model, processor)`` from what a user passes: ``model`` a loaded Mini-Gemini or a directory (loaded once and
-    cached, on ``device``/``dtype``); ``processor`` a processor, a directory holding one, or None (the model's own).
+    cached, on ``device``/``dtype``, quantised with the scheme name ``quantization``); ``processor`` a processor, a
+    directory holding one, or None (the model's own).
     Anything else is refused with one line naming the argument."""
     if isinstance(model, (str, os.PathLike)):
-        model, own = load_cached(os.fspath(model), device, dtype)
+        model, own = load_cached(os.fspath(model), device, dtype, quantization)
         return model, own if processor is None else as_processor(processor)
     if not (isinstance(model, torch.nn.Module) and callable(getattr(model, "generate", None))):
         raise UserError(f"model must be a Mini-Gemini model or a directory holding one, not {type(model).__name__}")

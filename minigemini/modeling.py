@@ -104,8 +104,16 @@ class MiniGeminiPreTrainedModel(PreTrainedModel):
     _can_compile_fullgraph = False
 
 
+#: The modules that quantisation leaves alone (only the LLM is quantised): transformers' quantizers (bitsandbytes, torchao,
+#: ...) skip every module named in a model's ``_keep_in_fp32_modules``, so a plain ``BitsAndBytesConfig`` or
+#: ``TorchAoConfig`` quantises the LLM only.  They keep the load's dtype, except fp16, where transformers loads them in fp32.
+VISION_MODULES = ("vision_tower", "vision_tower_aux", "mining", "mm_projector")
+
+
 class MiniGeminiModel(MiniGeminiPreTrainedModel):
     """Vision towers, mining, projector and the LLM body (no LM head)."""
+
+    _keep_in_fp32_modules: ClassVar[list[str]] = list(VISION_MODULES)
 
     def __init__(self, config: MiniGeminiConfig):
         super().__init__(config)
@@ -250,6 +258,8 @@ class MiniGeminiForConditionalGeneration(MiniGeminiPreTrainedModel, GenerationMi
     """Mini-Gemini with an LM head: training loss and `generate()` (images are encoded once, at prefill)."""
 
     _tied_weights_keys: ClassVar[dict[str, str]] = {"lm_head.weight": "model.language_model.embed_tokens.weight"}
+    # quantizers match these names from the start of a module's full name: spelled from this class's root
+    _keep_in_fp32_modules: ClassVar[list[str]] = [f"model.{name}" for name in VISION_MODULES]
     #: Set by ``minigemini.convert.release`` (imported with the package); None in a checkpoint's own copied code.
     release_conversion: ClassVar[ReleaseConversion | None] = None
 

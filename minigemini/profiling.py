@@ -4,6 +4,7 @@ the first generated tokens and peak memory, for a saved model or a built-in pres
 import resource
 import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 
@@ -162,17 +163,37 @@ def peak_memory_bytes(device: torch.device) -> int:
     return peak if sys.platform == "darwin" else peak * 1024
 
 
+def bench_model(args, device: torch.device, dtype: torch.dtype):
+    """(model in eval mode on ``device``, its description): ``args.model``'s checkpoint or a random-weight preset, its
+    LLM quantised with ``args.quantize`` where given (a preset is saved to a temporary directory to load quantised)."""
+    quantize = getattr(args, "quantize", None)
+    source = str(args.model) if args.model else f"preset {args.preset} (random weights)"
+    source += f", {quantize}" if quantize else ""
+    if args.model:
+        return _load_for_bench(args.model, device, dtype, quantize), source
+    torch.manual_seed(0)
+    model = MiniGeminiForConditionalGeneration(preset_config(args.preset, args.hd)).to(dtype)
+    if quantize is None:
+        return model.to(device).eval(), source
+    with tempfile.TemporaryDirectory() as folder:
+        model.save_pretrained(folder)
+        return _load_for_bench(folder, device, dtype, quantize), source
+
+
+def _load_for_bench(path, device: torch.device, dtype: torch.dtype, quantize: str | None):
+    if quantize is None:
+        return MiniGeminiForConditionalGeneration.from_pretrained(path, dtype=dtype).to(device).eval()
+    from minigemini.quantization import quantization_config
+
+    config = quantization_config(quantize, device, dtype)
+    load = MiniGeminiForConditionalGeneration.from_pretrained
+    return load(path, dtype=dtype, quantization_config=config, device_map={"": device}).eval()
+
+
 def run_bench(args) -> dict:
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     dtype = parse_dtype(args.dtype)
-    if args.model:
-        model = MiniGeminiForConditionalGeneration.from_pretrained(args.model, dtype=dtype)
-        source = str(args.model)
-    else:
-        torch.manual_seed(0)
-        model = MiniGeminiForConditionalGeneration(preset_config(args.preset, args.hd)).to(dtype)
-        source = f"preset {args.preset} (random weights)"
-    model = model.to(device).eval()
+    model, source = bench_model(args, device, dtype)
     config = model.config
     inputs = random_inputs(config, args.batch_size, args.text_tokens, device, dtype)
     progress = lambda step: print(f"  timing {step}...", file=sys.stderr, flush=True)

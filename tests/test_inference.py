@@ -5,6 +5,7 @@ import torch
 
 from minigemini import loading, precision
 from minigemini.engine import ContextTooLong
+from minigemini.errors import UserError
 from minigemini.inference import Conversation, batch_chat, chat, draw
 from minigemini.loading import load_pretrained, parse_dtype, resolve_device
 from tests.helpers.serving import save_tiny_mgm, solid
@@ -105,8 +106,8 @@ def test_device_and_dtype_defaults(model_dir, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(ValueError, match="CUDA is not available"):
         resolve_device("cuda")
-    with pytest.raises(ValueError, match="4-bit loading needs bitsandbytes on a CUDA device"):
-        load_pretrained(model_dir, device="cpu", load_in_4bit=True)
+    with pytest.raises(UserError, match="quantization fp8 runs on cuda, not cpu"):  # nf4 and int8 run on a CPU
+        load_pretrained(model_dir, device="cpu", quantization="fp8")
 
 
 # ------------------------------------------------------------------------------------------- mgm chat

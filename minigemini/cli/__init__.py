@@ -25,6 +25,7 @@ SUBCOMMANDS = {
     "eval": "minigemini.cli.eval",
     "train": "minigemini.cli.train",
     "merge-lora": "minigemini.cli.merge_lora",
+    "quantize": "minigemini.cli.quantize",
     "export-default": "minigemini.cli.export_default",
     "chat": "minigemini.cli.chat",
     "serve": "minigemini.cli.serve",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from minigemini.cli.options import add_dtype_argument
+from minigemini.cli.options import add_dtype_argument, add_quantize_arguments
 from minigemini.profiling import PRESETS, run_bench
 
 
@@ -36,6 +36,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--hd", action="store_true", help="HD settings for a preset (5x visual tokens, HR 1536)")
     add_dtype_argument(parser, default="fp32", auto=False, help="precision of the model (default fp32)")
     parser.add_argument("--device", default=None, help="cpu, cuda, mps (default: cuda if available)")
+    add_quantize_arguments(parser)
     parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument("--text-tokens", type=int, default=32, help="text tokens around the image in the prompt")
     parser.add_argument("--new-tokens", type=int, default=16, help="tokens generated to measure decode speed")

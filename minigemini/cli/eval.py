@@ -22,7 +22,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from minigemini.cli.options import add_dtype_argument, model_directory
+from minigemini.cli.options import add_dtype_argument, add_quantize_arguments, model_directory
 
 __all__ = ["add_parser", "run_command"]
 
@@ -105,6 +105,7 @@ def add_parser(subparsers) -> None:
         parser, help="auto: bf16 on CUDA, fp16 on MPS; on a CPU bf16 where it has bf16 kernels, else fp32"
     )
     parser.add_argument("--chat-template", default=None, help="override the processor's chat template")
+    add_quantize_arguments(parser)
     parser.add_argument("--retry-errors", action="store_true", help="ask again the questions that failed before")
     parser.add_argument("--synthetic-n", type=int, default=40, help="questions of `--bench synthetic` without --data")
     _add_allow_partial(parser)
@@ -240,9 +241,16 @@ def _engine_options(args):
         raise EvalError("--batch-size must be >= 1")
     if name != "endpoint" and not args.model:
         raise EvalError(f"--engine {name} needs --model")
+    if args.quantize and name != "transformers":
+        raise EvalError(f"--quantize loads the model for --engine transformers; --engine {name} does not load it here")
     return name, EngineOptions(
         model=str(model_directory(args.model)) if args.model and name != "endpoint" else args.model,
-        load={"device": args.device, "dtype": args.dtype, "chat_template": args.chat_template},
+        load={
+            "device": args.device,
+            "dtype": args.dtype,
+            "chat_template": args.chat_template,
+            "quantize": args.quantize,
+        },
         batch_size=args.batch_size,
         endpoint=args.endpoint,
         endpoint_model=args.endpoint_model,

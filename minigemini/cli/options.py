@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from minigemini.precision import dtype_name
+from minigemini.quantization import SCHEMES
 from minigemini.templates import TEMPLATE_NAMES
 from minigemini.text_to_image import BACKEND_CHOICES
 
@@ -30,6 +31,16 @@ def add_dtype_argument(parser, default: str | None = "auto", help: str = "", aut
     parser.add_argument("--dtype", type=choice, default=default, metavar=metavar, help=help)
 
 
+def add_quantize_arguments(parser) -> None:
+    """``--quantize {nf4,int8,...}`` (the LLM only, on CPU or CUDA) and the release's ``--load-4bit``/``--load-8bit``,
+    its aliases for nf4 and int8; all three set ``args.quantize``."""
+    choices = parser.add_mutually_exclusive_group()
+    schemes = "; ".join(f"{name}: {scheme.help}" for name, scheme in SCHEMES.items())
+    choices.add_argument("--quantize", choices=list(SCHEMES), default=None, help=f"quantise the LLM ({schemes})")
+    choices.add_argument("--load-4bit", dest="quantize", action="store_const", const="nf4", help="--quantize nf4")
+    choices.add_argument("--load-8bit", dest="quantize", action="store_const", const="int8", help="--quantize int8")
+
+
 #: The name ``--model`` reads as the default model (``synthetic.default_model.default_checkpoint``).
 DEFAULT_MODEL_NAME = "default"
 
@@ -45,9 +56,7 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     add_dtype_argument(
         group, help="auto: bf16 on CUDA, fp16 on MPS; on a CPU bf16 where it has bf16 kernels, else fp32"
     )
-    bits = group.add_mutually_exclusive_group()
-    bits.add_argument("--load-4bit", action="store_true", help="quantise the LLM to 4 bit (bitsandbytes, CUDA)")
-    bits.add_argument("--load-8bit", action="store_true", help="quantise the LLM to 8 bit (bitsandbytes, CUDA)")
+    add_quantize_arguments(group)
     group.add_argument(
         "--template",
         default=None,
@@ -92,8 +101,7 @@ def load_model(args: argparse.Namespace):
         model_directory(args.model),
         device=args.device,
         dtype=args.dtype,
-        load_in_4bit=args.load_4bit,
-        load_in_8bit=args.load_8bit,
+        quantization=args.quantize,
         chat_template=args.template,
     )
 

@@ -100,10 +100,12 @@ def cut_at_stops(text: str, stops: Sequence[str]) -> str:
     return text.strip()
 
 
-def load_model_and_processor(path: str, device: str = "auto", dtype: str = "auto", chat_template: str | None = None):
+def load_model_and_processor(
+    path: str, device: str = "auto", dtype: str = "auto", chat_template: str | None = None, quantize: str | None = None
+):
     """The model and its processor on one device, in eval mode (`inference.load_pretrained`: bf16 on CUDA, fp16 on
     MPS, on a CPU bf16 with bf16 kernels else fp32, unless `dtype` says otherwise; release checkpoints converted on
-    load)."""
+    load; the LLM quantised with the scheme ``quantize``)."""
     from minigemini.loading import load_pretrained
 
-    return load_pretrained(path, device=device, dtype=dtype, chat_template=chat_template)
+    return load_pretrained(path, device=device, dtype=dtype, chat_template=chat_template, quantization=quantize)

@@ -48,10 +48,10 @@ def load_once(monkeypatch):
     """`mgm eval` loads the checkpoint with from_pretrained; the tests load it once per module, not per call."""
     real = generation.load_model_and_processor
 
-    def cached(path, device="auto", dtype="auto", chat_template=None):
-        key = (str(path), device, dtype, chat_template)
+    def cached(path, device="auto", dtype="auto", chat_template=None, quantize=None):
+        key = (str(path), device, dtype, chat_template, quantize)
         if key not in _LOADED:
-            _LOADED[key] = real(path, device=device, dtype=dtype, chat_template=chat_template)
+            _LOADED[key] = real(path, device=device, dtype=dtype, chat_template=chat_template, quantize=quantize)
         return _LOADED[key]
 
     monkeypatch.setattr(generation, "load_model_and_processor", cached)

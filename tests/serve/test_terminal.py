@@ -113,8 +113,8 @@ def _processor(model_dir):
 def test_chat_cli_errors_are_one_line(model_dir, tmp_path, mgm):
     code, _, err = mgm(["chat", "--model", str(tmp_path / "nope")])
     assert code == 2 and err.startswith("mgm chat: error: model directory not found") and len(err.splitlines()) == 1
-    code, _, err = mgm(["chat", "--model", str(model_dir), "--device", "cpu", "--load-8bit"])
-    assert code == 2 and "8-bit loading needs bitsandbytes on a CUDA device" in err and "Traceback" not in err
+    code, _, err = mgm(["chat", "--model", str(model_dir), "--device", "cpu", "--quantize", "fp8"])
+    assert code == 2 and err == "mgm chat: error: quantization fp8 runs on cuda, not cpu; choose nf4 or int8 there\n"
     # a prompt longer than the context is refused in one line and the chat goes on
     code, out, _ = mgm(["chat", "--model", str(model_dir), "--max-new-tokens", "2"], "word " * 600 + "\nshort\n")
     assert code == 0 and re.search(r"^error: the prompt is \d+ tokens .* context is 512 tokens", out, re.MULTILINE)
