@@ -154,6 +154,8 @@ def test_bad_input_is_one_line(model_dir, mgm_cli, monkeypatch, tmp_path):
     assert (
         code == 2 and err == 'mgm eval: error: quantization int8 needs bitsandbytes: pip install "minigemini[quant]"\n'
     )
+    code, _, err = mgm_cli([*command, "--engine", "vllm", "--quantize", "nf4"])  # vLLM loads its own model
+    assert code == 2 and err.startswith("mgm eval: error: --quantize loads the model for --engine transformers")
 
 
 def test_full_training_from_a_4bit_model_is_refused_in_one_line(model_dir, mgm_cli, tmp_path):
