@@ -1,5 +1,12 @@
 """Mini-Gemini (MGM) on a current transformers: dual vision encoders, patch info mining, any causal LM."""
 
+import logging
+
+# transformers imports torchao, when it is installed, as it imports its quantizers: torchao then logs each CUDA kernel
+# library it cannot load and torch warns about torchao's enums, in every command, about nothing this package runs.
+for _noisy in ("torchao", "torch.utils._pytree"):
+    logging.getLogger(_noisy).setLevel(logging.ERROR)
+
 from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoModelForImageTextToText, AutoProcessor
 
 from minigemini.configuration import MiniGeminiConfig
