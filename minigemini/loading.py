@@ -18,7 +18,7 @@ from minigemini.errors import UserError
 from minigemini.modeling import MiniGeminiForConditionalGeneration
 from minigemini.precision import cpu_inference_dtype, parse_dtype
 from minigemini.processing import PROCESSOR_CONFIG_NAME, MiniGeminiProcessor
-from minigemini.quantization import check_not_quantized, checkpoint_quantization, quantization_config, scheme_from_flags
+from minigemini.quantization import check_not_quantized, quantization_config, scheme_from_flags
 
 __all__ = [
     "as_processor",
@@ -82,8 +82,7 @@ def load_pretrained(
     if not os.path.isdir(path):
         raise FileNotFoundError(f"model directory not found: {path}")
     quantization = scheme_from_flags(quantization, load_in_4bit, load_in_8bit)
-    check_not_quantized(path, quantization)
-    saved_quantized = checkpoint_quantization(path) is not None
+    saved_quantized = check_not_quantized(path, quantization) is not None
     # a checkpoint saved quantised loads in the dtype it was saved in (transformers casts only part of it otherwise)
     dtype = "auto" if saved_quantized else parse_dtype(dtype) or default_dtype(device)
     kwargs: dict[str, Any] = {"dtype": dtype}

@@ -119,11 +119,13 @@ def checkpoint_quantization(path: str | os.PathLike) -> str | None:
     return method
 
 
-def check_not_quantized(path: str | os.PathLike, quantization: Any) -> None:
-    """Refuse to quantise a checkpoint saved quantised (it loads quantised with no option)."""
+def check_not_quantized(path: str | os.PathLike, quantization: Any) -> str | None:
+    """Refuse to quantise a checkpoint saved quantised (it loads quantised with no option); returns the checkpoint's
+    own quantization (``checkpoint_quantization``), None when it was saved in full precision."""
     found = checkpoint_quantization(path)
     if found is not None and quantization is not None:
         raise UserError(
             f"{os.fspath(path)} is already quantized ({found}) and loads so as it is: drop --quantize, or quantize "
             "its full-precision checkpoint"
         )
+    return found
