@@ -20,12 +20,11 @@ from concurrent.futures import ProcessPoolExecutor
 from minigemini.evaluation.answering import cut_at_stops, render_prompt, stop_strings_of
 from minigemini.evaluation.engines import Engine, EngineOptions
 from minigemini.evaluation.samples import AnswerError, EvalError
+from minigemini.precision import DTYPE_NAMES, dtype_name
 
 __all__ = ["BATCH_SIZE", "ENGINE", "VLLMEngine", "run_replicas"]
 
 BATCH_SIZE = 256  # questions handed to the engine at once: it schedules them itself
-
-_DTYPES = {"auto": "auto", "bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
 
 
 class VLLMEngine(Engine):
@@ -51,7 +50,7 @@ class VLLMEngine(Engine):
         parallel = {"data_parallel_size": options.data_parallel} if options.data_parallel > 1 else {}
         self.llm = LLM(
             str(options.model),
-            dtype=_DTYPES.get(str(options.load.get("dtype", "auto")), "auto"),
+            dtype=_vllm_dtype(options.load.get("dtype") or "auto"),
             seed=0,
             max_model_len=options.max_model_len,
             **{"limit_mm_per_prompt": {"image": 4}, **parallel, **options.vllm_args},
@@ -112,3 +111,9 @@ def run_replicas(options: EngineOptions, config) -> dict:
 
 
 ENGINE = VLLMEngine
+
+
+def _vllm_dtype(name: str) -> str:
+    """The package's dtype vocabulary (``bf16``, ``bfloat16``, ...) in vLLM's (``bfloat16``, or ``auto``)."""
+    short = dtype_name(name)
+    return "auto" if short == "auto" else str(DTYPE_NAMES[short]).removeprefix("torch.")
