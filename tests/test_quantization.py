@@ -165,6 +165,14 @@ def test_full_training_from_a_4bit_model_is_refused_in_one_line(model_dir, mgm_c
         code == 2
         and err == "mgm train: error: --bits 4 quantises the LLM, which then trains only through LoRA: add --lora\n"
     )
+    saved = str(tmp_path / "nf4")
+    assert mgm_cli(["quantize", model_dir, saved, "--scheme", "nf4", "--device", "cpu", "--dtype", "fp32"])[0] == 0
+    command[2] = saved  # a checkpoint saved quantized needs no --bits to be 4-bit
+    code, _, err = mgm_cli(command)
+    assert code == 2 and err == (
+        f"mgm train: error: {saved} was saved quantized (nf4) and its quantized weights cannot train: add --lora, "
+        "or start from its full-precision checkpoint\n"
+    )
 
 
 def test_an_fp16_load_keeps_the_vision_side_in_fp32_and_answers(model_dir):

@@ -30,6 +30,7 @@ from minigemini.errors import UserError, require
 from minigemini.modeling import MiniGeminiForConditionalGeneration
 from minigemini.precision import resolve_precision
 from minigemini.processing import MiniGeminiProcessor
+from minigemini.quantization import checkpoint_quantization
 from minigemini.train.callbacks import JsonlLogCallback, ProgressBarCallback
 from minigemini.train.config import MODEL_TEMPLATE, TrainConfig
 from minigemini.train.engines import (
@@ -134,6 +135,14 @@ def lora_to_continue(config: TrainConfig) -> str | None:
     return config.model if os.path.isfile(os.path.join(config.model, ADAPTER_CONFIG)) else None
 
 
+def starting_checkpoint(config: TrainConfig) -> str:
+    """The checkpoint training starts from: ``config.model``, or the base of the LoRA adapter it names."""
+    from minigemini.train.lora import adapter_base
+
+    adapter = lora_to_continue(config)
+    return config.model if adapter is None else adapter_base(adapter)
+
+
 def load_model(config: TrainConfig, processor: MiniGeminiProcessor) -> MiniGeminiForConditionalGeneration:
     """Load the starting checkpoint (an adapter's base) in the dtype the precision and engine want (``_load_dtype``)."""
     half = _HALF.get(config.precision)
@@ -143,11 +152,7 @@ def load_model(config: TrainConfig, processor: MiniGeminiProcessor) -> MiniGemin
 
         kwargs["quantization_config"] = quantization_config(config.bits, half or torch.bfloat16)
         kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", "0"))}
-    from minigemini.train.lora import adapter_base
-
-    adapter = lora_to_continue(config)
-    start = config.model if adapter is None else adapter_base(adapter)
-    model = MiniGeminiForConditionalGeneration.from_pretrained(os.path.abspath(start), **kwargs)
+    model = MiniGeminiForConditionalGeneration.from_pretrained(os.path.abspath(starting_checkpoint(config)), **kwargs)
     # Loaded under ZeRO-3 (partitioned while loading), transformers also keeps the legacy renamings it checked the
     # file against and would save the trained model back under those old names: this package's names stay.
     model._weight_conversions = []
@@ -262,6 +267,12 @@ def _check_launch(config: TrainConfig, engine: Engine, accumulation: int) -> str
         raise UserError(
             f"--model {config.model} is a LoRA adapter: pass --lora to train it further, or merge it into a checkpoint "
             "first (`mgm merge-lora`) to train without LoRA"
+        )
+    saved = checkpoint_quantization(starting_checkpoint(config))
+    if saved is not None and not config.lora:
+        raise UserError(
+            f"{starting_checkpoint(config)} was saved quantized ({saved}) and its quantized weights cannot train: "
+            "add --lora, or start from its full-precision checkpoint"
         )
     if config.bits != 16:
         from minigemini.train.lora import check_quantization_available
