@@ -144,7 +144,7 @@ class TrainConfig:
     lora_r: int = _setting(128, "LoRA rank")
     lora_alpha: int = _setting(256, "LoRA alpha")
     lora_dropout: float = _setting(0.05, "LoRA dropout")
-    bits: int = _setting(16, "4/8: QLoRA (CUDA + bitsandbytes)", choices=(4, 8, 16))
+    bits: int = _setting(16, "4/8: QLoRA (bitsandbytes, on a GPU or a CPU)", choices=(4, 8, 16))
     # optimisation
     learning_rate: float | None = _setting(help="learning rate", aliases=["--lr"], trainer="learning_rate")
     projector_lr: float | None = _setting(help="learning rate of the mining layer and projector (default: --lr)")

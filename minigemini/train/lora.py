@@ -6,13 +6,12 @@ folder names its base model (``adapter_config.json``) and carries the processor,
 ``load_lora(adapter_dir)`` or plain ``PeftModel.from_pretrained(base, adapter_dir)``; ``merge_lora`` writes a normal
 checkpoint that ``MiniGeminiForConditionalGeneration.from_pretrained`` loads.
 
-QLoRA (``bits=4``, or 8) loads the LLM quantised with bitsandbytes; it needs an NVIDIA GPU, so it is refused with a
-clear error anywhere else.
+QLoRA (``bits=4``, or 8) loads the LLM quantised with bitsandbytes (``minigemini.quantization``'s nf4 / int8), on a
+GPU or a CPU.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 from typing import Any
@@ -20,13 +19,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from minigemini.errors import UserError, require
+from minigemini import quantization
+from minigemini.errors import require
 from minigemini.train.stages import MULTIMODAL_MODULES
 
 __all__ = [
     "adapter_base",
     "apply_lora",
-    "check_quantization_available",
     "continue_lora",
     "load_lora",
     "lora_target_modules",
@@ -79,32 +78,10 @@ def apply_lora(
     return peft.get_peft_model(model, config, autocast_adapter_dtype=adapter_fp32)
 
 
-def check_quantization_available(bits: int) -> None:
-    """QLoRA needs CUDA and bitsandbytes; say so plainly instead of failing deep inside a load."""
-    missing = []
-    if not torch.cuda.is_available():
-        missing.append("an NVIDIA GPU with CUDA (this machine has none)")
-    if importlib.util.find_spec("bitsandbytes") is None:
-        missing.append("the bitsandbytes package (pip install bitsandbytes)")
-    if missing:
-        raise UserError(f"--bits {bits} (QLoRA) needs " + " and ".join(missing) + "; use --bits 16 for plain LoRA")
-
-
-def quantization_config(bits: int, compute_dtype: torch.dtype):
-    """BitsAndBytesConfig for the LLM only: encoders, mining, projector and LM head stay in full precision."""
-    check_quantization_available(bits)
-    from transformers import BitsAndBytesConfig
-
-    skip = ["vision_tower", "vision_tower_aux", *MULTIMODAL_MODULES, "lm_head"]
-    if bits == 4:
-        return BitsAndBytesConfig(
-            load_in_4bit=True,
-            bnb_4bit_compute_dtype=compute_dtype,
-            bnb_4bit_use_double_quant=True,
-            bnb_4bit_quant_type="nf4",
-            llm_int8_skip_modules=skip,
-        )
-    return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=skip)
+def quantization_config(bits: int, device: torch.device, compute_dtype: torch.dtype):
+    """QLoRA's BitsAndBytesConfig: ``--bits 4`` is nf4, ``--bits 8`` LLM.int8(), the LLM only (the model keeps its
+    vision side in full precision); a missing bitsandbytes or a device it cannot run on is one line."""
+    return quantization.quantization_config({4: "nf4", 8: "int8"}[bits], device, compute_dtype)
 
 
 def _base_path(adapter_dir: str, base: str | None) -> str:

@@ -143,6 +143,13 @@ def starting_checkpoint(config: TrainConfig) -> str:
     return config.model if adapter is None else adapter_base(adapter)
 
 
+def quantized_device() -> torch.device:
+    """Where a QLoRA run places its quantised model (the Trainer does not move it): this rank's GPU, else the CPU."""
+    if torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return torch.device("mps" if torch.backends.mps.is_available() else "cpu")
+
+
 def load_model(config: TrainConfig, processor: MiniGeminiProcessor) -> MiniGeminiForConditionalGeneration:
     """Load the starting checkpoint (an adapter's base) in the dtype the precision and engine want (``_load_dtype``)."""
     half = _HALF.get(config.precision)
@@ -150,8 +157,9 @@ def load_model(config: TrainConfig, processor: MiniGeminiProcessor) -> MiniGemin
     if config.bits != 16:
         from minigemini.train.lora import quantization_config
 
-        kwargs["quantization_config"] = quantization_config(config.bits, half or torch.bfloat16)
-        kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", "0"))}
+        device = quantized_device()
+        kwargs["quantization_config"] = quantization_config(config.bits, device, half or torch.bfloat16)
+        kwargs["device_map"] = {"": device}
     model = MiniGeminiForConditionalGeneration.from_pretrained(os.path.abspath(starting_checkpoint(config)), **kwargs)
     # Loaded under ZeRO-3 (partitioned while loading), transformers also keeps the legacy renamings it checked the
     # file against and would save the trained model back under those old names: this package's names stay.
@@ -275,9 +283,9 @@ def _check_launch(config: TrainConfig, engine: Engine, accumulation: int) -> str
             "add --lora, or start from its full-precision checkpoint"
         )
     if config.bits != 16:
-        from minigemini.train.lora import check_quantization_available
+        from minigemini.train.lora import quantization_config
 
-        check_quantization_available(config.bits)
+        quantization_config(config.bits, quantized_device(), torch.float32)  # bitsandbytes and the device, checked
     found = find_checkpoints(config.output)
     if not config.resume:
         if found:

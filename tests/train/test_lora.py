@@ -13,7 +13,6 @@ from minigemini import MiniGeminiForConditionalGeneration, MiniGeminiProcessor
 from minigemini.cli.merge_lora import add_parser
 from minigemini.errors import UserError
 from minigemini.train import TrainConfig, load_lora, train
-from minigemini.train.lora import check_quantization_available
 from tests.helpers.training import (
     assert_same_adapter,
     caption_records,
@@ -105,11 +104,41 @@ def test_lora_adapter_saves_loads_and_merges_to_the_same_logits(lora_run, tmp_pa
             assert torch.equal(tensor, merged_params[name]), name
 
 
-def test_qlora_needs_cuda_and_bitsandbytes():
-    if torch.cuda.is_available():
-        pytest.skip("this machine has CUDA")
-    with pytest.raises(UserError, match=r"--bits 4 \(QLoRA\) needs an NVIDIA GPU"):
-        check_quantization_available(4)
+def test_qlora_trains_a_4bit_llm_on_a_cpu(lora_run, tmp_path, monkeypatch):
+    """--bits 4: the LLM's linear layers load in nf4 (bitsandbytes runs on a CPU), the vision side stays fp32, LoRA
+    and the multimodal modules train; without bitsandbytes it is one line."""
+    import bitsandbytes
+
+    root, model_dir, _ = lora_run
+    settings = {
+        "stage": 2,
+        "model": model_dir,
+        "data": [str(root / "data.jsonl")],
+        "image_folder": [str(root / "images")],
+        "output": str(tmp_path / "qlora"),
+        "lora": True,
+        "lora_r": 4,
+        "bits": 4,
+        "global_batch_size": 4,
+        "per_device_batch_size": 4,
+        "max_steps": 2,
+        "precision": "fp32",
+        "dataloader_workers": 0,
+        "progress": False,
+    }
+    result = train(TrainConfig.from_sources(None, settings))
+    modules = dict(result.trainer.model.named_modules())
+    q_proj = next(m for n, m in modules.items() if n.endswith("layers.0.self_attn.q_proj.base_layer"))
+    assert isinstance(q_proj, bitsandbytes.nn.Linear4bit)
+    kept = [m for n, m in modules.items() if "vision_tower" in n or "mining" in n or n.endswith("lm_head")]
+    assert kept and not any(isinstance(m, bitsandbytes.nn.Linear4bit) for m in kept)
+    assert torch.isfinite(torch.tensor(result.summary["train_loss"])) and result.summary["steps"] == 2
+    assert os.path.isfile(os.path.join(result.output, "adapter_config.json"))
+
+    real = __import__("importlib").util.find_spec
+    monkeypatch.setattr("importlib.util.find_spec", lambda name, *a: None if name == "bitsandbytes" else real(name, *a))
+    with pytest.raises(UserError, match=r'^quantization nf4 needs bitsandbytes: pip install "minigemini\[quant\]"$'):
+        train(TrainConfig.from_sources(None, {**settings, "output": str(tmp_path / "none")}))
 
 
 def test_lora_is_refused_in_stage_one():
