@@ -2,7 +2,8 @@
 
 For each mode (each in its own process, so that its peak memory is its own):
   footprint     the loaded model's weights and buffers (``model.get_memory_footprint()``)
-  peak          the process's peak memory above what it held before loading (CPU: resident set; CUDA: allocated)
+  peak          the weights plus the high-water mark of one generate() (``profiling.peak_memory_bytes``: what torch
+                allocates, on a CPU as on CUDA; the loading's own transient not included)
   prefill       prompt tokens per second of one forward pass over an image prompt (batch 1)
   decode        generated tokens per second (``--new-tokens`` greedy tokens, prefill time taken out)
   score         `mgm eval --bench synthetic` on ``--n`` questions of the synthetic world (the same questions for all)
@@ -23,20 +24,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
-def resident_or_allocated(device) -> int:
+def speeds(model, new_tokens: int, repeats: int = 3) -> tuple[float, float, int]:
+    """(prefill tokens/s, decode tokens/s, peak bytes above the weights) at batch 1 on a random image prompt in the
+    model's shapes; decode from two generate() lengths (1 and ``new_tokens``), so that the prefill cancels out."""
     import torch
 
-    from minigemini.profiling import peak_memory_bytes
-
-    return peak_memory_bytes(device) if device.type != "cuda" else torch.cuda.max_memory_allocated(device)
-
-
-def speeds(model, new_tokens: int, repeats: int = 3) -> tuple[float, float]:
-    """(prefill tokens/s, decode tokens/s) at batch 1 on a random image prompt in the model's shapes; decode from two
-    generate() lengths (1 and ``new_tokens``), so that the prefill cancels out."""
-    import torch
-
-    from minigemini.profiling import median_time, random_inputs
+    from minigemini.profiling import median_time, peak_memory_bytes, random_inputs
 
     dtype = next(model.model.vision_tower.parameters()).dtype
     inputs = random_inputs(model.config, 1, 32, model.device, dtype)
@@ -47,7 +40,8 @@ def speeds(model, new_tokens: int, repeats: int = 3) -> tuple[float, float]:
     with torch.inference_mode():
         prefill = median_time(lambda: model(**inputs), repeats, model.device)
         first, whole = (median_time(lambda n=n: generate(n), repeats, model.device) for n in (1, new_tokens))
-    return inputs["input_ids"].shape[1] / prefill, (new_tokens - 1) / (whole - first)
+        transient = peak_memory_bytes(lambda: generate(new_tokens), model.device)  # warm by now: nf4 is repacked
+    return inputs["input_ids"].shape[1] / prefill, (new_tokens - 1) / (whole - first), transient
 
 
 def one_mode(mode: str, args) -> dict:
@@ -57,12 +51,11 @@ def one_mode(mode: str, args) -> dict:
     checkpoint = str(default_checkpoint())
     device = resolve_device(args.device)
     quantization = None if mode == "full" else mode
-    before = resident_or_allocated(device)
     model, _ = load_pretrained(checkpoint, device=device, dtype=args.dtype, quantization=quantization)
     footprint = model.get_memory_footprint()
     model_dtype = next(model.model.vision_tower.parameters()).dtype
-    prefill, decode = speeds(model, args.new_tokens)
-    peak = resident_or_allocated(device) - before
+    prefill, decode, transient = speeds(model, args.new_tokens)
+    peak = footprint + transient
     del model
     row = {"mode": mode, "device": str(device), "dtype": str(model_dtype).removeprefix("torch.")}
     row.update(footprint_mib=round(footprint / 2**20, 1), peak_mib=round(peak / 2**20, 1))

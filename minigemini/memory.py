@@ -1,9 +1,11 @@
 """Memory planner: what a Mini-Gemini needs, from its config alone (the model is built on the meta device, no weights).
 
 Inference: the weights (the LLM's linear layers in bf16, int8 or nf4; everything else in bf16, as quantised loading
-keeps it) plus the KV cache at a context length and batch.  Training: full fine-tuning (AdamW, bf16 weights and
-gradients with fp32 master weights and moments: 16 bytes per trained parameter), LoRA, QLoRA and ZeRO-3 over N GPUs
-(everything sharded N ways).  Activations are not counted (gradient checkpointing keeps them small beside these).
+keeps it), the KV cache at a context length and batch, and the transient activations at the peak of one
+``generate()``: the prefill's last decoder layer (the KV cache full by then) or, before it, the vision towers.
+Training: full fine-tuning (AdamW, bf16 weights and gradients with fp32 master weights and moments: 16 bytes per
+trained parameter), LoRA, QLoRA and ZeRO-3 over N GPUs (everything sharded N ways).  Training activations are not
+counted (gradient checkpointing keeps them small beside these).
 
 ``RELEASE_SIZES`` are the published MGM models' shapes (CLIP ViT-L/336 + ConvNeXt-L, HR 768 px, HD 1536 px).
 """
@@ -145,10 +147,14 @@ def _expert_weights(language_model: nn.Module) -> int:
 class Estimate:
     weights: float  #: bytes
     kv_cache: float  #: bytes
+    activations: float = 0.0  #: the prefill's largest transient beside the full KV cache (``prefill_activation_bytes``)
+    vision: float = 0.0  #: the vision side's largest transient, before the prefill (``vision_activation_bytes``)
 
     @property
     def total(self) -> float:
-        return self.weights + self.kv_cache
+        """The peak of one ``generate()``: the towers run before the KV cache exists, the prefill's last layer beside
+        the whole of it (decoding adds one token at a time to the cache and holds far less than the prefill)."""
+        return self.weights + max(self.kv_cache + self.activations, self.vision)
 
 
 def weight_bytes(parts: Parts, scheme: str = "bf16", dtype_bytes: int = 2) -> float:
@@ -168,9 +174,66 @@ def kv_cache_bytes(config: MiniGeminiConfig, context: int, batch: int = 1, dtype
     return 2 * text.num_hidden_layers * heads * head_dim * context * batch * dtype_bytes
 
 
-def estimate(config: MiniGeminiConfig, scheme: str = "bf16", context: int = 4096, batch: int = 1) -> Estimate:
-    """Inference memory: weights in ``scheme`` (bf16, int8, nf4) plus the bf16 KV cache of ``batch`` x ``context``."""
-    return Estimate(weight_bytes(count_parts(config), scheme), kv_cache_bytes(config, context, batch))
+def prefill_activation_bytes(
+    config: MiniGeminiConfig, tokens: int, batch: int = 1, scheme: str = "bf16", dtype_bytes: int = 2
+) -> float:
+    """The largest transient of the prefill beside the KV cache, for ``batch`` prompts of ``tokens`` (visual included).
+
+    Counted in units of one token's ``hidden`` or ``intermediate`` vector, as measured on the default model (torch's
+    profiler, ``profiling.peak_memory_bytes``): the peak is in the last layer's MLP.
+    """
+    text = config.text_config
+    hidden, inter, rows = text.hidden_size, text.intermediate_size, batch * tokens
+    # the residual stream: the prompt's embeddings (held by the caller), the layer's input, its residual, the norm's output
+    stream = 4 * hidden * rows * dtype_bytes
+    # MLP: act(gate), up and their product live together before down_proj (an MoE expert sees at most every token);
+    # down_proj of a quantised layer dequantises its weight (bitsandbytes) beside its input and output; LLM.int8()
+    # computes in int32 and dequantises to a new tensor
+    mlp = 3 * inter * rows * dtype_bytes
+    if scheme != "bf16":
+        mlp = max(mlp, (inter + hidden) * rows * dtype_bytes + hidden * inter * dtype_bytes)
+    if scheme == "int8":
+        mlp += inter * rows * (4 + dtype_bytes)
+    # attention: q, k, v and the output, none wider than hidden; SDPA (flash on CPU and CUDA) never holds the scores,
+    # eager holds them beside their fp32 softmax
+    attention = 3 * hidden * rows * dtype_bytes
+    if getattr(text, "_attn_implementation", None) == "eager":
+        attention += rows * text.num_attention_heads * tokens * (dtype_bytes + 4)
+    # generate() asks the LM head for the last position only (logits_to_keep=1) and copies those logits to fp32
+    logits = batch * text.vocab_size * (dtype_bytes + 4)
+    return stream + max(mlp, attention, logits)
+
+
+def vision_activation_bytes(config: MiniGeminiConfig, images: int = 1, dtype_bytes: int = 2) -> float:
+    """The vision side's largest transient for ``images`` images (the towers keep the load's dtype)."""
+    vision = config.vision_config
+    tokens = (vision.image_size // vision.patch_size) ** 2 + 1  # the class token too
+    # the ViT returns every layer's hidden states (the feature layer is picked from them) plus one layer's fc1 and act
+    width = vision.hidden_size
+    low_res = config.num_views * tokens * ((vision.num_hidden_layers + 1) * width + 2 * vision.intermediate_size)
+    if not config.patch_info_mining:
+        return images * low_res * dtype_bytes
+    # the ConvNeXt's four stage maps, three of them upsampled to the first one's size, and their concatenation (the
+    # HR map) at once; mining then holds the map, the LR tokens and a pooled copy p times smaller than the map
+    sizes = config.vision_aux_config.hidden_sizes
+    side = config.image_size_aux // config.vision_aux_config.patch_size
+    stages = sum(channels * (side >> stage) ** 2 for stage, channels in enumerate(sizes))
+    high_res = stages + (sum(sizes[1:]) + sum(sizes)) * side**2
+    lr_features = config.num_views * (tokens - 1) * width
+    return images * max(low_res, lr_features + high_res) * dtype_bytes
+
+
+def estimate(
+    config: MiniGeminiConfig, scheme: str = "bf16", context: int = 4096, batch: int = 1, dtype_bytes: int = 2
+) -> Estimate:
+    """Inference memory: weights in ``scheme`` (bf16, int8, nf4; the rest in ``dtype_bytes``), the KV cache of
+    ``batch`` x ``context`` tokens (visual tokens included) and the transients of a prefill over all of them."""
+    return Estimate(
+        weight_bytes(count_parts(config), scheme, dtype_bytes),
+        kv_cache_bytes(config, context, batch, dtype_bytes),
+        prefill_activation_bytes(config, context, batch, scheme, dtype_bytes),
+        vision_activation_bytes(config, batch, dtype_bytes),
+    )
 
 
 def training_bytes(parts: Parts, mode: str, gpus: int = 1) -> float:
@@ -195,7 +258,8 @@ def _fits(size: float) -> str:
 
 
 def plan_table(context: int = 4096, batch: int = 1, gpus: int = 8) -> str:
-    """Markdown: GB per published size and mode, and the smallest 16/24/48/80 GB GPU that holds it (90 % usable)."""
+    """Markdown: GB per published size and mode, and the smallest 16/24/48/80 GB GPU that holds it (90 % usable);
+    inference at its peak (``Estimate.total``: weights, KV cache and the prefill's or the towers' activations)."""
     head = (
         f"| model | bf16 | int8 | nf4 | smallest GPU bf16 / int8 / nf4 | train full | LoRA | QLoRA | "
         f"ZeRO-3 / {gpus} GPUs |\n|---|---|---|---|---|---|---|---|---|"
@@ -204,8 +268,14 @@ def plan_table(context: int = 4096, batch: int = 1, gpus: int = 8) -> str:
     for size in RELEASE_SIZES:
         for hd in (False, True):
             config = release_config(size, hd)
-            parts, kv = count_parts(config), kv_cache_bytes(config, context + config.image_seq_length, batch)
-            inference = [weight_bytes(parts, scheme) + kv for scheme in ("bf16", "int8", "nf4")]
+            parts, tokens = count_parts(config), context + config.image_seq_length
+            kv, vision = kv_cache_bytes(config, tokens, batch), vision_activation_bytes(config, batch)
+            inference = [
+                Estimate(
+                    weight_bytes(parts, scheme), kv, prefill_activation_bytes(config, tokens, batch, scheme), vision
+                ).total
+                for scheme in ("bf16", "int8", "nf4")
+            ]
             training = [training_bytes(parts, mode, gpus) for mode in ("full", "lora", "qlora", "zero3")]
             cells = [f"{value / 1e9:.1f}" for value in inference]
             fits = " / ".join(_fits(value) for value in inference)
