@@ -154,8 +154,9 @@ def test_the_commands_are_the_walkthrough():
     assert "pretrained=DIR,engine=vllm," in commands[5]
 
 
-def run_lmms(walk: Walkthrough, command: str, out: str, env: dict | None = None, **replacements: str) -> Path:
-    for old, new in replacements.items():
+def run_lmms(walk: Walkthrough, command: str, out: str, env: dict | None = None, replace: dict | None = None) -> Path:
+    """One documented lmms-eval command (``replace``: text to swap in it first); the folder it wrote its output to."""
+    for old, new in (replace or {}).items():
         command = command.replace(old, new)
     run(command, walk.folder, env or walk.env, walk.model, timeout=600)
     return walk.folder / out
@@ -171,7 +172,8 @@ def test_lmms_eval_runs_the_task_like_mgm_eval(walkthrough):
 def test_lmms_eval_through_mgm_serve(walkthrough):
     serve, lmms = doc_commands()[3:5]
     port = str(free_port())
-    serve = serve.removesuffix("&").strip().replace("DIR", str(walkthrough.model)).replace(DOC_PORT, port)
+    serve = serve.removesuffix("&").strip().replace(f"--port {DOC_PORT}", f"--port {port}")
+    serve = serve.replace("DIR", str(walkthrough.model))
     log = walkthrough.folder / "serve.log"
     with open(log, "w") as output:
         server = subprocess.Popen(
@@ -180,7 +182,10 @@ def test_lmms_eval_through_mgm_serve(walkthrough):
         )  # fmt: skip
     try:
         wait_until_healthy(server, f"http://127.0.0.1:{port}", log)
-        check_lmms_run(walkthrough, run_lmms(walkthrough, lmms, "lmms-out-served", **{DOC_PORT: port}))
+        check_lmms_run(
+            walkthrough,
+            run_lmms(walkthrough, lmms, "lmms-out-served", replace={f"127.0.0.1:{DOC_PORT}": f"127.0.0.1:{port}"}),
+        )
     finally:
         stop_process_group(server)
 
