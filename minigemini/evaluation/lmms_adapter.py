@@ -15,6 +15,8 @@ server).
 
 from __future__ import annotations
 
+import importlib.util
+
 try:
     from lmms_eval.api.instance import Instance
     from lmms_eval.api.model import lmms
@@ -38,12 +40,33 @@ def lmms_eval_manifest():
     return ModelManifest(model_id=MODEL_ID, simple_class_path=CLASS_PATH, aliases=("mgm", "mini_gemini"))
 
 
+def skip_filelock3_patch() -> None:
+    """lmms-eval 0.7.3's ``simple_evaluate`` makes filelock's and datasets' ``FileLock`` share re-entrant locks by
+    patching filelock 3's private ``filelock._api``, which filelock 4 no longer has: every run would stop there with
+    ``No module named 'filelock._api'``.  Under filelock 4 the patch is marked done (skipped) instead; datasets
+    takes its locks as it does without lmms-eval.  Called when the model is built, which is before that patch."""
+    if importlib.util.find_spec("filelock._api") is not None:
+        return
+    from lmms_eval import evaluator
+
+    patch = getattr(evaluator, "_enable_reentrant_filelocks", None)
+    if patch is not None:
+        patch._patched = True
+
+
+def vllm_arguments(model_args: dict) -> dict:
+    """``vllm_KEY=VALUE`` model_args as ``vllm.LLM`` keyword arguments (lmms-eval has parsed true/false/numbers)."""
+    return {key.removeprefix("vllm_"): value for key, value in model_args.items() if key.startswith("vllm_")}
+
+
 class MiniGeminiLMMS(lmms):
     """lmms-eval "simple" model: ``generate_until`` over (context, gen_kwargs, doc_to_visual, doc_id, task, split).
 
     model_args: ``pretrained`` (directory), ``engine`` (transformers, vllm; endpoint when ``endpoint`` is given),
     ``endpoint`` (URL), ``endpoint_model``, ``concurrency`` (8), ``device`` (auto), ``dtype`` (auto),
-    ``batch_size`` (1 on transformers), ``max_new_tokens`` (default when a task sets none: 128), ``chat_template`` (override).
+    ``batch_size`` (1 on transformers), ``max_new_tokens`` (default when a task sets none: 128), ``chat_template``
+    (override), and with ``engine=vllm`` ``vllm_KEY=VALUE`` (any other ``vllm.LLM`` argument, as ``mgm eval
+    --vllm-arg``: ``vllm_enforce_eager=true``; other engines list them in ``ignored_arguments``).
     Decoding is greedy whatever ``temperature`` a task asks for, as the paper's evaluation decodes.  A question
     the endpoint fails answers "" (lmms-eval takes text only).
     """
@@ -65,7 +88,9 @@ class MiniGeminiLMMS(lmms):
         **kwargs,
     ) -> None:
         super().__init__()
+        skip_filelock3_patch()
         engine = engine or ("endpoint" if endpoint else "transformers")
+        vllm_args = vllm_arguments(kwargs) if engine == "vllm" else {}
         if batch_size is None:  # one at a time on transformers (no padding); the others' own default
             batch_size = 1 if engine == "transformers" else None
         options = EngineOptions(
@@ -75,12 +100,14 @@ class MiniGeminiLMMS(lmms):
             endpoint=endpoint,
             endpoint_model=endpoint_model,
             concurrency=int(concurrency),
+            max_model_len=vllm_args.get("max_model_len"),
+            vllm_args={key: value for key, value in vllm_args.items() if key != "max_model_len"},
         )
         self.engine = open_engine(engine, options)
         self.model, self.processor = self.engine.model, self.engine.processor
         self.batch_size_per_gpu = self.engine.batch_size
         self.default_max_new_tokens = int(max_new_tokens)
-        self.ignored_arguments = sorted(kwargs)
+        self.ignored_arguments = sorted(key for key in kwargs if key.removeprefix("vllm_") not in vllm_args)
 
     @property
     def batch_size(self) -> int:

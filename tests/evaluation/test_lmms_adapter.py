@@ -111,6 +111,35 @@ def test_generate_until_matches_generate_answers(registered, tiny_checkpoint):
         model.loglikelihood(requests)
 
 
+def test_vllm_prefixed_model_args_go_to_vllm_only(registered, tiny_checkpoint):
+    """`vllm_KEY=VALUE` reaches `vllm.LLM` with engine=vllm (its run: tests/evaluation/test_lmms_task.py); another
+    engine lists it among the arguments it ignored."""
+    from minigemini.evaluation.lmms_adapter import MiniGeminiLMMS, vllm_arguments
+
+    parsed = {"vllm_enforce_eager": True, "vllm_max_model_len": 512, "seed": 3}
+    assert vllm_arguments(parsed) == {"enforce_eager": True, "max_model_len": 512}
+    model = MiniGeminiLMMS.create_from_arg_string(
+        f"pretrained={tiny_checkpoint},device=cpu,vllm_enforce_eager=true,seed=3"
+    )
+    assert model.engine.name == "transformers"
+    assert model.ignored_arguments == ["seed", "vllm_enforce_eager"]
+
+
+def test_building_the_model_disarms_lmms_evals_filelock3_patch(registered, tiny_checkpoint):
+    """lmms-eval 0.7.3 patches filelock 3's private `filelock._api` in `simple_evaluate`, after building the model;
+    under filelock 4 the model marks that patch done, or every run would stop there."""
+    import importlib.util
+
+    from lmms_eval import evaluator
+
+    from minigemini.evaluation.lmms_adapter import MiniGeminiLMMS
+
+    MiniGeminiLMMS.create_from_arg_string(f"pretrained={tiny_checkpoint},device=cpu")
+    if importlib.util.find_spec("filelock._api") is None:
+        assert evaluator._enable_reentrant_filelocks._patched is True
+    evaluator._enable_reentrant_filelocks()  # what simple_evaluate calls next: no error
+
+
 def test_the_adapter_answers_through_an_endpoint_as_through_transformers(registered, tiny_checkpoint):
     """`--model_args endpoint=URL`: a real `mgm serve` on 127.0.0.1 answers lmms-eval's requests as the
     transformers engine does."""
