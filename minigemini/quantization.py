@@ -123,6 +123,11 @@ def check_not_quantized(path: str | os.PathLike, quantization: Any) -> str | Non
     """Refuse to quantise a checkpoint saved quantised (it loads quantised with no option); returns the checkpoint's
     own quantization (``checkpoint_quantization``), None when it was saved in full precision."""
     found = checkpoint_quantization(path)
+    if found == "compressed-tensors" and importlib.util.find_spec("compressed_tensors") is None:
+        raise UserError(
+            f"{os.fspath(path)} is quantized in the compressed-tensors format (mgm quantize --scheme w8a8-int8), "
+            "which vLLM serves; to load it here: pip install compressed-tensors, or load its full-precision checkpoint"
+        )
     if found is not None and quantization is not None:
         raise UserError(
             f"{os.fspath(path)} is already quantized ({found}) and loads so as it is: drop --quantize, or quantize "

@@ -1,9 +1,11 @@
 """`mgm quantize`: save a checkpoint with its LLM quantised, which loads quantised with no option.
 
     mgm quantize SRC DST --scheme nf4 [--device cpu]
+    mgm quantize SRC DST --scheme w8a8-int8      # for vLLM (its CPU build too): vllm serve DST
 
 SRC: a Mini-Gemini directory (or a release checkpoint, converted on load); DST loads with ``from_pretrained``, ``mgm
-chat --model DST`` and the image-text-to-text pipeline as it is (its config names the quantization).
+chat --model DST`` and the image-text-to-text pipeline as it is (its config names the quantization). w8a8-int8 writes
+the compressed-tensors format vLLM reads (minigemini/w8a8_int8.py): the LLM's linear layers in int8, for vLLM.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ import argparse
 
 from minigemini.cli.options import add_dtype_argument, model_directory
 from minigemini.quantization import SCHEMES
+from minigemini.w8a8_int8 import SCHEME as W8A8_INT8
+from minigemini.w8a8_int8 import SCHEME_HELP as W8A8_INT8_HELP
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -23,8 +27,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     parser.add_argument("source", metavar="SRC", help="a Mini-Gemini directory, or `default`")
     parser.add_argument("output", metavar="DST", help="folder for the quantised model and its processor")
-    schemes = "; ".join(f"{name}: {scheme.help}" for name, scheme in SCHEMES.items())
-    parser.add_argument("--scheme", required=True, choices=list(SCHEMES), help=schemes)
+    schemes = "; ".join(
+        [f"{name}: {scheme.help}" for name, scheme in SCHEMES.items()] + [f"{W8A8_INT8}: {W8A8_INT8_HELP}"]
+    )
+    parser.add_argument("--scheme", required=True, choices=[*SCHEMES, W8A8_INT8], help=schemes)
     parser.add_argument(
         "--device", default="auto", help="where to quantise: auto (CUDA if present, else CPU), cpu, cuda"
     )
@@ -36,6 +42,16 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from minigemini.loading import load_pretrained
 
+    if args.scheme == W8A8_INT8:  # quantised here, from the full-precision model, for vLLM's kernels
+        from minigemini.quantization import check_not_quantized
+        from minigemini.w8a8_int8 import save_w8a8_int8
+
+        source = model_directory(args.source)
+        check_not_quantized(source, args.scheme)
+        model, processor = load_pretrained(source, device=args.device, dtype=args.dtype)
+        save_w8a8_int8(model, processor, args.output)
+        print(f"Saved {args.source} with its LLM in {args.scheme} to {args.output} (serve it with vLLM)")
+        return 0
     model, processor = load_pretrained(
         model_directory(args.source), device=args.device, dtype=args.dtype, quantization=args.scheme
     )

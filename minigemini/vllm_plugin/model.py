@@ -82,6 +82,9 @@ class MiniGeminiForVLLM(nn.Module, SupportsMultiModal, SupportsPP):
                 else None
             )
             self.mm_projector = build_projector(config)
+            # the towers come from transformers' `from_config`, in the dtype their saved configs name (bf16 for a
+            # checkpoint saved in bf16): the whole image side runs in the engine's dtype (`--dtype`) instead
+            self.to(vllm_config.model_config.dtype)
         with self._mark_language_model(vllm_config):
             self.language_model = init_vllm_registered_model(
                 vllm_config=vllm_config,

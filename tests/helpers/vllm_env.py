@@ -125,19 +125,36 @@ def vllm_prompt_ids(input_ids: list[int], image_token_id: int, image_seq_length:
 
 def reference_request(model, processor, question: str, images: list[Path], max_tokens: int) -> dict:
     """One chat turn through the project's processor and greedy `generate()`: the request for vLLM (prompt ids
-    with one `<image>` per image, image paths) and the tokens `generate()` answered."""
+    with one `<image>` per image, image paths), the tokens `generate()` answered and the log-probabilities of its
+    first step over the vocabulary."""
     prompt = processor.apply_chat_template([{"role": "user", "content": "<image>\n" * len(images) + question}])
     pictures = [Image.open(path).convert("RGB") for path in images]
     inputs = processor(text=prompt, images=pictures or None)
     with torch.inference_mode():
-        output = model.generate(**inputs, max_new_tokens=max_tokens, do_sample=False)
+        output = model.generate(
+            **inputs, max_new_tokens=max_tokens, do_sample=False, output_scores=True, return_dict_in_generate=True
+        )
     prompt_ids = inputs["input_ids"][0].tolist()
     return {
         "prompt_token_ids": vllm_prompt_ids(prompt_ids, processor.image_token_id, processor.image_seq_length),
         "images": [str(path) for path in images],
         "max_tokens": max_tokens,
-        "reference": output[0, len(prompt_ids) :].tolist(),
+        "reference": output.sequences[0, len(prompt_ids) :].tolist(),
+        "first_logprobs": output.scores[0][0].float().log_softmax(-1).tolist(),
     }
+
+
+def vllm_cpu_int8_dtype() -> str:
+    """The dtype vLLM's CPU int8 kernel (`CPUInt8ScaledMMLinearKernel`) runs in on this CPU: bfloat16 where the CPU
+    has AMX (vLLM then takes its AMX kernel, which refuses fp32 and aborts in fp16 without AMX-FP16), float32 where
+    it has none (oneDNN). A CPU that reports AMX while the OS does not grant it to processes (arch_prctl
+    ARCH_REQ_XCOMP_PERM, which torch's `_init_amx` asks) is skipped, saying so: vLLM picks its AMX kernel there by
+    CPUID alone, and the worker dies with SIGILL."""
+    if not torch.cpu._is_amx_tile_supported():
+        return "float32"
+    if torch.cpu._init_amx():
+        return "bfloat16"
+    pytest.skip("this CPU reports AMX but the OS does not grant it: vLLM's CPU int8 kernel would die with SIGILL")
 
 
 @contextlib.contextmanager
