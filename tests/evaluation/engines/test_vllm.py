@@ -66,6 +66,24 @@ def test_the_vllm_engine_answers_as_transformers_and_resumes(world):
     assert json.loads((out / "manifest.json").read_text())["engine"] == "vllm"
 
 
+def test_data_parallel_replicas_answer_their_shards_as_transformers(world):
+    """--data-parallel 2: two engine processes (one per GPU where there are GPUs; here both on the CPU), each answering
+    its shard; the run merges them as a sharded run."""
+    root, model, data, reference = world
+    out = root / "data-parallel"
+    command = [str(vllm_python()), "-m", "minigemini.cli", "eval", "--engine", "vllm", "--data-parallel", "2",
+               "--model", str(model), "--data", str(data), "--out", str(out), "--vllm-arg", "enforce_eager=true",
+               *map(str, COMMON)]  # fmt: skip
+    env = vllm_environment(PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+    result = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, timeout=600, check=False)
+    if result.returncode != 0:
+        sys.stderr.write(result.stdout[-3000:] + result.stderr[-10000:])
+        pytest.fail(f"mgm eval --engine vllm --data-parallel 2 failed (exit {result.returncode}); its output is above")
+    shards = {qid for part in (0, 1) for qid in read_predictions(out / f"predictions.shard-{part}-of-2.jsonl")}
+    assert len(shards) == QUESTIONS
+    assert agreement(reference, answers(out)) >= 0.95
+
+
 def test_a_vllm_server_as_endpoint_answers_as_transformers(world):
     root, model, data, reference = world
     arguments = ["--dtype", "float32", "--enforce-eager", "--max-model-len", "512", "--served-model-name", "tiny"]
