@@ -37,6 +37,7 @@ EXTRAS = {
     "deepspeed": "deepspeed",
     "bitsandbytes": "qlora",
     "torchao": "quant",
+    "compressed_tensors": "quant",
     "sentencepiece": "convert",
     "trl": "trl",
 }

@@ -126,7 +126,7 @@ def check_not_quantized(path: str | os.PathLike, quantization: Any) -> str | Non
     if found == "compressed-tensors" and importlib.util.find_spec("compressed_tensors") is None:
         raise UserError(
             f"{os.fspath(path)} is quantized in the compressed-tensors format (mgm quantize --scheme w8a8-int8), "
-            "which vLLM serves; to load it here: pip install compressed-tensors, or load its full-precision checkpoint"
+            'which transformers loads with compressed-tensors: pip install "minigemini[quant]"'
         )
     if found is not None and quantization is not None:
         raise UserError(

@@ -141,6 +141,16 @@ def test_mgm_quantize_writes_a_checkpoint_that_loads_with_no_config(model_dir, t
     assert len(err.splitlines()) == 1
 
 
+def test_mgm_quantize_interrupted_while_saving_leaves_no_output(model_dir, tmp_path, mgm_cli, monkeypatch):
+    def fail(*args, **kwargs):
+        raise OSError("disk full")  # after the weights are written, before the processor is
+
+    monkeypatch.setattr(mgm.MiniGeminiProcessor, "save_pretrained", fail)
+    code, _, err = mgm_cli(["quantize", model_dir, str(tmp_path / "q"), "--scheme", "nf4", "--device", "cpu"])
+    assert code == 2 and err.splitlines()[-1] == "mgm quantize: error: disk full"  # after the progress bars
+    assert list(tmp_path.iterdir()) == []  # neither the output nor its staging directory
+
+
 def test_bad_input_is_one_line(model_dir, mgm_cli, monkeypatch, tmp_path):
     code, _, err = mgm_cli(["chat", "--model", model_dir, "--device", "cpu", "--quantize", "torchao-int4"])
     assert (

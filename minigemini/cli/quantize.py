@@ -1,11 +1,12 @@
 """`mgm quantize`: save a checkpoint with its LLM quantised, which loads quantised with no option.
 
     mgm quantize SRC DST --scheme nf4 [--device cpu]
-    mgm quantize SRC DST --scheme w8a8-int8      # for vLLM (its CPU build too): vllm serve DST
+    mgm quantize SRC DST --scheme w8a8-int8      # vllm serve DST (its CPU build too), or transformers
 
-SRC: a Mini-Gemini directory (or a release checkpoint, converted on load); DST loads with ``from_pretrained``, ``mgm
-chat --model DST`` and the image-text-to-text pipeline as it is (its config names the quantization). w8a8-int8 writes
-the compressed-tensors format vLLM reads (minigemini/w8a8_int8.py): the LLM's linear layers in int8, for vLLM.
+SRC: a Mini-Gemini directory (or a release checkpoint, converted on load); DST (a new or empty folder, written only
+when complete) loads with ``from_pretrained``, ``mgm chat --model DST`` and the image-text-to-text pipeline as it is
+(its config names the quantization). w8a8-int8 writes compressed-tensors' W8A8 int8 format (minigemini/w8a8_int8.py):
+vLLM serves it with its int8 kernels; transformers loads it with the compressed-tensors package (the quant extra).
 """
 
 from __future__ import annotations
@@ -41,21 +42,21 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     from minigemini.loading import load_pretrained
+    from minigemini.saving import check_new_directory, save_model_and_processor
 
-    if args.scheme == W8A8_INT8:  # quantised here, from the full-precision model, for vLLM's kernels
+    source = model_directory(args.source)
+    output = check_new_directory(args.output)  # before the (long) load; the save itself is atomic
+    if args.scheme == W8A8_INT8:  # quantised here, from the full-precision model, by compressed-tensors' arithmetic
+        from minigemini.errors import require
         from minigemini.quantization import check_not_quantized
         from minigemini.w8a8_int8 import save_w8a8_int8
 
-        source = model_directory(args.source)
+        require("compressed_tensors", extra="quant")
         check_not_quantized(source, args.scheme)
         model, processor = load_pretrained(source, device=args.device, dtype=args.dtype)
-        save_w8a8_int8(model, processor, args.output)
-        print(f"Saved {args.source} with its LLM in {args.scheme} to {args.output} (serve it with vLLM)")
-        return 0
-    model, processor = load_pretrained(
-        model_directory(args.source), device=args.device, dtype=args.dtype, quantization=args.scheme
-    )
-    model.save_pretrained(args.output)
-    processor.save_pretrained(args.output)
+        save_w8a8_int8(model, processor, output)
+    else:
+        model, processor = load_pretrained(source, device=args.device, dtype=args.dtype, quantization=args.scheme)
+        save_model_and_processor(model, processor, output)
     print(f"Saved {args.source} with its LLM in {args.scheme} to {args.output}")
     return 0
