@@ -16,18 +16,16 @@ import os
 import re
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import pytest
 
 from minigemini.evaluation.benchmarks.vqa import score_exact_match
 from minigemini.evaluation.runner import read_predictions
 from tests.evaluation.eval_helpers import VLLM_HEADS, build_checkpoint
 from tests.helpers.serving import free_port
-from tests.helpers.vllm_env import VLLM_ENV, stop_process_group, vllm_python
+from tests.helpers.vllm_env import VLLM_ENV, stop_process_group, vllm_python, wait_until_healthy
 
 ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / "docs" / "evaluation.md"
@@ -181,28 +179,13 @@ def test_lmms_eval_through_mgm_serve(walkthrough):
             stdout=output, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
     try:
-        wait_until_healthy(server, f"http://127.0.0.1:{port}", log)
+        wait_until_healthy(server, f"http://127.0.0.1:{port}", log, 120, "mgm serve")
         check_lmms_run(
             walkthrough,
             run_lmms(walkthrough, lmms, "lmms-out-served", replace={f"127.0.0.1:{DOC_PORT}": f"127.0.0.1:{port}"}),
         )
     finally:
         stop_process_group(server)
-
-
-def wait_until_healthy(server: subprocess.Popen, url: str, log: Path, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        if server.poll() is not None:
-            pytest.fail(f"mgm serve exited ({server.returncode}) while starting:\n{log.read_text()[-4000:]}")
-        try:
-            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline:
-            pytest.fail(f"mgm serve did not start in {timeout:.0f} s:\n{log.read_text()[-4000:]}")
-        time.sleep(0.5)
 
 
 def test_lmms_eval_with_the_vllm_engine(walkthrough):

@@ -173,21 +173,26 @@ def vllm_server(model_dir: Path, log: Path, *args: str, startup_timeout: float =
         )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + startup_timeout
-        while True:
-            if server.poll() is not None:
-                pytest.fail(f"the vLLM server exited ({server.returncode}) while starting:\n{log.read_text()[-6000:]}")
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"the vLLM server did not start in {startup_timeout:.0f} s:\n{log.read_text()[-6000:]}")
-            time.sleep(1)
+        wait_until_healthy(server, url, log, startup_timeout, "the vLLM server")
         yield url
     finally:
         stop_process_group(server)
+
+
+def wait_until_healthy(server: subprocess.Popen, url: str, log: Path, timeout: float, name: str) -> None:
+    """Poll ``url``/health until the server we started answers 200; fail with its log if it exits or is too slow."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if server.poll() is not None:
+            pytest.fail(f"{name} exited ({server.returncode}) while starting:\n{log.read_text()[-6000:]}")
+        try:
+            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            pytest.fail(f"{name} did not start in {timeout:.0f} s:\n{log.read_text()[-6000:]}")
+        time.sleep(0.5)
 
 
 def stop_process_group(process: subprocess.Popen, grace: float = 30) -> None:

@@ -23,36 +23,38 @@ from tests.helpers.training import (
 )
 
 
+def lora_settings(root, model_dir: str, output, **overrides) -> TrainConfig:
+    """Stage-2 LoRA at rank 4 for two steps on the fixture's captions and chat."""
+    settings = {
+        "stage": 2,
+        "model": model_dir,
+        "data": [str(root / "data.jsonl")],
+        "image_folder": [str(root / "images")],
+        "output": str(output),
+        "lora": True,
+        "lora_r": 4,
+        "lora_alpha": 8,
+        "lora_dropout": 0.0,
+        "learning_rate": 5e-3,
+        "global_batch_size": 4,
+        "per_device_batch_size": 4,
+        "max_steps": 2,
+        "precision": "fp32",
+        "gradient_checkpointing": True,
+        "dataloader_workers": 0,
+        "warmup_ratio": 0.0,
+        "progress": False,
+    }
+    return TrainConfig.from_sources(None, {**settings, **overrides})
+
+
 @pytest.fixture(scope="module")
 def lora_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("lora")
     model_dir = make_model_dir(root / "model")
     names = write_images(root / "images", 4)
-    data = write_jsonl(root / "data.jsonl", caption_records(names) + [conversation("Say hi.", "Hi!")] * 4)
-    config = TrainConfig.from_sources(
-        None,
-        {
-            "stage": 2,
-            "model": model_dir,
-            "data": [data],
-            "image_folder": [str(root / "images")],
-            "output": str(root / "adapter"),
-            "lora": True,
-            "lora_r": 4,
-            "lora_alpha": 8,
-            "lora_dropout": 0.0,
-            "learning_rate": 5e-3,
-            "global_batch_size": 4,
-            "per_device_batch_size": 4,
-            "max_steps": 2,
-            "precision": "fp32",
-            "gradient_checkpointing": True,
-            "dataloader_workers": 0,
-            "warmup_ratio": 0.0,
-            "progress": False,
-        },
-    )
-    result = train(config)
+    write_jsonl(root / "data.jsonl", caption_records(names) + [conversation("Say hi.", "Hi!")] * 4)
+    result = train(lora_settings(root, model_dir, root / "adapter"))
     return root, model_dir, result
 
 
@@ -110,23 +112,7 @@ def test_qlora_trains_a_4bit_llm_on_a_cpu(lora_run, tmp_path, monkeypatch):
     import bitsandbytes
 
     root, model_dir, _ = lora_run
-    settings = {
-        "stage": 2,
-        "model": model_dir,
-        "data": [str(root / "data.jsonl")],
-        "image_folder": [str(root / "images")],
-        "output": str(tmp_path / "qlora"),
-        "lora": True,
-        "lora_r": 4,
-        "bits": 4,
-        "global_batch_size": 4,
-        "per_device_batch_size": 4,
-        "max_steps": 2,
-        "precision": "fp32",
-        "dataloader_workers": 0,
-        "progress": False,
-    }
-    result = train(TrainConfig.from_sources(None, settings))
+    result = train(lora_settings(root, model_dir, tmp_path / "qlora", bits=4))
     modules = dict(result.trainer.model.named_modules())
     q_proj = next(m for n, m in modules.items() if n.endswith("layers.0.self_attn.q_proj.base_layer"))
     assert isinstance(q_proj, bitsandbytes.nn.Linear4bit)
@@ -138,7 +124,7 @@ def test_qlora_trains_a_4bit_llm_on_a_cpu(lora_run, tmp_path, monkeypatch):
     real = __import__("importlib").util.find_spec
     monkeypatch.setattr("importlib.util.find_spec", lambda name, *a: None if name == "bitsandbytes" else real(name, *a))
     with pytest.raises(UserError, match=r'^quantization nf4 needs bitsandbytes: pip install "minigemini\[quant\]"$'):
-        train(TrainConfig.from_sources(None, {**settings, "output": str(tmp_path / "none")}))
+        train(lora_settings(root, model_dir, tmp_path / "none", bits=4))
 
 
 def test_lora_is_refused_in_stage_one():
