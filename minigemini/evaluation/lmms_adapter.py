@@ -10,7 +10,9 @@ Only lmms-eval imports this module, so lmms-eval is imported at the top; nothing
 imports it, and the package works without lmms-eval installed.  Answers come from the same engines as
 ``mgm eval`` (``engines/``): ``--model_args pretrained=DIR`` (transformers), ``pretrained=DIR,engine=vllm`` (vLLM in
 process, in the vLLM environment) or ``endpoint=URL[,endpoint_model=NAME,concurrency=N]`` (any OpenAI-compatible
-server).
+server).  lmms-eval turns on PIL's ``LOAD_TRUNCATED_IMAGES`` for its whole process (some of its datasets hold
+truncated images), so inside lmms-eval a truncated image is answered as lmms-eval decodes it, where ``mgm eval``
+refuses it.
 """
 
 from __future__ import annotations

@@ -35,6 +35,17 @@ def _one_thread():
         yield
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _pil_truncation_policy():
+    """lmms-eval turns on PIL's LOAD_TRUNCATED_IMAGES for the whole process when its tasks are imported (some of its
+    datasets hold truncated images); put it back for the tests that run after these (their loaders refuse them)."""
+    from PIL import ImageFile
+
+    before = ImageFile.LOAD_TRUNCATED_IMAGES
+    yield
+    ImageFile.LOAD_TRUNCATED_IMAGES = before
+
+
 @pytest.fixture(scope="module")
 def tiny_checkpoint(tmp_path_factory):
     return build_checkpoint(tmp_path_factory.mktemp("mgm-tiny"))
