@@ -1,6 +1,6 @@
 """HD (visual token extension: 4 crops + global view, HR 1536) vs normal (HR 768), side by side in one run.
 
-    python benchmarks/bench_hd.py [--preset small|tiny] [--repeats 3] [--device cuda --dtype bfloat16]
+python benchmarks/bench_hd.py [--preset small|tiny] [--repeats 3] [--device cuda --dtype bfloat16]
 """
 
 import argparse
@@ -28,10 +28,14 @@ def main() -> None:
         inputs = random_inputs(model.config, 1, 32, device, dtype)
         with torch.inference_mode():
             timings = component_times(model, inputs, args.new_tokens, args.repeats)
-        results[name] = {"visual_tokens": model.config.image_seq_length, "hr_size": model.config.image_size_aux,
-                         **{k: round(v, 4) if v is not None else None for k, v in timings.items()}}
+        results[name] = {
+            "visual_tokens": model.config.image_seq_length,
+            "hr_size": model.config.image_size_aux,
+            **{k: round(v, 4) if v is not None else None for k, v in timings.items()},
+        }
     results["hd_over_normal_first_token"] = round(
-        results["hd"]["end_to_end_first_token_s"] / results["normal"]["end_to_end_first_token_s"], 2)
+        results["hd"]["end_to_end_first_token_s"] / results["normal"]["end_to_end_first_token_s"], 2
+    )
     print(json.dumps(results, indent=2))
 
 

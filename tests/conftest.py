@@ -34,8 +34,8 @@ def tiny_config(text_type: str = "llama", hd: bool = False, **overrides) -> Mini
         "eos_token_id": 2,
         **TEXT_CONFIGS[text_type],
     }
-    kwargs = dict(
-        vision_config={
+    kwargs = {
+        "vision_config": {
             "model_type": "clip_vision_model",
             "image_size": 32,
             "patch_size": 8,
@@ -44,13 +44,13 @@ def tiny_config(text_type: str = "llama", hd: bool = False, **overrides) -> Mini
             "num_hidden_layers": 3,
             "num_attention_heads": 4,
         },
-        vision_aux_config={"model_type": "convnext", "hidden_sizes": [8, 16, 24, 32], "depths": [1, 1, 2, 1]},
-        text_config=text,
-        image_size_aux=128 if hd else 64,
-        image_grid=2 if hd else 1,
-        image_global=hd,
-        image_token_id=IMAGE_TOKEN_ID,
-    )
+        "vision_aux_config": {"model_type": "convnext", "hidden_sizes": [8, 16, 24, 32], "depths": [1, 1, 2, 1]},
+        "text_config": text,
+        "image_size_aux": 128 if hd else 64,
+        "image_grid": 2 if hd else 1,
+        "image_global": hd,
+        "image_token_id": IMAGE_TOKEN_ID,
+    }
     kwargs.update(overrides)
     return MiniGeminiConfig(**kwargs)
 
@@ -66,7 +66,9 @@ def image_inputs(config: MiniGeminiConfig, num_images: int, seed: int = 0) -> di
     lr_shape = (num_images, 3, size, size) if config.num_views == 1 else (num_images, config.num_views, 3, size, size)
     return {
         "pixel_values": torch.randn(lr_shape, generator=generator),
-        "high_res_pixel_values": torch.randn(num_images, 3, config.image_size_aux, config.image_size_aux, generator=generator),
+        "high_res_pixel_values": torch.randn(
+            num_images, 3, config.image_size_aux, config.image_size_aux, generator=generator
+        ),
     }
 
 

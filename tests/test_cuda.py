@@ -14,8 +14,8 @@ from minigemini.mining import PatchInfoMining
 from minigemini.train import TrainConfig, load_lora, train
 from tests.conftest import image_inputs, prompt_ids, tiny_config, tiny_model
 from tests.helpers.serving import save_tiny_mgm, solid
-from tests.test_mining import randomised_mining
 from tests.helpers.training import caption_records, conversation, make_model_dir, write_images, write_jsonl
+from tests.test_mining import randomised_mining
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 

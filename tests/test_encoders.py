@@ -38,8 +38,14 @@ def test_high_res_map_fuses_all_stages_at_stem_stride():
 
 def test_freeze_turns_off_gradients_and_drop_path():
     torch.manual_seed(0)
-    config = tiny_config(vision_aux_config={"model_type": "convnext", "hidden_sizes": [8, 16, 24, 32],
-                                            "depths": [1, 1, 2, 1], "drop_path_rate": 0.9})
+    config = tiny_config(
+        vision_aux_config={
+            "model_type": "convnext",
+            "hidden_sizes": [8, 16, 24, 32],
+            "depths": [1, 1, 2, 1],
+            "drop_path_rate": 0.9,
+        }
+    )
     encoder = HighResEncoder(config).train()
     pixels = torch.randn(1, 3, 64, 64)
     assert not torch.equal(encoder(pixels), encoder(pixels)), "drop-path should be random while trainable"

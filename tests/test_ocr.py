@@ -65,8 +65,15 @@ def test_chat_cli_and_server_add_the_ocr_tokens(sign, tmp_path, monkeypatch, cap
     model, processor = loading.load_pretrained(model_dir)
     with TestClient(create_app(model, processor)) as client:
         url = "data:image/png;base64," + __import__("base64").b64encode((tmp_path / "sign.png").read_bytes()).decode()
-        body = {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": url}},
-                                                          {"type": "text", "text": "Read it"}]}], "max_tokens": 1}
+        body = {
+            "messages": [
+                {
+                    "role": "user",
+                    "content": [{"type": "image_url", "image_url": {"url": url}}, {"type": "text", "text": "Read it"}],
+                }
+            ],
+            "max_tokens": 1,
+        }
         plain = client.post("/v1/chat/completions", json=body).json()
         with_ocr = client.post("/v1/chat/completions", json={**body, "ocr": True}).json()
     assert with_ocr["usage"]["prompt_tokens"] > plain["usage"]["prompt_tokens"]

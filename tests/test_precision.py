@@ -53,7 +53,6 @@ def test_training_defaults_to_auto():
     assert isinstance(precision.cpu_has_fast_bf16(), bool)
 
 
-
 @pytest.mark.parametrize(("setting", "fast", "autocast"), [("auto", True, True), ("auto", False, False),
                                                            ("fp32", True, False), ("bf16", True, True)])  # fmt: skip
 def test_tower_steps_autocast_in_bf16_only_when_it_resolves_to_bf16(cpu_only, monkeypatch, setting, fast, autocast):

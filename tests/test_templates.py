@@ -3,6 +3,8 @@ twins (chat_template.jinja) render the same."""
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from jinja2 import TemplateError
 from transformers.utils.chat_template_utils import render_jinja_template
@@ -101,7 +103,7 @@ def test_segments_flag_exactly_the_supervised_text(name):
     assert [text for text, supervised in segments if supervised] == EXPECTED_SUPERVISED[name]
     # pieces alternate (adjacent pieces of one kind are merged) and none is empty
     assert all(text for text, _ in segments)
-    assert all(a[1] != b[1] for a, b in zip(segments, segments[1:]))
+    assert all(a[1] != b[1] for a, b in itertools.pairwise(segments))
 
 
 @pytest.mark.parametrize("name", TEMPLATE_NAMES)

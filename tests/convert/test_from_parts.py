@@ -31,9 +31,14 @@ from tests.helpers.tiny_release import (
     text_config_dict,
 )
 
-VISION = dict(
-    hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, image_size=32, patch_size=8
-)
+VISION = {
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "image_size": 32,
+    "patch_size": 8,
+}
 
 
 @pytest.fixture(scope="module")
@@ -43,16 +48,16 @@ def parts(tmp_path_factory):
     clip = CLIPModel(
         CLIPConfig(
             vision_config=VISION,
-            text_config=dict(
-                hidden_size=32,
-                intermediate_size=64,
-                num_hidden_layers=1,
-                num_attention_heads=4,
-                vocab_size=50,
-                bos_token_id=0,
-                eos_token_id=1,
-                pad_token_id=1,
-            ),
+            text_config={
+                "hidden_size": 32,
+                "intermediate_size": 64,
+                "num_hidden_layers": 1,
+                "num_attention_heads": 4,
+                "vocab_size": 50,
+                "bos_token_id": 0,
+                "eos_token_id": 1,
+                "pad_token_id": 1,
+            },
         )
     )
     clip.save_pretrained(root / "clip")

@@ -16,7 +16,7 @@ from minigemini import MiniGeminiConfig, MiniGeminiForConditionalGeneration
 from minigemini.image_processing import MiniGeminiImageProcessor
 from minigemini.processing import MiniGeminiProcessor
 
-WORDS = (
+WORDS = (  # noqa: SIM905  (a sentence of words reads better than a list)
     "a chat between curious user and an artificial intelligence assistant the gives helpful detailed polite "
     "answers to user's questions USER ASSISTANT what is in this image picture colour color shape how many "
     "are there word written answer question using single or phrase with option's letter from given choices "

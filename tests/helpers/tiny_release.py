@@ -23,12 +23,12 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
-CLIP = dict(hidden_size=64, intermediate_size=96, num_hidden_layers=3, image_size=32, patch_size=8)
+CLIP = {"hidden_size": 64, "intermediate_size": 96, "num_hidden_layers": 3, "image_size": 32, "patch_size": 8}
 CONVNEXT_WIDTHS = (8, 16, 24, 32)  # sum 80: the fused HR map's channels
 CONVNEXT_DEPTHS = (1, 1, 2, 1)
 LLM_HIDDEN = 48
 
-WORDS = (
+WORDS = (  # noqa: SIM905  (a sentence of words reads better than a list)
     "a b c d e f g h i j k l m n o p q r s t u v w x y z the cat dog sat on mat what is in this image describe it "
     "picture color red blue green . , ? ! : USER ASSISTANT SYSTEM user model assistant system"
 ).split()
@@ -308,8 +308,11 @@ def reference_convnext(t: dict, images: torch.Tensor, prefix: str = "model.visio
             y = F.conv2d(x, t[b + "conv_dw.weight"], t[b + "conv_dw.bias"], padding=3, groups=x.shape[1])
             y = y.permute(0, 2, 3, 1)
             y = F.layer_norm(y, y.shape[-1:], t[b + "norm.weight"], t[b + "norm.bias"], eps=1e-6)
-            y = F.linear(F.gelu(F.linear(y, t[b + "mlp.fc1.weight"], t[b + "mlp.fc1.bias"])), t[b + "mlp.fc2.weight"],
-                         t[b + "mlp.fc2.bias"])
+            y = F.linear(
+                F.gelu(F.linear(y, t[b + "mlp.fc1.weight"], t[b + "mlp.fc1.bias"])),
+                t[b + "mlp.fc2.weight"],
+                t[b + "mlp.fc2.bias"],
+            )
             x = x + (y * t[b + "gamma"]).permute(0, 3, 1, 2)
             block += 1
         outputs.append(x)
@@ -323,7 +326,7 @@ def reference_clip(release: TinyRelease, images: torch.Tensor) -> torch.Tensor:
     """CLIPVisionModel loaded with the release tensors; hidden_states[-2] without CLS."""
     prefix = "model.vision_tower.vision_tower.vision_model."
     clip = CLIPVisionModel(release.clip_config).eval()
-    clip.load_state_dict({k[len(prefix):]: v for k, v in release.tensors.items() if k.startswith(prefix)})
+    clip.load_state_dict({k[len(prefix) :]: v for k, v in release.tensors.items() if k.startswith(prefix)})
     return clip(pixel_values=images, output_hidden_states=True).hidden_states[-2][:, 1:]
 
 
@@ -362,7 +365,7 @@ def reference_image_tokens(release: TinyRelease, pixel_values: torch.Tensor, hig
         cell = hr_map.shape[-1] // grid
         for row in range(grid):
             for col in range(grid):
-                window = hr_map[:, :, row * cell:(row + 1) * cell, col * cell:(col + 1) * cell]
+                window = hr_map[:, :, row * cell : (row + 1) * cell, col * cell : (col + 1) * cell]
                 parts.append(reference_mining(t, lr[:, 1 + row * grid + col], window))
         features = torch.cat(parts, dim=1)
     hidden = F.gelu(F.linear(features, t["model.mm_projector.0.weight"], t["model.mm_projector.0.bias"]))

@@ -34,6 +34,7 @@ from minigemini.train import TrainConfig, train
 from minigemini.train.engines import DDP, FSDP, Engine, check_resume_engine, checkpoint_engine, run_engine
 from minigemini.train.lora import merge_lora
 from tests.helpers.serving import free_port
+from tests.helpers.training import caption_records, conversation, make_model_dir, write_images, write_jsonl
 from tests.train.engine_helpers import (
     DISTRIBUTED,
     ENGINES,
@@ -44,7 +45,6 @@ from tests.train.engine_helpers import (
     torchrun,
     write_plan,
 )
-from tests.helpers.training import caption_records, conversation, make_model_dir, write_images, write_jsonl
 
 LOSS_ATOL = 1e-5
 STEPS = 10

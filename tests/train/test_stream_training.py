@@ -18,9 +18,9 @@ import torch
 from minigemini.datatools.shard import write_shards
 from minigemini.train import train
 from minigemini.train.trainer import MiniGeminiTrainer
+from tests.helpers.training import caption_records, conversation, write_images, write_jsonl
 from tests.train.test_kill import ROOT, CountSteps, start_and_kill
 from tests.train.test_stages import config, weights, workspace  # noqa: F401  (workspace is a fixture)
-from tests.helpers.training import caption_records, conversation, write_images, write_jsonl
 
 COMMON = {
     "stage": 2,
