@@ -56,6 +56,16 @@ class Record:
     id: str | None = None
 
 
+def image_path_problem(image: str, absolute_allowed: bool) -> str | None:
+    """What is wrong with a record's image path (relative to the image folder), or None: a path that leaves the
+    folder (``../``), or an absolute one where the folder is given (``absolute_allowed`` False)."""
+    if os.path.isabs(image):
+        return None if absolute_allowed else f"absolute image path {image}: give it relative to the image folder"
+    if os.path.normpath(image).split(os.sep)[0] == "..":
+        return f"image path {image} leaves the image folder (../)"
+    return None
+
+
 def resolve_image(path: str, image_folders: Sequence[str]) -> str | None:
     """The first existing ``folder/path`` (or ``path`` itself if absolute or relative to the cwd); None if none."""
     if os.path.isabs(path):
@@ -94,9 +104,10 @@ def _iter_raw(path: str) -> Iterable[tuple[str, Any, str | None]]:
                 yield f"{name}:{line_number}", None, err.msg
 
 
-def check_record(obj: Any, source: str, image_folders: Sequence[str]) -> Record:
+def check_record(obj: Any, source: str, image_folders: Sequence[str], absolute_allowed: bool = True) -> Record:
     """``obj`` as a Record; raises ``Skip`` when it cannot be one.  Images are paths (resolved under
-    ``image_folders``) or encoded bytes (a shard's row; ``None`` there means the image is missing)."""
+    ``image_folders``; absolute ones only where ``absolute_allowed``, i.e. no folder was given) or encoded bytes (a
+    shard's row; ``None`` there means the image is missing)."""
     if not isinstance(obj, dict):
         raise Skip("bad_record", source, f"expected an object, got {type(obj).__name__}")
     conversations = obj.get("conversations")
@@ -146,6 +157,9 @@ def check_record(obj: Any, source: str, image_folders: Sequence[str]) -> Record:
             continue
         if image is None:
             raise Skip("missing_image", source, "the row has no image bytes")
+        problem = image_path_problem(image, absolute_allowed)
+        if problem:
+            raise Skip("bad_image_path", source, problem)
         found = resolve_image(image, image_folders)
         if found is None:
             raise Skip("missing_image", source, f"{image} not found under {list(image_folders)}")
@@ -176,7 +190,7 @@ def iter_records(
             try:
                 if error is not None:
                     raise Skip("bad_json", source, error)
-                record = check_record(obj, source, roots)
+                record = check_record(obj, source, roots, absolute_allowed=not folders)
             except Skip as skip:
                 skips.add(skip)
                 continue

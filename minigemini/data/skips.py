@@ -24,6 +24,7 @@ SKIP_REASONS = {
     "bad_record": "not a conversation record (wrong types or roles)",
     "empty_conversation": "no user turn or no non-empty assistant answer",
     "image_count_mismatch": "<image> placeholders do not match the record's images",
+    "bad_image_path": "an image path leaves the image folder (../), or is absolute where image folders are given",
     "missing_image": "an image file was not found under the image folders",
     "unreadable_image": "an image file could not be decoded",
     "too_long": "longer than max_length and truncation would cut image tokens or every answer",

@@ -17,11 +17,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from minigemini.data.records import DataError
+from minigemini.data.records import DataError, image_path_problem
 from minigemini.data.skips import Skip
 from minigemini.templates import IMAGE_PLACEHOLDER
 
-__all__ = ["COLUMNS", "convert_table", "image_path_problem", "read_table", "to_record"]
+__all__ = ["COLUMNS", "convert_table", "read_table", "to_record"]
 
 #: column -> its accepted names
 COLUMNS = {
@@ -79,16 +79,6 @@ def _images(value: Any, where: str) -> list[str]:
         if problem:
             raise Skip("bad_record", where, problem)
     return value
-
-
-def image_path_problem(image: str, absolute_allowed: bool) -> str | None:
-    """What is wrong with an image path of a record (relative to the image folder), or None: a path that leaves the
-    folder (``../``), or an absolute one where the folder is given (``absolute_allowed`` False)."""
-    if os.path.isabs(image):
-        return None if absolute_allowed else f"absolute image path {image}: give it relative to the image folder"
-    if os.path.normpath(image).split(os.sep)[0] == "..":
-        return f"image path {image} leaves the image folder (../)"
-    return None
 
 
 def to_record(where: str, row: Any) -> dict[str, Any]:

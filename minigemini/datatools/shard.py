@@ -131,14 +131,14 @@ def _write_tar(rows: list[dict[str, Any]], staging: Path, first_key: int) -> Non
 
 def _chunks(inputs: Sequence[str], image_folders: Sequence[str], size: int) -> Iterator[list[tuple]]:
     """The input records in runs of ``size`` (one shard's worth), each record as (source, object, JSON error, the
-    image folders of its file)."""
+    image folders of its file, whether absolute image paths are allowed: no folder given)."""
     chunk: list[tuple] = []
     for path in inputs:
         if not os.path.isfile(path):
             raise UserError(f"data file not found: {path}")
         roots = list(image_folders) or [os.path.dirname(os.path.abspath(path))]
         for source, obj, error in iter_raw(path):
-            chunk.append((source, obj, error, roots))
+            chunk.append((source, obj, error, roots, not image_folders))
             if len(chunk) == size:
                 yield chunk
                 chunk = []
@@ -151,11 +151,11 @@ def _shard_rows(chunk: list[tuple]) -> tuple[list[dict[str, Any]], SkipCounter]:
     the others counted and named."""
     rows: list[dict[str, Any]] = []
     skips = SkipCounter(log_first=3)
-    for source, obj, error, roots in chunk:
+    for source, obj, error, roots, absolute_allowed in chunk:
         try:
             if error is not None:
                 raise Skip("bad_json", source, error)
-            record = check_record(obj, source, roots)
+            record = check_record(obj, source, roots, absolute_allowed)
             rows.append(_row(obj, record, [_encoded_image(image, source) for image in record.images]))
         except Skip as skip:
             skips.add(skip)

@@ -23,10 +23,9 @@ from typing import Any
 import numpy as np
 
 from minigemini.data.jsonio import iter_raw
-from minigemini.data.records import DataError, resolve_image
+from minigemini.data.records import DataError, image_path_problem, resolve_image
 from minigemini.data.shards import MANIFEST, Broken, is_shard_source, open_shards, read_shard, row_to_record
 from minigemini.data.skips import Skip, SkipCounter
-from minigemini.datatools.convert import image_path_problem
 from minigemini.datatools.mix import check_image, images_of
 from minigemini.generation import GEN_TAG
 from minigemini.ocr import OCR_PREFIX

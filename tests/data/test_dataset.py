@@ -148,6 +148,27 @@ def test_json_array_files_and_image_lists(tmp_path, images):
     assert skips.as_dict() == {"bad_record": 1} and skips.examples["bad_record"][0].startswith("data.json#1")
 
 
+def test_image_paths_stay_inside_the_image_folder(tmp_path):
+    folder = tmp_path / "pics"
+    inside = write_images(folder, 1)[0]
+    write_images(tmp_path, 1)  # tmp_path/img0.png: "../img0.png" from the folder exists, but outside it
+    absolute = str(folder / inside)
+    records = [
+        conversation("<image>\nA?", "A.", image=inside),
+        conversation("<image>\nB?", "B.", image="../img0.png"),
+        conversation("<image>\nC?", "C.", image=absolute),
+    ]
+    data = write_jsonl(folder / "data.jsonl", records)
+    found, skips = read_records(data, str(folder))  # a folder given: absolute paths are refused too
+    assert [r.source for r in found] == ["data.jsonl:1"] and skips.as_dict() == {"bad_image_path": 2}
+    assert skips.examples["bad_image_path"] == [
+        "data.jsonl:2: image path ../img0.png leaves the image folder (../)",
+        f"data.jsonl:3: absolute image path {absolute}: give it relative to the image folder",
+    ]
+    found, skips = read_records(data)  # no folder given: relative to the data file, absolute paths as they are
+    assert [r.source for r in found] == ["data.jsonl:1", "data.jsonl:3"] and skips.as_dict() == {"bad_image_path": 1}
+
+
 def test_unusable_data_is_an_error_before_training(tmp_path, processor, images):
     folder, _ = images
     bad = write_jsonl(

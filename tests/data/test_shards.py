@@ -94,6 +94,18 @@ def test_shard_writes_images_inside_skips_bad_images_and_resumes(tmp_path, sourc
     assert "holds shards of another run" in capsys.readouterr().err
 
 
+def test_shard_leaves_out_image_paths_outside_the_image_folder(tmp_path, source):
+    images = source[1]
+    absolute = os.path.join(images, "img0.png")
+    records = [conversation("<image>\nA?", "A.", image=name) for name in ("img0.png", "../images/img1.png", absolute)]
+    argv = ["shard", write_jsonl(tmp_path / "paths.jsonl", records), "--image-folder", images]
+    assert data_main([*argv, "-o", str(tmp_path / "shards"), "--no-progress"]) == 0
+    manifest = json.loads((tmp_path / "shards" / "manifest.json").read_text())
+    assert manifest["samples"] == 1 and manifest["skipped"] == {"bad_image_path": 2}
+    assert "leaves the image folder" in manifest["skipped_examples"]["bad_image_path"][0]
+    assert f"absolute image path {absolute}" in manifest["skipped_examples"]["bad_image_path"][1]
+
+
 def test_hugging_face_reads_the_parquet_shards(tmp_path, source):
     import datasets
 
