@@ -194,3 +194,26 @@ def test_mgm_quantize_then_vllm_serves_the_bitsandbytes_checkpoint(tmp_path):
     with vllm_server(tmp_path / "q", tmp_path / "vllm.log") as url:
         reply = httpx.post(f"{url}/v1/completions", json={"prompt": "Hi", "max_tokens": 2}, timeout=120).json()
     assert isinstance(reply["choices"][0]["text"], str)
+
+
+def test_vllm_quantises_the_plugins_llm_to_fp8_on_the_gpu(tmp_path):
+    """vLLM's CUDA build quantises the plugin's LLM to fp8 itself (`--quantization fp8`, Ada or Hopper) and answers a
+    question about an image (the image side runs in the engine's dtype); a CPU build of vLLM is skipped here."""
+    import subprocess
+
+    import httpx
+
+    from tests.helpers import vllm_env
+
+    if torch.cuda.get_device_capability() < (8, 9):
+        pytest.skip("fp8 needs an Ada or Hopper GPU")
+    probe = [str(vllm_env.vllm_python()), "-c", "import torch; print(torch.cuda.is_available())"]
+    if subprocess.run(probe, check=True, capture_output=True, text=True).stdout.strip() != "True":
+        pytest.skip("the vLLM environment is a CPU build")
+    vllm_env.save_tiny_vllm_mgm(tmp_path / "mgm")
+    image = vllm_env.data_url(vllm_env.noise_image(tmp_path / "noise.png", (40, 30), seed=0))
+    content = [{"type": "image_url", "image_url": {"url": image}}, {"type": "text", "text": "What is it?"}]
+    request = {"messages": [{"role": "user", "content": content}], "max_tokens": 3, "temperature": 0}
+    with vllm_env.vllm_server(tmp_path / "mgm", tmp_path / "vllm.log", "--quantization", "fp8") as url:
+        reply = httpx.post(f"{url}/v1/chat/completions", json=request, timeout=120).json()
+    assert isinstance(reply["choices"][0]["message"]["content"], str), reply
