@@ -131,14 +131,14 @@ def _write_tar(rows: list[dict[str, Any]], staging: Path, first_key: int) -> Non
 
 def _chunks(inputs: Sequence[str], image_folders: Sequence[str], size: int) -> Iterator[list[tuple]]:
     """The input records in runs of ``size`` (one shard's worth), each record as (source, object, JSON error, the
-    image folders of its file, whether absolute image paths are allowed: no folder given)."""
+    image folders of its file)."""
     chunk: list[tuple] = []
     for path in inputs:
         if not os.path.isfile(path):
             raise UserError(f"data file not found: {path}")
         roots = list(image_folders) or [os.path.dirname(os.path.abspath(path))]
         for source, obj, error in iter_raw(path):
-            chunk.append((source, obj, error, roots, not image_folders))
+            chunk.append((source, obj, error, roots))
             if len(chunk) == size:
                 yield chunk
                 chunk = []
@@ -146,12 +146,13 @@ def _chunks(inputs: Sequence[str], image_folders: Sequence[str], size: int) -> I
         yield chunk
 
 
-def _shard_rows(chunk: list[tuple]) -> tuple[list[dict[str, Any]], SkipCounter]:
-    """The rows of the chunk's usable records, validated as training does and with their images read and decoded;
-    the others counted and named."""
+def _shard_rows(chunk: list[tuple], absolute_allowed: bool) -> tuple[list[dict[str, Any]], SkipCounter]:
+    """The rows of the chunk's usable records, validated as training does (absolute image paths only where
+    ``absolute_allowed``: no image folder given) and with their images read and decoded; the others counted and
+    named."""
     rows: list[dict[str, Any]] = []
     skips = SkipCounter(log_first=3)
-    for source, obj, error, roots, absolute_allowed in chunk:
+    for source, obj, error, roots in chunk:
         try:
             if error is not None:
                 raise Skip("bad_json", source, error)
@@ -177,9 +178,11 @@ def _open_log(output: Path, settings: dict[str, Any]) -> AppendCache:
     return log
 
 
-def _write_shard(output: Path, fmt: str, index: int, first_record: int, chunk: list[tuple]) -> dict[str, Any]:
+def _write_shard(
+    output: Path, fmt: str, index: int, first_record: int, chunk: list[tuple], absolute_allowed: bool
+) -> dict[str, Any]:
     """Shard ``index`` of the chunk's records, written atomically; its progress log entry."""
-    rows, skips = _shard_rows(chunk)
+    rows, skips = _shard_rows(chunk, absolute_allowed)
     name = f"shard-{index:05d}.{SHARD_FORMATS[fmt]}"
     path = output / name
     if fmt == "parquet":
@@ -230,7 +233,7 @@ def write_shards(
             bar.update(len(chunk))
             if first in done and (output / done[first]["file"]).is_file():
                 continue  # finished by an earlier run
-            log.add(_write_shard(output, fmt, index, first, chunk))
+            log.add(_write_shard(output, fmt, index, first, chunk, absolute_allowed=not image_folders))
             written += 1
         shards = [entry for name, entry in log.entries.items() if name != _SETTINGS_KEY]
     bar.close()
