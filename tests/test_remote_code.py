@@ -96,7 +96,9 @@ def test_saved_with_its_code_it_loads_without_minigemini(tmp_path):
             assert torch.equal(got["inputs"][key], inputs[key]), key
         with torch.inference_mode():
             logits = model(**inputs).logits
-        assert torch.equal(got["logits"], logits)
+        # Same code, same weights: only the float summation order may differ between two processes (thread count,
+        # kernel choice), so the logits agree to float32 rounding rather than bit for bit.
+        torch.testing.assert_close(got["logits"], logits, rtol=1e-4, atol=1e-5)
 
 
 def test_plain_saves_carry_no_code(tmp_path):
